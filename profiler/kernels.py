@@ -1,0 +1,173 @@
+"""Fused element-wise kernels of a decoder layer (Triton on GPU, torch reference elsewhere).
+
+Why fused: serving engines (vLLM, SGLang) run norm+residual, rotary+KV-cache write and the gated
+activation as single custom kernels. Timing the same layer built from a dozen separate torch
+element-wise launches would overstate small-batch decode latency, which is launch- and
+memory-bound. Each op here has a Triton kernel (used for CUDA tensors, or on the CPU through
+Triton's interpreter when ``TRITON_INTERPRET=1``) and a torch reference with identical semantics
+(used by the CPU profiling mode and as the ground truth in tests).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # Triton is optional: the CPU mode and CI run without it.
+    import triton
+    import triton.language as tl
+
+    HAVE_TRITON = True
+except ImportError:  # pragma: no cover - depends on the environment
+    triton = tl = None
+    HAVE_TRITON = False
+
+
+def use_triton(t: torch.Tensor) -> bool:
+    """Triton path for CUDA tensors, or for CPU tensors under Triton's interpreter (tests)."""
+    if not HAVE_TRITON:
+        return False
+    return t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _pow2(n: int) -> int:
+    return 1 << (max(1, n) - 1).bit_length()
+
+
+# --------------------------------------------------------------------------- references
+def add_rmsnorm_ref(x, residual, weight, eps):
+    """residual += x; return rmsnorm(residual) * weight (residual updated in place)."""
+    residual.add_(x)
+    r = residual.float()
+    y = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    return y.to(x.dtype)
+
+
+def rope_cache_ref(qkv, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_heads, head_dim):
+    """Neox-style rotary on q and k; k and v written into the paged cache at ``slots``.
+
+    qkv: [T, (Hq + 2 Hkv) * D]; cos_sin: [max_pos, D] (cos in the first half, sin in the second);
+    caches: [blocks, page, Hkv, D]. Returns the rotated queries [T, Hq, D].
+    """
+    t = qkv.shape[0]
+    x = qkv.view(t, q_heads + 2 * kv_heads, head_dim)
+    half = head_dim // 2
+    cs = cos_sin[positions].float()
+    cos, sin = cs[:, None, :half], cs[:, None, half:]
+
+    def rot(h):
+        h = h.float()
+        h1, h2 = h[..., :half], h[..., half:]
+        return torch.cat([h1 * cos - h2 * sin, h2 * cos + h1 * sin], -1).to(qkv.dtype)
+
+    q = rot(x[:, :q_heads])
+    k = rot(x[:, q_heads:q_heads + kv_heads])
+    v = x[:, q_heads + kv_heads:]
+    flat_k = k_cache.view(-1, kv_heads, head_dim)
+    flat_v = v_cache.view(-1, kv_heads, head_dim)
+    flat_k[slots] = k
+    flat_v[slots] = v
+    return q.contiguous()
+
+
+def silu_mul_ref(gate_up):
+    f = gate_up.shape[-1] // 2
+    g, u = gate_up[..., :f].float(), gate_up[..., f:].float()
+    return (torch.nn.functional.silu(g) * u).to(gate_up.dtype)
+
+
+# --------------------------------------------------------------------------- Triton kernels
+if HAVE_TRITON:
+
+    @triton.jit
+    def _add_rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, n_cols, eps, stride,
+                            BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        x = tl.load(x_ptr + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
+        r = tl.load(res_ptr + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
+        r = r + x
+        tl.store(res_ptr + row * stride + cols, r.to(res_ptr.dtype.element_ty), mask=mask)
+        r = r.to(res_ptr.dtype.element_ty).to(tl.float32)  # same rounding as the reference
+        var = tl.sum(r * r, axis=0) / n_cols
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        y = r * tl.rsqrt(var + eps) * w
+        tl.store(out_ptr + row * stride + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _rope_cache_kernel(qkv_ptr, pos_ptr, cs_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr,
+                           slot_ptr, Q_HEADS, KV_HEADS, stride_qkv, stride_cs,
+                           HALF: tl.constexpr):
+        tok = tl.program_id(0).to(tl.int64)
+        head = tl.program_id(1)
+        d = tl.arange(0, HALF)
+        pos = tl.load(pos_ptr + tok).to(tl.int64)
+        D = 2 * HALF
+        base = qkv_ptr + tok * stride_qkv + head * D
+        if head < Q_HEADS + KV_HEADS:
+            cos = tl.load(cs_ptr + pos * stride_cs + d)
+            sin = tl.load(cs_ptr + pos * stride_cs + HALF + d)
+            x1 = tl.load(base + d).to(tl.float32)
+            x2 = tl.load(base + HALF + d).to(tl.float32)
+            o1 = (x1 * cos - x2 * sin).to(q_out_ptr.dtype.element_ty)
+            o2 = (x2 * cos + x1 * sin).to(q_out_ptr.dtype.element_ty)
+            if head < Q_HEADS:
+                dst = q_out_ptr + (tok * Q_HEADS + head) * D
+            else:
+                slot = tl.load(slot_ptr + tok).to(tl.int64)
+                dst = k_cache_ptr + (slot * KV_HEADS + (head - Q_HEADS)) * D
+            tl.store(dst + d, o1)
+            tl.store(dst + HALF + d, o2)
+        else:
+            slot = tl.load(slot_ptr + tok).to(tl.int64)
+            dst = v_cache_ptr + (slot * KV_HEADS + (head - Q_HEADS - KV_HEADS)) * D
+            tl.store(dst + d, tl.load(base + d))
+            tl.store(dst + HALF + d, tl.load(base + HALF + d))
+
+    @triton.jit
+    def _silu_mul_kernel(gu_ptr, out_ptr, F, stride_in, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = cols < F
+        g = tl.load(gu_ptr + row * stride_in + cols, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(gu_ptr + row * stride_in + F + cols, mask=mask, other=0.0).to(tl.float32)
+        y = g / (1.0 + tl.exp(-g)) * u
+        tl.store(out_ptr + row * F + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------- dispatch
+def add_rmsnorm(x, residual, weight, eps=1e-5):
+    if not use_triton(x):
+        return add_rmsnorm_ref(x, residual, weight, eps)
+    out = torch.empty_like(x)
+    n = x.shape[-1]
+    block = _pow2(n)
+    _add_rmsnorm_kernel[(x.shape[0],)](x, residual, weight, out, n, eps, x.stride(0),
+                                       BLOCK=block, num_warps=min(16, max(1, block // 256)))
+    return out
+
+
+def rope_cache(qkv, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_heads, head_dim):
+    if not use_triton(qkv):
+        return rope_cache_ref(qkv, positions, cos_sin, k_cache, v_cache, slots,
+                              q_heads, kv_heads, head_dim)
+    t = qkv.shape[0]
+    q = torch.empty(t, q_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
+    grid = (t, q_heads + 2 * kv_heads)
+    _rope_cache_kernel[grid](qkv, positions, cos_sin, q, k_cache, v_cache, slots,
+                             q_heads, kv_heads, qkv.stride(0), cos_sin.stride(0),
+                             HALF=head_dim // 2, num_warps=1)
+    return q
+
+
+def silu_mul(gate_up):
+    if not use_triton(gate_up):
+        return silu_mul_ref(gate_up)
+    t, f2 = gate_up.shape
+    f = f2 // 2
+    out = torch.empty(t, f, dtype=gate_up.dtype, device=gate_up.device)
+    block = 1024
+    _silu_mul_kernel[(t, triton.cdiv(f, block))](gate_up, out, f, gate_up.stride(0),
+                                                  BLOCK=block, num_warps=4)
+    return out

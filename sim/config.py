@@ -1,0 +1,193 @@
+"""Typed run configuration, loadable from YAML and overridable from the command line.
+
+Every section is a dataclass; ``load_config`` maps nested dicts onto them strictly: an unknown key
+or a value of the wrong type is an error naming the dotted path (``scheduler.max_batch_size``) so a
+typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class InstanceGroupConfig:
+    """A pool of identical serving instances (one instance = ``tp`` GPUs running one engine)."""
+
+    model: str = "llama-3.1-8b"
+    gpu: str = "h100"
+    tp: int = 1
+    count: int = 1
+    name: str = ""
+    #: which requests this group serves (used by plans from the planner): slo_class or '' for all
+    serves: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SchedulerConfig:
+    """Per-instance batching policy and memory settings."""
+
+    policy: str = "vllm"
+    max_batch_size: int = 256  # max sequences in one iteration (vLLM max_num_seqs)
+    #: max new tokens in one iteration (vLLM max_num_batched_tokens); None = max(model context, 2048)
+    max_batched_tokens: int | None = None
+    block_size: int = 16  # KV-cache block size in tokens
+    gpu_memory_utilization: float = 0.9  # fraction of HBM the engine may use
+    activation_reserve_gb: float = 2.0  # per GPU, held back for activations / CUDA graphs
+    preemption: str = "recompute"  # recompute | swap
+    watermark: float = 0.01  # fraction of KV blocks kept free when admitting (vLLM)
+    chunk_size: int = 512  # Sarathi-Serve prefill chunk (tokens)
+    token_budget: int = 512  # Sarathi-Serve tokens per iteration (decodes + chunk)
+
+
+@dataclass
+class RouterConfig:
+    name: str = "round_robin"  # round_robin | least_outstanding_tokens
+    seed: int = 0
+
+
+@dataclass
+class CostModelConfig:
+    """Which cost model answers batch_time: auto = a measured profile if one matches, else roofline."""
+
+    kind: str = "auto"  # auto | roofline | profiled
+    profile_dir: str = ""  # explicit profile directory (kind=profiled)
+
+
+@dataclass
+class SLOConfig:
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    attainment_target: float = 0.9
+
+
+@dataclass
+class TraceConfig:
+    """Where requests come from: a file, or a synthetic generator when ``path`` is empty."""
+
+    path: str = ""
+    format: str = "auto"
+    rate: float | None = None  # rescale arrivals to this req/s (or synthesize at it)
+    start_s: float | None = None  # time slice of a real trace
+    end_s: float | None = None
+    max_requests: int | None = None
+    # synthetic workload (used when path is empty)
+    num_requests: int = 1000
+    arrival: str = "poisson"  # poisson | gamma
+    cv: float = 1.0
+    prompt: str = "lognormal:mean=1024,std=800,min=16,max=8192"
+    output: str = "lognormal:mean=200,std=150,min=1,max=2048"
+
+
+@dataclass
+class OutputConfig:
+    dir: str = ""  # where results go; empty = do not write files
+    plots: bool = True
+    csv: bool = False
+    timeseries_interval_s: float = 0.5  # sampling period of batch/KV/queue time series
+
+
+@dataclass
+class SimConfig:
+    cluster: list[InstanceGroupConfig] = field(default_factory=lambda: [InstanceGroupConfig()])
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    cost_model: CostModelConfig = field(default_factory=CostModelConfig)
+    slo: SLOConfig = field(default_factory=SLOConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    #: advance over runs of unchanged decode iterations in closed form (False = one event per step)
+    fast_forward: bool = True
+    #: stop simulating at this simulated time (requests still running are counted 'unfinished')
+    max_sim_time_s: float | None = None
+    progress: bool = False
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the dotted field path."""
+
+
+def _coerce(value: Any, typ: Any, path: str) -> Any:
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return from_dict(typ, value, path)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        last = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as exc:
+                last = exc
+        raise last or ConfigError(f"{path}: invalid value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, data: dict, path: str = ""):
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown config field(s) {', '.join(where + u for u in sorted(unknown))}; "
+            f"valid fields{' of ' + path if path else ''}: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> SimConfig:
+    """Load a YAML file (optional) and apply dotted overrides like {"scheduler.policy": "vllm"}."""
+    data: dict = {}
+    if path:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return from_dict(SimConfig, data)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,49 @@
+"""Choose the cost model for an instance: a measured profile when one matches, else a roofline.
+
+``kind``: ``auto`` (profile if ``profiler/profiles/<gpu>/<model>/tp<k>`` exists, else the roofline
+calibrated on profiled GPUs, else the plain roofline), ``profiled`` (a profile is required) or
+``roofline``. The chosen model's ``source`` is stored with every result.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sim.catalog import GPUSpec, ModelSpec
+from sim.config import ConfigError, CostModelConfig
+from sim.costmodel.base import CostModel
+from sim.costmodel.roofline import RooflineCostModel
+
+KINDS = ("auto", "profiled", "roofline")
+
+
+def _profiled_module():
+    try:
+        from sim.costmodel import profiled
+    except ImportError:  # the profiled model is optional until profiles ship
+        return None
+    return profiled
+
+
+def make_cost_model(model: ModelSpec, gpu: GPUSpec, tp: int, cfg: CostModelConfig) -> CostModel:
+    kind = cfg.kind.lower()
+    if kind not in KINDS:
+        raise ConfigError(f"unknown cost_model.kind '{cfg.kind}'; choose one of {list(KINDS)}")
+    if tp < 1:
+        raise ConfigError("cluster[].tp must be >= 1")
+    if kind == "roofline":
+        return RooflineCostModel(model, gpu, tp)
+    prof = _profiled_module()
+    path = Path(cfg.profile_dir) if cfg.profile_dir else None
+    if path is None and prof is not None:
+        path = prof.find_profile(gpu.name, model.name, tp)
+    if path is not None and prof is not None:
+        return prof.ProfiledCostModel.from_dir(path)
+    if kind == "profiled":
+        raise ConfigError(
+            f"cost_model.kind=profiled but no profile exists for {model.name} on {gpu.name} tp={tp}; "
+            "run `goodput profile run` on that GPU, set cost_model.profile_dir, or use kind=auto")
+    if prof is not None and hasattr(prof, "calibrated_roofline"):
+        calibrated = prof.calibrated_roofline(model, gpu, tp)
+        if calibrated is not None:
+            return calibrated
+    return RooflineCostModel(model, gpu, tp)

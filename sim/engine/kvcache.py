@@ -1,0 +1,108 @@
+"""Paged KV-cache capacity and block accounting for one instance.
+
+Capacity follows vLLM: of each GPU's memory, ``gpu_memory_utilization`` is usable; weights (sharded
+by TP) and an activation reserve are subtracted; the rest holds KV blocks of ``block_size`` tokens.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sim.catalog import GPUSpec, ModelSpec
+
+
+class CapacityError(ValueError):
+    """The model does not fit on the configured GPUs at all."""
+
+
+@dataclass(frozen=True)
+class KVCapacity:
+    total_blocks: int
+    block_size: int
+    bytes_per_token: float  # per GPU of the TP group
+
+    @property
+    def total_tokens(self) -> int:
+        return self.total_blocks * self.block_size
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+
+def kv_capacity(model: ModelSpec, gpu: GPUSpec, tp: int, block_size: int,
+                gpu_memory_utilization: float, activation_reserve_gb: float) -> KVCapacity:
+    if not 0 < gpu_memory_utilization <= 1:
+        raise CapacityError("scheduler.gpu_memory_utilization must be in (0, 1]")
+    if block_size < 1:
+        raise CapacityError("scheduler.block_size must be >= 1")
+    usable = gpu.memory_bytes * gpu_memory_utilization
+    weights = model.weight_bytes(tp)
+    free = usable - weights - activation_reserve_gb * 1e9
+    per_token = model.kv_bytes_per_token(tp)
+    blocks = int(free // (per_token * block_size)) if free > 0 else 0
+    if blocks < 1:
+        raise CapacityError(
+            f"model '{model.name}' does not fit on {gpu.name} x tp={tp}: weights need "
+            f"{weights / 1e9:.1f} GB per GPU of {usable / 1e9:.1f} GB usable "
+            f"(gpu_memory_utilization={gpu_memory_utilization}, activation reserve "
+            f"{activation_reserve_gb} GB); raise tp or choose a larger GPU")
+    return KVCapacity(total_blocks=blocks, block_size=block_size, bytes_per_token=per_token)
+
+
+class DecodeBlockPhases:
+    """Counts, per step phase (mod block_size), how many decoding sequences need a new block.
+
+    A decoding sequence with ``kv`` stored tokens needs a fresh block exactly when ``kv % bs == 0``;
+    since kv grows by one per step, that happens every ``bs`` steps at a fixed phase. Keeping a
+    histogram of phases lets the engine compute, in O(block_size), how many blocks a run of k steps
+    consumes and the first step at which the free pool would run dry — without touching sequences.
+    """
+
+    def __init__(self, block_size: int):
+        self.bs = block_size
+        self.count = [0] * block_size
+        self.size = 0
+
+    def add(self, phase: int) -> None:
+        self.count[phase] += 1
+        self.size += 1
+
+    def remove(self, phase: int) -> None:
+        self.count[phase] -= 1
+        self.size -= 1
+
+    def needed_at(self, step: int) -> int:
+        """Blocks the set needs for the decode step with global index ``step``."""
+        return self.count[step % self.bs]
+
+    def blocks_needed(self, start_step: int, k: int) -> int:
+        """Blocks consumed by steps start_step .. start_step + k - 1."""
+        bs = self.bs
+        full, rest = divmod(k, bs)
+        total = full * self.size
+        if rest:
+            p0 = start_step % bs
+            end = p0 + rest
+            cnt = self.count
+            total += sum(cnt[p0:end]) if end <= bs else sum(cnt[p0:]) + sum(cnt[: end - bs])
+        return total
+
+    def steps_until_shortage(self, start_step: int, free_blocks: int) -> int:
+        """Number of steps from ``start_step`` that can run before one lacks a block.
+
+        Returns a large number when the set is empty.
+        """
+        if self.size == 0:
+            return 1 << 60
+        bs = self.bs
+        full = free_blocks // self.size
+        left = free_blocks - full * self.size
+        steps = full * bs
+        p0 = start_step % bs
+        cnt = self.count
+        for i in range(bs):
+            need = cnt[(p0 + i) % bs]
+            if need > left:
+                return steps + i
+            left -= need
+        return steps + bs  # unreachable: a full cycle needs exactly `size` blocks > left

@@ -1,0 +1,61 @@
+"""The batching-policy interface: one small strategy class per policy, chosen by name in config.
+
+A policy is consulted at every iteration boundary of an instance. It may admit waiting requests
+(``inst.admit``), preempt running ones (``inst.preempt``) and returns a Plan, or None when there is
+nothing to run. Policies must be *stationary*: with no arrival, completion or block shortage, a
+pure-decode plan is returned again unchanged — that is what makes fast-forwarding exact.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from sim.config import ConfigError, SchedulerConfig
+from sim.engine.kvcache import KVCapacity
+from sim.engine.sequence import Sequence
+
+
+class BatchingPolicy(ABC):
+    name = "base"
+
+    def __init__(self, cfg: SchedulerConfig, capacity: KVCapacity, max_context: int = 0):
+        if cfg.max_batch_size < 1:
+            raise ConfigError("scheduler.max_batch_size must be >= 1")
+        if cfg.max_batched_tokens is not None and cfg.max_batched_tokens < 1:
+            raise ConfigError("scheduler.max_batched_tokens must be >= 1")
+        if not 0 <= cfg.watermark < 1:
+            raise ConfigError("scheduler.watermark must be in [0, 1)")
+        self.cfg = cfg
+        self.capacity = capacity
+        #: tokens one iteration may compute; unset = vLLM's default, max(model context, 2048)
+        self.max_batched_tokens = (cfg.max_batched_tokens if cfg.max_batched_tokens is not None
+                                   else max(max_context, 2048))
+        self.watermark_blocks = int(cfg.watermark * capacity.total_blocks)
+
+    def reject_reason(self, inst, seq: Sequence) -> str:
+        """Why ``seq`` can never run here ('' if it can). Checked once, on arrival."""
+        if inst.max_context and seq.prompt + seq.output > inst.max_context:
+            return "prompt + output exceeds the model's max context"
+        usable = self.capacity.total_blocks - self.watermark_blocks
+        if self.capacity.blocks_for(seq.prompt + seq.output) > usable:
+            return "prompt + output larger than the instance's KV cache"
+        return ""
+
+    def arrival_may_change_plan(self, inst, seq: Sequence) -> bool:
+        """Could ``seq`` (just queued) be scheduled at the next boundary? Used to truncate runs.
+
+        FCFS default: only if it is now the head of the queue; a non-empty queue means the head
+        was already blocked (memory or batch size) and stays blocked until something completes.
+        """
+        return len(inst.waiting) == 1
+
+    @abstractmethod
+    def schedule(self, inst, now: float):
+        """Return the Plan for the next iteration (or None if idle)."""
+
+    def _ensure_decode_blocks(self, inst) -> None:
+        """Preempt (lowest priority, latest arrival first) until the next decode step fits."""
+        need = inst.phases.needed_at(inst.decode_steps)
+        while need > inst.free_blocks and inst.running:
+            victim = max(inst.running, key=lambda s: (-s.priority, s.arrival))
+            inst.preempt(victim)
+            need = inst.phases.needed_at(inst.decode_steps)

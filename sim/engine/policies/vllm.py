@@ -1,0 +1,52 @@
+"""vLLM (v0 default scheduler): continuous batching, prefill-prioritised, paged KV, preemption.
+
+At a boundary, if waiting requests can be admitted (FCFS, within max_batch_size, max_batched_tokens
+and free blocks above the watermark), the iteration runs their whole prompts as one prefill batch and
+running decodes pause. Otherwise every running sequence decodes one token; if the step needs more
+blocks than are free, the lowest-priority, latest-arrived sequences are preempted by recompute.
+"""
+from __future__ import annotations
+
+from sim.engine.instance import Plan
+from sim.engine.policies.base import BatchingPolicy
+
+
+class VLLMPolicy(BatchingPolicy):
+    name = "vllm"
+
+    def reject_reason(self, inst, seq) -> str:
+        reason = super().reject_reason(inst, seq)
+        if reason:
+            return reason
+        if seq.prompt + seq.output - 1 > self.max_batched_tokens:
+            # a recompute after preemption prefills prompt + generated tokens in one iteration
+            return "prompt + output exceeds scheduler.max_batched_tokens (needed to recompute)"
+        return ""
+
+    def schedule(self, inst, now: float):
+        waiting = inst.waiting
+        if waiting:
+            cfg = self.cfg
+            budget = self.max_batched_tokens
+            seqs = len(inst.running) + len(inst.prefilling)
+            free = inst.free_blocks - self.watermark_blocks
+            admitted = []
+            while waiting:
+                seq = waiting[0]
+                n = seq.prefill_target - seq.prefilled
+                need = self.capacity.blocks_for(seq.prefill_target) - seq.blocks
+                if n > budget or seqs >= cfg.max_batch_size or need > free:
+                    break
+                waiting.popleft()
+                inst.admit(seq, n, now)
+                admitted.append((seq, n))
+                budget -= n
+                seqs += 1
+                free -= need
+            if admitted:
+                return Plan(admitted, decode=False)
+        if inst.running:
+            self._ensure_decode_blocks(inst)
+            if inst.running:
+                return Plan([], decode=True)
+        return None

@@ -1,0 +1,33 @@
+"""Simulate, then derive metrics, summary, files and plots: what ``goodput simulate`` prints."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sim.config import SimConfig, to_dict
+from sim.metrics import SLO, request_metrics, save_results, summarize
+from sim.simulator import SimResult, simulate
+
+
+def slo_of(cfg: SimConfig) -> SLO:
+    return SLO(cfg.slo.ttft_s, cfg.slo.tpot_s, cfg.slo.attainment_target)
+
+
+def run_and_report(cfg: SimConfig, trace, count: int | None = None) -> SimResult:
+    """Run one simulation; fill ``result.summary``; write files and plots if ``output.dir`` is set."""
+    result = simulate(cfg, trace, count)
+    result.requests = request_metrics(result.requests)
+    slo = slo_of(cfg)
+    result.summary = summarize(result.requests, result.timeseries, result.instances,
+                               result.sim_duration_s, slo)
+    result.summary["cost_model"] = result.cost_sources
+    result.summary["wall_s"] = result.wall_s
+    if cfg.output.dir:
+        out = Path(cfg.output.dir)
+        save_results(out, result.requests, result.timeseries, result.instances, result.summary,
+                     csv=cfg.output.csv)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        if cfg.output.plots:
+            from sim.plots import save_all_plots
+            save_all_plots(out, result.requests, result.timeseries, slo)
+    return result

@@ -1,0 +1,223 @@
+"""Build a simulated cluster from a SimConfig and replay a trace through it.
+
+The simulator asks the cost model, never the other way round: instances get their cost model from
+``make_cost_model``; the planner (later) only calls ``simulate``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from sim.catalog import get_gpu, get_model
+from sim.config import ConfigError, SimConfig
+from sim.costmodel.factory import make_cost_model
+from sim.engine.instance import Instance
+from sim.engine.kvcache import kv_capacity
+from sim.engine.policies import make_policy
+from sim.engine.records import RecordSink
+from sim.engine.routers import make_router
+from sim.engine.sequence import Sequence
+from sim.workload.schema import Trace
+
+TIMESERIES_COLUMNS = ["time_s", "instance", "batch_size", "prefill_tokens", "running", "waiting",
+                      "kv_used_blocks", "kv_total_blocks"]
+
+
+@dataclass
+class SimResult:
+    requests: pd.DataFrame  # raw per-request records (see sim.engine.records)
+    timeseries: pd.DataFrame
+    instances: pd.DataFrame
+    sim_duration_s: float
+    wall_s: float
+    config: SimConfig
+    cost_sources: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class Cluster:
+    env: simpy.Environment
+    instances: list
+    rows: list  # one dict per instance for the instance table
+
+
+def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
+    env = simpy.Environment()
+    instances, rows = [], []
+    if not cfg.cluster:
+        raise ConfigError("cluster: at least one instance group is required")
+    for g, group in enumerate(cfg.cluster):
+        if group.count < 1:
+            raise ConfigError(f"cluster[{g}].count must be >= 1")
+        model = get_model(group.model)
+        gpu = get_gpu(group.gpu)
+        sched = cfg.scheduler
+        cap = kv_capacity(model, gpu, group.tp, sched.block_size, sched.gpu_memory_utilization,
+                          sched.activation_reserve_gb)
+        cost = make_cost_model(model, gpu, group.tp, cfg.cost_model)
+        name = group.name or f"{model.name}@{gpu.name}x{group.tp}"
+        for _ in range(group.count):
+            idx = len(instances)
+            policy = make_policy(sched, cap, model.max_context)
+            inst = Instance(env, idx, name, cost, cap, policy, records, cfg.fast_forward,
+                            cfg.output.timeseries_interval_s, model.max_context)
+            instances.append(inst)
+            rows.append({"instance": idx, "group": name, "gpu": gpu.name, "model": model.name,
+                         "tp": group.tp, "num_gpus": group.tp,
+                         "price_per_hour": gpu.price_per_hour * group.tp, "tdp_w": gpu.tdp_w,
+                         "kv_blocks": cap.total_blocks, "kv_tokens": cap.total_tokens,
+                         "cost_source": cost.source})
+    return Cluster(env, instances, rows)
+
+
+def _as_chunks(trace) -> Iterable[pd.DataFrame]:
+    if isinstance(trace, Trace):
+        return trace.chunks()
+    if isinstance(trace, pd.DataFrame):
+        return [trace]
+    return trace
+
+
+class ArrivalFeed:
+    """Replays the trace chunk by chunk as SimPy timeouts, one event per distinct arrival time.
+
+    Requests arriving at the same instant are all queued before any instance is woken, so they
+    can share one prefill batch, as in a real engine.
+    """
+
+    def __init__(self, env: simpy.Environment, chunks, router, records: RecordSink, cutoff: float,
+                 progress=None):
+        self.env, self.router, self.records = env, router, records
+        self.chunks = iter(chunks)
+        self.cutoff = cutoff
+        self.progress = progress
+        self.slo_codes = {name: i for i, name in enumerate(records.slo_classes)}
+        self.last_arrival = -math.inf
+        self.cols = None
+        self.i = self.n = 0
+        if self._next_chunk():
+            self._schedule()
+
+    def _next_chunk(self) -> bool:
+        for chunk in self.chunks:
+            n = len(chunk)
+            if n == 0:
+                continue
+            arr = chunk["arrival_s"].to_numpy(dtype=np.float64).tolist()
+            if arr[0] < self.last_arrival:
+                raise ValueError("trace chunks are not in arrival order (arrival_s decreases between "
+                                 "chunks); sort the trace by arrival time")
+            self.last_arrival = arr[-1]
+            self.cols = (chunk["request_id"].to_numpy().tolist(), arr,
+                         chunk["prompt_tokens"].to_numpy().tolist(),
+                         chunk["output_tokens"].to_numpy().tolist(),
+                         chunk["priority"].to_numpy().tolist() if "priority" in chunk else [0] * n,
+                         self._class_codes(chunk, n))
+            self.i, self.n = 0, n
+            return True
+        return False
+
+    def _class_codes(self, chunk: pd.DataFrame, n: int) -> list[int]:
+        if "slo_class" not in chunk:
+            return [0] * n
+        codes = []
+        for c in chunk["slo_class"].astype(str).tolist():
+            code = self.slo_codes.get(c)
+            if code is None:
+                code = self.slo_codes[c] = len(self.records.slo_classes)
+                self.records.slo_classes.append(c)
+            codes.append(code)
+        return codes
+
+    def _schedule(self) -> None:
+        t = self.cols[1][self.i]
+        if t > self.cutoff:
+            self._count_unarrived()
+            return
+        ev = self.env.timeout(max(0.0, t - self.env.now))
+        ev.callbacks.append(self._on_arrival)
+
+    def _on_arrival(self, _ev) -> None:
+        now = self.env.now
+        rids, arr, prompts, outputs, prios, classes = self.cols
+        woken = []
+        choose = self.router.choose
+        while True:
+            i = self.i
+            t = arr[i]
+            if t > now:
+                break
+            seq = Sequence(rids[i], t, prompts[i], outputs[i], prios[i], classes[i])
+            inst = choose(seq, now)
+            inst.submit(seq)
+            if inst._idle:
+                woken.append(inst)
+            self.i = i + 1
+            if self.i == self.n:
+                if self.progress is not None:
+                    self.progress.update(self.n)
+                if not self._next_chunk():
+                    self.cols = None
+                    break
+                rids, arr, prompts, outputs, prios, classes = self.cols
+        for inst in woken:
+            inst.wake()
+        if self.cols is not None:
+            self._schedule()
+
+    def _count_unarrived(self) -> None:
+        """Requests after ``max_sim_time_s`` never arrive; they are counted as unfinished."""
+        reason = "arrives after max_sim_time_s"
+        rids, arr, prompts, outputs, prios, classes = self.cols
+        i = self.i
+        self.records.add_unarrived(rids[i:], arr[i:], prompts[i:], outputs[i:], prios[i:], classes[i:],
+                                   reason)
+        while self._next_chunk():
+            rids, arr, prompts, outputs, prios, classes = self.cols
+            self.records.add_unarrived(rids, arr, prompts, outputs, prios, classes, reason)
+        self.cols = None
+
+
+def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
+    """Replay ``trace`` (a Trace, a DataFrame, or an iterable of arrival-ordered DataFrame chunks)."""
+    wall0 = time.perf_counter()
+    records = RecordSink()
+    cluster = build_cluster(cfg, records)
+    router = make_router(cfg.router, cluster.instances)
+    env = cluster.env
+    cutoff = cfg.max_sim_time_s if cfg.max_sim_time_s is not None else math.inf
+    progress = None
+    if cfg.progress:
+        from tqdm import tqdm
+        progress = tqdm(total=total or (len(trace) if hasattr(trace, "__len__") else None),
+                        unit="req", desc="simulating", mininterval=0.5)
+    ArrivalFeed(env, _as_chunks(trace), router, records, cutoff, progress)
+    if math.isinf(cutoff):
+        env.run()
+    else:
+        env.run(until=cutoff)
+    if progress is not None:
+        progress.close()
+    end = env.now
+    for inst in cluster.instances:
+        inst.drain_unfinished(end)
+    requests = records.to_frame()
+    first = float(requests["arrival_s"].min()) if len(requests) else 0.0
+    ts = [row for inst in cluster.instances for row in inst.ts]
+    timeseries = pd.DataFrame(ts, columns=TIMESERIES_COLUMNS).sort_values(["time_s", "instance"],
+                                                                           kind="stable")
+    inst_rows = []
+    for row, inst in zip(cluster.rows, cluster.instances):
+        inst_rows.append({**row, "busy_s": inst.busy_s, "iterations": inst.iterations,
+                          "preemptions": inst.preemptions})
+    return SimResult(requests=requests, timeseries=timeseries.reset_index(drop=True),
+                     instances=pd.DataFrame(inst_rows), sim_duration_s=max(0.0, end - first),
+                     wall_s=time.perf_counter() - wall0, config=cfg,
+                     cost_sources={r["group"]: r["cost_source"] for r in cluster.rows})

@@ -1,0 +1,155 @@
+"""`trace stats | generate | convert` subcommands, mountable under any argparse parent.
+
+The console script mounts these as `goodput trace ...`; `python -m sim.workload.cli trace ...`
+works standalone. Handlers are plain functions of the parsed args returning an exit code; a
+TraceError becomes a one-line "error: ..." on stderr and exit code 2, never a traceback, because
+its message already says what to fix.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+
+from .formats import FORMATS
+from .generators import rescale, synthesize_chunks, time_slice
+from .lengths import SPEC_HELP
+from .loaders import load_trace, save_trace, write_chunks
+from .schema import TraceError
+from .stats import format_stats, trace_stats
+
+
+def _friendly(fn):
+    @functools.wraps(fn)
+    def wrapper(args) -> int:
+        try:
+            return fn(args)
+        except TraceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return wrapper
+
+
+def _load_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("loading")
+    g.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
+                   help="input format (default: detect from extension and columns)")
+    g.add_argument("--sort", action="store_true",
+                   help="sort out-of-order arrivals instead of failing")
+    g.add_argument("--zero-tokens", choices=("error", "drop"), default=None,
+                   help="rows with 0 prompt/output tokens: error (default) or drop (counted)")
+    g.add_argument("--burstgpt-failed", choices=("drop", "keep"), default=None,
+                   help="BurstGPT failed requests (Response tokens 0): drop (default, counted) "
+                        "or keep with output_tokens=1")
+    g.add_argument("--model", action="append", default=None,
+                   help="BurstGPT: keep only this Model (repeatable)")
+    g.add_argument("--log-type", default=None, help="BurstGPT: keep only this Log Type")
+    g.add_argument("--rate", type=float, default=None,
+                   help="length-only traces: synthesize arrivals at this req/s")
+    g.add_argument("--arrival", choices=("poisson", "gamma"), default=None,
+                   help="length-only traces: arrival process (default poisson)")
+    g.add_argument("--cv", type=float, default=None,
+                   help="length-only traces: gamma inter-arrival CV")
+    g.add_argument("--seed", type=int, default=None, help="length-only traces: arrival seed")
+
+
+def _load(path: str, args) -> "Trace":  # noqa: F821
+    return load_trace(path, args.format, sort=args.sort or None, zero_tokens=args.zero_tokens,
+                      burstgpt_failed=args.burstgpt_failed, model=args.model,
+                      log_type=args.log_type, rate=args.rate, arrival=args.arrival, cv=args.cv,
+                      seed=args.seed)
+
+
+@_friendly
+def cmd_stats(args) -> int:
+    """Print a trace's size, rate, burstiness and length percentiles (or JSON with --json)."""
+    s = trace_stats(_load(args.file, args))
+    if args.json:
+        print(json.dumps(s, indent=2, default=str))
+    else:
+        print(format_stats(s))
+    return 0
+
+
+@_friendly
+def cmd_generate(args) -> int:
+    """Write a synthetic trace; streams chunks so 10^6+ requests need little memory."""
+    n = write_chunks(synthesize_chunks(args.n, args.rate, args.prompt, args.output,
+                                       args.arrival, args.cv, args.seed, chunk=args.chunk),
+                     args.out, float_format=args.float_format)
+    print(f"wrote {n:,} requests to {args.out}")
+    return 0
+
+
+@_friendly
+def cmd_convert(args) -> int:
+    """Any supported format -> canonical file, optionally cut to a window and/or re-rated."""
+    trace = _load(args.input, args)
+    if args.start is not None or args.end is not None:
+        trace = time_slice(trace, args.start or 0.0, args.end)
+    if args.to_rate is not None:
+        trace = rescale(trace, rate=args.to_rate)
+    save_trace(trace, args.output, float_format=args.float_format)
+    dropped = trace.meta.get("dropped") or {}
+    note = f" (dropped by option: {dropped})" if any(dropped.values()) else ""
+    print(f"wrote {len(trace):,} requests ({trace.format} -> canonical) to {args.output}{note}")
+    return 0
+
+
+def add_trace_subcommands(subparsers) -> argparse.ArgumentParser:
+    """Add `trace {stats,generate,convert}` to an argparse subparsers object.
+
+    Each leaf parser sets `func` to its handler: call `args.func(args)` after parsing.
+    """
+    trace = subparsers.add_parser("trace", help="inspect, generate and convert request traces")
+    sub = trace.add_subparsers(dest="trace_cmd", required=True, metavar="{stats,generate,convert}")
+
+    p = sub.add_parser("stats", help="summary statistics of a trace file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    _load_opts(p)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("generate", help="write a synthetic trace",
+                       description=f"Length specs: {SPEC_HELP}")
+    p.add_argument("--n", type=int, required=True, help="number of requests")
+    p.add_argument("--rate", type=float, required=True, help="arrival rate, req/s")
+    p.add_argument("--prompt", required=True, help="prompt length spec")
+    p.add_argument("--output", default=None,
+                   help="output length spec (omit when --prompt is a joint empirical:PATH)")
+    p.add_argument("--arrival", choices=("poisson", "gamma"), default="poisson")
+    p.add_argument("--cv", type=float, default=1.0, help="gamma inter-arrival CV (1 = Poisson)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out", required=True, help="output .csv/.parquet/.jsonl (+.gz)")
+    p.add_argument("--chunk", type=int, default=65536, help="rows generated per chunk")
+    p.add_argument("--float-format", default=None,
+                   help="CSV arrival_s format, e.g. %%.6f (default: exact)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("convert", help="convert any supported trace to the canonical format")
+    p.add_argument("input")
+    p.add_argument("output", help="output .csv/.parquet/.jsonl (+.gz)")
+    p.add_argument("--start", type=float, default=None, help="keep arrivals >= this (s)")
+    p.add_argument("--end", type=float, default=None, help="keep arrivals < this (s)")
+    p.add_argument("--to-rate", type=float, default=None, help="rescale arrivals to this req/s")
+    p.add_argument("--float-format", default=None, help="CSV arrival_s format, e.g. %%.6f")
+    _load_opts(p)
+    p.set_defaults(func=cmd_convert)
+    return trace
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim.workload.cli",
+                                     description="Goodput trace tools")
+    add_trace_subcommands(parser.add_subparsers(dest="cmd", required=True))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The canonical request schema every trace loader produces and the simulator consumes.
+
+One row per request. Required columns are validated strictly (a clear error names the column and
+the fix); optional columns get defaults so later features (priorities, SLO classes, sessions,
+prefix sharing, request kinds) read them without special cases.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
+#: optional column -> default value
+OPTIONAL = {
+    "priority": 0,  # larger = more important
+    "slo_class": "default",
+    "session_id": "",
+    "prefix_blocks": "",  # space-separated ids of shared prefix blocks (Mooncake hash_ids)
+    "kind": "generate",  # generate | embed (prefill-only) | rag (multi-step)
+}
+REQUEST_KINDS = ("generate", "embed", "rag")
+
+
+class TraceError(ValueError):
+    """Malformed or unusable trace input; the message names the field and how to fix it."""
+
+
+@dataclass
+class Trace:
+    """A validated, arrival-sorted table of requests plus where it came from."""
+
+    df: pd.DataFrame
+    source: str = ""
+    format: str = "canonical"
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    @property
+    def duration_s(self) -> float:
+        if len(self.df) < 2:
+            return 0.0
+        return float(self.df["arrival_s"].iloc[-1] - self.df["arrival_s"].iloc[0])
+
+    @property
+    def rate(self) -> float:
+        d = self.duration_s
+        return (len(self.df) - 1) / d if d > 0 else float("nan")
+
+    def chunks(self, size: int = 65536) -> Iterator[pd.DataFrame]:
+        """Arrival-ordered slices; the simulator consumes traces chunk by chunk."""
+        for start in range(0, len(self.df), size):
+            yield self.df.iloc[start : start + size]

@@ -1,0 +1,205 @@
+"""Column checks shared by every loader, and the final step that turns mapped columns into a Trace.
+
+Every format loader maps its own columns onto the canonical names and then calls `finalize`, so
+all formats get the same rules: token counts are whole numbers, prompts have >= 1 token, outputs
+have >= 1 token (zeros are an error unless the caller opts into dropping them), arrivals are
+sorted (an error unless the caller opts into sorting), and optional columns get their defaults.
+Errors name the column *as it is spelled in the user's file* and the first offending row, because
+that is what the user has to go and fix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .schema import OPTIONAL, REQUEST_KINDS, REQUIRED, Trace, TraceError
+
+STRING_COLUMNS = ("slo_class", "session_id", "prefix_blocks", "kind")
+
+
+@dataclass
+class Ctx:
+    """Where rows come from, so an error can point at the exact line of the user's file.
+
+    `line_offset` is the file line number of data row 0 (2 for a CSV with a header row, 1 for
+    JSON lines); None when rows have no line numbers (Parquet).
+    """
+
+    source: str
+    fmt: str
+    line_offset: int | None = None
+    names: dict = field(default_factory=dict)  # canonical column -> column name in the file
+
+    def col(self, canonical: str) -> str:
+        return self.names.get(canonical, canonical)
+
+    def where(self, label) -> str:
+        if self.line_offset is None:
+            return f"row {label}"
+        return f"row {label} (file line {int(label) + self.line_offset})"
+
+    def fail(self, column: str, label, problem: str, fix: str) -> TraceError:
+        return TraceError(
+            f"{self.source}: column '{column}' ({self.fmt} format), {self.where(label)}: "
+            f"{problem}. {fix}"
+        )
+
+
+def require_columns(df: pd.DataFrame, ctx: Ctx, needed: tuple[str, ...]) -> None:
+    """Missing columns are named together with the columns the format expects."""
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise TraceError(
+            f"{ctx.source}: missing column(s) {missing} for the {ctx.fmt} format, which needs "
+            f"{list(needed)}; the file has {list(map(str, df.columns))}. Rename the columns or "
+            f"pass the right format= (see traces/README.md)."
+        )
+
+
+def _first_bad(ctx: Ctx, column: str, s: pd.Series, checks: list) -> None:
+    """Raise for the earliest row failing any (mask, problem) check, naming that row's problem."""
+    first, why = None, None
+    nbad = 0
+    for mask, problem in checks:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            nbad += int(mask.sum())
+            pos = int(mask.argmax())
+            if first is None or pos < first:
+                first, why = pos, problem
+    if first is not None:
+        label, value = s.index[first], s.iloc[first]
+        value = value.item() if hasattr(value, "item") else value  # np.int64(-2) -> -2
+        more = f" ({nbad} bad value(s) in this column in all)" if nbad > 1 else ""
+        raise ctx.fail(column, label, f"value {value!r} {why}{more}",
+                       "Fix or remove those rows.")
+
+
+def tokens(s: pd.Series, ctx: Ctx, column: str, signed: bool = False) -> pd.Series:
+    """Token counts as int64: present, numeric, whole and >= 0 (the >= 1 rule is in finalize).
+
+    `signed` allows negative whole numbers (used for `priority`, which is not a count).
+    """
+    num = pd.to_numeric(s, errors="coerce").astype("float64")
+    missing = s.isna().to_numpy()
+    v = num.to_numpy()
+    nonnum = np.isnan(v) & ~missing
+    finite = np.isfinite(v)
+    checks = [
+        (missing, "is missing; every request needs a value here"),
+        (nonnum, "is not a number; expected a whole number"),
+        (~finite & ~np.isnan(v), "is infinite; expected a whole number"),
+        (finite & (v != np.floor(v)), "is not a whole number"),
+    ]
+    if not signed:
+        checks.insert(3, (finite & (v < 0), "is negative; token counts must be >= 0"))
+    _first_bad(ctx, column, s, checks)
+    return pd.Series(v.astype(np.int64), index=s.index)
+
+
+def seconds(s: pd.Series, ctx: Ctx, column: str, scale: float = 1.0,
+            nonneg: bool = False) -> pd.Series:
+    """A numeric time column as float64 seconds (`scale` converts e.g. ms -> s)."""
+    num = pd.to_numeric(s, errors="coerce").astype("float64")
+    missing = s.isna().to_numpy()
+    v = num.to_numpy()
+    checks = [
+        (missing, "is missing; every request needs an arrival time"),
+        (np.isnan(v) & ~missing, "is not a number"),
+        (np.isinf(v), "is infinite"),
+    ]
+    if nonneg:
+        checks.append((v < 0, "is negative; arrival times must be >= 0 seconds"))
+    _first_bad(ctx, column, s, checks)
+    return pd.Series(v * scale, index=s.index)
+
+
+def _drop_or_fail(df: pd.DataFrame, ctx: Ctx, meta: dict, zero_tokens: str) -> pd.DataFrame:
+    for canon, rule in (("prompt_tokens", "a prompt needs at least 1 token"),
+                        ("output_tokens", "a request must generate at least 1 token")):
+        zero = (df[canon] == 0).to_numpy()
+        if not zero.any():
+            continue
+        if zero_tokens == "drop":
+            meta["dropped"][f"zero_{canon}"] = int(zero.sum())
+            df = df[~zero]
+        else:
+            label = df.index[int(zero.argmax())]
+            raise ctx.fail(ctx.col(canon), label, f"is 0 ({int(zero.sum())} such row(s)); {rule}",
+                           "Fix those rows, or pass zero_tokens='drop' (CLI --zero-tokens drop) "
+                           "to drop them; the count dropped is recorded in trace.meta['dropped']")
+    return df
+
+
+def _request_ids(df: pd.DataFrame, ctx: Ctx) -> pd.Series:
+    if "request_id" not in df.columns:
+        return pd.Series(np.arange(len(df), dtype=np.int64), index=df.index)
+    ids = tokens(df["request_id"], ctx, ctx.col("request_id"))
+    dup = ids.duplicated().to_numpy()
+    if dup.any():
+        label = df.index[int(dup.argmax())]
+        raise ctx.fail(ctx.col("request_id"), label, f"id {ids[label]} appears twice",
+                       "Request ids must be unique; remove the column to get ids 0..N-1.")
+    return ids
+
+
+def _optional(df: pd.DataFrame, ctx: Ctx) -> pd.DataFrame:
+    """Fill optional columns; empty cells mean 'use the default' (documented in traces/README)."""
+    for name, default in OPTIONAL.items():
+        if name not in df.columns:
+            df[name] = default
+            continue
+        if name in STRING_COLUMNS:
+            df[name] = df[name].where(df[name].notna(), default).astype(str)
+        else:  # priority: a whole number, may be negative
+            df[name] = tokens(df[name].where(df[name].notna(), default), ctx, ctx.col(name),
+                              signed=True)
+    bad = ~df["kind"].isin(REQUEST_KINDS).to_numpy()
+    if bad.any():
+        label = df.index[int(bad.argmax())]
+        raise ctx.fail(ctx.col("kind"), label, f"value {df['kind'][label]!r} is not a request kind",
+                       f"Use one of {list(REQUEST_KINDS)}.")
+    return df
+
+
+def finalize(df: pd.DataFrame, ctx: Ctx, meta: dict, *, sort: bool = False,
+             zero_tokens: str = "error", rebase: bool = True) -> Trace:
+    """Apply the shared rules to a frame already holding canonical column names.
+
+    `df` keeps the file's row labels so errors point at file rows. `rebase` moves the first
+    arrival to t=0 (real traces use wall-clock or arbitrary origins); canonical files are not
+    re-based because their times are already the user's simulation clock.
+    """
+    meta.setdefault("dropped", {})
+    if zero_tokens not in ("error", "drop"):
+        raise TraceError(f"zero_tokens={zero_tokens!r}: use 'error' (default) or 'drop'")
+    df = _drop_or_fail(df, ctx, meta, zero_tokens)
+    if len(df) == 0:
+        raise TraceError(f"{ctx.source}: no requests left after dropping "
+                         f"{meta['dropped']}; nothing to simulate")
+    arr = df["arrival_s"].to_numpy()
+    back = np.diff(arr) < 0
+    if back.any():
+        if not sort:
+            i = int(back.argmax()) + 1
+            raise ctx.fail(ctx.col("arrival_s"), df.index[i],
+                           f"arrival goes back in time ({float(arr[i - 1]):.6f} s then "
+                           f"{float(arr[i]):.6f} s after the first row; "
+                           f"{int(back.sum())} such step(s))",
+                           "Sort the file by arrival time, or pass sort=True (CLI --sort).")
+        df = df.iloc[np.argsort(arr, kind="stable")]
+    meta["sorted"] = bool(back.any())
+    if rebase:
+        origin = float(df["arrival_s"].iloc[0])
+        meta["time_origin"] = origin  # in the file's time axis; loaders may restate it
+        df["arrival_s"] = df["arrival_s"] - origin
+    df["request_id"] = _request_ids(df, ctx)
+    df = _optional(df, ctx)
+    df["arrival_s"] = df["arrival_s"].astype(np.float64)
+    for c in ("prompt_tokens", "output_tokens"):
+        df[c] = df[c].astype(np.int64)
+    extras = [c for c in df.columns if c not in REQUIRED and c not in OPTIONAL]
+    df = df[list(REQUIRED) + list(OPTIONAL) + extras].reset_index(drop=True)
+    return Trace(df=df, source=ctx.source, format=ctx.fmt, meta=meta)
