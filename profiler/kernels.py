@@ -36,11 +36,15 @@ def _pow2(n: int) -> int:
 
 # --------------------------------------------------------------------------- references
 def add_rmsnorm_ref(x, residual, weight, eps):
-    """residual += x; return rmsnorm(residual) * weight (residual updated in place)."""
-    residual.add_(x)
-    r = residual.float()
+    """new_residual = x + residual; return (rmsnorm(new_residual) * weight, new_residual).
+
+    Out of place (same bytes moved as vLLM's in-place op) so that replaying a captured graph on
+    fixed inputs never accumulates into its inputs.
+    """
+    new_res = x + residual
+    r = new_res.float()
     y = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
-    return y.to(x.dtype)
+    return y.to(x.dtype), new_res
 
 
 def rope_cache_ref(qkv, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_heads, head_dim):
@@ -80,20 +84,20 @@ def silu_mul_ref(gate_up):
 if HAVE_TRITON:
 
     @triton.jit
-    def _add_rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, n_cols, eps, stride,
+    def _add_rmsnorm_kernel(x_ptr, res_ptr, res_out_ptr, w_ptr, out_ptr, n_cols, eps, stride,
                             BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
-        x = tl.load(x_ptr + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(res_ptr + row * stride + cols, mask=mask, other=0.0).to(tl.float32)
-        r = r + x
-        tl.store(res_ptr + row * stride + cols, r.to(res_ptr.dtype.element_ty), mask=mask)
-        r = r.to(res_ptr.dtype.element_ty).to(tl.float32)  # same rounding as the reference
+        x = tl.load(x_ptr + row * stride + cols, mask=mask, other=0.0)
+        r = tl.load(res_ptr + row * stride + cols, mask=mask, other=0.0)
+        r = x + r  # bf16 add, rounded like the torch reference
+        tl.store(res_out_ptr + row * n_cols + cols, r, mask=mask)
+        r = r.to(tl.float32)
         var = tl.sum(r * r, axis=0) / n_cols
         w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         y = r * tl.rsqrt(var + eps) * w
-        tl.store(out_ptr + row * stride + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + row * n_cols + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _rope_cache_kernel(qkv_ptr, pos_ptr, cs_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr,
@@ -140,12 +144,15 @@ if HAVE_TRITON:
 def add_rmsnorm(x, residual, weight, eps=1e-5):
     if not use_triton(x):
         return add_rmsnorm_ref(x, residual, weight, eps)
-    out = torch.empty_like(x)
+    if x.stride() != residual.stride():
+        raise ValueError("add_rmsnorm: x and residual must have the same layout")
     n = x.shape[-1]
+    out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
+    new_res = torch.empty_like(out)
     block = _pow2(n)
-    _add_rmsnorm_kernel[(x.shape[0],)](x, residual, weight, out, n, eps, x.stride(0),
+    _add_rmsnorm_kernel[(x.shape[0],)](x, residual, new_res, weight, out, n, eps, x.stride(0),
                                        BLOCK=block, num_warps=min(16, max(1, block // 256)))
-    return out
+    return out, new_res
 
 
 def rope_cache(qkv, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_heads, head_dim):

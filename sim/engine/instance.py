@@ -275,41 +275,51 @@ class Instance:
         return 1 << 60
 
     def _first_boundary_at_or_after(self, delta: float) -> int:
-        """Smallest j in [1, k] whose boundary t0 + S(j) is >= t0 + delta."""
+        """Smallest j in [1, k] whose boundary t0 + S(j) is >= t0 + delta.
+
+        S(j) = j*a + b*(j*C + B*j*(j-1)/2) is increasing, so j is the ceiling of the positive
+        root of S(j) = delta, corrected by one step for floating-point rounding.
+        """
         _, k, a, b, bsz, ctx, _ = self._run
-
-        def span(j):
-            return j * a + b * (j * ctx + bsz * j * (j - 1) / 2)
-
-        p = b * bsz / 2
+        if delta <= 0.0:
+            return 1
+        p = b * bsz * 0.5
         q = a + b * ctx - p
-        if p > 0:
-            j = math.ceil((-q + math.sqrt(q * q + 4 * p * max(delta, 0.0))) / (2 * p))
+        if p > 0.0:
+            j = math.ceil((math.sqrt(q * q + 4.0 * p * delta) - q) / (2.0 * p))
         else:
-            j = math.ceil(max(delta, 0.0) / q) if q > 0 else 1
-        j = min(max(j, 1), k)
-        while j > 1 and span(j - 1) >= delta:
-            j -= 1
-        while j < k and span(j) < delta:
-            j += 1
+            j = math.ceil(delta / q)
+        if j >= k:
+            j = k
+            if k > 1 and (k - 1) * (a + b * ctx + p * (k - 2)) >= delta:
+                j = k - 1
+            return j
+        if j < 1:
+            j = 1
+        if j * (a + b * ctx + p * (j - 1)) < delta:  # S(j) < delta: rounding put us one short
+            return j + 1
+        if j > 1 and (j - 1) * (a + b * ctx + p * (j - 2)) >= delta:
+            return j - 1
         return j
 
     def steps_done_by(self, now: float) -> int:
         """Decode iterations of the in-flight run already finished at ``now`` (for load queries)."""
-        if self._run is None or self._run[6] is not None:
+        run = self._run
+        if run is None or run[6] is not None:
             return 0
-        t0, k, a, b, bsz, ctx, _ = self._run
+        t0, k, a, b, bsz, ctx, _ = run
         j = self._first_boundary_at_or_after(now - t0)
-        span = j * a + b * (j * ctx + bsz * j * (j - 1) / 2)
-        return j if t0 + span <= now else j - 1
+        return j if j * (a + b * ctx + b * bsz * 0.5 * (j - 1)) <= now - t0 else j - 1
 
     def load_tokens(self, now: float) -> int:
         """Tokens of work still to do here (prefill + decode), as of the last finished iteration."""
         return self.outstanding_tokens - len(self.running) * self.steps_done_by(now)
 
-    def _finish_decode_run(self, t0: float, k: int, d0: float, d_in: float, dur: float, bsz: int) -> None:
-        """Apply k decode iterations of the whole decode set ending now."""
-        now = self.env.now
+    def _finish_decode_run(self, t0: float, k: int, d0: float, d_in: float, dur: float, bsz: int,
+                           now: float | None = None) -> None:
+        """Apply k decode iterations of the whole decode set, ending now (or at ``now``)."""
+        if now is None:
+            now = self.env.now
         s0 = self.decode_steps
         self.used_blocks += self.phases.blocks_needed(s0, k)
         self.decode_steps = s0 + k
@@ -381,16 +391,23 @@ class Instance:
     # ------------------------------------------------------------------ end of run
     def drain_unfinished(self, now: float) -> None:
         """Count every request still here as unfinished, with the tokens it produced by ``now``."""
-        done = self.steps_done_by(now)
+        run = self._run
+        if run is not None and run[6] is None:  # apply the decode steps of the run already done
+            j = self.steps_done_by(now)
+            if j:
+                t0, _, a, b, bsz, ctx, _ = run
+                d_in = max(a + b * (ctx + bsz), a + b * (ctx + (j - 1) * bsz)) if j > 1 else -math.inf
+                dur = j * a + b * (j * ctx + bsz * j * (j - 1) / 2)
+                self._finish_decode_run(t0, j, a + b * ctx, d_in, dur, bsz, now=t0 + dur)
+        self._run = None
         for seq in list(self.running):
-            seq.generated = seq.gen_base + (self.decode_steps + done - seq.step_base)
+            self._leave_decode(seq)
             seq.state = DONE
             self.records.add(seq, UNFINISHED, reason="still running at end of simulation")
         for seq in self.prefilling:
             self.records.add(seq, UNFINISHED, reason="still in prefill at end of simulation")
         for seq in self.waiting:
             self.records.add(seq, UNFINISHED, reason="still queued at end of simulation")
-        self.running.clear()
         self.prefilling.clear()
         self.waiting.clear()
 

@@ -54,6 +54,12 @@ class LeastOutstandingTokensRouter(Router):
 ROUTERS: dict[str, type[Router]] = {c.name: c for c in (RoundRobinRouter, LeastOutstandingTokensRouter)}
 
 
+def register_router(cls: type[Router]) -> type[Router]:
+    """Class decorator: make a Router subclass available by its ``name`` in config."""
+    ROUTERS[cls.name] = cls
+    return cls
+
+
 def make_router(cfg: RouterConfig, instances: list) -> Router:
     cls = ROUTERS.get(cfg.name.lower())
     if cls is None:

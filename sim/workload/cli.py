@@ -16,7 +16,7 @@ from .formats import FORMATS
 from .generators import rescale, synthesize_chunks, time_slice
 from .lengths import SPEC_HELP
 from .loaders import load_trace, save_trace, write_chunks
-from .schema import TraceError
+from .schema import Trace, TraceError
 from .stats import format_stats, trace_stats
 
 
@@ -54,7 +54,7 @@ def _load_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="length-only traces: arrival seed")
 
 
-def _load(path: str, args) -> "Trace":  # noqa: F821
+def _load(path: str, args) -> Trace:
     return load_trace(path, args.format, sort=args.sort or None, zero_tokens=args.zero_tokens,
                       burstgpt_failed=args.burstgpt_failed, model=args.model,
                       log_type=args.log_type, rate=args.rate, arrival=args.arrival, cv=args.cv,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .arrivals import arrival_times
-from .schema import OPTIONAL, REQUIRED, Trace, TraceError
+from .schema import Trace, TraceError
 from .validate import Ctx, finalize, require_columns, seconds, tokens
 
 #: format -> (signature columns used for auto-detection, one-line description)
@@ -37,6 +37,10 @@ FORMAT_OPTS = {
 }
 COMMON_OPTS = ("sort", "zero_tokens")
 MOONCAKE_BLOCK_TOKENS = 512
+
+
+class NeedsRate(TraceError):
+    """A length-only trace was loaded without the rate needed to synthesize its arrivals."""
 
 
 def detect(columns, source: str = "trace") -> str:
@@ -223,7 +227,7 @@ def load_lengths(raw: pd.DataFrame, ctx: Ctx, opts: dict) -> Trace:
     ctx.names = {"prompt_tokens": "num_prefill_tokens", "output_tokens": "num_decode_tokens"}
     rate = opts.get("rate")
     if rate is None:
-        raise TraceError(f"{ctx.source} has request lengths but no timestamps (format "
+        raise NeedsRate(f"{ctx.source} has request lengths but no timestamps (format "
                          f"'lengths'); pass rate=R (req/s; CLI --rate R) to synthesize arrivals, "
                          f"optionally with arrival='gamma', cv=C and seed=S")
     df = pd.DataFrame({"prompt_tokens": tokens(raw["num_prefill_tokens"], ctx,
@@ -243,4 +247,3 @@ def load_lengths(raw: pd.DataFrame, ctx: Ctx, opts: dict) -> Trace:
 LOADERS = {"canonical": load_canonical, "azure": load_azure, "burstgpt": load_burstgpt,
            "mooncake": load_mooncake, "vidur": load_vidur, "lengths": load_lengths}
 assert set(LOADERS) == set(FORMATS)
-assert REQUIRED[0] == "request_id" and "prefix_blocks" in OPTIONAL

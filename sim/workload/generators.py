@@ -15,7 +15,7 @@ import pandas as pd
 from .arrivals import ARRIVALS, ArrivalClock, arrival_times, gamma_shape, streams
 from .lengths import (Empirical, Fixed, LengthDist, LogNormal, Uniform, SPEC_HELP,
                       parse_length_dist)
-from .schema import OPTIONAL, REQUIRED, Trace, TraceError
+from .schema import OPTIONAL, Trace, TraceError
 
 
 def _dists(prompt_dist, output_dist) -> tuple[LengthDist, LengthDist | None]:
@@ -137,4 +137,4 @@ def time_slice(trace: Trace, start_s: float = 0.0, end_s: float | None = None,
 
 __all__ = ["synthesize", "synthesize_chunks", "rescale", "time_slice", "parse_length_dist",
            "arrival_times", "LengthDist", "Fixed", "Uniform", "LogNormal", "Empirical",
-           "ARRIVALS", "REQUIRED"]
+           "ARRIVALS"]

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from .formats import COMMON_OPTS, FORMAT_OPTS, FORMATS, LOADERS, SIGNATURES, detect
+from .formats import COMMON_OPTS, FORMAT_OPTS, FORMATS, LOADERS, SIGNATURES, NeedsRate, detect
 from .schema import Trace, TraceError
 from .validate import STRING_COLUMNS, Ctx
 
@@ -115,9 +115,7 @@ def load_lengths(path, format: str = "auto", **opts) -> pd.DataFrame:
     """
     try:
         trace = load_trace(path, format, **opts)
-    except TraceError as e:
-        if "no timestamps" not in str(e):
-            raise
+    except NeedsRate:
         trace = load_trace(path, format, **{**opts, "rate": 1.0})
     return trace.df[["prompt_tokens", "output_tokens"]]
 

@@ -186,7 +186,7 @@ def finalize(df: pd.DataFrame, ctx: Ctx, meta: dict, *, sort: bool = False,
             i = int(back.argmax()) + 1
             raise ctx.fail(ctx.col("arrival_s"), df.index[i],
                            f"arrival goes back in time ({float(arr[i - 1]):.6f} s then "
-                           f"{float(arr[i]):.6f} s after the first row; "
+                           f"{float(arr[i]):.6f} s; "
                            f"{int(back.sum())} such step(s))",
                            "Sort the file by arrival time, or pass sort=True (CLI --sort).")
         df = df.iloc[np.argsort(arr, kind="stable")]

@@ -1,0 +1,138 @@
+"""One rank's share of a decoder-only transformer, with random bf16 weights (no downloads).
+
+What is built: Llama-style decoder layers (RMSNorm, fused QKV, neox rotary, paged GQA attention,
+O projection, gated SiLU or plain GELU MLP; a top-k MoE MLP for Mixtral-like models), the token
+embedding and the LM head with sampling, all at the per-GPU shard shapes of ``ShardShapes``.
+Costs depend on shapes, not on trained values, so random weights time the same kernels as the
+real model. Biases, OPT's LayerNorm and learned position table are not modelled: they are
+element-wise work a few microseconds per layer at most.
+
+A ``LayerStack`` holds several distinct layers, each with its own weights and its own KV cache,
+so timing the stack and dividing by its depth measures a layer whose weights and KV stream from
+HBM as they do inside a full-depth model (a single layer repeated would sit partly in L2).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from profiler.batches import AttnMeta
+from profiler.kernels import add_rmsnorm, rope_cache, silu_mul
+from profiler.paged_attention import paged_attention
+from profiler.shapes import PAGE_SIZE, ShardShapes
+
+DTYPE = torch.bfloat16
+ROPE_THETA = 10000.0
+
+
+def _rand(gen, shape, std, device):
+    return (torch.randn(shape, generator=gen, device=device, dtype=torch.float32) * std).to(DTYPE)
+
+
+def rope_table(max_pos: int, head_dim: int, device) -> torch.Tensor:
+    """[max_pos, head_dim] float32: cos in the first half, sin in the second."""
+    half = head_dim // 2
+    inv = 1.0 / (ROPE_THETA ** (torch.arange(0, half, dtype=torch.float64) / half))
+    ang = torch.arange(max_pos, dtype=torch.float64)[:, None] * inv[None, :]
+    return torch.cat([ang.cos(), ang.sin()], -1).float().to(device)
+
+
+class DecoderLayer:
+    """One layer on one rank; ``forward`` returns the new (hidden, residual)."""
+
+    def __init__(self, s: ShardShapes, pool_blocks: int, device, gen: torch.Generator):
+        self.s = s
+        h, d = s.hidden, s.head_dim
+        self.qkv_w = _rand(gen, (s.qkv_out, h), 1 / math.sqrt(h), device)
+        self.o_w = _rand(gen, (h, s.q_heads * d), 1 / math.sqrt(s.q_heads * d), device)
+        self.norm1 = torch.ones(h, dtype=DTYPE, device=device)
+        self.norm2 = torch.ones(h, dtype=DTYPE, device=device)
+        up = 2 * s.ffn if s.gated else s.ffn
+        if s.experts > 1:
+            self.router_w = _rand(gen, (s.experts, h), 1 / math.sqrt(h), device)
+            self.gu_w = _rand(gen, (s.experts, up, h), 1 / math.sqrt(h), device)
+            self.down_w = _rand(gen, (s.experts, h, s.ffn), 1 / math.sqrt(s.ffn), device)
+        else:
+            self.gu_w = _rand(gen, (up, h), 1 / math.sqrt(h), device)
+            self.down_w = _rand(gen, (h, s.ffn), 1 / math.sqrt(s.ffn), device)
+        cache_shape = (pool_blocks, PAGE_SIZE, s.kv_heads, d)
+        # Random, not zeros: kernels can run faster on zeros than on real data.
+        self.k_cache = _rand(gen, cache_shape, 1.0, device)
+        self.v_cache = _rand(gen, cache_shape, 1.0, device)
+        self.scale = 1.0 / math.sqrt(d)
+
+    def _mlp(self, x):
+        act = silu_mul if self.s.gated else (lambda t: F.gelu(t, approximate="tanh"))
+        if self.s.experts == 1:
+            return F.linear(act(F.linear(x, self.gu_w)), self.down_w)
+        # Top-k MoE, experts looped (data-dependent shapes: not graph-capturable).
+        probs = torch.softmax(F.linear(x, self.router_w).float(), -1)
+        w, idx = probs.topk(self.s.top_k, dim=-1)
+        w = (w / w.sum(-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(x)
+        for e in range(self.s.experts):
+            tok, slot = (idx == e).nonzero(as_tuple=True)
+            if tok.numel() == 0:
+                continue
+            y = F.linear(act(F.linear(x[tok], self.gu_w[e])), self.down_w[e])
+            out.index_add_(0, tok, y * w[tok, slot, None])
+        return out
+
+    def forward(self, h, res, meta: AttnMeta, cos_sin, attention: bool = True):
+        s = self.s
+        x, res = add_rmsnorm(h, res, self.norm1)
+        qkv = F.linear(x, self.qkv_w)
+        q = rope_cache(qkv, meta.positions, cos_sin, self.k_cache, self.v_cache, meta.slots,
+                       s.q_heads, s.kv_heads, s.head_dim)
+        # attention=False times everything but the attention kernel (the "linear" sweep).
+        a = paged_attention(q, self.k_cache, self.v_cache, meta, self.scale) if attention else q
+        h = F.linear(a.view(a.shape[0], -1), self.o_w)
+        # (TP > 1: an all-reduce of h goes here; estimated separately, see profiler.collectives)
+        x, res = add_rmsnorm(h, res, self.norm2)
+        return self._mlp(x), res
+
+
+class LayerStack:
+    """``depth`` distinct layers run back to back (see module docstring)."""
+
+    def __init__(self, s: ShardShapes, depth: int, pool_blocks: int, max_pos: int, device,
+                 seed: int = 0):
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        self.s, self.depth, self.pool_blocks = s, depth, pool_blocks
+        self.layers = [DecoderLayer(s, pool_blocks, device, gen) for _ in range(depth)]
+        self.cos_sin = rope_table(max_pos, s.head_dim, device)
+        #: CUDA graphs need static shapes; the MoE expert loop has data-dependent ones.
+        self.capturable = s.experts == 1
+
+    def forward(self, h, res, meta: AttnMeta, attention: bool = True):
+        for layer in self.layers:
+            h, res = layer.forward(h, res, meta, self.cos_sin, attention)
+        return h
+
+
+class Embedding:
+    """Vocabulary-parallel token embedding (this rank's vocab shard)."""
+
+    def __init__(self, s: ShardShapes, device, gen: torch.Generator):
+        self.w = _rand(gen, (s.vocab, s.hidden), 1.0, device)
+
+    def forward(self, token_ids):
+        return F.embedding(token_ids, self.w)
+
+
+class LMHead:
+    """Final norm, vocab projection of the rows that sample, and Gumbel-max sampling."""
+
+    def __init__(self, s: ShardShapes, device, gen: torch.Generator):
+        self.norm = torch.ones(s.hidden, dtype=DTYPE, device=device)
+        self.w = _rand(gen, (s.vocab, s.hidden), 1 / math.sqrt(s.hidden), device)
+
+    def forward(self, h, res, temperature: float = 0.8):
+        x, _ = add_rmsnorm(h, res, self.norm)
+        logits = F.linear(x, self.w).float()
+        probs = torch.softmax(logits / temperature, -1)
+        # probs / Exp(1) argmax == sampling from probs (the trick vLLM's sampler uses).
+        return probs.div_(torch.empty_like(probs).exponential_()).argmax(-1)

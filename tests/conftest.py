@@ -1,0 +1,28 @@
+"""Shared fixtures: where the real traces live and small workload builders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TRACES = REPO.parent / "shared" / "traces"
+
+
+def shared_trace(name: str) -> Path:
+    path = SHARED_TRACES / name
+    if not path.exists():
+        pytest.skip(f"real trace {name} not available in {SHARED_TRACES}")
+    return path
+
+
+def poisson_requests(n: int, rate: float, prompt=(50, 2000), output=(1, 400), seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "request_id": np.arange(n),
+        "arrival_s": np.cumsum(rng.exponential(1.0 / rate, n)),
+        "prompt_tokens": rng.integers(prompt[0], prompt[1], n),
+        "output_tokens": rng.integers(output[0], output[1], n),
+    })
