@@ -98,7 +98,7 @@ def build_meta(code: str, group: int, kv_heads: int, head_dim: int, pool_blocks:
     if need > pool_blocks:
         raise InfeasiblePoint(f"needs {need} KV pages, pool holds {pool_blocks}")
     rng = np.random.default_rng(seed)
-    pages = rng.permutation(pool_blocks)[:need].astype(np.int32)
+    pages = rng.choice(pool_blocks, size=need, replace=False).astype(np.int32)
     width = max(nb)
     table = np.zeros((len(q_lens), width), dtype=np.int32)
     starts = np.zeros(len(q_lens), dtype=np.int32)

@@ -173,6 +173,7 @@ def finalize(df: pd.DataFrame, ctx: Ctx, meta: dict, *, sort: bool = False,
     re-based because their times are already the user's simulation clock.
     """
     meta.setdefault("dropped", {})
+    df = df.copy()  # never write into the caller's (possibly filtered) frame
     if zero_tokens not in ("error", "drop"):
         raise TraceError(f"zero_tokens={zero_tokens!r}: use 'error' (default) or 'drop'")
     df = _drop_or_fail(df, ctx, meta, zero_tokens)

@@ -1,0 +1,144 @@
+"""Measurement grids: which batches to time for one model on one GPU.
+
+Why these points: the fitted cost model needs (a) the context-free part of a layer as a function
+of the new-token count T (dense, log-spaced, so piecewise-linear interpolation between points is
+accurate), (b) pure decode at several total contexts per batch size B (the linearity contract
+a(B) + b(B) * sum(ctx) is fitted per B), and (c) enough prefill, verify and mixed batches to fit
+and then test the attention terms. Everything is log-spaced from 1 up to the model's context
+limit and bounded by the token budget the runner derives from GPU memory; points beyond it are
+still listed and recorded as infeasible, never silently dropped. Same model, same grid: the
+random mixed batches come from a fixed seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from profiler.batches import encode
+
+
+@dataclass(frozen=True)
+class Point:
+    kind: str  # batch | linear | embed | lmhead | overhead
+    subkind: str  # prefill | decode | verify | mixed | random | sweep
+    code: str  # batch code (see profiler.batches) or "T=..." / "N=..."
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.code)
+
+
+def log_grid(lo: int, hi: int, per_octave: int) -> list[int]:
+    """Integers from lo to hi (both included), ``per_octave`` log-spaced steps per doubling."""
+    if hi < lo:
+        return []
+    n = int(np.ceil(np.log2(hi / lo) * per_octave)) + 1
+    vals = np.unique(np.round(lo * 2.0 ** (np.arange(n) / per_octave)).astype(int))
+    return [int(v) for v in vals if lo <= v <= hi] + ([hi] if vals[-1] < hi else [])
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    max_tokens: int = 16384  # largest T per iteration (engines' max_num_batched_tokens range)
+    batch_sizes: tuple = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+    decode_ctx_per_octave: float = 0.5
+    linear_per_octave: int = 4
+    verify_batches: tuple = (1, 8, 32, 128)
+    verify_k: tuple = (1, 2, 3, 4, 5, 6, 7, 8)
+    verify_ctx: tuple = (256, 4096)
+    random_batches: int = 40
+    lmhead_rows: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+    overhead_batches: tuple = (1, 16, 64, 256)
+
+
+QUICK = GridConfig(max_tokens=2048, batch_sizes=(1, 4, 16, 64, 256),
+                   decode_ctx_per_octave=0.34, linear_per_octave=2, verify_batches=(1, 16),
+                   verify_k=(1, 4, 8), verify_ctx=(256,), random_batches=8,
+                   lmhead_rows=(1, 16, 256, 2048), overhead_batches=(1, 64))
+
+
+def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
+               token_budget: int | None = None) -> list[Point]:
+    """All points for a model with context limit ``max_context`` (order = run order).
+
+    ``token_budget``: most KV tokens one batch may hold (from GPU memory). Points above it stay
+    in the grid (recorded infeasible); it only adds decode contexts below it so that every batch
+    size keeps at least four feasible contexts to fit its a(B) + b(B) * sum(ctx) line on, and
+    keeps the random batches mostly feasible.
+    """
+    budget_tok = token_budget if token_budget is not None else 1 << 62
+    pts: list[Point] = []
+    max_t = cfg.max_tokens
+    for t in log_grid(1, max_t, cfg.linear_per_octave):
+        pts.append(Point("linear", "sweep", f"T={t}"))
+        pts.append(Point("embed", "sweep", f"T={t}"))
+    for n in cfg.lmhead_rows:
+        pts.append(Point("lmhead", "sweep", f"N={n}"))
+
+    def batch(sub, groups):
+        pts.append(Point("batch", sub, encode(groups)))
+
+    # Prefill: one prompt of each length, then equal-length prompt batches.
+    for p in log_grid(16, min(max_t, max_context), 2):
+        batch("prefill", [(1, p, 0)])
+    for n in (2, 4, 8, 16, 32, 64):
+        for p in (32, 128, 512, 2048):
+            if n * p <= max_t and p <= max_context:
+                batch("prefill", [(n, p, 0)])
+    # Decode: contexts log-spaced from 16 to the limit for every batch size.
+    per = max(1, int(round(1 / cfg.decode_ctx_per_octave)))
+    ctxs = [c for c in log_grid(16, max_context - 1, 1)][::per]
+    if ctxs[-1] != max_context - 1:
+        ctxs.append(max_context - 1)
+    for b in cfg.batch_sizes:
+        limit = min(max_context - 1, budget_tok // b - 1)
+        feasible = [c for c in ctxs if c <= limit]
+        extra = []
+        if len(feasible) < 4 and limit >= 16:
+            extra = [int(round(x)) for x in np.geomspace(16, limit, 4)]
+        for c in sorted(set(ctxs) | set(extra)):
+            batch("decode", [(b, 1, c)])
+    # Speculative verify: B sequences x (k + 1) query tokens.
+    for b in cfg.verify_batches:
+        for c in cfg.verify_ctx:
+            for k in cfg.verify_k:
+                if c + k + 1 <= max_context:
+                    batch("verify", [(b, k + 1, c)])
+    # Chunked prefill: one chunk over a cached prefix, plus running decodes.
+    for chunk in (128, 512, 2048):
+        for pre in (0, 2048, 8192):
+            for nd in (0, 16, 128):
+                if chunk + pre > max_context or (pre == 0 and nd == 0) or chunk > max_t:
+                    continue
+                groups = [(1, chunk, pre)] + ([(nd, 1, min(1024, max_context - 1))] if nd else [])
+                batch("mixed", groups)
+    # Random compositions (seeded), as a scheduler under load produces them.
+    rng = np.random.default_rng(seed)
+    for _ in range(cfg.random_batches):
+        groups, budget = [], max_t
+        n_dec = int(rng.choice([0, 1, 8, 32, 100, 250]))
+        if n_dec:
+            hi = max(17, min(max_context - 1, 16384, budget_tok // (2 * n_dec)))
+            c = int(np.exp(rng.uniform(np.log(16), np.log(hi))))
+            groups.append((n_dec, 1, min(c, max_context - 1)))
+            budget -= n_dec
+        for _ in range(int(rng.integers(0 if n_dec else 1, 4))):
+            q = int(np.exp(rng.uniform(np.log(2), np.log(max(3, min(budget, 4096))))))
+            ctx = int(rng.choice([0, int(np.exp(rng.uniform(np.log(16), np.log(max_context))))]))
+            q = max(2, min(q, budget, max_context - 1))
+            ctx = min(ctx, max_context - q)
+            if budget - q < 0:
+                break
+            groups.append((1, q, ctx))
+            budget -= q
+        if groups:
+            batch("random", groups)
+    for b in cfg.overhead_batches:
+        pts.append(Point("overhead", "sweep", encode([(b, 1, min(256, max_context - 1))])))
+    seen, uniq = set(), []
+    for p in pts:
+        if p.key not in seen:
+            seen.add(p.key)
+            uniq.append(p)
+    return uniq

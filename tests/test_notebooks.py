@@ -1,0 +1,32 @@
+"""Every notebook runs top to bottom, so notebooks never rot."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path):
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("attainment" in "".join(o.get("text", "")) for o in outputs)
+
+
+def test_notebooks_are_built_from_source():
+    """The .ipynb files match notebooks/build_notebooks.py (edit the builder, then rebuild)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOKS[0].parent / "build_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    nb = nbformat.read(NOTEBOOKS[0].parent / "compare_configurations.ipynb", as_version=4)
+    sources = [c.source for c in nb.cells]
+    assert sources == [src for _, src in mod.COMPARE]
