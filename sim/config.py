@@ -42,14 +42,47 @@ class SchedulerConfig:
     activation_reserve_gb: float = 2.0  # per GPU, held back for activations / CUDA graphs
     preemption: str = "recompute"  # recompute | swap
     watermark: float = 0.01  # fraction of KV blocks kept free when admitting (vLLM)
+    swap_space_gb: float = 4.0  # host memory per instance for swap preemption (vLLM swap_space)
+    host_link_gbs: float | None = None  # host<->GPU bandwidth for swaps; None = the GPU's PCIe
+    #: Orca/static: output tokens reserved per request (client max_tokens); None = its real output
+    reserve_output_tokens: int | None = None
     chunk_size: int = 512  # Sarathi-Serve prefill chunk (tokens)
     token_budget: int = 512  # Sarathi-Serve tokens per iteration (decodes + chunk)
 
 
 @dataclass
+class LinkConfig:
+    """A network or device link: time = latency + bytes / bandwidth, plus optional jitter."""
+
+    bandwidth_gbs: float = 25.0  # GB/s (25 GB/s = 200 Gb/s InfiniBand)
+    latency_s: float = 20e-6
+    jitter_s: float = 0.0  # std-dev of a normal delay added per transfer (truncated at 0)
+
+
+@dataclass
+class ClusterEvent:
+    """A change to the cluster during the run: drain an instance or scale out by one."""
+
+    time_s: float = 0.0
+    action: str = "drain"  # drain | scale_out
+    instance: int = 0  # drain: which instance
+    group: int = 0  # scale_out: which cluster[] group the new instance copies
+
+
+@dataclass
 class RouterConfig:
-    name: str = "round_robin"  # round_robin | least_outstanding_tokens
+    #: round_robin | least_outstanding_tokens | least_kv | power_of_two | llumnix
+    name: str = "round_robin"
     seed: int = 0
+    # --- Llumnix ---
+    migration: bool = True  # periodic rebalancing by live migration
+    migration_interval_s: float = 0.5
+    migrate_out_freeness: float = 10.0  # instances below this freeness (blocks/seq) shed load
+    migrate_in_freeness: float = 60.0  # instances above it may receive migrations
+    max_stages: int = 8  # pre-copy stages before the final stop-and-copy
+    high_priority: int = 1  # priority at or above which requests get headroom
+    priority_headroom_blocks: int = 256  # virtual usage added per high-priority request
+    link: LinkConfig = field(default_factory=LinkConfig)
 
 
 @dataclass
@@ -105,6 +138,7 @@ class SimConfig:
     seed: int = 0
     #: advance over runs of unchanged decode iterations in closed form (False = one event per step)
     fast_forward: bool = True
+    events: list[ClusterEvent] = field(default_factory=list)
     #: stop simulating at this simulated time (requests still running are counted 'unfinished')
     max_sim_time_s: float | None = None
     progress: bool = False

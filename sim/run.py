@@ -6,11 +6,26 @@ from pathlib import Path
 
 from sim.config import SimConfig, to_dict
 from sim.metrics import SLO, request_metrics, save_results, summarize
+from sim.engine.tbt import percentile_from_hist
 from sim.simulator import SimResult, simulate
 
 
 def slo_of(cfg: SimConfig) -> SLO:
     return SLO(cfg.slo.ttft_s, cfg.slo.tpot_s, cfg.slo.attainment_target)
+
+
+def token_level_summary(result: SimResult) -> dict:
+    """Time-between-tokens over every generated token, decode stalls and migrations."""
+    hist = result.tbt_hist
+    inst = result.instances
+    out = {f"tbt_p{q}_s": percentile_from_hist(hist, q) if hist is not None else None
+           for q in (50, 90, 99)}
+    out = {k: (None if v is None or v != v else v) for k, v in out.items()}
+    out["decode_stall_s"] = float(inst["decode_stall_s"].sum()) if "decode_stall_s" in inst else 0.0
+    out["stall_iterations"] = int(inst["stall_iterations"].sum()) if "stall_iterations" in inst else 0
+    out["swaps"] = int(inst["swaps"].sum()) if "swaps" in inst else 0
+    out["migrations"] = result.migration
+    return out
 
 
 def run_and_report(cfg: SimConfig, trace, count: int | None = None) -> SimResult:
@@ -20,6 +35,7 @@ def run_and_report(cfg: SimConfig, trace, count: int | None = None) -> SimResult
     slo = slo_of(cfg)
     result.summary = summarize(result.requests, result.timeseries, result.instances,
                                result.sim_duration_s, slo)
+    result.summary["tokens"] = token_level_summary(result)
     result.summary["cost_model"] = result.cost_sources
     result.summary["wall_s"] = result.wall_s
     if cfg.output.dir:

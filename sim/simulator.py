@@ -39,6 +39,9 @@ class SimResult:
     config: SimConfig
     cost_sources: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    #: histogram over every token's time-between-tokens (bins: sim.engine.tbt.EDGES)
+    tbt_hist: object = None
+    migration: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -46,35 +49,71 @@ class Cluster:
     env: simpy.Environment
     instances: list
     rows: list  # one dict per instance for the instance table
+    cfg: SimConfig
+    records: RecordSink
 
-
-def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
-    env = simpy.Environment()
-    instances, rows = [], []
-    if not cfg.cluster:
-        raise ConfigError("cluster: at least one instance group is required")
-    for g, group in enumerate(cfg.cluster):
-        if group.count < 1:
-            raise ConfigError(f"cluster[{g}].count must be >= 1")
-        model = get_model(group.model)
-        gpu = get_gpu(group.gpu)
-        sched = cfg.scheduler
+    def add_instance(self, g: int) -> Instance:
+        """Start one more instance of cluster group ``g`` (used at build time and by scale-out)."""
+        cfg = self.cfg
+        if not 0 <= g < len(cfg.cluster):
+            raise ConfigError(f"events: group {g} does not exist (cluster has {len(cfg.cluster)} groups)")
+        group = cfg.cluster[g]
+        model, gpu, sched = get_model(group.model), get_gpu(group.gpu), cfg.scheduler
         cap = kv_capacity(model, gpu, group.tp, sched.block_size, sched.gpu_memory_utilization,
                           sched.activation_reserve_gb)
         cost = make_cost_model(model, gpu, group.tp, cfg.cost_model)
         name = group.name or f"{model.name}@{gpu.name}x{group.tp}"
+        idx = len(self.instances)
+        inst = Instance(self.env, idx, name, cost, cap, make_policy(sched, cap, model.max_context),
+                        self.records, cfg.fast_forward, cfg.output.timeseries_interval_s,
+                        model.max_context, host_link_gbs=sched.host_link_gbs or gpu.pcie_gbs,
+                        swap_space_gb=sched.swap_space_gb)
+        self.instances.append(inst)
+        self.rows.append({"instance": idx, "group": name, "gpu": gpu.name, "model": model.name,
+                          "tp": group.tp, "num_gpus": group.tp,
+                          "price_per_hour": gpu.price_per_hour * group.tp, "tdp_w": gpu.tdp_w,
+                          "kv_blocks": cap.total_blocks, "kv_tokens": cap.total_tokens,
+                          "cost_source": cost.source, "started_s": self.env.now})
+        return inst
+
+
+def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
+    if not cfg.cluster:
+        raise ConfigError("cluster: at least one instance group is required")
+    cluster = Cluster(simpy.Environment(), [], [], cfg, records)
+    for g, group in enumerate(cfg.cluster):
+        if group.count < 1:
+            raise ConfigError(f"cluster[{g}].count must be >= 1")
         for _ in range(group.count):
-            idx = len(instances)
-            policy = make_policy(sched, cap, model.max_context)
-            inst = Instance(env, idx, name, cost, cap, policy, records, cfg.fast_forward,
-                            cfg.output.timeseries_interval_s, model.max_context)
-            instances.append(inst)
-            rows.append({"instance": idx, "group": name, "gpu": gpu.name, "model": model.name,
-                         "tp": group.tp, "num_gpus": group.tp,
-                         "price_per_hour": gpu.price_per_hour * group.tp, "tdp_w": gpu.tdp_w,
-                         "kv_blocks": cap.total_blocks, "kv_tokens": cap.total_tokens,
-                         "cost_source": cost.source})
-    return Cluster(env, instances, rows)
+            cluster.add_instance(g)
+    return cluster
+
+
+def _schedule_events(cluster: Cluster, router) -> None:
+    """Drain and scale-out events from ``cfg.events``."""
+    env = cluster.env
+    for n, ev in enumerate(cluster.cfg.events):
+        if ev.action not in ("drain", "scale_out"):
+            raise ConfigError(f"events[{n}].action must be 'drain' or 'scale_out', got '{ev.action}'")
+        if ev.action == "drain" and not 0 <= ev.instance < len(cluster.instances):
+            raise ConfigError(f"events[{n}].instance {ev.instance} does not exist")
+
+        def fire(_e, ev=ev):
+            if ev.action == "scale_out":
+                cluster.add_instance(ev.group)
+                return
+            inst = cluster.instances[ev.instance]
+            inst.draining = True
+            # queued requests go elsewhere at once; running ones migrate (Llumnix) or finish here
+            while inst.waiting:
+                seq = inst.waiting.popleft()
+                inst.outstanding_tokens -= seq.prefill_target - seq.prefilled + seq.output - seq.generated
+                dst = router.choose(seq, env.now)
+                dst.submit(seq)
+                dst.wake()
+
+        timeout = env.timeout(max(0.0, ev.time_s))
+        timeout.callbacks.append(fire)
 
 
 def _as_chunks(trace) -> Iterable[pd.DataFrame]:
@@ -198,7 +237,10 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
         from tqdm import tqdm
         progress = tqdm(total=total or (len(trace) if hasattr(trace, "__len__") else None),
                         unit="req", desc="simulating", mininterval=0.5)
-    ArrivalFeed(env, _as_chunks(trace), router, records, cutoff, progress)
+    feed = ArrivalFeed(env, _as_chunks(trace), router, records, cutoff, progress)
+    router.feed_active = lambda: feed.cols is not None
+    router.start(env, cfg.seed)
+    _schedule_events(cluster, router)
     if math.isinf(cutoff):
         env.run()
     else:
@@ -216,8 +258,14 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     inst_rows = []
     for row, inst in zip(cluster.rows, cluster.instances):
         inst_rows.append({**row, "busy_s": inst.busy_s, "iterations": inst.iterations,
-                          "preemptions": inst.preemptions})
+                          "preemptions": inst.preemptions, "swaps": inst.swaps,
+                          "decode_stall_s": inst.stall_s, "stall_iterations": inst.stall_iterations})
+    tbt_hist = sum(inst.gaps.hist for inst in cluster.instances)
+    manager = getattr(router, "manager", None)
     return SimResult(requests=requests, timeseries=timeseries.reset_index(drop=True),
                      instances=pd.DataFrame(inst_rows), sim_duration_s=max(0.0, end - first),
                      wall_s=time.perf_counter() - wall0, config=cfg,
-                     cost_sources={r["group"]: r["cost_source"] for r in cluster.rows})
+                     cost_sources={r["group"]: r["cost_source"] for r in cluster.rows},
+                     tbt_hist=tbt_hist,
+                     migration={"completed": manager.completed, "aborted": manager.aborted,
+                                "bytes": manager.bytes} if manager else {})

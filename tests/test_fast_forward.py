@@ -12,8 +12,11 @@ COLUMNS = ["instance", "first_scheduled_s", "first_token_s", "completion_s", "ge
            "preemptions", "max_tbt_s", "outcome"]
 
 
-def run(df, fast, router="round_robin", count=2, mem=0.9, max_batch=256, cutoff=None):
+def run(df, fast, router="round_robin", count=2, mem=0.9, max_batch=256, cutoff=None,
+        policy="vllm", preemption="recompute"):
     cfg = SimConfig(cluster=[InstanceGroupConfig(model="llama-3.1-8b", gpu="h100", count=count)])
+    cfg.scheduler.policy = policy
+    cfg.scheduler.preemption = preemption
     cfg.cost_model.kind = "roofline"
     cfg.router.name = router
     cfg.scheduler.gpu_memory_utilization = mem
@@ -52,4 +55,15 @@ def test_equivalence_with_batch_limit_and_cutoff():
     df = poisson_requests(1000, rate=30, seed=12)
     fast, step = run(df, True, max_batch=8, cutoff=20.0), run(df, False, max_batch=8, cutoff=20.0)
     assert (fast.requests.outcome == "unfinished").any()
+    assert_same(fast, step)
+
+
+@pytest.mark.parametrize("policy,preemption", [("vllm", "swap"), ("sarathi", "recompute"),
+                                               ("sarathi", "swap"), ("orca", "recompute"),
+                                               ("static", "recompute"), ("decode_priority", "recompute")])
+def test_equivalence_for_every_policy_under_pressure(policy, preemption):
+    df = poisson_requests(600, rate=40, seed=13)
+    fast = run(df, True, mem=0.3, policy=policy, preemption=preemption)
+    step = run(df, False, mem=0.3, policy=policy, preemption=preemption)
+    assert (fast.requests.outcome == "completed").sum() > 500
     assert_same(fast, step)

@@ -3,15 +3,13 @@
 At every iteration boundary the policy forms a plan (prefill chunks to run, and whether the running
 decode set produces a token). A plan that is *pure decode* and would repeat unchanged — no arrival,
 completion, block shortage or chunk boundary in between — is executed as one closed-form run of k
-iterations (fast-forward). The cost model's linearity contract makes the run's duration exact:
-``sum_{j<k} a + b*(C + j*B) = k*a + b*(k*C + B*k*(k-1)/2)``. An arrival that could change the plan
-truncates the run at the first iteration boundary at or after it, which is exactly where a
-step-by-step engine would first see it. ``fast_forward=False`` runs one event per iteration; tests
-check both give the same per-request results.
+iterations (fast-forward, see ``DecodeRun``). An event that could change the plan (an arrival the
+policy might admit, a migration, a drain) truncates the run at the first iteration boundary at or
+after it, which is exactly where a step-by-step engine would first see it. ``fast_forward=False``
+runs one event per iteration; tests check both give the same per-request results.
 """
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 from collections import deque
@@ -19,9 +17,11 @@ from collections import deque
 import simpy
 
 from sim.costmodel.base import Batch, CostModel
+from sim.engine.decode_run import DecodeRun
 from sim.engine.kvcache import DecodeBlockPhases, KVCapacity
 from sim.engine.records import RecordSink
 from sim.engine.sequence import COMPLETED, DECODING, DONE, PREFILLING, REJECTED, UNFINISHED, WAITING, Sequence
+from sim.engine.tbt import TokenGaps
 
 
 class Plan:
@@ -37,7 +37,8 @@ class Plan:
 class Instance:
     def __init__(self, env: simpy.Environment, index: int, group: str, cost_model: CostModel,
                  capacity: KVCapacity, policy, records: RecordSink, fast_forward: bool = True,
-                 timeseries_interval_s: float = 0.5, max_context: int | None = None):
+                 timeseries_interval_s: float = 0.5, max_context: int | None = None,
+                 host_link_gbs: float = 25.0, swap_space_gb: float = 0.0):
         self.env = env
         self.index = index
         self.group = group
@@ -50,31 +51,42 @@ class Instance:
         self.bs = capacity.block_size
         self.total_blocks = capacity.total_blocks
         self.used_blocks = 0
-        self.waiting: deque[Sequence] = deque()
+        self.waiting: deque[Sequence] = deque()  # by priority, then FCFS
+        self.swapped: deque[Sequence] = deque()  # swap-preempted, resumed before new admissions
         self.prefilling: list[Sequence] = []  # admitted, prompt (re)computation not finished
         self.running: list[Sequence] = []  # decode set, in join order
         self._heap: list = []  # (finish_step, rid, seq)
-        self.phases = DecodeBlockPhases(self.bs)
+        self.phases = DecodeBlockPhases(self.bs)  # growing members only (not reserved ones)
         self.decode_steps = 0  # decode iterations executed by the decode set so far
         self.ctx_sum = 0  # stored KV tokens of the decode set at decode_steps
         self.run_index = 0
         self._new_members: list[Sequence] = []
-        self._tbt_runs: list[int] = []  # monotone stack: run index ...
-        self._tbt_vals: list[float] = []  # ... and the max token gap from that run onwards
+        self.gaps = TokenGaps()
         self.last_decode_end = math.nan
         self._coeff_cache: dict[int, tuple[float, float]] = {}
-        # the iteration in flight: (t0, k, a, b, B, C, plan); for a non-decode plan a = duration
-        self._run = None
-        self._pending = None  # its end event; a truncation supersedes it
+        self._run: DecodeRun | None = None  # the decode run in flight
+        self._iteration = None  # (t0, duration, plan) of a single non-fast-forwarded iteration
+        self._pending = None  # end event of what is in flight; a truncation supersedes it
         self._truncatable = False
         self._idle = True
+        self._hooks: list = []  # callables to run at the next boundary (migration, drain)
+        self.overhead_s = 0.0  # one-off time charged to the next iteration (swap transfers)
+        # host memory for swapping: bytes per block over the host link
+        self.host_link_bps = host_link_gbs * 1e9
+        self.block_bytes = capacity.bytes_per_token * self.bs
+        self.host_blocks_total = int(swap_space_gb * 1e9 // self.block_bytes) if self.block_bytes else 0
+        self.host_blocks_used = 0
+        self.draining = False
+        self.reserved_blocks = 0  # held for incoming migrations
         # load accounting (for routers): work left in tokens as of the last boundary
         self.outstanding_tokens = 0
-        self.assigned = 0
         # statistics
         self.busy_s = 0.0
         self.iterations = 0
         self.preemptions = 0
+        self.swaps = 0
+        self.stall_s = 0.0  # time running decodes were paused by prefill-only iterations
+        self.stall_iterations = 0
         self.ts_interval = timeseries_interval_s
         self._ts_last = -math.inf
         self.ts: list[tuple] = []
@@ -84,6 +96,11 @@ class Instance:
     def free_blocks(self) -> int:
         return self.total_blocks - self.used_blocks
 
+    @property
+    def queued_demand_blocks(self) -> int:
+        """Blocks the queued requests would need to start (Llumnix counts these as load)."""
+        return sum(self.capacity.blocks_for(s.prefill_target) for s in self.waiting)
+
     def submit(self, seq: Sequence) -> None:
         """A request routed here. Rejected at once if it could never run on this instance."""
         seq.instance = self.index
@@ -91,39 +108,74 @@ class Instance:
         if reason:
             self.records.add(seq, REJECTED, reason=reason)
             return
-        self.assigned += 1
         self.outstanding_tokens += seq.prompt + seq.output
-        self.waiting.append(seq)
+        self.enqueue(seq)
         if self._truncatable and self.policy.arrival_may_change_plan(self, seq):
             self._truncate(self.env.now)
 
-    def admit(self, seq: Sequence, tokens: int, now: float) -> None:
-        """Move ``seq`` (already popped from waiting) into prefill, holding blocks for its KV."""
-        need = self.capacity.blocks_for(seq.prefilled + tokens) - seq.blocks
-        self.used_blocks += need
-        seq.blocks += need
+    def enqueue(self, seq: Sequence) -> None:
+        """Queue by priority (higher first), FCFS within a priority."""
+        w = self.waiting
+        if not w or seq.priority <= w[-1].priority:
+            w.append(seq)
+            return
+        i = len(w)
+        while i > 0 and w[i - 1].priority < seq.priority:
+            i -= 1
+        w.insert(i, seq)
+
+    def admit(self, seq: Sequence, tokens: int, now: float, reserve_tokens: int = 0) -> None:
+        """Move ``seq`` (already popped from waiting) into prefill, holding blocks for its KV.
+
+        ``reserve_tokens`` > 0 reserves KV for that many tokens up front (Orca, static batching).
+        """
+        if reserve_tokens:
+            need = self.capacity.blocks_for(reserve_tokens) - seq.blocks
+            seq.reserved = True
+        else:
+            need = self.capacity.blocks_for(seq.prefilled + tokens) - seq.blocks
+        if need > 0:
+            self.used_blocks += need
+            seq.blocks += need
         if seq.state == WAITING:
             seq.state = PREFILLING
             self.prefilling.append(seq)
             if seq.first_scheduled != seq.first_scheduled:  # NaN: first time scheduled
                 seq.first_scheduled = now
 
-    def preempt(self, seq: Sequence) -> None:
-        """Preemption by recompute: drop the KV, requeue at the head to recompute later."""
+    def preempt(self, seq: Sequence, swap: bool = False) -> None:
+        """Free ``seq``'s GPU memory: by swap to host (keeps its KV) or by recompute (drops it)."""
         if seq.state == DECODING:
             self._leave_decode(seq)
         else:
             self.prefilling.remove(seq)
         self.used_blocks -= seq.blocks
+        seq.preemptions += 1
+        self.preemptions += 1
+        seq.state = WAITING
+        if swap and seq.generated and self.host_blocks_used + seq.blocks <= self.host_blocks_total:
+            self.host_blocks_used += seq.blocks
+            self.overhead_s += seq.blocks * self.block_bytes / self.host_link_bps
+            seq.swapped = True
+            self.swaps += 1
+            self.swapped.append(seq)
+            return
         seq.blocks = 0
+        seq.reserved = False
         left_before = seq.prefill_target - seq.prefilled
         seq.prefill_target = seq.prompt + seq.generated if seq.generated else seq.prompt
         self.outstanding_tokens += seq.prefill_target - left_before  # recompute is work again
         seq.prefilled = 0
-        seq.preemptions += 1
-        seq.state = WAITING
-        self.preemptions += 1
         self.waiting.appendleft(seq)
+
+    def swap_in(self, seq: Sequence, now: float) -> None:
+        """Bring a swapped request's KV back from host memory; it rejoins the decode set."""
+        self.swapped.remove(seq)
+        self.host_blocks_used -= seq.blocks
+        self.used_blocks += seq.blocks
+        self.overhead_s += seq.blocks * self.block_bytes / self.host_link_bps
+        seq.swapped = False
+        self._join_decode(seq, now)
 
     # ------------------------------------------------------------------ decode-set membership
     def _join_decode(self, seq: Sequence, now: float) -> None:
@@ -133,10 +185,11 @@ class Instance:
         seq.step_base = s
         seq.gen_base = seq.generated
         seq.finish_step = s + seq.output - seq.generated
-        seq.phase = (s - kv) % self.bs
         seq.join_run = -1  # new member: its first gap is computed from its own last token
         self.ctx_sum += kv
-        self.phases.add(seq.phase)
+        if not seq.reserved:
+            seq.phase = (s - kv) % self.bs
+            self.phases.add(seq.phase)
         self.running.append(seq)
         self._new_members.append(seq)
         heapq.heappush(self._heap, (seq.finish_step, seq.rid, seq))
@@ -145,33 +198,44 @@ class Instance:
         steps = self.decode_steps - seq.step_base
         seq.generated = seq.gen_base + steps
         kv = seq.prompt + seq.generated - 1
-        seq.blocks = -(-kv // self.bs)
         self.ctx_sum -= kv
-        self.phases.remove(seq.phase)
+        if not seq.reserved:
+            seq.blocks = -(-kv // self.bs)
+            self.phases.remove(seq.phase)
         self.running.remove(seq)
         if seq.join_run < 0:
             self._new_members.remove(seq)
         else:
-            seq.max_tbt = _nanmax(seq.max_tbt, self._suffix_max(seq.join_run))
+            seq.max_tbt = _nanmax(seq.max_tbt, self.gaps.max_since(seq.join_run))
         if steps:
             seq.last_token = self.last_decode_end
         seq.state = WAITING
 
-    def _suffix_max(self, run: int) -> float:
-        i = bisect.bisect_left(self._tbt_runs, run)
-        return self._tbt_vals[i] if i < len(self._tbt_vals) else math.nan
+    # ------------------------------------------------------------------ external changes
+    def at_next_boundary(self, fn) -> None:
+        """Run ``fn()`` at the next iteration boundary (truncating a decode run in flight)."""
+        self._hooks.append(fn)
+        if self._idle:
+            self.wake()
+        elif self._truncatable:
+            self._truncate(self.env.now)
 
-    def _push_tbt(self, run: int, value: float) -> None:
-        if not value > -math.inf:  # no gap in this run (no member had produced a token before)
-            return
-        vals, runs = self._tbt_vals, self._tbt_runs
-        while vals and vals[-1] <= value:
-            vals.pop()
-            runs.pop()
-        vals.append(value)
-        runs.append(run)
+    def wake(self) -> None:
+        """Called after requests were queued here; starts the engine if it was idle."""
+        if self._idle:
+            self._idle = False
+            self._boundary()
 
-    # ------------------------------------------------------------------ engine loop
+    def _truncate(self, now: float) -> None:
+        """End the decode run in flight at the first boundary at or after ``now``."""
+        self._truncatable = False
+        run = self._run
+        j = run.first_boundary_at_or_after(now - run.t0)
+        if j < run.k:
+            self._run = run._replace(k=j)
+            self._schedule_end(max(0.0, run.t0 + run.span(j) - now))
+
+    # ------------------------------------------------------------------ engine
     def _coeffs(self, batch_size: int) -> tuple[float, float]:
         c = self._coeff_cache.get(batch_size)
         if c is None:
@@ -182,13 +246,8 @@ class Instance:
         if now - self._ts_last >= self.ts_interval:
             self._ts_last = now
             self.ts.append((now, self.index, len(self.running) + len(self.prefilling), prefill_tokens,
-                            len(self.running), len(self.waiting), self.used_blocks, self.total_blocks))
-
-    def wake(self) -> None:
-        """Called after requests were queued here; starts the engine if it was idle."""
-        if self._idle:
-            self._idle = False
-            self._boundary()
+                            len(self.running), len(self.waiting) + len(self.swapped), self.used_blocks,
+                            self.total_blocks))
 
     def _schedule_end(self, delay: float) -> None:
         ev = self.env.timeout(delay)
@@ -198,22 +257,25 @@ class Instance:
     def _boundary(self) -> None:
         """An iteration boundary: ask the policy for a plan and start executing it."""
         now = self.env.now
+        while self._hooks:
+            self._hooks.pop(0)()
         while True:
             plan = self.policy.schedule(self, now)
             if plan is not None:
                 break
-            if self.waiting and not self.running and not self.prefilling:
+            if self.waiting and not self.running and not self.prefilling and not self.reserved_blocks:
                 # nothing runs yet the head cannot be scheduled: it never will be
                 self._reject_late(self.waiting.popleft(), "cannot be scheduled on an empty instance")
                 continue
             self._sample(now, 0)
             self._idle = True
             return
+        extra, self.overhead_s = self.overhead_s, 0.0
         if plan.prefills or not plan.decode:
             batch = self._build_batch(plan)
             self._sample(now, batch.total_new_tokens - (len(self.running) if plan.decode else 0))
-            dur = self.cost.batch_time(batch)
-            self._run = (now, 1, dur, 0.0, 0, 0, plan)
+            dur = extra + self.cost.batch_time(batch)
+            self._iteration = (now, dur, plan)
             self._schedule_end(dur)
             return
         bsz, ctx = len(self.running), self.ctx_sum
@@ -222,37 +284,23 @@ class Instance:
         k = 1
         if self.fast_forward:
             k = self._steps_to_completion()
-            if self.free_blocks < bsz * (k // self.bs + 1):
+            if self.phases.size and self.free_blocks < self.phases.size * (k // self.bs + 1):
                 k = min(k, self.phases.steps_until_shortage(self.decode_steps, self.free_blocks))
-            if k < 1:
-                k = 1
-        self._run = (now, k, a, b, bsz, ctx, None)
+            k = max(k, 1)
+        run = self._run = DecodeRun(now + extra, k, a, b, bsz, ctx)
         self._truncatable = k > 1
-        self._schedule_end(k * a + b * (k * ctx + bsz * k * (k - 1) / 2))
-
-    def _truncate(self, now: float) -> None:
-        """A request arrived that may join at the next boundary: end the run there."""
-        self._truncatable = False
-        t0, k, a, b, bsz, ctx, plan = self._run
-        j = self._first_boundary_at_or_after(now - t0)
-        if j < k:
-            self._run = (t0, j, a, b, bsz, ctx, plan)
-            end = t0 + j * a + b * (j * ctx + bsz * j * (j - 1) / 2)
-            self._schedule_end(max(0.0, end - now))
+        self._schedule_end(extra + run.span(k))
 
     def _on_iteration_end(self, ev) -> None:
         if ev is not self._pending:  # superseded by a truncation
             return
-        t0, k, a, b, bsz, ctx, plan = self._run
-        self._run = None
         self._truncatable = False
-        if plan is not None:
-            self._finish_prefill_iteration(plan, t0, a)
+        if self._run is not None:
+            run, self._run = self._run, None
+            self._finish_decode_run(run.t0, run.k, run.first, run.step, run.span(run.k), run.batch)
         else:
-            dur = k * a + b * (k * ctx + bsz * k * (k - 1) / 2)
-            d0 = a + b * ctx
-            d_in = max(a + b * (ctx + bsz), a + b * (ctx + (k - 1) * bsz)) if k > 1 else -math.inf
-            self._finish_decode_run(t0, k, d0, d_in, dur, bsz)
+            (t0, dur, plan), self._iteration = self._iteration, None
+            self._finish_prefill_iteration(plan, t0, dur)
         self._boundary()
 
     def _build_batch(self, plan: Plan) -> Batch:
@@ -260,8 +308,7 @@ class Instance:
         ctx = [s.prefilled for s, _ in plan.prefills]
         if plan.decode and self.running:
             steps = self.decode_steps
-            bs_new = [1] * len(self.running)
-            new.extend(bs_new)
+            new.extend([1] * len(self.running))
             ctx.extend(s.prompt + s.gen_base + (steps - s.step_base) - 1 for s in self.running)
         return Batch(new, ctx)
 
@@ -269,55 +316,24 @@ class Instance:
         heap = self._heap
         while heap:
             step, _, seq = heap[0]
-            if seq.state == DECODING and seq.finish_step == step:
+            if seq.state == DECODING and seq.finish_step == step and seq.instance == self.index:
                 return step - self.decode_steps
             heapq.heappop(heap)
         return 1 << 60
 
-    def _first_boundary_at_or_after(self, delta: float) -> int:
-        """Smallest j in [1, k] whose boundary t0 + S(j) is >= t0 + delta.
-
-        S(j) = j*a + b*(j*C + B*j*(j-1)/2) is increasing, so j is the ceiling of the positive
-        root of S(j) = delta, corrected by one step for floating-point rounding.
-        """
-        _, k, a, b, bsz, ctx, _ = self._run
-        if delta <= 0.0:
-            return 1
-        p = b * bsz * 0.5
-        q = a + b * ctx - p
-        if p > 0.0:
-            j = math.ceil((math.sqrt(q * q + 4.0 * p * delta) - q) / (2.0 * p))
-        else:
-            j = math.ceil(delta / q)
-        if j >= k:
-            j = k
-            if k > 1 and (k - 1) * (a + b * ctx + p * (k - 2)) >= delta:
-                j = k - 1
-            return j
-        if j < 1:
-            j = 1
-        if j * (a + b * ctx + p * (j - 1)) < delta:  # S(j) < delta: rounding put us one short
-            return j + 1
-        if j > 1 and (j - 1) * (a + b * ctx + p * (j - 2)) >= delta:
-            return j - 1
-        return j
-
     def steps_done_by(self, now: float) -> int:
         """Decode iterations of the in-flight run already finished at ``now`` (for load queries)."""
-        run = self._run
-        if run is None or run[6] is not None:
-            return 0
-        t0, k, a, b, bsz, ctx, _ = run
-        j = self._first_boundary_at_or_after(now - t0)
-        return j if j * (a + b * ctx + b * bsz * 0.5 * (j - 1)) <= now - t0 else j - 1
+        return self._run.steps_done_by(now) if self._run is not None else 0
 
     def load_tokens(self, now: float) -> int:
         """Tokens of work still to do here (prefill + decode), as of the last finished iteration."""
-        return self.outstanding_tokens - len(self.running) * self.steps_done_by(now)
+        if self._run is None:
+            return self.outstanding_tokens
+        return self.outstanding_tokens - len(self.running) * self._run.steps_done_by(now)
 
-    def _finish_decode_run(self, t0: float, k: int, d0: float, d_in: float, dur: float, bsz: int,
+    def _finish_decode_run(self, t0: float, k: int, d0: float, step: float, dur: float, bsz: int,
                            now: float | None = None) -> None:
-        """Apply k decode iterations of the whole decode set, ending now (or at ``now``)."""
+        """Apply k producing iterations of the whole decode set (gaps d0 + j*step), ending now."""
         if now is None:
             now = self.env.now
         s0 = self.decode_steps
@@ -325,15 +341,23 @@ class Instance:
         self.decode_steps = s0 + k
         self.ctx_sum += bsz * k
         self.outstanding_tokens -= bsz * k
+        gaps = self.gaps
+        d_in = max(d0 + step, d0 + step * (k - 1)) if k > 1 else -math.inf
         old_gap = (t0 - self.last_decode_end) + d0
-        self._push_tbt(self.run_index, old_gap if old_gap > d_in else d_in)
-        if self._new_members:
+        gaps.push_run_max(self.run_index, old_gap if old_gap > d_in else d_in)
+        new = self._new_members
+        if old_gap == old_gap:
+            gaps.add(old_gap, bsz - len(new))
+        if new:
             nxt = self.run_index + 1
-            for seq in self._new_members:
+            for seq in new:
                 g = (t0 - seq.last_token) + d0
+                gaps.add(g, 1)
                 seq.max_tbt = _nanmax(seq.max_tbt, g if g > d_in else d_in)
                 seq.join_run = nxt
-            self._new_members.clear()
+            new.clear()
+        if k > 1:
+            gaps.add_arithmetic(d0 + step, step, k - 1, bsz)
         self.run_index += 1
         self.last_decode_end = now
         self.busy_s += dur
@@ -341,18 +365,21 @@ class Instance:
         heap = self._heap
         steps = self.decode_steps
         while heap and heap[0][0] <= steps:
-            step, _, seq = heapq.heappop(heap)
-            if seq.state == DECODING and seq.finish_step == step:
+            step_, _, seq = heapq.heappop(heap)
+            if seq.state == DECODING and seq.finish_step == step_ and seq.instance == self.index:
                 self._leave_decode(seq)
                 self._complete(seq, now)
 
     def _finish_prefill_iteration(self, plan: Plan, t0: float, dur: float) -> None:
         now = self.env.now
         if plan.decode and self.running:
-            self._finish_decode_run(t0, 1, dur, -math.inf, dur, len(self.running))
+            self._finish_decode_run(t0, 1, dur, 0.0, dur, len(self.running))
         else:
             self.busy_s += dur
             self.iterations += 1
+            if self.running:
+                self.stall_s += dur
+                self.stall_iterations += 1
         for seq, n in plan.prefills:
             seq.prefilled += n
             self.outstanding_tokens -= n
@@ -364,6 +391,7 @@ class Instance:
                 seq.first_token = now
             else:
                 seq.max_tbt = _nanmax(seq.max_tbt, now - seq.last_token)
+                self.gaps.add(now - seq.last_token, 1)
             seq.generated += 1
             self.outstanding_tokens -= 1
             seq.last_token = now
@@ -377,14 +405,12 @@ class Instance:
         seq.blocks = 0
         seq.state = DONE
         seq.last_token = now
-        self.assigned -= 1
         self.records.add(seq, COMPLETED, completion=now)
 
     def _reject_late(self, seq: Sequence, reason: str) -> None:
         self.used_blocks -= seq.blocks
         seq.blocks = 0
         seq.state = DONE
-        self.assigned -= 1
         self.outstanding_tokens -= seq.prefill_target - seq.prefilled + seq.output - seq.generated
         self.records.add(seq, REJECTED, reason=reason)
 
@@ -392,24 +418,22 @@ class Instance:
     def drain_unfinished(self, now: float) -> None:
         """Count every request still here as unfinished, with the tokens it produced by ``now``."""
         run = self._run
-        if run is not None and run[6] is None:  # apply the decode steps of the run already done
-            j = self.steps_done_by(now)
+        if run is not None:  # apply the decode steps of the run already done
+            j = run.steps_done_by(now)
             if j:
-                t0, _, a, b, bsz, ctx, _ = run
-                d_in = max(a + b * (ctx + bsz), a + b * (ctx + (j - 1) * bsz)) if j > 1 else -math.inf
-                dur = j * a + b * (j * ctx + bsz * j * (j - 1) / 2)
-                self._finish_decode_run(t0, j, a + b * ctx, d_in, dur, bsz, now=t0 + dur)
+                self._finish_decode_run(run.t0, j, run.first, run.step, run.span(j), run.batch,
+                                        now=run.t0 + run.span(j))
         self._run = None
         for seq in list(self.running):
             self._leave_decode(seq)
             seq.state = DONE
             self.records.add(seq, UNFINISHED, reason="still running at end of simulation")
-        for seq in self.prefilling:
-            self.records.add(seq, UNFINISHED, reason="still in prefill at end of simulation")
-        for seq in self.waiting:
-            self.records.add(seq, UNFINISHED, reason="still queued at end of simulation")
-        self.prefilling.clear()
-        self.waiting.clear()
+        for group, reason in ((self.prefilling, "still in prefill at end of simulation"),
+                              (self.swapped, "swapped out at end of simulation"),
+                              (self.waiting, "still queued at end of simulation")):
+            for seq in group:
+                self.records.add(seq, UNFINISHED, reason=reason)
+            group.clear()
 
 
 def _nanmax(a: float, b: float) -> float:

@@ -1,14 +1,16 @@
 """Global schedulers (routers): pick the instance an arriving request goes to.
 
-Each is a small strategy class chosen by name (``router.name``). Routers only read instance load
-through ``Instance.load_tokens(now)``, which is exact mid-run, so routing decisions are identical
-with and without fast-forwarding.
+Each is a small strategy class chosen by name (``router.name``). Routers read instance load only
+through exact-at-any-instant queries (``load_tokens(now)``, ``used_blocks_now``), so routing is
+identical with and without fast-forwarding. Draining instances receive nothing new.
 """
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 
 from sim.config import ConfigError, RouterConfig
+from sim.engine.migration import MigrationManager, used_blocks_now
 from sim.engine.sequence import Sequence
 
 
@@ -17,11 +19,21 @@ class Router(ABC):
 
     def __init__(self, cfg: RouterConfig, instances: list):
         self.cfg = cfg
-        self.instances = instances
+        self.instances = instances  # shared with the cluster: scale-out appends to it
+        self.feed_active = lambda: False  # set by the simulator: are arrivals still to come?
+
+    def candidates(self) -> list:
+        live = [i for i in self.instances if not i.draining]
+        if not live:
+            raise RuntimeError("every instance is draining: no instance can take new requests")
+        return live
 
     @abstractmethod
     def choose(self, seq: Sequence, now: float):
         """Return the instance that receives ``seq``."""
+
+    def start(self, env, seed: int) -> None:
+        """Hook for routers with periodic work (Llumnix rebalancing)."""
 
 
 class RoundRobinRouter(Router):
@@ -32,26 +44,86 @@ class RoundRobinRouter(Router):
         self._next = 0
 
     def choose(self, seq, now):
-        inst = self.instances[self._next]
-        self._next = (self._next + 1) % len(self.instances)
-        return inst
+        n = len(self.instances)
+        for _ in range(n):
+            inst = self.instances[self._next % n]
+            self._next = (self._next + 1) % n
+            if not inst.draining:
+                return inst
+        return self.candidates()[0]
 
 
 class LeastOutstandingTokensRouter(Router):
-    """Send to the instance with the fewest tokens of work left (prefill + decode); ties -> lowest index."""
+    """Fewest tokens of work left (prefill + decode); ties -> lowest index."""
 
     name = "least_outstanding_tokens"
 
     def choose(self, seq, now):
-        best, best_load = None, None
-        for inst in self.instances:
-            load = inst.load_tokens(now)
-            if best_load is None or load < best_load:
-                best, best_load = inst, load
-        return best
+        return min(self.candidates(), key=lambda i: i.load_tokens(now))
 
 
-ROUTERS: dict[str, type[Router]] = {c.name: c for c in (RoundRobinRouter, LeastOutstandingTokensRouter)}
+class LeastKVRouter(Router):
+    """Lowest KV-cache use, counting the blocks queued requests will need."""
+
+    name = "least_kv"
+
+    def choose(self, seq, now):
+        return min(self.candidates(),
+                   key=lambda i: (used_blocks_now(i, now) + i.queued_demand_blocks) / i.total_blocks)
+
+
+class PowerOfTwoRouter(Router):
+    """Sample two instances at random, send to the less loaded (outstanding tokens)."""
+
+    name = "power_of_two"
+
+    def __init__(self, cfg, instances):
+        super().__init__(cfg, instances)
+        self._rng = random.Random(cfg.seed)
+
+    def choose(self, seq, now):
+        live = self.candidates()
+        if len(live) == 1:
+            return live[0]
+        a, b = self._rng.sample(live, 2)
+        return a if a.load_tokens(now) <= b.load_tokens(now) else b
+
+
+class LlumnixRouter(Router):
+    """Llumnix: dispatch by freeness, rebalance by live migration, headroom for high priority.
+
+    freeness = (KV blocks - virtual usage) / running batch size, where virtual usage counts the
+    blocks in use, the blocks queued requests need (so a head-of-line request that cannot fit makes
+    its instance look overloaded and pushes migrations out: de-fragmentation), and a headroom per
+    high-priority request (so instances serving them stay lightly loaded).
+    """
+
+    name = "llumnix"
+
+    def __init__(self, cfg, instances):
+        super().__init__(cfg, instances)
+        self.manager: MigrationManager | None = None
+
+    def freeness(self, inst, now: float) -> float:
+        if inst.draining:
+            return float("-inf")
+        hp = self.cfg.high_priority
+        high = sum(1 for s in inst.running if s.priority >= hp) + \
+            sum(1 for s in inst.waiting if s.priority >= hp)
+        virtual = used_blocks_now(inst, now) + inst.queued_demand_blocks + \
+            high * self.cfg.priority_headroom_blocks
+        return (inst.total_blocks - virtual) / max(1, len(inst.running))
+
+    def choose(self, seq, now):
+        return max(self.candidates(), key=lambda i: self.freeness(i, now))
+
+    def start(self, env, seed: int) -> None:
+        if self.cfg.migration:
+            self.manager = MigrationManager(env, self, self.cfg, seed)
+
+
+ROUTERS: dict[str, type[Router]] = {c.name: c for c in (
+    RoundRobinRouter, LeastOutstandingTokensRouter, LeastKVRouter, PowerOfTwoRouter, LlumnixRouter)}
 
 
 def register_router(cls: type[Router]) -> type[Router]:

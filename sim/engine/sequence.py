@@ -23,7 +23,7 @@ class Sequence:
         "instance", "prefill_target", "prefilled", "generated", "blocks",
         "first_scheduled", "first_token", "last_token", "max_tbt", "preemptions",
         "migrations", "migrated_bytes", "step_base", "gen_base", "join_run", "phase",
-        "finish_step", "state",
+        "finish_step", "state", "reserved", "swapped", "migration",
     )
 
     def __init__(self, rid: int, arrival: float, prompt: int, output: int, priority: int = 0,
@@ -54,6 +54,9 @@ class Sequence:
         self.phase = 0
         self.finish_step = 0
         self.state = WAITING
+        self.reserved = False  # KV reserved up front (Orca/static): the decode set does not grow it
+        self.swapped = False  # KV sits in host memory after a swap preemption
+        self.migration = None  # the live migration moving this request, if any
 
     @property
     def kv_tokens_materialised(self) -> int:

@@ -26,10 +26,13 @@ class BatchingPolicy(ABC):
             raise ConfigError("scheduler.watermark must be in [0, 1)")
         self.cfg = cfg
         self.capacity = capacity
+        self.max_context = max_context
         #: tokens one iteration may compute; unset = vLLM's default, max(model context, 2048)
         self.max_batched_tokens = (cfg.max_batched_tokens if cfg.max_batched_tokens is not None
                                    else max(max_context, 2048))
         self.watermark_blocks = int(cfg.watermark * capacity.total_blocks)
+        if cfg.preemption not in ("recompute", "swap"):
+            raise ConfigError(f"scheduler.preemption must be 'recompute' or 'swap', got '{cfg.preemption}'")
 
     def reject_reason(self, inst, seq: Sequence) -> str:
         """Why ``seq`` can never run here ('' if it can). Checked once, on arrival."""
@@ -43,19 +46,36 @@ class BatchingPolicy(ABC):
     def arrival_may_change_plan(self, inst, seq: Sequence) -> bool:
         """Could ``seq`` (just queued) be scheduled at the next boundary? Used to truncate runs.
 
-        FCFS default: only if it is now the head of the queue; a non-empty queue means the head
-        was already blocked (memory or batch size) and stays blocked until something completes.
+        Default: only if it is now the head of the queue (it arrived to an empty queue, or its
+        priority put it first); otherwise the head was already blocked (memory or batch size) and
+        stays blocked until something completes.
         """
-        return len(inst.waiting) == 1
+        return inst.waiting[0] is seq
 
     @abstractmethod
     def schedule(self, inst, now: float):
         """Return the Plan for the next iteration (or None if idle)."""
 
     def _ensure_decode_blocks(self, inst) -> None:
-        """Preempt (lowest priority, latest arrival first) until the next decode step fits."""
+        """Preempt (lowest priority, latest arrival first) until the next decode step fits.
+
+        ``scheduler.preemption``: recompute drops the victim's KV; swap moves it to host memory
+        over the host link (its transfer time is charged to the next iteration) while swap space
+        lasts, then falls back to recompute.
+        """
+        swap = self.cfg.preemption == "swap"
         need = inst.phases.needed_at(inst.decode_steps)
         while need > inst.free_blocks and inst.running:
             victim = max(inst.running, key=lambda s: (-s.priority, s.arrival))
-            inst.preempt(victim)
+            inst.preempt(victim, swap=swap)
             need = inst.phases.needed_at(inst.decode_steps)
+
+    def _resume_swapped(self, inst, now: float, seqs: int) -> int:
+        """Swap requests back in (FCFS) while blocks and batch slots allow; returns new seq count."""
+        while inst.swapped and seqs < self.cfg.max_batch_size:
+            seq = inst.swapped[0]
+            if seq.blocks + inst.phases.size + 1 > inst.free_blocks - self.watermark_blocks:
+                break
+            inst.swap_in(seq, now)
+            seqs += 1
+        return seqs

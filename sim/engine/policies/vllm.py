@@ -1,9 +1,10 @@
 """vLLM (v0 default scheduler): continuous batching, prefill-prioritised, paged KV, preemption.
 
-At a boundary, if waiting requests can be admitted (FCFS, within max_batch_size, max_batched_tokens
-and free blocks above the watermark), the iteration runs their whole prompts as one prefill batch and
-running decodes pause. Otherwise every running sequence decodes one token; if the step needs more
-blocks than are free, the lowest-priority, latest-arrived sequences are preempted by recompute.
+At a boundary, swapped-out requests are resumed first; then, if waiting requests can be admitted
+(by priority then FCFS, within max_batch_size, max_batched_tokens and free blocks above the
+watermark), the iteration runs their whole prompts as one prefill batch and running decodes pause.
+Otherwise every running sequence decodes one token; if the step needs more blocks than are free,
+the lowest-priority, latest-arrived sequences are preempted (recompute or swap).
 """
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ class VLLMPolicy(BatchingPolicy):
         return ""
 
     def schedule(self, inst, now: float):
+        seqs = len(inst.running) + len(inst.prefilling)
+        if inst.swapped:
+            seqs = self._resume_swapped(inst, now, seqs)
         waiting = inst.waiting
-        if waiting:
+        if waiting and not inst.swapped:
             cfg = self.cfg
             budget = self.max_batched_tokens
-            seqs = len(inst.running) + len(inst.prefilling)
             free = inst.free_blocks - self.watermark_blocks
             admitted = []
             while waiting:

@@ -1,0 +1,11 @@
+"""Planner: the cheapest heterogeneous GPU allocation that meets TTFT/TPOT SLOs.
+
+Pipeline (see docs/planner.md): bucket a trace into request-size slices (``slices``), measure
+each instance type's maximum SLO-compliant rate per slice by simulation (``capacity``, cached on
+disk, run in parallel by ``parallel``), solve the Mélange ILP (``ilp``), and prove the plan by
+re-simulating the mixed cluster with a size-aware router (``verify``), adding capacity while
+the simulated attainment falls short (``pipeline``).
+"""
+from planner.errors import PlannerError
+
+__all__ = ["PlannerError"]

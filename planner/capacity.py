@@ -1,0 +1,300 @@
+"""Maximum SLO-sustainable request rate of one instance on one slice, by simulation.
+
+For an instance configuration (GPU type, TP degree, batching policy) and a slice's request
+lengths, the capacity is the largest Poisson arrival rate at which at least ``attainment_target``
+of the requests meet both the TTFT and the TPOT bound. Every probe replays the *same* requests
+(lengths drawn once from the slice, arrivals drawn once at 1 req/s and divided by the probe
+rate), so attainment changes with the rate alone and the bracketing search sees a (nearly)
+monotone function: double from a rate derived from the zero-load latency until a probe fails,
+then bisect geometrically until the bracket is within ``rel_tol``. The lower end is returned, so
+a capacity is always a rate that was observed to pass.
+
+A configuration that misses the SLO even with one request in flight (zero load) has capacity 0;
+``limit`` then says which bound binds (e.g. "TPOT p90 at zero load 53 ms > SLO 40 ms"), which is
+what the infeasibility errors quote.
+
+Results are cached as JSON files named by a SHA-256 of every input (model, GPU, TP, scheduler and
+cost-model settings, SLO, search settings, the exact lengths, and a fingerprint of the simulator's
+source and catalogs), so a change to any of them re-measures and nothing stale is reused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from planner.errors import PlannerError
+
+CACHE_VERSION = 1
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    attainment_target: float = 0.9
+    probe_requests: int = 1000  # requests replayed per probe
+    rel_tol: float = 0.05  # stop when hi / lo <= 1 + rel_tol
+    max_probes: int = 30
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.attainment_target <= 1:
+            raise PlannerError(f"attainment_target must be in (0, 1], got {self.attainment_target}")
+        if self.probe_requests < 20:
+            raise PlannerError(f"probe_requests must be >= 20 (got {self.probe_requests}): fewer "
+                               f"requests cannot resolve a {self.attainment_target:.0%} attainment")
+        if not self.rel_tol > 0:
+            raise PlannerError(f"rel_tol must be > 0, got {self.rel_tol}")
+
+
+@dataclass
+class CapacityTask:
+    """Everything one capacity search depends on (all of it, except ``label``, is in the key)."""
+
+    model: str
+    gpu: str
+    tp: int
+    ttft_s: float | None
+    tpot_s: float | None
+    lengths: np.ndarray  # (k, 2) prompt/output pairs the probes resample
+    scheduler: dict = field(default_factory=dict)  # SchedulerConfig fields (policy, ...)
+    cost_model: dict = field(default_factory=dict)  # CostModelConfig fields
+    settings: SearchSettings = field(default_factory=SearchSettings)
+    label: str = ""  # slice name, for messages only
+
+
+@dataclass
+class CapacityResult:
+    rate: float  # req/s; 0 = misses the SLO even at zero load
+    limit: str  # why the capacity is what it is (binding bound), '' if saturated normally
+    zero_load_attainment: float
+    probes: list = field(default_factory=list)  # [rate, attainment] in probe order
+    cost_source: str = ""
+    wall_s: float = 0.0
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("cached")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CapacityResult":
+        return cls(**d, cached=True)
+
+
+# ---------------------------------------------------------------- cache key and store
+@lru_cache(maxsize=None)
+def sim_fingerprint() -> str:
+    """Hash of the simulator's source, catalogs and any shipped profiles: results depend on them."""
+    h = hashlib.sha256()
+    files = sorted((_REPO / "sim").rglob("*.py")) + sorted((_REPO / "sim").rglob("*.yaml"))
+    for p in files:
+        h.update(str(p.relative_to(_REPO)).encode())
+        h.update(p.read_bytes())
+    prof = _REPO / "profiler" / "profiles"
+    if prof.is_dir():
+        for p in sorted(prof.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(_REPO)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def cost_source(task: CapacityTask) -> str:
+    from sim.catalog import get_gpu, get_model
+    from sim.config import CostModelConfig, from_dict
+    from sim.costmodel.factory import make_cost_model
+
+    cm = make_cost_model(get_model(task.model), get_gpu(task.gpu), task.tp,
+                         from_dict(CostModelConfig, task.cost_model, "cost_model"))
+    return cm.source
+
+
+def task_key(task: CapacityTask) -> str:
+    meta = {"v": CACHE_VERSION, "sim": sim_fingerprint(), "model": task.model, "gpu": task.gpu,
+            "tp": task.tp, "ttft": task.ttft_s, "tpot": task.tpot_s,
+            "scheduler": task.scheduler, "cost_model": task.cost_model,
+            "cost_source": cost_source(task), "settings": dataclasses.asdict(task.settings)}
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(task.lengths, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("GOODPUT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "goodput"
+
+
+class CapacityCache:
+    """One JSON file per search under ``<dir>/capacity``; writes are atomic (temp file + rename)."""
+
+    def __init__(self, directory: str | Path | None = None, enabled: bool = True):
+        self.dir = Path(directory or default_cache_dir()) / "capacity"
+        self.enabled = enabled
+
+    def get(self, key: str) -> CapacityResult | None:
+        path = self.dir / f"{key}.json"
+        if not self.enabled or not path.exists():
+            return None
+        try:
+            return CapacityResult.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            return None  # a corrupt or old-format entry is simply re-measured
+
+    def put(self, key: str, result: CapacityResult) -> None:
+        if not self.enabled:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(result.to_dict(), fh)
+        os.replace(tmp, self.dir / f"{key}.json")
+
+
+# ---------------------------------------------------------------- the search
+class _Prober:
+    """Replays one fixed request sample at any rate on one instance and returns its attainment."""
+
+    def __init__(self, task: CapacityTask):
+        from sim.config import CostModelConfig, InstanceGroupConfig, SchedulerConfig, SimConfig
+        from sim.config import from_dict
+        from sim.metrics import SLO
+
+        s = task.settings
+        self.cfg = SimConfig(cluster=[InstanceGroupConfig(model=task.model, gpu=task.gpu,
+                                                          tp=task.tp, count=1)],
+                             scheduler=from_dict(SchedulerConfig, task.scheduler, "scheduler"),
+                             cost_model=from_dict(CostModelConfig, task.cost_model, "cost_model"),
+                             seed=s.seed)
+        self.cfg.output.timeseries_interval_s = 1e12  # no time series: only latencies matter
+        self.slo = SLO(task.ttft_s, task.tpot_s, s.attainment_target)
+        rng = np.random.default_rng([s.seed, 0x9E3779B9])
+        lengths = np.asarray(task.lengths, dtype=np.int64)
+        idx = rng.integers(0, len(lengths), s.probe_requests)
+        self.prompt, self.output = lengths[idx, 0], lengths[idx, 1]
+        self.base = np.cumsum(rng.exponential(1.0, s.probe_requests))  # arrivals at 1 req/s
+        self.probes: list = []
+        self.source = ""
+
+    def run(self, arrivals: np.ndarray) -> pd.DataFrame:
+        from sim.metrics import request_metrics
+        from sim.simulator import simulate
+
+        df = pd.DataFrame({"request_id": np.arange(len(arrivals)), "arrival_s": arrivals,
+                           "prompt_tokens": self.prompt, "output_tokens": self.output})
+        res = simulate(self.cfg, df)
+        self.source = next(iter(res.cost_sources.values()), "")
+        return request_metrics(res.requests)
+
+    def attainment(self, rate: float) -> float:
+        from sim.metrics import slo_met
+
+        met = float(slo_met(self.run(self.base / rate), self.slo).mean())
+        self.probes.append([float(rate), met])
+        return met
+
+
+def _zero_load_limit(df: pd.DataFrame, task: CapacityTask) -> str:
+    """Name the bound a lone request already misses, with the quantile the target implies."""
+    q = task.settings.attainment_target
+    pct = f"p{100 * q:g}"
+    done = df["outcome"] == "completed"
+    if (1 - done.mean()) > 1 - q:
+        reasons = df.loc[~done, "reject_reason"].astype(str).value_counts()
+        why = reasons.index[0] if len(reasons) else "not completed"
+        return (f"{1 - done.mean():.0%} of requests fail even alone on one instance ({why}); "
+                f"longest prompt {int(df['prompt_tokens'].max())} tokens")
+    parts = []
+    for col, bound, name in (("ttft_s", task.ttft_s, "TTFT"), ("tpot_s", task.tpot_s, "TPOT")):
+        v = df.loc[done, col].dropna()
+        if bound is not None and len(v) and (v > bound).mean() > 1 - q:
+            parts.append(f"{name} {pct} at zero load {v.quantile(q) * 1e3:.1f} ms > SLO "
+                         f"{bound * 1e3:g} ms")
+    return "; ".join(parts) or "TTFT and TPOT misses together exceed the allowed fraction at zero load"
+
+
+def search_capacity(task: CapacityTask) -> CapacityResult:
+    """Bracketing search for the largest passing rate (see the module docstring)."""
+    from sim.engine.kvcache import CapacityError
+    from sim.metrics import slo_met
+
+    if task.ttft_s is None:
+        raise PlannerError("ttft_s is required for a capacity search: without a TTFT bound "
+                           "queueing delay is unpunished and every rate would 'pass'")
+    t0 = time.perf_counter()
+    s = task.settings
+    try:
+        prober = _Prober(task)
+        # zero load: the same requests one at a time, far enough apart never to overlap
+        alone = prober.run(np.arange(s.probe_requests, dtype=float) * 1e6)
+    except CapacityError as exc:
+        return CapacityResult(0.0, f"does not fit: {exc}", 0.0, wall_s=time.perf_counter() - t0)
+    zero = float(slo_met(alone, prober.slo).mean())
+    if zero < s.attainment_target:
+        return CapacityResult(0.0, _zero_load_limit(alone, task), zero, [], prober.source,
+                              time.perf_counter() - t0)
+    e2e = float(alone["e2e_s"].mean())
+    passes = lambda r: prober.attainment(r) >= s.attainment_target  # noqa: E731
+    budget = lambda: len(prober.probes) < s.max_probes  # noqa: E731
+    r0 = 1.0 / max(e2e, 1e-9)  # one request at a time would saturate here; batching does better
+    lo, hi, r = 0.0, None, r0
+    while budget():  # find a passing rate (almost always the first probe)
+        if passes(r):
+            lo = r
+            break
+        hi, r = r, r / 2
+        if r < r0 / 1024:
+            break
+    while lo > 0 and hi is None and budget():  # double until a probe fails
+        if passes(2 * lo):
+            lo *= 2
+        else:
+            hi = 2 * lo
+    while lo > 0 and hi is not None and hi / lo > 1 + s.rel_tol and budget():
+        m = (lo * hi) ** 0.5
+        if passes(m):
+            lo = m
+        else:
+            hi = m
+    limit = ""
+    if hi is None:
+        limit = f"did not saturate within {s.max_probes} probes (capacity is at least this)"
+    elif lo == 0.0:
+        limit = (f"misses the SLO at every probed rate down to {hi:.3g} req/s although it meets "
+                 f"it at zero load")
+    return CapacityResult(lo, limit, zero, prober.probes, prober.source, time.perf_counter() - t0)
+
+
+def _run_and_store(item) -> dict:
+    """Worker entry point (module level so process pools and Ray can ship it)."""
+    task, key, cache_dir, enabled = item
+    result = search_capacity(task)
+    CapacityCache(cache_dir, enabled).put(key, result)
+    return result.to_dict()
+
+
+def measure(tasks: list[CapacityTask], cache: CapacityCache | None = None,
+            backend: str = "local", workers: int | None = None) -> list[CapacityResult]:
+    """Capacities for ``tasks`` in order: cache hits first, the misses searched in parallel."""
+    from planner.parallel import run_parallel
+
+    cache = cache or CapacityCache()
+    keys = [task_key(t) for t in tasks]
+    out: list[CapacityResult | None] = [cache.get(k) for k in keys]
+    todo = [i for i, r in enumerate(out) if r is None]
+    if todo:
+        root = cache.dir.parent
+        items = [(tasks[i], keys[i], str(root), cache.enabled) for i in todo]
+        for i, d in zip(todo, run_parallel(_run_and_store, items, backend, workers)):
+            out[i] = CapacityResult(**d)
+    return out  # type: ignore[return-value]

@@ -1,0 +1,122 @@
+"""``goodput profile ...``: run / fit / report / calibrate / bandwidth.
+
+Imports of torch and the measuring code happen inside the handlers, so the ``goodput`` command
+starts fast and works without torch for everything but ``profile run``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_ROOT = Path(__file__).resolve().parent / "profiles"
+
+
+def _cmd_run(args) -> int:
+    from profiler.run import RunConfig, run_copy_bandwidth, run_profile
+    from profiler.fit import fit_profile
+
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if not models:
+        raise ValueError("--model: give one model name or a comma-separated list")
+    for m in models:
+        cfg = RunConfig(model=m, tp=args.tp, gpu_name=args.gpu_name, device=args.device,
+                        out_root=Path(args.out), quick=args.quick, depth=args.depth,
+                        seed=args.seed, budget_s=args.budget_s,
+                        validate_full_depth=args.validate_full_depth,
+                        progress=not args.no_progress)
+        out = run_profile(cfg)
+        print(f"profile written to {out}")
+        if not args.no_fit:
+            rep = fit_profile(out, seed=args.seed)
+            h = rep["heldout"]
+            print(f"  held-out error: median {h.get('median_pct')}%  P95 {h.get('p95_pct')}% "
+                  f"({h.get('n')} points)")
+    if args.bandwidth:
+        print(f"copy bandwidth written to {run_copy_bandwidth(args.device, args.gpu_name, args.out)}")
+    return 0
+
+
+def _cmd_fit(args) -> int:
+    from profiler.fit import fit_profile
+
+    cmd = "goodput profile fit " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else None
+    for d in args.dirs:
+        rep = fit_profile(Path(d), seed=args.seed, command=cmd)
+        print(json.dumps({"profile": rep["profile"], "heldout": rep["heldout"],
+                          "by_kind": rep["by_kind"]}, indent=1))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from profiler.report import accuracy_table
+
+    print(accuracy_table(Path(args.root)))
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from profiler.calibrate import calibrate
+
+    cal = calibrate(Path(args.root), gpus=args.gpus.split(",") if args.gpus else None)
+    print(json.dumps({k: cal[k] for k in ("gpus", "params", "error")}, indent=1))
+    return 0
+
+
+def add_profile_subcommands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "profile", help="measure a GPU and fit a profiled cost model",
+        description="Measure prefill, decode, verify and mixed batch costs on this GPU, fit the "
+                    "profiled cost model, and report its held-out error. See docs/profiling.md.")
+    sub = p.add_subparsers(dest="profile_command", required=True)
+
+    r = sub.add_parser("run", help="measure one or more models (resumable)")
+    r.add_argument("--model", required=True, help="catalog model name(s), comma-separated; "
+                   "'tiny-cpu' is the synthetic model of the CPU mode")
+    r.add_argument("--tp", type=int, default=1, help="tensor-parallel degree of the shard to time")
+    r.add_argument("--gpu-name", default="auto",
+                   help="catalog GPU name for the output folder; 'auto' maps the device's name")
+    r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    r.add_argument("--quick", action="store_true", help="small grid (smoke tests, CPU mode)")
+    r.add_argument("--out", default=str(DEFAULT_ROOT),
+                   help="root folder; the profile goes to OUT/<gpu>/<model>/tp<k>/")
+    r.add_argument("--depth", type=int, default=4, help="distinct layers in the timed stack")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--budget-s", type=float, default=600.0,
+                   help="stop a model after this many seconds (rerun resumes)")
+    r.add_argument("--validate-full-depth", action="store_true",
+                   help="also time a full-depth forward and compare (small models)")
+    r.add_argument("--bandwidth", action="store_true",
+                   help="also measure copy bandwidth into OUT/<gpu>/copy_bandwidth.csv")
+    r.add_argument("--no-fit", action="store_true", help="measure only")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_cmd_run)
+
+    f = sub.add_parser("fit", help="fit the cost model on measured profile folder(s)")
+    f.add_argument("dirs", nargs="+", metavar="DIR", help="profile folder(s) with measurements.csv")
+    f.add_argument("--seed", type=int, default=0, help="seed of the 20%% hold-out split")
+    f.set_defaults(func=_cmd_fit)
+
+    rp = sub.add_parser("report", help="held-out error table of every shipped profile")
+    rp.add_argument("--root", default=str(DEFAULT_ROOT))
+    rp.set_defaults(func=_cmd_report)
+
+    c = sub.add_parser("calibrate", help="fit roofline efficiencies on the profiled GPUs")
+    c.add_argument("--root", default=str(DEFAULT_ROOT))
+    c.add_argument("--gpus", help="comma-separated GPU folders to calibrate on (default: all)")
+    c.set_defaults(func=_cmd_calibrate)
+
+
+def main(argv=None) -> int:
+    """Standalone entry (``python -m profiler.cli profile run ...``) for machines without the
+    ``goodput`` console script, e.g. the GPU box a profile is measured on."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="goodput")
+    add_profile_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

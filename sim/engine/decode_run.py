@@ -1,0 +1,59 @@
+"""Closed-form arithmetic of a run of k identical-shape decode iterations.
+
+Iteration j (0-based) of a run over a decode set of B sequences holding C cached tokens costs
+``d_j = a + b*(C + j*B)`` (the cost model's linearity contract), so the run's first j iterations
+take ``S(j) = j*(a + b*C + (b*B/2)*(j-1))``.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+
+class DecodeRun(NamedTuple):
+    t0: float  # when the first iteration starts (after any one-off overhead such as a swap-in)
+    k: int
+    a: float
+    b: float
+    batch: int
+    ctx: int
+
+    def span(self, j: int) -> float:
+        return j * (self.a + self.b * self.ctx + self.b * self.batch * 0.5 * (j - 1))
+
+    @property
+    def first(self) -> float:
+        return self.a + self.b * self.ctx
+
+    @property
+    def step(self) -> float:
+        return self.b * self.batch
+
+    def first_boundary_at_or_after(self, delta: float) -> int:
+        """Smallest j in [1, k] with S(j) >= delta (ceiling of the positive root, then a
+        one-step correction for floating-point rounding)."""
+        k = self.k
+        if delta <= 0.0:
+            return 1
+        p = self.b * self.batch * 0.5
+        q = self.a + self.b * self.ctx - p
+        if p > 0.0:
+            j = math.ceil((math.sqrt(q * q + 4.0 * p * delta) - q) / (2.0 * p))
+        else:
+            j = math.ceil(delta / q)
+        if j >= k:
+            return k - 1 if k > 1 and self.span(k - 1) >= delta else k
+        if j < 1:
+            j = 1
+        if self.span(j) < delta:
+            return j + 1
+        if j > 1 and self.span(j - 1) >= delta:
+            return j - 1
+        return j
+
+    def steps_done_by(self, now: float) -> int:
+        delta = now - self.t0
+        if delta <= 0.0:
+            return 0
+        j = self.first_boundary_at_or_after(delta)
+        return j if self.span(j) <= delta else j - 1
