@@ -7,16 +7,21 @@ TORCH_CPU := torch==2.13.0
 AZURE_CONV := ../shared/traces/AzureLLMInferenceTrace_conv.csv
 DEMO_TRACE := $(if $(wildcard $(AZURE_CONV)),$(AZURE_CONV),traces/sample_chat.csv)
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# this machine's pip config names local wheel folders that may not exist: drop those warnings only
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
 .PHONY: venv demo test bench clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip $(QUIET_PIP)
 	# CPU wheel first (local on this project's machines) so the profiler's torch requirement is met
-	$(PY) -m pip install -q $(TORCH_CPU)
-	$(PY) -m pip install -q -e '.[profiler,dev]'
+	$(PY) -m pip install -q $(TORCH_CPU) $(QUIET_PIP)
+	$(PY) -m pip install -q -e '.[profiler,dev]' $(QUIET_PIP)
 	touch $@
 
 demo: venv

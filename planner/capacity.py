@@ -186,12 +186,23 @@ class _Prober:
         self.probes: list = []
         self.source = ""
 
-    def run(self, arrivals: np.ndarray) -> pd.DataFrame:
+    def run(self, arrivals: np.ndarray, cutoff: bool = False) -> pd.DataFrame:
+        """Simulate the sample at ``arrivals``.
+
+        With ``cutoff`` the run stops at last arrival + TTFT bound + (longest output - 1) x TPOT
+        bound: a request that meets both bounds has finished by then, so whatever is still
+        running would miss anyway and attainment is exactly the same, while overloaded probes
+        (the slowest to simulate) end early.
+        """
         from sim.metrics import request_metrics
         from sim.simulator import simulate
 
         df = pd.DataFrame({"request_id": np.arange(len(arrivals)), "arrival_s": arrivals,
                            "prompt_tokens": self.prompt, "output_tokens": self.output})
+        self.cfg.max_sim_time_s = None
+        if cutoff and self.slo.tpot_s is not None:
+            self.cfg.max_sim_time_s = (float(arrivals[-1]) + self.slo.ttft_s
+                                       + (int(self.output.max()) - 1) * self.slo.tpot_s) * (1 + 1e-9)
         res = simulate(self.cfg, df)
         self.source = next(iter(res.cost_sources.values()), "")
         return request_metrics(res.requests)
@@ -199,7 +210,7 @@ class _Prober:
     def attainment(self, rate: float) -> float:
         from sim.metrics import slo_met
 
-        met = float(slo_met(self.run(self.base / rate), self.slo).mean())
+        met = float(slo_met(self.run(self.base / rate, cutoff=True), self.slo).mean())
         self.probes.append([float(rate), met])
         return met
 
@@ -246,14 +257,16 @@ def search_capacity(task: CapacityTask) -> CapacityResult:
     e2e = float(alone["e2e_s"].mean())
     passes = lambda r: prober.attainment(r) >= s.attainment_target  # noqa: E731
     budget = lambda: len(prober.probes) < s.max_probes  # noqa: E731
-    r0 = 1.0 / max(e2e, 1e-9)  # one request at a time would saturate here; batching does better
-    lo, hi, r = 0.0, None, r0
+    # one request at a time saturates at 1 / e2e; batching does several times better, so the
+    # search starts at 4x that and walks down by halving if it was too bold
+    r0 = 1.0 / max(e2e, 1e-9)
+    lo, hi, r = 0.0, None, 4 * r0
     while budget():  # find a passing rate (almost always the first probe)
         if passes(r):
             lo = r
             break
         hi, r = r, r / 2
-        if r < r0 / 1024:
+        if r < r0 / 256:
             break
     while lo > 0 and hi is None and budget():  # double until a probe fails
         if passes(2 * lo):

@@ -58,6 +58,13 @@ QUICK = GridConfig(max_tokens=2048, batch_sizes=(1, 4, 16, 64, 256),
                    lmhead_rows=(1, 16, 256, 2048), overhead_batches=(1, 64))
 
 
+#: The CPU mode's grid (tiny synthetic model): every kind of point, a few seconds in total.
+CPU_TINY = GridConfig(max_tokens=512, batch_sizes=(1, 2, 4, 8, 16, 32, 64),
+                      linear_per_octave=2, verify_batches=(1, 8), verify_k=(1, 2, 4, 8),
+                      verify_ctx=(64,), random_batches=10, lmhead_rows=(1, 8, 64, 512),
+                      overhead_batches=(1, 16))
+
+
 def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
                token_budget: int | None = None) -> list[Point]:
     """All points for a model with context limit ``max_context`` (order = run order).
@@ -109,7 +116,7 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
     for chunk in (128, 512, 2048):
         for pre in (0, 2048, 8192):
             for nd in (0, 16, 128):
-                if chunk + pre > max_context or (pre == 0 and nd == 0) or chunk > max_t:
+                if chunk + pre > max_context or (pre == 0 and nd == 0) or chunk + nd > max_t:
                     continue
                 groups = [(1, chunk, pre)] + ([(nd, 1, min(1024, max_context - 1))] if nd else [])
                 batch("mixed", groups)

@@ -91,28 +91,57 @@ def choose_splits(n_tiles: int, kv_heads: int, kv_blocks: int, sm_count: int) ->
 
 # --------------------------------------------------------------------------- reference
 def paged_attention_ref(q, k_cache, v_cache, block_table, q_start, q_lens, ctx_lens, scale):
-    """Float32 reference: gather each sequence's pages, causal softmax, GQA by head repeat."""
-    t, hq, d = q.shape
-    hkv = k_cache.shape[2]
-    page = k_cache.shape[1]
-    g = hq // hkv
+    """Float32 reference: gather each sequence's pages, causal softmax, GQA by head grouping.
+
+    Decodes (q = 1) are done together, padded to the longest context; other sequences one by
+    one. Used by the CPU mode and as the ground truth for the Triton kernel.
+    """
     out = torch.empty_like(q)
+    dec = [i for i, ql in enumerate(q_lens) if ql == 1]
+    if dec:
+        _decode_ref(q, k_cache, v_cache, block_table, q_start, ctx_lens, dec, scale, out)
     for i, (qs, ql, cl) in enumerate(zip(q_start, q_lens, ctx_lens)):
+        if ql == 1:
+            continue
         n = cl + ql
-        nb = -(-n // page)
-        blocks = block_table[i, :nb].long()
-        k = k_cache[blocks].reshape(-1, hkv, d)[:n].float()
-        v = v_cache[blocks].reshape(-1, hkv, d)[:n].float()
-        k = k.repeat_interleave(g, dim=1)
-        v = v.repeat_interleave(g, dim=1)
-        qq = q[qs:qs + ql].float()
-        s = torch.einsum("qhd,khd->hqk", qq, k) * scale
+        k, v = _gather(k_cache, v_cache, block_table[i:i + 1], n)
+        qq = q[qs:qs + ql].float()  # [q, Hq, D]
+        s = torch.einsum("qkgd,nkd->kgqn", _group(qq, k.shape[-2]), k[0]) * scale
         pos = cl + torch.arange(ql, device=q.device)
         mask = torch.arange(n, device=q.device)[None, :] <= pos[:, None]
-        s = s.masked_fill(~mask[None], float("-inf"))
-        p = torch.softmax(s, dim=-1)
-        out[qs:qs + ql] = torch.einsum("hqk,khd->qhd", p, v).to(q.dtype)
+        p = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1)
+        o = torch.einsum("kgqn,nkd->qkgd", p, v[0])
+        out[qs:qs + ql] = o.reshape(ql, -1, q.shape[-1]).to(q.dtype)
     return out
+
+
+def _group(x, hkv):
+    """[..., Hq, D] -> [..., Hkv, G, D] (query heads h = kv * G + g share KV head kv)."""
+    return x.reshape(*x.shape[:-2], hkv, x.shape[-2] // hkv, x.shape[-1])
+
+
+def _gather(k_cache, v_cache, table, n):
+    page = k_cache.shape[1]
+    nb = -(-n // page)
+    blocks = table[:, :nb].long()
+    shape = (table.shape[0], nb * page, k_cache.shape[2], k_cache.shape[3])
+    k = k_cache[blocks].reshape(shape)[:, :n].float()
+    v = v_cache[blocks].reshape(shape)[:, :n].float()
+    return k, v
+
+
+def _decode_ref(q, k_cache, v_cache, block_table, q_start, ctx_lens, dec, scale, out):
+    idx = torch.tensor(dec, device=q.device)
+    lens = torch.tensor([ctx_lens[i] + 1 for i in dec], device=q.device)
+    n = int(lens.max())
+    k, v = _gather(k_cache, v_cache, block_table[idx], n)  # [S, n, Hkv, D]
+    rows = torch.tensor([q_start[i] for i in dec], device=q.device)
+    qq = _group(q[rows].float(), k.shape[2])  # [S, Hkv, G, D]
+    s = torch.einsum("skgd,snkd->skgn", qq, k) * scale
+    valid = torch.arange(n, device=q.device)[None, :] < lens[:, None]
+    p = torch.softmax(s.masked_fill(~valid[:, None, None, :], float("-inf")), dim=-1)
+    o = torch.einsum("skgn,snkd->skgd", p, v)
+    out[rows] = o.reshape(len(dec), -1, q.shape[-1]).to(q.dtype)
 
 
 # --------------------------------------------------------------------------- Triton kernels

@@ -19,7 +19,7 @@ import torch
 from profiler import provenance
 from profiler.batches import InfeasiblePoint, build_meta, decode, kv_tokens
 from profiler.collectives import ALLREDUCE_ESTIMATED, measure_copy_bandwidth
-from profiler.grids import QUICK, GridConfig, Point, build_grid
+from profiler.grids import CPU_TINY, QUICK, GridConfig, Point, build_grid
 from profiler.layers import Embedding, LayerStack, LMHead
 from profiler.measure import iteration_overhead, time_fn
 from profiler.shapes import PAGE_SIZE, ShardShapes, resolve_model
@@ -44,7 +44,7 @@ class RunConfig:
     budget_s: float = 600.0  # stop (resumably) after this long on one model
     #: Memory the CPU mode pretends to have: small enough that the tiny model's largest batches
     #: exceed it, so CI exercises the infeasible-point path.
-    cpu_memory_gb: float = 0.05
+    cpu_memory_gb: float = 0.01
     validate_full_depth: bool = False
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -74,8 +74,14 @@ class Profiler:
         cfg.depth = max(1, min(cfg.depth, self.spec.layers))
         self.gpu = provenance.detect_gpu_name(self.device) if cfg.gpu_name == "auto" \
             else cfg.gpu_name
-        self.grid_cfg = QUICK if cfg.quick else GridConfig()
         self.cuda = self.device.type == "cuda"
+        self.grid_cfg = CPU_TINY if not self.cuda else QUICK if cfg.quick else GridConfig()
+        if not self.cuda:
+            # One thread: multi-threaded OpenMP spinning under a CPU quota stalls in 16 ms steps,
+            # which would make the CPU mode's timings (and its CI test) erratic.
+            torch.set_num_threads(1)
+        #: time_fn's per-point budget: the CPU mode must finish in seconds.
+        self.point_budget_s = 0.5 if self.cuda else 0.03
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count
                          if self.cuda else 8)
         total = (torch.cuda.mem_get_info(self.device)[1] if self.cuda
@@ -106,7 +112,9 @@ class Profiler:
         gen.manual_seed(cfg.seed + 1)
         self.embed = Embedding(self.s, self.device, gen)
         self.lmhead = LMHead(self.s, self.device, gen)
-        max_rows = max(self.grid_cfg.max_tokens, max(self.grid_cfg.lmhead_rows))
+        max_rows = max([self.grid_cfg.max_tokens, max(self.grid_cfg.lmhead_rows)]
+                       + [sum(c * q for c, q, _ in decode(p.code)) for p in self.grid
+                          if p.kind in ("batch", "overhead")])
         self.h_in = torch.randn(max_rows, self.s.hidden, generator=gen, device=self.device
                                 ).to(torch.bfloat16)
         self.res_in = torch.randn(max_rows, self.s.hidden, generator=gen, device=self.device
@@ -128,12 +136,13 @@ class Profiler:
                 meta = self._meta(f"1x{n}@0", 0)
                 t = time_fn(lambda: self.stack.forward(self.h_in[:n], self.res_in[:n], meta,
                                                        attention=False),
-                            self.device, graph=graph).scaled(1 / depth)
+                            self.device, graph=graph, budget_s=self.point_budget_s).scaled(1 / depth)
             elif p.kind == "embed":
-                t = time_fn(lambda: self.embed.forward(self.tokens[:n]), self.device)
+                t = time_fn(lambda: self.embed.forward(self.tokens[:n]), self.device,
+                            budget_s=self.point_budget_s)
             else:
                 t = time_fn(lambda: self.lmhead.forward(self.h_in[:n], self.res_in[:n]),
-                            self.device)
+                            self.device, budget_s=self.point_budget_s)
             return {"n_seqs": 1, "new_tokens": n, "kv_tokens": 0, "timing": t}
         groups = decode(p.code)
         n_seqs = sum(c for c, _, _ in groups)
@@ -148,7 +157,7 @@ class Profiler:
         if p.kind == "overhead":
             return {**base, "timing": self._overhead(p.code, meta, new)}
         t = time_fn(lambda: self.stack.forward(self.h_in[:new], self.res_in[:new], meta),
-                    self.device, graph=graph)
+                    self.device, graph=graph, budget_s=self.point_budget_s)
         return {**base, "timing": t.scaled(1 / depth)}
 
     def _overhead(self, code, meta, new):

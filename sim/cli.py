@@ -120,12 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_subcommand(sub)
     from sim.workload.cli import add_trace_subcommands
     add_trace_subcommands(sub)
-    try:
-        from profiler.cli import add_profile_subcommands
-    except ImportError:
-        pass
-    else:
-        add_profile_subcommands(sub)
+    for module, adder in (("profiler.cli", "add_profile_subcommands"),
+                          ("planner.cli", "add_plan_subcommands")):
+        try:
+            mod = __import__(module, fromlist=[adder])
+        except ImportError as exc:  # optional parts (torch for the profiler) may be missing
+            if exc.name not in (module, "torch"):
+                raise
+            continue
+        getattr(mod, adder)(sub)
     return parser
 
 

@@ -34,6 +34,10 @@ class Plan:
         self.decode = decode
 
 
+#: the plan of a pure decode iteration (shared: plans are never mutated)
+DECODE_ONLY = Plan([], True)
+
+
 class Instance:
     def __init__(self, env: simpy.Environment, index: int, group: str, cost_model: CostModel,
                  capacity: KVCapacity, policy, records: RecordSink, fast_forward: bool = True,
@@ -279,25 +283,32 @@ class Instance:
             self._schedule_end(dur)
             return
         bsz, ctx = len(self.running), self.ctx_sum
-        a, b = self._coeffs(bsz)
-        self._sample(now, 0)
+        ab = self._coeff_cache.get(bsz)
+        a, b = ab if ab is not None else self._coeffs(bsz)
+        if now - self._ts_last >= self.ts_interval:
+            self._sample(now, 0)
         k = 1
         if self.fast_forward:
             k = self._steps_to_completion()
-            if self.phases.size and self.free_blocks < self.phases.size * (k // self.bs + 1):
-                k = min(k, self.phases.steps_until_shortage(self.decode_steps, self.free_blocks))
-            k = max(k, 1)
-        run = self._run = DecodeRun(now + extra, k, a, b, bsz, ctx)
+            phases = self.phases
+            if phases.size and self.free_blocks < phases.size * (k // self.bs + 1):
+                k = min(k, phases.steps_until_shortage(self.decode_steps, self.free_blocks))
+            if k < 1:
+                k = 1
+        self._run = DecodeRun(now + extra, k, a, b, bsz, ctx)
         self._truncatable = k > 1
-        self._schedule_end(extra + run.span(k))
+        self._schedule_end(extra + k * (a + b * ctx + b * bsz * 0.5 * (k - 1)))
 
     def _on_iteration_end(self, ev) -> None:
         if ev is not self._pending:  # superseded by a truncation
             return
         self._truncatable = False
-        if self._run is not None:
-            run, self._run = self._run, None
-            self._finish_decode_run(run.t0, run.k, run.first, run.step, run.span(run.k), run.batch)
+        run = self._run
+        if run is not None:
+            self._run = None
+            t0, k, a, b, bsz, ctx = run
+            first = a + b * ctx
+            self._finish_decode_run(t0, k, first, b * bsz, k * (first + b * bsz * 0.5 * (k - 1)), bsz)
         else:
             (t0, dur, plan), self._iteration = self._iteration, None
             self._finish_prefill_iteration(plan, t0, dur)

@@ -8,7 +8,7 @@ the lowest-priority, latest-arrived sequences are preempted (recompute or swap).
 """
 from __future__ import annotations
 
-from sim.engine.instance import Plan
+from sim.engine.instance import DECODE_ONLY, Plan
 from sim.engine.policies.base import BatchingPolicy
 
 
@@ -25,6 +25,9 @@ class VLLMPolicy(BatchingPolicy):
         return ""
 
     def schedule(self, inst, now: float):
+        if not inst.waiting and not inst.swapped and inst.running and \
+                inst.phases.needed_at(inst.decode_steps) <= inst.free_blocks:
+            return DECODE_ONLY  # the common case, kept cheap: every running sequence decodes
         seqs = len(inst.running) + len(inst.prefilling)
         if inst.swapped:
             seqs = self._resume_swapped(inst, now, seqs)
@@ -51,5 +54,5 @@ class VLLMPolicy(BatchingPolicy):
         if inst.running:
             self._ensure_decode_blocks(inst)
             if inst.running:
-                return Plan([], decode=True)
+                return DECODE_ONLY
         return None
