@@ -95,9 +95,10 @@ class CapacityResult:
 # ---------------------------------------------------------------- cache key and store
 @lru_cache(maxsize=None)
 def sim_fingerprint() -> str:
-    """Hash of the simulator's source, catalogs and any shipped profiles: results depend on them."""
+    """Hash of the simulator's source and catalogs, this search's source and any shipped profiles."""
     h = hashlib.sha256()
-    files = sorted((_REPO / "sim").rglob("*.py")) + sorted((_REPO / "sim").rglob("*.yaml"))
+    files = (sorted((_REPO / "sim").rglob("*.py")) + sorted((_REPO / "sim").rglob("*.yaml"))
+             + [Path(__file__).resolve()])  # the search itself decides which rate is returned
     for p in files:
         h.update(str(p.relative_to(_REPO)).encode())
         h.update(p.read_bytes())

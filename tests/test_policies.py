@@ -297,3 +297,30 @@ def test_sarathi_preemption_recomputes_prompt_plus_generated_in_chunks(fast):
     check(r, 1, t1, t2, t4 + decode_alone(65, 38))
     assert list(r.preemptions) == [0, 1]
     assert math.isclose(res.instances.decode_stall_s.sum(), 0.0)
+
+
+@FAST
+def test_equal_arrivals_preempt_the_most_recently_joined(fast):
+    """R0 and R1 arrive together and share one prefill; on the shortage the later in the running
+    queue (R1) is preempted, as vLLM pops the tail of its running queue."""
+    cfg = cfg_for("vllm", fast=fast, gpu_memory_utilization=util_for_blocks(9), watermark=0.0)
+    _, r = run(cfg, trace((0.0, 64, 40), (0.0, 64, 40)))
+    t1 = bt([64, 64], [0, 0])
+    t3 = t1 + decode_alone(64, 39)
+    check(r, 0, 0.0, t1, t3)
+    check(r, 1, 0.0, t1, t3 + bt([65], [0]) + decode_alone(65, 38))
+    assert list(r.preemptions) == [0, 1]
+
+
+@FAST
+def test_sarathi_admits_a_prompt_only_if_it_can_finish(fast):
+    """9 blocks, chunk 64, two 100-token prompts (7 blocks each). Admitting R1's first chunk next
+    to R0's would leave both half-prefilled with 1 block free and nothing able to run (a
+    deadlock, seen before the fix); R1 must wait until R0 has finished and freed its blocks."""
+    cfg = cfg_for("sarathi", fast=fast, gpu_memory_utilization=util_for_blocks(9), watermark=0.0,
+                  chunk_size=64, token_budget=512)
+    _, r = run(cfg, trace((0.0, 100, 10), (0.0, 100, 10)))
+    prefill = bt([64], [0]) + bt([36], [64])
+    t0 = prefill + decode_alone(100, 9)
+    check(r, 0, 0.0, prefill, t0)
+    check(r, 1, t0, t0 + prefill, 2 * t0)

@@ -25,6 +25,18 @@ def kv_tokens_now(inst, seq: Sequence, now: float) -> int:
     return seq.prompt + tokens_generated_now(inst, seq, now) - 1
 
 
+def blocks_at_destination(dst, seq: Sequence, kv: int, slack: int) -> int:
+    """Blocks ``seq`` must hold when it lands on ``dst``.
+
+    A request whose KV was reserved for its maximum length up front (Orca, static batching) does
+    not grow its allocation while decoding, so it must land with that whole reservation again;
+    a paged request needs its ``kv`` tokens plus ``slack`` blocks of growth during the copy.
+    """
+    if seq.reserved:
+        return dst.capacity.blocks_for(dst.policy.reserve_tokens(seq))
+    return dst.capacity.blocks_for(kv) + slack
+
+
 def used_blocks_now(inst, now: float) -> int:
     """KV blocks in use at ``now``, counting blocks taken by the decode steps done in a run."""
     return inst.used_blocks + inst.phases.blocks_needed(inst.decode_steps, inst.steps_done_by(now))
@@ -36,7 +48,7 @@ class Migration:
         self.env = src.env
         kv = kv_tokens_now(src, seq, now)
         # room for the KV plus what it can grow by during the copy stages
-        self.reserved = dst.capacity.blocks_for(kv) + manager.max_stages + 1
+        self.reserved = blocks_at_destination(dst, seq, kv, manager.max_stages + 1)
         dst.used_blocks += self.reserved
         dst.reserved_blocks += self.reserved
         self.copied = 0
@@ -102,7 +114,7 @@ class Migration:
         self.m.active.pop(self.src.index, None)
         self.m.completed += 1
         self.m.bytes += self.bytes
-        need = dst.capacity.blocks_for(seq.prompt + seq.generated - 1)
+        need = blocks_at_destination(dst, seq, seq.prompt + seq.generated - 1, 0)
         if need <= dst.free_blocks:
             seq.blocks = need
             dst.used_blocks += need
@@ -165,7 +177,8 @@ class MigrationManager:
             return False
         seq = min(cands, key=lambda s: (s.priority, kv_tokens_now(src, s, now)))
         kv = kv_tokens_now(src, seq, now)
-        if dst.capacity.blocks_for(kv) + self.max_stages + 1 > dst.total_blocks - used_blocks_now(dst, now):
+        if blocks_at_destination(dst, seq, kv, self.max_stages + 1) > \
+                dst.total_blocks - used_blocks_now(dst, now):
             return False
         self.active[src.index] = Migration(self, seq, src, dst, now)
         return True

@@ -66,7 +66,8 @@ class BatchingPolicy(ABC):
         swap = self.cfg.preemption == "swap"
         need = inst.phases.needed_at(inst.decode_steps)
         while need > inst.free_blocks and inst.running:
-            victim = max(inst.running, key=lambda s: (-s.priority, s.arrival))
+            # ties (equal arrival) go to the most recently joined, as vLLM pops its running queue
+            victim = max(reversed(inst.running), key=lambda s: (-s.priority, s.arrival))
             inst.preempt(victim, swap=swap)
             need = inst.phases.needed_at(inst.decode_steps)
 

@@ -53,15 +53,22 @@ class SarathiPolicy(BatchingPolicy):
             budget -= n
         waiting = inst.waiting
         free -= self.watermark_blocks
+        # A new request is admitted only if its whole prompt fits next to what the prompts already
+        # in prefill still need (vLLM allocates a prompt's blocks at admission); otherwise several
+        # half-prefilled prompts can fill the cache with none able to finish, and nothing runs.
+        blocks_for = self.capacity.blocks_for
+        pending = sum(blocks_for(s.prefill_target) - s.blocks for s in inst.prefilling)
         while waiting and budget > 0 and seqs < self.max_running and not inst.swapped:
             seq = waiting[0]
             n = min(cfg.chunk_size, seq.prefill_target - seq.prefilled, budget)
-            need = self.capacity.blocks_for(seq.prefilled + n) - seq.blocks
-            if need > free:
+            need = blocks_for(seq.prefilled + n) - seq.blocks
+            whole = blocks_for(seq.prefill_target) - seq.blocks
+            if whole + pending > free:
                 break
             waiting.popleft()
             inst.admit(seq, n, now)
             free -= need
+            pending += whole - need
             chunks.append((seq, n))
             budget -= n
             seqs += 1

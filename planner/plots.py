@@ -1,0 +1,73 @@
+"""Planner figures: cost against SLO, load per GPU type, attainment per slice.
+
+Same approach as sim.plots: Figure + Agg canvas, never pyplot, so no display or global figure
+registry is involved.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _figure(width: float = 6.0, height: float = 3.8) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    fig.clear()
+    return path
+
+
+def cost_vs_slo(sweep: pd.DataFrame, path) -> Path:
+    """``sweep``: tpot_s, mixed_cost, single_cost (NaN where no single type serves everything)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = sweep["tpot_s"] * 1e3
+    ax.plot(x, sweep["mixed_cost"], "o-", label="mixed (Mélange ILP)")
+    if "single_cost" in sweep and sweep["single_cost"].notna().any():
+        ax.plot(x, sweep["single_cost"], "s--", label="best single type")
+    ax.set_xlabel("TPOT SLO (ms)")
+    ax.set_ylabel("cluster cost ($/h)")
+    ax.set_title("Cost against SLO (ILP, before re-simulation)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def load_per_type(plan, path) -> Path:
+    """Instances per type next to the planned load (instances' worth of capacity)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    keys = [g.key for g in plan.groups]
+    pos = range(len(keys))
+    ax.bar([p - 0.2 for p in pos], [g.count for g in plan.groups], 0.4, label="instances")
+    ax.bar([p + 0.2 for p in pos], [g.load for g in plan.groups], 0.4, label="planned load")
+    ax.set_xticks(list(pos), keys, rotation=20)
+    ax.set_ylabel("instances")
+    ax.set_title(f"Load per GPU type (${plan.cost_per_hour:.2f}/h)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _save(fig, path)
+
+
+def attainment_per_slice(per_slice: pd.DataFrame, target: float, path) -> Path:
+    """Simulated SLO attainment per bucket, with the target as a line."""
+    df = per_slice.sort_values("bucket")
+    fig = _figure(width=max(6.0, 0.45 * len(df) + 2), height=4.2)
+    ax = fig.add_subplot()
+    ax.bar(range(len(df)), df["attainment"], color="tab:green")
+    ax.axhline(target, color="tab:red", ls="--", label=f"target {target:.0%}")
+    ax.set_xticks(range(len(df)), df["bucket"], rotation=70, fontsize=7)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("SLO attainment (simulated)")
+    ax.set_title("Attainment per slice")
+    ax.legend(loc="lower left")
+    return _save(fig, path)
