@@ -192,7 +192,7 @@ def test_static_batch_runs_to_completion_before_the_next_forms(fast):
     check(r, 2, t4, t5, t5 + dec(80))
 
 
-# ----------------------------------------------------------------------------------- decode_priority
+# ------------------------------------------------------------------------------- decode_priority
 @FAST
 def test_decode_priority_prompt_waits_for_token_budget_not_pausing_decodes(fast):
     """max_batched_tokens 300: R2 (299 tokens) does not fit next to 2 decodes (298 left); it

@@ -92,7 +92,7 @@ class PowerOfTwoRouter(Router):
 class LlumnixRouter(Router):
     """Llumnix: dispatch by freeness, rebalance by live migration, headroom for high priority.
 
-    freeness = (KV blocks - virtual usage) / running batch size, where virtual usage counts the
+    freeness = (KV blocks - virtual usage) / requests hosted, where virtual usage counts the
     blocks in use, the blocks queued requests need (so a head-of-line request that cannot fit makes
     its instance look overloaded and pushes migrations out: de-fragmentation), and a headroom per
     high-priority request (so instances serving them stay lightly loaded).
@@ -108,11 +108,16 @@ class LlumnixRouter(Router):
         if inst.draining:
             return float("-inf")
         hp = self.cfg.high_priority
-        high = sum(1 for s in inst.running if s.priority >= hp) + \
-            sum(1 for s in inst.waiting if s.priority >= hp)
+        # every high-priority request the instance hosts, including one still in (chunked) prefill
+        high = sum(1 for group in (inst.running, inst.prefilling, inst.waiting)
+                   for s in group if s.priority >= hp)
         virtual = used_blocks_now(inst, now) + inst.queued_demand_blocks + \
             high * self.cfg.priority_headroom_blocks
-        return (inst.total_blocks - virtual) / max(1, len(inst.running))
+        # per request hosted, queued ones included (as Llumnix's dispatch load does): dividing by
+        # the running batch alone made an instance whose requests were all still queued or in
+        # prefill look nearly empty, so a burst piled onto it
+        hosted = len(inst.running) + len(inst.prefilling) + len(inst.waiting) + len(inst.swapped)
+        return (inst.total_blocks - virtual) / max(1, hosted)
 
     def choose(self, seq, now):
         return max(self.candidates(), key=lambda i: self.freeness(i, now))
