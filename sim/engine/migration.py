@@ -172,6 +172,8 @@ class MigrationManager:
 
     def migrate_one(self, src, dst, now: float) -> bool:
         """Start migrating src's cheapest low-priority running request to dst, if it fits."""
+        if not dst.policy.accepts_migration:
+            return False
         cands = [s for s in src.running if s.migration is None]
         if not cands:
             return False

@@ -16,6 +16,8 @@ from sim.engine.sequence import Sequence
 
 class BatchingPolicy(ABC):
     name = "base"
+    #: may a live-migrated request join the running batch? (not for static batching)
+    accepts_migration = True
 
     def __init__(self, cfg: SchedulerConfig, capacity: KVCapacity, max_context: int = 0):
         if cfg.max_batch_size < 1:

@@ -51,6 +51,7 @@ class _Reserving(BatchingPolicy):
 
 class StaticBatchingPolicy(_Reserving):
     name = "static"
+    accepts_migration = False  # a running batch never takes new members
 
     def schedule(self, inst, now: float):
         if inst.running:
