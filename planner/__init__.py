@@ -3,8 +3,9 @@
 Pipeline (see docs/planner.md): bucket a trace into request-size slices (``slices``), measure
 each instance type's maximum SLO-compliant rate per slice by simulation (``capacity``, cached on
 disk, run in parallel by ``parallel``), solve the Mélange ILP (``ilp``), and prove the plan by
-re-simulating the mixed cluster with a size-aware router (``verify``), adding capacity while
-the simulated attainment falls short (``pipeline``).
+re-simulating the mixed cluster with a size-aware router (``verify``, ``routing``), searching
+cheapest-first for more capacity while the simulated attainment falls short (``prove``).
+``pipeline.make_plan`` runs it all; ``cli`` is ``goodput plan``.
 """
 from planner.errors import PlannerError
 

@@ -2,16 +2,18 @@
 
 For an instance configuration (GPU type, TP degree, batching policy) and a slice's request
 lengths, the capacity is the largest Poisson arrival rate at which at least ``attainment_target``
-of the requests meet both the TTFT and the TPOT bound. Every probe replays the *same* requests
-(lengths drawn once from the slice, arrivals drawn once at 1 req/s and divided by the probe
-rate), so attainment changes with the rate alone and the bracketing search sees a (nearly)
-monotone function: double from a rate derived from the zero-load latency until a probe fails,
-then bisect geometrically until the bracket is within ``rel_tol``. The lower end is returned, so
-a capacity is always a rate that was observed to pass.
+of the requests meet both the TTFT and the TPOT bound. Every probe replays a prefix of the *same*
+request stream (lengths drawn once from the slice, arrivals drawn once at 1 req/s and divided by
+the probe rate), so attainment changes with the rate alone and the bracketing search sees a
+(nearly) monotone function: start from a rate derived from the zero-load latency, halve until a
+probe passes, double until one fails, then bisect geometrically until the bracket is within
+``rel_tol``. The lower end is returned, so a capacity is always a rate that was observed to pass.
 
-A configuration that misses the SLO even with one request in flight (zero load) has capacity 0;
-``limit`` then says which bound binds (e.g. "TPOT p90 at zero load 53 ms > SLO 40 ms"), which is
-what the infeasibility errors quote.
+A probe is sized to last ``span_e2e`` request lifetimes (see SearchSettings): a fixed, small
+number of requests would let a big instance "sustain" any rate by swallowing the whole probe as
+one burst. A configuration that misses the SLO even with one request in flight (zero load) has
+capacity 0; ``limit`` then says which bound binds (e.g. "TPOT p90 at zero load 53 ms > SLO
+40 ms"), which is what the infeasibility errors quote.
 
 Results are cached as JSON files named by a SHA-256 of every input (model, GPU, TP, scheduler and
 cost-model settings, SLO, search settings, the exact lengths, and a fingerprint of the simulator's
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -40,8 +43,17 @@ _REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class SearchSettings:
+    """How hard the search looks. A probe at rate r replays n(r) requests, where
+    n(r) = clamp(span_e2e x r x zero-load mean e2e, min_requests, max_requests): long enough for
+    the instance to reach steady state (span_e2e request lifetimes), so a probe cannot "pass" by
+    absorbing a short burst into one batch. A rate that would need more than max_requests is
+    not simulated and counts as failing: the capacity is then probe-limited, and says so.
+    """
+
     attainment_target: float = 0.9
-    probe_requests: int = 1000  # requests replayed per probe
+    min_requests: int = 300
+    max_requests: int = 6000
+    span_e2e: float = 30.0
     rel_tol: float = 0.05  # stop when hi / lo <= 1 + rel_tol
     max_probes: int = 30
     seed: int = 0
@@ -49,11 +61,15 @@ class SearchSettings:
     def __post_init__(self):
         if not 0 < self.attainment_target <= 1:
             raise PlannerError(f"attainment_target must be in (0, 1], got {self.attainment_target}")
-        if self.probe_requests < 20:
-            raise PlannerError(f"probe_requests must be >= 20 (got {self.probe_requests}): fewer "
+        if self.min_requests < 20:
+            raise PlannerError(f"min_requests must be >= 20 (got {self.min_requests}): fewer "
                                f"requests cannot resolve a {self.attainment_target:.0%} attainment")
-        if not self.rel_tol > 0:
-            raise PlannerError(f"rel_tol must be > 0, got {self.rel_tol}")
+        if self.max_requests < self.min_requests:
+            raise PlannerError(f"max_requests ({self.max_requests}) must be >= min_requests "
+                               f"({self.min_requests})")
+        if not self.rel_tol > 0 or not self.span_e2e > 0:
+            raise PlannerError(f"rel_tol and span_e2e must be > 0, got {self.rel_tol}, "
+                               f"{self.span_e2e}")
 
 
 @dataclass
@@ -181,14 +197,16 @@ class _Prober:
         self.slo = SLO(task.ttft_s, task.tpot_s, s.attainment_target)
         rng = np.random.default_rng([s.seed, 0x9E3779B9])
         lengths = np.asarray(task.lengths, dtype=np.int64)
-        idx = rng.integers(0, len(lengths), s.probe_requests)
+        idx = rng.integers(0, len(lengths), s.max_requests)
         self.prompt, self.output = lengths[idx, 0], lengths[idx, 1]
-        self.base = np.cumsum(rng.exponential(1.0, s.probe_requests))  # arrivals at 1 req/s
-        self.probes: list = []
+        self.base = np.cumsum(rng.exponential(1.0, s.max_requests))  # arrivals at 1 req/s
+        self.settings = s
+        self.probes: list = []  # [rate, attainment or None if not simulated, requests]
         self.source = ""
+        self.e2e0 = math.nan
 
     def run(self, arrivals: np.ndarray, cutoff: bool = False) -> pd.DataFrame:
-        """Simulate the sample at ``arrivals``.
+        """Simulate the first len(arrivals) requests of the sample at ``arrivals``.
 
         With ``cutoff`` the run stops at last arrival + TTFT bound + (longest output - 1) x TPOT
         bound: a request that meets both bounds has finished by then, so whatever is still
@@ -198,21 +216,38 @@ class _Prober:
         from sim.metrics import request_metrics
         from sim.simulator import simulate
 
-        df = pd.DataFrame({"request_id": np.arange(len(arrivals)), "arrival_s": arrivals,
-                           "prompt_tokens": self.prompt, "output_tokens": self.output})
+        n = len(arrivals)
+        df = pd.DataFrame({"request_id": np.arange(n), "arrival_s": arrivals,
+                           "prompt_tokens": self.prompt[:n], "output_tokens": self.output[:n]})
         self.cfg.max_sim_time_s = None
         if cutoff and self.slo.tpot_s is not None:
             self.cfg.max_sim_time_s = (float(arrivals[-1]) + self.slo.ttft_s
-                                       + (int(self.output.max()) - 1) * self.slo.tpot_s) * (1 + 1e-9)
+                                       + (int(self.output[:n].max()) - 1) * self.slo.tpot_s
+                                       ) * (1 + 1e-9)
         res = simulate(self.cfg, df)
         self.source = next(iter(res.cost_sources.values()), "")
         return request_metrics(res.requests)
 
-    def attainment(self, rate: float) -> float:
+    def zero_load(self) -> pd.DataFrame:
+        """min_requests requests one at a time, far enough apart never to overlap."""
+        df = self.run(np.arange(self.settings.min_requests, dtype=float) * 1e6)
+        self.e2e0 = float(df["e2e_s"].mean())
+        return df
+
+    def requests_at(self, rate: float) -> int:
+        s = self.settings
+        return max(s.min_requests, math.ceil(s.span_e2e * rate * self.e2e0))
+
+    def attainment(self, rate: float) -> float | None:
+        """Attainment at ``rate``, or None when the probe would exceed max_requests."""
         from sim.metrics import slo_met
 
-        met = float(slo_met(self.run(self.base / rate, cutoff=True), self.slo).mean())
-        self.probes.append([float(rate), met])
+        n = self.requests_at(rate)
+        if n > self.settings.max_requests:
+            self.probes.append([float(rate), None, n])
+            return None
+        met = float(slo_met(self.run(self.base[:n] / rate, cutoff=True), self.slo).mean())
+        self.probes.append([float(rate), met, n])
         return met
 
 
@@ -247,20 +282,25 @@ def search_capacity(task: CapacityTask) -> CapacityResult:
     s = task.settings
     try:
         prober = _Prober(task)
-        # zero load: the same requests one at a time, far enough apart never to overlap
-        alone = prober.run(np.arange(s.probe_requests, dtype=float) * 1e6)
+        alone = prober.zero_load()
     except CapacityError as exc:
         return CapacityResult(0.0, f"does not fit: {exc}", 0.0, wall_s=time.perf_counter() - t0)
     zero = float(slo_met(alone, prober.slo).mean())
     if zero < s.attainment_target:
         return CapacityResult(0.0, _zero_load_limit(alone, task), zero, [], prober.source,
                               time.perf_counter() - t0)
-    e2e = float(alone["e2e_s"].mean())
-    passes = lambda r: prober.attainment(r) >= s.attainment_target  # noqa: E731
+    capped = False  # some probe was not simulated because it needed > max_requests
+
+    def passes(r: float) -> bool:
+        nonlocal capped
+        a = prober.attainment(r)
+        capped |= a is None
+        return a is not None and a >= s.attainment_target
+
     budget = lambda: len(prober.probes) < s.max_probes  # noqa: E731
     # one request at a time saturates at 1 / e2e; batching does several times better, so the
     # search starts at 4x that and walks down by halving if it was too bold
-    r0 = 1.0 / max(e2e, 1e-9)
+    r0 = 1.0 / max(prober.e2e0, 1e-9)
     lo, hi, r = 0.0, None, 4 * r0
     while budget():  # find a passing rate (almost always the first probe)
         if passes(r):
@@ -286,6 +326,12 @@ def search_capacity(task: CapacityTask) -> CapacityResult:
     elif lo == 0.0:
         limit = (f"misses the SLO at every probed rate down to {hi:.3g} req/s although it meets "
                  f"it at zero load")
+    elif capped and min((p for p in prober.probes if p[0] > lo and (p[1] is None or
+                                                                  p[1] < s.attainment_target)),
+                        key=lambda p: p[0])[1] is None:  # the bracket's failing end was capped
+        limit = (f"probe-limited: rates above {lo:.4g} req/s need more than max_requests="
+                 f"{s.max_requests} requests per probe to reach steady state; raise it "
+                 f"(--max-probe-requests) for a higher, still honest, capacity")
     return CapacityResult(lo, limit, zero, prober.probes, prober.source, time.perf_counter() - t0)
 
 

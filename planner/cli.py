@@ -80,8 +80,11 @@ def add_plan_subcommands(sub) -> None:
     p.add_argument("--solver", choices=("cbc", "highs", "auto"), default="cbc")
     p.add_argument("--policy", default="vllm", help="batching policy (scheduler.policy)")
     p.add_argument("--cost-model", default="auto", help="auto | profiled | roofline")
-    p.add_argument("--max-probe-requests", type=int, default=1000,
-                   help="requests simulated per capacity probe (default 1000)")
+    p.add_argument("--max-probe-requests", type=int, default=6000,
+                   help="most requests one capacity probe may simulate (default 6000); rates "
+                        "that need more to reach steady state count as failing")
+    p.add_argument("--min-probe-requests", type=int, default=300,
+                   help="fewest requests per capacity probe (default 300)")
     p.add_argument("--rel-tol", type=float, default=0.05,
                    help="capacity search stops when the bracket is within this (default 0.05)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -91,8 +94,9 @@ def add_plan_subcommands(sub) -> None:
                                        "$GOODPUT_CACHE_DIR)")
     p.add_argument("--no-cache", action="store_true", help="re-measure every capacity")
     p.add_argument("--no-verify", action="store_true", help="skip the re-simulation")
-    p.add_argument("--verify-rounds", type=int, default=4,
-                   help="max rounds of adding capacity after a failed re-simulation")
+    p.add_argument("--verify-rounds", type=int, default=6,
+                   help="max re-simulations after the first while searching for a plan that meets "
+                        "the target (default 6)")
     p.add_argument("--sweep-tpot", help="extra TPOT bounds (s) for the cost-against-SLO plot, "
                                         "e.g. 0.04,0.08,0.12")
     p.add_argument("--seed", type=int, default=0)
@@ -114,7 +118,8 @@ def options_from_args(args):
         slice_factor=args.slice_factor, assignment=args.assignment,
         availability=_availability(args.availability), power_budget_w=args.power_budget,
         solver=args.solver, scheduler={"policy": args.policy},
-        cost_model={"kind": args.cost_model}, probe_requests=args.max_probe_requests,
+        cost_model={"kind": args.cost_model}, min_probe_requests=args.min_probe_requests,
+        max_probe_requests=args.max_probe_requests,
         rel_tol=args.rel_tol, seed=args.seed, backend=args.backend, workers=args.workers,
         cache_dir=args.cache_dir, use_cache=not args.no_cache, verify=not args.no_verify,
         verify_rounds=args.verify_rounds)
@@ -157,7 +162,8 @@ def cmd_plan(args) -> int:
               f"${ilp_cost:.2f}/h ({sv:.1%} saved)")
     if out.check is not None:
         for v in plan.verification[1:]:
-            print(f"verification round {v['round']}: {v['action']} -> ${v['cost_per_hour']:.2f}/h")
+            print(f"verification round {v['round']}: {v['action']} -> ${v['cost_per_hour']:.2f}/h, "
+                  f"attainment {v['attainment']:.1%}")
         print(out.check.text())
     dest = Path(args.out)
     plan.save(dest / "plan.yaml")
@@ -173,7 +179,8 @@ def cmd_plan(args) -> int:
         plots.load_per_type(plan, dest / "load_per_type.png")
         if out.check is not None:
             plots.attainment_per_slice(out.check.per_slice, out.check.target,
-                                       dest / "attainment_per_slice.png")
+                                       dest / "attainment_per_slice.png",
+                                       order=[s.bucket for s in plan.slices])
     print(f"\nplan written to {(dest / 'plan.yaml').resolve()} "
           f"({time.perf_counter() - t0:.1f} s end to end)")
     return 0 if out.check is None or out.check.meets_target else 1
@@ -185,9 +192,9 @@ def cmd_simulate_plan(args) -> int:
     from planner.verify import simulate_plan
     from sim.metrics import format_summary
 
-    plan = Plan.load(args.plan)
     if not getattr(args, "trace", None):
         raise PlannerError("--plan needs --trace FILE: the requests to replay through the plan")
+    plan = Plan.load(args.plan)
     seed = plan.seed if getattr(args, "seed", None) is None else args.seed
     trace = load_planning_trace(args.trace, getattr(args, "trace_format", None),
                                 getattr(args, "rate", None), getattr(args, "max_requests", None),

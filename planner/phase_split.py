@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pulp
 
 from planner.errors import PlannerError
-from planner.ilp import InstanceType
+from planner.ilp import InstanceType, cbc, new_var
 
 MISSING = ("the disaggregated prefill/decode simulation: prompt-only and token-only instance "
            "pools, a KV-cache transfer model between them (link bandwidth and latency per GPU "
@@ -53,9 +53,9 @@ def solve_phase_split(types: list[InstanceType], prompt_cap: dict[str, float],
         if b is not None and not b > 0:
             raise PlannerError(f"phase split: {name} must be > 0, got {b}")
     prob = pulp.LpProblem("phase_split", pulp.LpMaximize)
-    z = pulp.LpVariable("z", lowBound=0)
-    p = {t.key: pulp.LpVariable(f"p_{i}", lowBound=0, cat="Integer") for i, t in enumerate(types)}
-    m = {t.key: pulp.LpVariable(f"m_{i}", lowBound=0, cat="Integer") for i, t in enumerate(types)}
+    z = new_var(prob, "z", 0)
+    p = {t.key: new_var(prob, f"p_{i}", 0, None, "Integer") for i, t in enumerate(types)}
+    m = {t.key: new_var(prob, f"m_{i}", 0, None, "Integer") for i, t in enumerate(types)}
     prob += z
     prob += z <= pulp.lpSum(prompt_cap.get(k, 0.0) * v for k, v in p.items())
     prob += z <= pulp.lpSum(token_cap.get(k, 0.0) * v for k, v in m.items())
@@ -65,7 +65,7 @@ def solve_phase_split(types: list[InstanceType], prompt_cap: dict[str, float],
         prob += pulp.lpSum(t.instance_power_w * (p[t.key] + m[t.key]) for t in types) \
             <= power_budget_w
     t0 = time.perf_counter()
-    prob.solve(pulp.PULP_CBC_CMD(msg=False))
+    prob.solve(cbc())
     if pulp.LpStatus[prob.status] != "Optimal":
         raise PlannerError(f"phase split: solver status {pulp.LpStatus[prob.status]}")
     pc = {k: int(round(v.value() or 0)) for k, v in p.items() if round(v.value() or 0)}

@@ -1,16 +1,12 @@
-"""End to end: trace -> slices -> capacities -> ILP -> plan -> re-simulation -> added capacity.
+"""End to end: trace -> slices -> capacities -> ILP -> plan -> proof by re-simulation.
 
-``make_plan`` is what ``goodput plan`` runs. After solving, the plan is re-simulated on the
-planning trace; while the simulated attainment falls short of the target (the additive-load model
-is optimistic, or the trace is burstier than the Poisson probes), it adds capacity and says so:
-first by re-solving with every capacity derated by ``derate_step`` per round, and when that buys
-nothing (same or lower cost), by one more instance of the type with the lowest simulated
-attainment. The loop is bounded by ``verify_rounds``; each round is recorded in
-``plan.verification``.
+``make_plan`` is what ``goodput plan`` runs; the helpers here (types the model fits on, the
+capacity table, per-slice ILP inputs, turning a solution into a Plan) are shared by the proof
+search (``planner.prove``) and the SLO sweep (``planner.sweep``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
@@ -20,7 +16,7 @@ from planner.errors import PlannerError
 from planner.ilp import InstanceType, Solution, solve
 from planner.plan import Plan, PlanGroup, PlanSlice
 from planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES, Slicing, make_slices
-from planner.verify import PlanCheck, simulate_plan
+from planner.verify import PlanCheck
 
 
 @dataclass
@@ -40,7 +36,9 @@ class PlanOptions:
     solver: str = "cbc"
     scheduler: dict = field(default_factory=dict)  # SchedulerConfig fields
     cost_model: dict = field(default_factory=dict)  # CostModelConfig fields
-    probe_requests: int = 1000
+    min_probe_requests: int = 300
+    max_probe_requests: int = 6000
+    span_e2e: float = 30.0
     rel_tol: float = 0.05
     seed: int = 0
     backend: str = "local"
@@ -48,7 +46,7 @@ class PlanOptions:
     cache_dir: str | None = None
     use_cache: bool = True
     verify: bool = True
-    verify_rounds: int = 4
+    verify_rounds: int = 6  # re-simulations after the first (see planner.prove)
     verify_requests: int | None = None
     derate_step: float = 0.1
 
@@ -84,7 +82,7 @@ def instance_types(model: str, gpus: list[str], tps: list[int], scheduler: dict 
                 kv_capacity(m, g, tp, sched.block_size, sched.gpu_memory_utilization,
                             sched.activation_reserve_gb)
             except CapacityError as exc:
-                unfit.append(f"{g.name} tp={tp}: {exc}")
+                unfit.append(str(exc))
                 continue
             t = InstanceType(g.name, tp, g.price_per_hour, g.tdp_w)
             if t not in types:
@@ -98,8 +96,8 @@ def instance_types(model: str, gpus: list[str], tps: list[int], scheduler: dict 
 def measure_capacities(slicing: Slicing, types: list[InstanceType], opts: PlanOptions,
                        log: Callable = lambda s: None):
     """Per bucket and type: capacity (req/s) and, where it is 0, the binding limit."""
-    settings = SearchSettings(opts.attainment_target, opts.probe_requests, opts.rel_tol,
-                              seed=opts.seed)
+    settings = SearchSettings(opts.attainment_target, opts.min_probe_requests,
+                              opts.max_probe_requests, opts.span_e2e, opts.rel_tol, seed=opts.seed)
     tasks = [CapacityTask(opts.model, t.gpu, t.tp, opts.ttft_s, opts.tpot_s, b.lengths,
                           opts.scheduler, opts.cost_model, settings, b.label)
              for b in slicing.buckets for t in types]
@@ -151,57 +149,6 @@ def build_plan(slicing: Slicing, types: list[InstanceType], sol: Solution, cap: 
                         "assignment": opts.assignment})
 
 
-def _add_one(plan: Plan, check: PlanCheck) -> tuple[Plan, str]:
-    """One more instance of the type with the lowest simulated attainment (ties: busiest)."""
-    pt = check.per_type.sort_values(["attainment", "busy_fraction"], ascending=[True, False],
-                                    kind="stable")
-    key = str(pt.iloc[0]["type"])
-    groups = [replace(g, count=g.count + 1) if g.key == key else g for g in plan.groups]
-    return replace(plan, groups=groups, verification=list(plan.verification)), \
-        f"+1 {key} (lowest simulated attainment {pt.iloc[0]['attainment']:.1%})"
-
-
-def verify_loop(plan: Plan, trace, slicing, types, cap, reasons, opts: PlanOptions,
-                log: Callable = lambda s: None, solve_fn=None) -> tuple[Plan, PlanCheck]:
-    """Re-simulate; add capacity while attainment < target, at most ``verify_rounds`` times."""
-    solve_fn = solve_fn or (lambda derate: solve(types, *slice_inputs(slicing, cap, reasons, derate)[:2],
-                                                 opts.availability, opts.power_budget_w,
-                                                 opts.assignment, opts.solver))
-    check = simulate_plan(plan, trace, opts.seed, max_requests=opts.verify_requests)
-    plan.verification.append(_record(0, plan, check, "initial plan"))
-    log(f"verify: round 0: attainment {check.attainment:.1%} at ${plan.cost_per_hour:.2f}/h")
-    rnd = 0
-    while not check.meets_target and rnd < opts.verify_rounds:
-        rnd += 1
-        derate = (1 - opts.derate_step) ** rnd
-        action = None
-        try:
-            sol = solve_fn(derate)
-            cand = build_plan(slicing, types, sol, cap, opts, plan.trace)
-            if cand.cost_per_hour > plan.cost_per_hour + 1e-9:
-                cand.verification = list(plan.verification)
-                action = f"re-solved with capacities derated to {derate:.0%}"
-        except PlannerError as exc:  # limits leave no room for derated capacity
-            log(f"verify: derated re-solve infeasible ({exc}); adding an instance instead")
-        if action is None:
-            cand, action = _add_one(plan, check)
-        plan = cand
-        check = simulate_plan(plan, trace, opts.seed, max_requests=opts.verify_requests)
-        plan.verification.append(_record(rnd, plan, check, action))
-        log(f"verify: round {rnd}: attainment below target -> {action}; now "
-            f"{check.attainment:.1%} at ${plan.cost_per_hour:.2f}/h")
-    if not check.meets_target:
-        log(f"verify: WARNING attainment {check.attainment:.1%} still below the target "
-            f"{check.target:.0%} after {opts.verify_rounds} rounds; the plan is NOT proved")
-    return plan, check
-
-
-def _record(rnd: int, plan: Plan, check: PlanCheck, action: str) -> dict:
-    return {"round": rnd, "action": action, "cost_per_hour": round(plan.cost_per_hour, 4),
-            "instances": {g.key: g.count for g in plan.groups},
-            "attainment": round(check.attainment, 6), "meets_target": bool(check.meets_target)}
-
-
 def trace_meta(trace, slicing: Slicing) -> dict:
     return {"source": str(getattr(trace, "source", "") or ""), "requests": slicing.requests,
             "rate": round(slicing.total_rate, 6), "duration_s": round(slicing.duration_s, 3)}
@@ -223,5 +170,7 @@ def make_plan(trace, opts: PlanOptions, log: Callable = lambda s: None) -> PlanO
     plan = build_plan(slicing, types, sol, cap, opts, trace_meta(trace, slicing))
     check = None
     if opts.verify:
-        plan, check = verify_loop(plan, trace, slicing, types, cap, reasons, opts, log)
+        from planner.prove import prove  # prove builds on this module's helpers
+
+        plan, check = prove(plan, trace, slicing, types, cap, reasons, opts, log)
     return PlanOutcome(plan, check, table, slicing, types, cap, reasons)

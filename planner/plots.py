@@ -36,6 +36,7 @@ def cost_vs_slo(sweep: pd.DataFrame, path) -> Path:
         ax.plot(x, sweep["single_cost"], "s--", label="best single type")
     ax.set_xlabel("TPOT SLO (ms)")
     ax.set_ylabel("cluster cost ($/h)")
+    ax.set_ylim(bottom=0)
     ax.set_title("Cost against SLO (ILP, before re-simulation)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -58,9 +59,12 @@ def load_per_type(plan, path) -> Path:
     return _save(fig, path)
 
 
-def attainment_per_slice(per_slice: pd.DataFrame, target: float, path) -> Path:
-    """Simulated SLO attainment per bucket, with the target as a line."""
-    df = per_slice.sort_values("bucket")
+def attainment_per_slice(per_slice: pd.DataFrame, target: float, path, order=None) -> Path:
+    """Simulated SLO attainment per bucket (in ``order``, e.g. the plan's), target as a line."""
+    df = per_slice
+    if order is not None:
+        rank = {b: i for i, b in enumerate(dict.fromkeys(order))}
+        df = df.assign(_r=df["bucket"].map(rank).fillna(len(rank))).sort_values("_r", kind="stable")
     fig = _figure(width=max(6.0, 0.45 * len(df) + 2), height=4.2)
     ax = fig.add_subplot()
     ax.bar(range(len(df)), df["attainment"], color="tab:green")

@@ -25,6 +25,8 @@ class PlanCheck:
     per_slice: pd.DataFrame  # bucket, requests, met, attainment
     per_type: pd.DataFrame  # type, instances, requests, attainment, busy_fraction
     summary: dict = field(repr=False, default_factory=dict)
+    #: the simulated requests with their bucket, the type that served them and slo_met
+    requests: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
 
     @property
     def meets_target(self) -> bool:
@@ -98,8 +100,9 @@ def simulate_plan(plan: Plan, trace, seed: int | None = None, rate: float | None
     per_type = busy.join(per_type, how="left").fillna({"requests": 0})
     per_type["busy_fraction"] = per_type.pop("busy_s") / dur
     per_type = per_type.reset_index().rename(columns={"group": "type"})
+    req = req.assign(bucket=buckets, type=joined["group"].to_numpy(), slo_met=met)
     return PlanCheck(float(result.summary["slo"]["attainment"]),
-                     float(cfg.slo.attainment_target), per_slice, per_type, result.summary)
+                     float(cfg.slo.attainment_target), per_slice, per_type, result.summary, req)
 
 
 def _met(req: pd.DataFrame, plan: Plan):

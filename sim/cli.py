@@ -103,11 +103,15 @@ def add_simulate_subcommand(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set scheduler.block_size=32")
+    p.add_argument("--plan", help="plan.yaml from `goodput plan`: re-simulate that deployment")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_simulate_entry)
 
 
 def _simulate_entry(args) -> int:
+    if args.plan:
+        from planner.cli import cmd_simulate_plan
+        return cmd_simulate_plan(args)
     if args.print_config:
         print(yaml.safe_dump(to_dict(config_from_args(args)), sort_keys=False))
         return 0

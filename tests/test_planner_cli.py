@@ -1,0 +1,83 @@
+"""``goodput plan`` through its argparse entry, and the ``simulate --plan`` function."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from planner.cli import (_availability, add_plan_subcommands, cmd_simulate_plan,
+                         load_planning_trace)
+from planner.errors import PlannerError
+from planner.plan import Plan
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="goodput")
+    add_plan_subcommands(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+@pytest.fixture
+def trace_csv(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 200
+    long = rng.random(n) < 0.3
+    df = pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.cumsum(rng.exponential(0.5, n)),
+                       "prompt_tokens": np.where(long, 2500, 150),
+                       "output_tokens": np.where(long, 30, 40)})
+    path = tmp_path / "trace.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_plan_command_writes_plan_and_plots(trace_csv, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = _parser().parse_args([
+        "plan", "--trace", str(trace_csv), "--model", "llama-3.1-8b", "--ttft-slo", "0.5",
+        "--tpot-slo", "0.05", "--gpus", "a10g,a100-80gb", "--input-edges", "1024",
+        "--output-edges", "64", "--cost-model", "roofline", "--min-probe-requests", "40", "--max-probe-requests", "400",
+        "--rel-tol", "0.2", "--workers", "1", "--cache-dir", str(tmp_path / "cache"),
+        "--sweep-tpot", "0.1", "--out", str(out)])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "plan:" in text and "simulated attainment" in text and "baseline" in text
+    for name in ("plan.yaml", "capacities.csv", "cost_vs_slo.csv", "cost_vs_slo.png",
+                 "load_per_type.png", "attainment_per_slice.png", "attainment_per_slice.csv"):
+        assert (out / name).stat().st_size > 0, name
+    sweep = pd.read_csv(out / "cost_vs_slo.csv")
+    assert sweep["tpot_s"].tolist() == [0.05, 0.1]
+    # a looser TPOT bound can only raise capacities, so the ILP cost cannot go up
+    assert sweep["mixed_cost"].iloc[1] <= sweep["mixed_cost"].iloc[0] + 1e-9
+    plan = Plan.load(out / "plan.yaml")
+    assert plan.slo == {"ttft_s": 0.5, "tpot_s": 0.05, "attainment_target": 0.9}
+
+    sim_args = argparse.Namespace(plan=str(out / "plan.yaml"), trace=str(trace_csv),
+                                  trace_format=None, rate=None, max_requests=None, seed=None,
+                                  out=str(tmp_path / "sim"), no_plots=True)
+    assert cmd_simulate_plan(sim_args) == 0
+    text = capsys.readouterr().out
+    assert "meets the SLO target" in text and "in[0,1024)out[0,64)" in text
+    assert (tmp_path / "sim" / "summary.json").exists()
+
+
+def test_length_only_trace_needs_and_takes_a_rate(tmp_path):
+    path = tmp_path / "lengths.csv"
+    pd.DataFrame({"num_prefill_tokens": [100, 200, 300], "num_decode_tokens": [10, 20, 30],
+                  "num_total_tokens": [110, 220, 330], "pd_ratio": [10, 10, 10]}).to_csv(path,
+                                                                                  index=False)
+    with pytest.raises(ValueError, match="no timestamps"):
+        load_planning_trace(str(path))
+    tr = load_planning_trace(str(path), rate=2.0)
+    assert len(tr) == 3 and tr.df["arrival_s"].is_monotonic_increasing
+
+
+def test_bad_flags_name_the_flag():
+    with pytest.raises(PlannerError, match="--availability expects GPU=COUNT"):
+        _availability("h100:4")
+    with pytest.raises(PlannerError, match="--availability h100: 'x'"):
+        _availability("h100=x")
+    assert _availability("h100=4,l4=2") == {"h100-sxm": 4, "l4": 2}
+    with pytest.raises(PlannerError, match="--plan needs --trace"):
+        cmd_simulate_plan(argparse.Namespace(plan=__file__.replace(".py", ".yaml"), trace=None))
