@@ -8,7 +8,8 @@ Scenarios (each in a fresh subprocess so peak RSS is its own):
   *-step       the same with fast-forward off (one event per iteration), for comparison
 
 Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b]
-Prints one line per scenario: requests, wall seconds, requests per wall-second, peak RSS, and the
+Prints one line per scenario: requests, wall seconds, requests per wall-second, CPU seconds of the
+simulating process and requests per CPU-second (less sensitive to other load on the machine), peak RSS, and the
 memory per request (peak RSS growth between the two synthetic sizes divided by the extra requests).
 """
 from __future__ import annotations
@@ -55,13 +56,13 @@ def run_one(name: str) -> dict:
                                      prompt_dist="lognormal:mean=1155,std=1100,min=4,max=8000",
                                      output_dist="lognormal:mean=211,std=160,min=1,max=2000",
                                      seed=0, chunk=50_000)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = simulate(cfg, requests, n)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     done = int((res.requests.outcome == "completed").sum())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"scenario": name, "requests": n, "completed": done, "wall_s": wall,
-            "req_per_s": n / wall, "peak_rss_mb": peak_mb, "sim_time_s": res.sim_duration_s}
+            "req_per_s": n / wall, "cpu_s": cpu, "req_per_cpu_s": n / cpu, "peak_rss_mb": peak_mb, "sim_time_s": res.sim_duration_s}
 
 
 def main() -> int:
@@ -80,14 +81,16 @@ def main() -> int:
         names = [n for n in names if not n.startswith("azure")]
         print(f"(skipping azure-conv: {AZURE_CONV} not found)")
     rows = []
-    print(f"{'scenario':<18}{'requests':>10}{'completed':>11}{'wall s':>9}{'req/s':>10}{'peak MB':>9}")
+    print(f"{'scenario':<18}{'requests':>10}{'completed':>11}{'wall s':>9}{'req/s':>10}"
+          f"{'cpu s':>9}{'req/cpu-s':>11}{'peak MB':>9}")
     for name in names:
         out = subprocess.run([sys.executable, __file__, "--child", name], cwd=REPO, check=True,
                              capture_output=True, text=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
         rows.append(row)
         print(f"{row['scenario']:<18}{row['requests']:>10,}{row['completed']:>11,}{row['wall_s']:>9.2f}"
-              f"{row['req_per_s']:>10,.0f}{row['peak_rss_mb']:>9.0f}")
+              f"{row['req_per_s']:>10,.0f}{row['cpu_s']:>9.2f}{row['req_per_cpu_s']:>11,.0f}"
+              f"{row['peak_rss_mb']:>9.0f}")
     by = {r["scenario"]: r for r in rows}
     if "synth-100k" in by and "synth-1M" in by:
         extra = by["synth-1M"]["requests"] - by["synth-100k"]["requests"]
