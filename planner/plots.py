@@ -8,22 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from sim.plots import new_figure, save_figure
 
 
 def _figure(width: float = 6.0, height: float = 3.8) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    fig.clear()
-    return path
+    return new_figure(1, 1, width, height)
 
 
 def cost_vs_slo(sweep: pd.DataFrame, path) -> Path:
@@ -40,7 +31,7 @@ def cost_vs_slo(sweep: pd.DataFrame, path) -> Path:
     ax.set_title("Cost against SLO (ILP, before re-simulation)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def load_per_type(plan, path) -> Path:
@@ -56,7 +47,7 @@ def load_per_type(plan, path) -> Path:
     ax.set_title(f"Load per GPU type (${plan.cost_per_hour:.2f}/h)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def attainment_per_slice(per_slice: pd.DataFrame, target: float, path, order=None) -> Path:
@@ -74,4 +65,4 @@ def attainment_per_slice(per_slice: pd.DataFrame, target: float, path, order=Non
     ax.set_ylabel("SLO attainment (simulated)")
     ax.set_title("Attainment per slice")
     ax.legend(loc="lower left")
-    return _save(fig, path)
+    return save_figure(fig, path)

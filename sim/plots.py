@@ -25,13 +25,13 @@ TS_POINTS = 1000  # time bins per instance line
 MAX_LEGEND = 12  # above this many lines the legend is dropped
 
 
-def _new_figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.6) -> Figure:
+def new_figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.6) -> Figure:
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path) -> Path:
+def save_figure(fig: Figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -80,19 +80,19 @@ def _draw_cdf_panels(axes, runs: dict[str, pd.DataFrame], slo: SLO | None) -> No
 
 def plot_latency_cdfs(requests: pd.DataFrame, path, slo: SLO | None = None) -> Path:
     """TTFT, TPOT and E2E CDFs over completed requests, with the SLO bounds as red lines."""
-    fig = _new_figure(3)
+    fig = new_figure(3)
     _draw_cdf_panels(fig.subplots(1, 3), {"run": _completed(requests)}, slo)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_comparison(requests_by_label: dict[str, pd.DataFrame], path, slo: SLO | None = None) -> Path:
     """Overlaid TTFT/TPOT/E2E CDFs of several runs (e.g. candidate configurations)."""
     if not requests_by_label:
         raise ValueError("plot_comparison: requests_by_label is empty; pass {label: requests}")
-    fig = _new_figure(3)
+    fig = new_figure(3)
     runs = {label: _completed(df) for label, df in requests_by_label.items()}
     _draw_cdf_panels(fig.subplots(1, 3), runs, slo)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _time_bins(t: pd.Series, points: int) -> np.ndarray:
@@ -124,7 +124,7 @@ def _cluster_mean(ts: pd.DataFrame, columns: list[str], points: int = TS_POINTS)
 
 def plot_timeseries(timeseries: pd.DataFrame, path) -> Path:
     """Batch size, KV-cache used fraction and waiting-queue length over time, one line per instance."""
-    fig = _new_figure(1, nrows=3, width=10.0, height=2.8)
+    fig = new_figure(1, nrows=3, width=10.0, height=2.8)
     axes = fig.subplots(3, 1, sharex=True)
     panels = (("batch_size", "batch size"), ("kv_fraction", "KV used fraction"),
               ("waiting", "waiting requests"))
@@ -133,7 +133,7 @@ def plot_timeseries(timeseries: pd.DataFrame, path) -> Path:
             ax.set_ylabel(title)
             ax.text(0.5, 0.5, "no timeseries samples", ha="center", va="center",
                     transform=ax.transAxes)
-        return _save(fig, path)
+        return save_figure(fig, path)
     missing = [c for c in ("time_s", "instance", "batch_size", "waiting", "kv_used_blocks",
                            "kv_total_blocks") if c not in timeseries.columns]
     if missing:
@@ -163,7 +163,7 @@ def plot_timeseries(timeseries: pd.DataFrame, path) -> Path:
     else:
         axes[0].set_title(f"{len(groups)} instances (faint); black: mean over instances",
                           fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_all_plots(out_dir, requests: pd.DataFrame, timeseries: pd.DataFrame | None,

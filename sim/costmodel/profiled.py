@@ -3,13 +3,14 @@
 Why this form: an iteration is ``layers x (one layer) + embedding + LM head/sampling + CPU
 overhead (+ TP all-reduces)``, and one layer is
 
-    layer(batch) = lin(T)                                     # GEMMs, norms, rotary, KV write
+    layer(batch) = (1 + s) lin(T)                             # GEMMs, norms, rotary, KV write
                  + [a_dec(Bd) - lin(Bd) + b_dec(Bd) * Sd]     # the Bd decodes over Sd context
                  + w . attention_features(other sequences)    # prompt chunks and verifies
 
 ``lin`` and the extras are piecewise-linear interpolations of measured sweeps; ``a_dec(B)`` and
 ``b_dec(B)`` are straight lines fitted per measured batch size over several contexts and
-interpolated across B; ``w`` is a non-negative least-squares fit. For a pure decode batch the
+interpolated across B; ``w`` (non-negative) and the small correction ``s`` of the sweep are a
+bounded least-squares fit on the other batches. For a pure decode batch the
 layer term is exactly ``a_dec(B) + b_dec(B) * sum(ctx)``, which makes the simulator's decode
 fast-forward contract hold exactly (``batch_time`` and ``decode_coefficients`` share one code
 path). Loading needs only the standard library: the simulator does not depend on torch.
@@ -18,20 +19,50 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 from pathlib import Path
 
 from sim.costmodel.base import Batch, CostModel
 
 PROFILES_ROOT = Path(__file__).resolve().parents[2] / "profiler" / "profiles"
 FIT_FILE = "fit.json"
-#: Query rows per tile class of the paged attention kernel (profiler/paged_attention.py).
-SMALL_MAX_ROWS = 64
-LARGE_BLOCK_M = 128
+#: Tile heights of the paged attention kernel's launches (profiler/paged_attention.py): a
+#: sequence with q * G query rows runs in the first class that holds them; keys in blocks of 64.
+TILE_CLASSES = (16, 64, 128)
+KV_BLOCK = 64
 #: Sequences with at most this many new tokens are treated as speculative verifies that need a
 #: logit row per token (k + 1 <= 9 for k <= 8); longer ones are prompt chunks, one row each.
 MAX_VERIFY_TOKENS = 9
-FEATURES = ("small_launch", "small_kv_tokens", "small_attn_work", "small_seqs",
-            "large_launch", "large_kv_tile_tokens", "large_attn_work", "large_seqs")
+#: The kernel's split rule (profiler/paged_attention.py: WAVES, MIN_CHUNK_BLOCKS).
+SPLIT_WAVES = 4
+MIN_CHUNK_BLOCKS = 4
+_PER_CLASS = ("launch", "blocks", "tiles", "split", "items")
+FEATURES = tuple(f"t{bm}_{name}" for bm in TILE_CLASSES for name in _PER_CLASS) \
+    + ("t128_attn_work",)
+
+
+#: Knots (log2 of the new-token count) of the fitted relative correction of lin(T). One knot:
+#: a single constant. (Five knots from 1 to 16384 tokens were tried on the H100/H200 profiles
+#: and predicted held-out points no better: the residual is point-to-point noise, not a trend.)
+LIN_SCALE_KNOTS = (0.0,)
+
+
+def lin_scale_basis(tokens: int) -> list[float]:
+    """Hat functions of log2(tokens) on LIN_SCALE_KNOTS (flat beyond the ends); sum to 1."""
+    k = LIN_SCALE_KNOTS
+    if len(k) == 1:
+        return [1.0]
+    x = math.log2(max(1, tokens))
+    out = [0.0] * len(k)
+    if x <= k[0]:
+        out[0] = 1.0
+    elif x >= k[-1]:
+        out[-1] = 1.0
+    else:
+        i = bisect.bisect_right(k, x) - 1
+        w = (x - k[i]) / (k[i + 1] - k[i])
+        out[i], out[i + 1] = 1.0 - w, w
+    return out
 
 
 class PiecewiseLinear:
@@ -65,29 +96,49 @@ def ring_allreduce_s(nbytes: float, tp: int, link_bytes_per_s: float, latency_s:
     return latency_s + 2.0 * (tp - 1) / tp * nbytes / link_bytes_per_s
 
 
-def attention_features(q_lens, ctx_lens, group: int) -> list[float]:
-    """Work of the non-decode sequences (q > 1), split by the kernel's tile class.
+def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
+                       sm_count: int = 132) -> list[float]:
+    """Work of the non-decode sequences (q > 1), per tile class of the attention kernel.
 
-    kv_tokens: K/V rows each tile streams (memory term); attn_work: sum of q * (ctx + (q+1)/2)
-    query-key pairs (compute term); seqs: per-sequence cost; launch: 1 if the class is present.
+    Mechanism: a tile of BLOCK_M query rows streams its KV in blocks of 64 keys up to its last
+    query, and every block costs about the same (one K/V load, two fixed-size dot products), so a
+    class costs about ``launch + blocks * c + tiles * d``. When the class's longest tile exceeds
+    the balanced chunk size (``total blocks / (4 waves x SMs / KV heads)``, at least 4 blocks),
+    the kernel cuts tiles into chunks and merges partial results: ``split`` and ``items`` (number
+    of chunks) carry that cost. ``t128_attn_work`` (query-key pairs) lets the fit weigh the
+    causal masking of long prompts. Decodes (q = 1) only enter the split decision of the 16-row
+    class they share; their own cost is the measured decode line.
     """
-    f = [0.0] * len(FEATURES)
+    n_cls = len(TILE_CLASSES)
+    tot_blocks = [0.0] * n_cls  # every sequence, decodes included (the split decision)
+    max_blocks = [0] * n_cls
+    own = [[0.0, 0.0, 0.0] for _ in range(n_cls)]  # non-decode: present, blocks, tiles
+    work128 = 0.0
     for q, c in zip(q_lens, ctx_lens):
-        if q <= 1:
-            continue
-        work = q * (c + (q + 1) / 2.0)
-        if q * group <= SMALL_MAX_ROWS:
-            f[0] = 1.0
-            f[1] += c + q
-            f[2] += work
-            f[3] += 1
-        else:
-            tiles = -(-q // max(1, LARGE_BLOCK_M // group))
-            f[4] = 1.0
-            f[5] += (c + q) * tiles
-            f[6] += work
-            f[7] += 1
-    return f
+        rows = q * group
+        k = 0 if rows <= TILE_CLASSES[0] else 1 if rows <= TILE_CLASSES[1] else 2
+        qpt = max(1, TILE_CLASSES[k] // group)
+        n = -(-q // qpt)
+        # keys streamed by the n tiles (tile j ends at query min((j+1) qpt, q)), in blocks;
+        # the ceil of each tile's last partial block is absorbed by the per-tile coefficient
+        blocks = (n * c + qpt * n * (n - 1) / 2.0 + q) / KV_BLOCK
+        tot_blocks[k] += blocks
+        max_blocks[k] = max(max_blocks[k], -(-(c + q) // KV_BLOCK))
+        if q > 1:
+            own[k][0] = 1.0
+            own[k][1] += blocks
+            own[k][2] += n
+            if k == 2:
+                work128 += q * (c + (q + 1) / 2.0)
+    f = []
+    target = -(-SPLIT_WAVES * sm_count // max(1, kv_heads))
+    for k in range(n_cls):
+        present, blocks, tiles = own[k]
+        chunk = max(MIN_CHUNK_BLOCKS, tot_blocks[k] / target)
+        split = 1.0 if present and max_blocks[k] > chunk else 0.0
+        items = split * (blocks / chunk + tiles / 2.0)
+        f += [present, blocks, tiles, split, items]
+    return f + [work128]
 
 
 def logit_rows(q_lens) -> int:
@@ -102,6 +153,8 @@ class ProfiledCostModel(CostModel):
         self.path = path
         self.layers = int(fit["layers"])
         self.group = int(fit["group"])
+        self.kv_heads = int(fit.get("kv_heads", 8))
+        self.sm_count = int(fit.get("sm_count", 132))
         self.hidden = int(fit["hidden_size"])
         self.tp = int(fit["tp"])
         self.lin = PiecewiseLinear(fit["linear"]["x"], fit["linear"]["y"])
@@ -110,6 +163,10 @@ class ProfiledCostModel(CostModel):
         self.a_dec = PiecewiseLinear(fit["decode"]["B"], fit["decode"]["a"])
         self.b_dec = PiecewiseLinear(fit["decode"]["B"], fit["decode"]["b"])
         self.w = [float(x) for x in fit["attention"]["coef"]]
+        #: fitted relative correction of lin(T) in batches that are not pure decodes, on the
+        #: LIN_SCALE_KNOTS hat basis (see profiler.fit.fit_attention)
+        ls = fit.get("lin_scale") or {}
+        self.lin_scale = [float(v) for v in ls.get("scale", [0.0] * len(LIN_SCALE_KNOTS))]
         self.overhead_c = (float(fit["overhead"]["c0"]), float(fit["overhead"]["c1"]))
         ar = fit.get("allreduce") or {}
         self.ar = (float(ar.get("link_bytes_per_s", 1.0)), float(ar.get("latency_s", 0.0)))
@@ -149,11 +206,12 @@ class ProfiledCostModel(CostModel):
             a, b = self.decode_layer(len(dec))
             return a + b * sum(dec)
         t = sum(q_lens)
-        out = self.lin(t)
+        corr = sum(s * h for s, h in zip(self.lin_scale, lin_scale_basis(t)))
+        out = self.lin(t) * (1.0 + corr)
         if dec:
             bd = len(dec)
             out += self.a_dec(bd) - self.lin(bd) + self.b_dec(bd) * sum(dec)
-        feats = attention_features(q_lens, ctx_lens, self.group)
+        feats = attention_features(q_lens, ctx_lens, self.group, self.kv_heads, self.sm_count)
         return out + sum(w * x for w, x in zip(self.w, feats))
 
     # ---- CostModel API -------------------------------------------------------------------

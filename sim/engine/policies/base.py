@@ -73,6 +73,16 @@ class BatchingPolicy(ABC):
             inst.preempt(victim, swap=swap)
             need = inst.phases.needed_at(inst.decode_steps)
 
+    def _prepare_mixed_iteration(self, inst, now: float) -> int:
+        """For policies whose decodes never pause: secure the decode step's blocks (preempting if
+        needed), resume swapped requests, and return how many sequences the iteration holds."""
+        if inst.running:
+            self._ensure_decode_blocks(inst)
+        seqs = len(inst.running) + len(inst.prefilling)
+        if inst.swapped:
+            seqs = self._resume_swapped(inst, now, seqs)
+        return seqs
+
     def _resume_swapped(self, inst, now: float, seqs: int) -> int:
         """Swap requests back in (FCFS) while blocks and batch slots allow; returns new seq count."""
         while inst.swapped and seqs < self.cfg.max_batch_size:

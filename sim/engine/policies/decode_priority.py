@@ -15,11 +15,7 @@ class DecodePriorityPolicy(VLLMPolicy):
     name = "decode_priority"
 
     def schedule(self, inst, now: float):
-        if inst.running:
-            self._ensure_decode_blocks(inst)
-        seqs = len(inst.running) + len(inst.prefilling)
-        if inst.swapped:
-            seqs = self._resume_swapped(inst, now, seqs)
+        seqs = self._prepare_mixed_iteration(inst, now)
         budget = self.max_batched_tokens - len(inst.running)
         free = inst.free_blocks - self.watermark_blocks
         if inst.running:  # the blocks this iteration's decode step takes are not for prefills

@@ -31,11 +31,7 @@ class SarathiPolicy(BatchingPolicy):
 
     def schedule(self, inst, now: float):
         cfg = self.cfg
-        if inst.running:
-            self._ensure_decode_blocks(inst)
-        seqs = len(inst.running) + len(inst.prefilling)
-        if inst.swapped:
-            seqs = self._resume_swapped(inst, now, seqs)
+        seqs = self._prepare_mixed_iteration(inst, now)
         budget = cfg.token_budget - len(inst.running)
         chunks = []
         # blocks this iteration's decode step will take are not available to prefill chunks
