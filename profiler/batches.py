@@ -59,8 +59,13 @@ def blocks_needed(code: str) -> int:
 
 @dataclass
 class AttnMeta:
-    """Device tensors (and host copies) describing one batch for the layer forward."""
+    """Device tensors (and host copies) describing one batch for the layer forward.
 
+    All integer metadata lives in one int64 device buffer (``buf``) uploaded with a single copy,
+    as engines keep persistent input buffers; the named tensors are views into it.
+    """
+
+    buf: torch.Tensor
     q_start: torch.Tensor
     q_lens: torch.Tensor
     ctx_lens: torch.Tensor
@@ -78,57 +83,62 @@ class AttnMeta:
 
     def copy_from(self, other: "AttnMeta") -> None:
         """Refresh this (graph-captured, static) metadata from a freshly built one."""
-        for name in ("q_start", "q_lens", "ctx_lens", "block_table", "positions", "slots"):
-            getattr(self, name).copy_(getattr(other, name), non_blocking=True)
-        for mine, theirs in zip(self.launches, other.launches):
-            mine.tile_seq_t.copy_(theirs.tile_seq_t, non_blocking=True)
-            mine.tile_q0_t.copy_(theirs.tile_q0_t, non_blocking=True)
+        self.buf.copy_(other.buf, non_blocking=True)
+
+
+_LAUNCH_ARRAYS = ("tile_seq", "tile_q0", "item_tile", "item_b0", "item_b1", "tile_item0",
+                  "tile_nitems")
+
+
+def draw_pages(code: str, pool_blocks: int, seed: int) -> np.ndarray:
+    """Random distinct pages for the batch (a fragmented cache, as a long-running server's)."""
+    need = blocks_needed(code)
+    if need > pool_blocks:
+        raise InfeasiblePoint(f"needs {need} KV pages, pool holds {pool_blocks}")
+    return np.random.default_rng(seed).choice(pool_blocks, size=need, replace=False)
 
 
 def build_meta(code: str, group: int, kv_heads: int, head_dim: int, pool_blocks: int,
-               device: torch.device, sm_count: int, seed: int) -> AttnMeta:
-    """Host-side preparation of one batch, as an engine does each iteration.
+               device: torch.device, sm_count: int, seed: int,
+               pages: np.ndarray | None = None) -> AttnMeta:
+    """Host-side preparation of one batch, as an engine does each iteration (vectorised).
 
-    Pages are drawn at random from the pool (seeded) so the kernel sees a fragmented cache, as a
-    long-running server's is.
+    ``pages``: the sequences' KV pages in order (an engine keeps these between iterations);
+    drawn with ``draw_pages(code, pool_blocks, seed)`` when not given.
     """
     q_lens, ctx_lens = expand(code)
-    nb = [-(-(q + c) // PAGE_SIZE) for q, c in zip(q_lens, ctx_lens)]
-    need = sum(nb)
-    if need > pool_blocks:
-        raise InfeasiblePoint(f"needs {need} KV pages, pool holds {pool_blocks}")
-    rng = np.random.default_rng(seed)
-    pages = rng.choice(pool_blocks, size=need, replace=False).astype(np.int32)
-    width = max(nb)
-    table = np.zeros((len(q_lens), width), dtype=np.int32)
-    starts = np.zeros(len(q_lens), dtype=np.int32)
-    total = int(sum(q_lens))
-    positions = np.empty(total, dtype=np.int64)
-    slots = np.empty(total, dtype=np.int64)
-    off = tok = 0
-    for i, (q, c, n) in enumerate(zip(q_lens, ctx_lens, nb)):
-        table[i, :n] = pages[off:off + n]
-        off += n
-        starts[i] = tok
-        pos = np.arange(c, c + q, dtype=np.int64)
-        positions[tok:tok + q] = pos
-        slots[tok:tok + q] = table[i, pos // PAGE_SIZE].astype(np.int64) * PAGE_SIZE \
-            + pos % PAGE_SIZE
-        tok += q
-
-    def dev(a):
-        return torch.from_numpy(a).to(device, non_blocking=True)
-
+    q = np.asarray(q_lens, dtype=np.int64)
+    c = np.asarray(ctx_lens, dtype=np.int64)
+    nb = -(-(q + c) // PAGE_SIZE)
+    if pages is None:
+        pages = draw_pages(code, pool_blocks, seed)
+    width = int(nb.max())
+    table = np.zeros((q.size, width), dtype=np.int64)
+    table[np.arange(width)[None, :] < nb[:, None]] = pages  # row-major: seq 0's pages first
+    starts = np.cumsum(q) - q
+    seq_of_tok = np.repeat(np.arange(q.size), q)
+    positions = np.arange(int(q.sum())) - starts[seq_of_tok] + c[seq_of_tok]
+    slots = table[seq_of_tok, positions // PAGE_SIZE] * PAGE_SIZE + positions % PAGE_SIZE
     launches = plan_launches(q_lens, ctx_lens, group, kv_heads, sm_count)
-    for ln in launches:
-        ln.tile_seq_t = dev(np.asarray(ln.tile_seq, dtype=np.int32))
-        ln.tile_q0_t = dev(np.asarray(ln.tile_q0, dtype=np.int32))
-        if ln.num_splits > 1:
-            rows = ln.num_splits * len(ln.tile_seq) * kv_heads * ln.block_m
+
+    parts = [("q_start", starts), ("q_lens", q), ("ctx_lens", c), ("block_table", table),
+             ("positions", positions), ("slots", slots)]
+    for i, ln in enumerate(launches):
+        names = _LAUNCH_ARRAYS if ln.split else _LAUNCH_ARRAYS[:2]
+        parts += [((i, n), np.asarray(getattr(ln, n), dtype=np.int64)) for n in names]
+    host = np.concatenate([a.ravel() for _, a in parts])
+    buf = torch.from_numpy(host).to(device, non_blocking=True)
+    views, off = {}, 0
+    for name, a in parts:
+        views[name] = buf[off:off + a.size].view(a.shape)
+        off += a.size
+    for i, ln in enumerate(launches):
+        ln.tensors = {n: v for (j, n), v in ((k, v) for k, v in views.items()
+                                              if isinstance(k, tuple)) if j == i}
+        if ln.split:
+            rows = ln.num_items * kv_heads * ln.block_m
             ln.acc = torch.empty(rows, head_dim, dtype=torch.float32, device=device)
             ln.ml = torch.empty(rows, 2, dtype=torch.float32, device=device)
-    return AttnMeta(
-        q_start=dev(starts), q_lens=dev(np.asarray(q_lens, dtype=np.int32)),
-        ctx_lens=dev(np.asarray(ctx_lens, dtype=np.int32)), block_table=dev(table),
-        positions=dev(positions), slots=dev(slots), launches=launches,
-        q_start_host=starts.tolist(), q_lens_host=q_lens, ctx_lens_host=ctx_lens)
+    return AttnMeta(buf=buf, launches=launches, q_start_host=starts.tolist(),
+                    q_lens_host=q_lens, ctx_lens_host=ctx_lens,
+                    **{k: v for k, v in views.items() if isinstance(k, str)})

@@ -13,7 +13,7 @@ DEFAULT_ROOT = Path(__file__).resolve().parent / "profiles"
 
 
 def _cmd_run(args) -> int:
-    from profiler.run import RunConfig, run_copy_bandwidth, run_profile
+    from profiler.run import RunConfig, run_profile
     from profiler.fit import fit_profile
 
     models = [m.strip() for m in args.model.split(",") if m.strip()]
@@ -32,8 +32,13 @@ def _cmd_run(args) -> int:
             h = rep["heldout"]
             print(f"  held-out error: median {h.get('median_pct')}%  P95 {h.get('p95_pct')}% "
                   f"({h.get('n')} points)")
-    if args.bandwidth:
-        print(f"copy bandwidth written to {run_copy_bandwidth(args.device, args.gpu_name, args.out)}")
+    return 0
+
+
+def _cmd_bandwidth(args) -> int:
+    from profiler.run import run_copy_bandwidth
+
+    print(f"copy bandwidth written to {run_copy_bandwidth(args.device, args.gpu_name, args.out)}")
     return 0
 
 
@@ -80,17 +85,22 @@ def add_profile_subcommands(subparsers) -> None:
     r.add_argument("--quick", action="store_true", help="small grid (smoke tests, CPU mode)")
     r.add_argument("--out", default=str(DEFAULT_ROOT),
                    help="root folder; the profile goes to OUT/<gpu>/<model>/tp<k>/")
-    r.add_argument("--depth", type=int, default=4, help="distinct layers in the timed stack")
+    r.add_argument("--depth", type=int, default=0,
+                   help="distinct layers in the timed stack (0 = auto: 2 to 4, see run.auto_depth)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--budget-s", type=float, default=600.0,
                    help="stop a model after this many seconds (rerun resumes)")
     r.add_argument("--validate-full-depth", action="store_true",
                    help="also time a full-depth forward and compare (small models)")
-    r.add_argument("--bandwidth", action="store_true",
-                   help="also measure copy bandwidth into OUT/<gpu>/copy_bandwidth.csv")
     r.add_argument("--no-fit", action="store_true", help="measure only")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_run)
+
+    b = sub.add_parser("bandwidth", help="measure copy bandwidth (device-device, host-device)")
+    b.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    b.add_argument("--gpu-name", default="auto")
+    b.add_argument("--out", default=str(DEFAULT_ROOT), help="writes OUT/<gpu>/copy_bandwidth.csv")
+    b.set_defaults(func=_cmd_bandwidth)
 
     f = sub.add_parser("fit", help="fit the cost model on measured profile folder(s)")
     f.add_argument("dirs", nargs="+", metavar="DIR", help="profile folder(s) with measurements.csv")

@@ -17,6 +17,7 @@ import time
 import torch
 
 from sim.catalog import GPUSpec
+from sim.costmodel.profiled import ring_allreduce_s
 from sim.costmodel.roofline import RooflineParams
 
 ALLREDUCE_ESTIMATED = "estimated (roofline over NVLink), not measured"
@@ -25,10 +26,8 @@ ALLREDUCE_ESTIMATED = "estimated (roofline over NVLink), not measured"
 def estimate_allreduce_s(nbytes: float, tp: int, gpu: GPUSpec,
                          params: RooflineParams = RooflineParams()) -> float:
     """Ring all-reduce of ``nbytes`` over ``tp`` GPUs: latency + 2(n-1)/n * bytes / link."""
-    if tp <= 1:
-        return 0.0
     link = (gpu.nvlink_gbs if gpu.nvlink_gbs > 0 else gpu.pcie_gbs) * 1e9 * params.nvlink_efficiency
-    return params.allreduce_latency_s + 2.0 * (tp - 1) / tp * nbytes / link
+    return ring_allreduce_s(nbytes, tp, link, params.allreduce_latency_s)
 
 
 def _time_copy(dst, src, device, reps=10) -> float:
@@ -85,8 +84,8 @@ def _allreduce_worker(rank, world, backend, sizes, port, out):
         torch.cuda.set_device(device)
     res = []
     for n in sizes:
-        x = torch.randn(max(1, n // 2), dtype=torch.bfloat16 if device.type == "cuda"
-                        else torch.float32, device=device)
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # gloo: no bf16 sum
+        x = torch.randn(max(1, n * 8 // torch.finfo(dtype).bits), dtype=dtype, device=device)
         for _ in range(3):
             dist.all_reduce(x)
         times = []

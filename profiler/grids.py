@@ -35,7 +35,24 @@ def log_grid(lo: int, hi: int, per_octave: int) -> list[int]:
         return []
     n = int(np.ceil(np.log2(hi / lo) * per_octave)) + 1
     vals = np.unique(np.round(lo * 2.0 ** (np.arange(n) / per_octave)).astype(int))
-    return [int(v) for v in vals if lo <= v <= hi] + ([hi] if vals[-1] < hi else [])
+    out = [int(v) for v in vals if lo <= v <= hi]
+    return out + [hi] if out[-1] < hi else out
+
+
+def linear_grid(max_t: int, per_octave: int) -> list[int]:
+    """Token counts for the context-free sweep: dense where GEMM time moves in tile-sized steps.
+
+    cuBLAS picks tiles of 64-256 rows, so the time of the linear layers is a staircase in T up to
+    a few thousand tokens; sampling every 16 tokens to 512, 32 to 1024 and 64 to 4096 puts a
+    point on (or next to) every step, and log-spaced points beyond, where the staircase is fine
+    relative to T, keep the sweep short. ``per_octave`` sets the spacing below 16 and above 4096.
+    """
+    pts = set(log_grid(1, min(16, max_t), per_octave))
+    for lo, hi, step in ((16, 512, 16), (512, 1024, 32), (1024, 4096, 64)):
+        pts.update(range(lo, min(hi, max_t) + 1, step))
+    if max_t > 4096:
+        pts.update(log_grid(4096, max_t, 2 * per_octave))
+    return sorted(t for t in pts if t <= max_t)
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,7 @@ CPU_TINY = GridConfig(max_tokens=512, batch_sizes=(1, 2, 4, 8, 16, 32, 64),
 
 def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
                token_budget: int | None = None) -> list[Point]:
-    """All points for a model with context limit ``max_context`` (order = run order).
+    """All points for a model with context limit ``max_context``, in (seeded, shuffled) run order.
 
     ``token_budget``: most KV tokens one batch may hold (from GPU memory). Points above it stay
     in the grid (recorded infeasible); it only adds decode contexts below it so that every batch
@@ -77,11 +94,14 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
     budget_tok = token_budget if token_budget is not None else 1 << 62
     pts: list[Point] = []
     max_t = cfg.max_tokens
-    for t in log_grid(1, max_t, cfg.linear_per_octave):
+    for t in linear_grid(max_t, cfg.linear_per_octave):
         pts.append(Point("linear", "sweep", f"T={t}"))
+    for t in log_grid(1, max_t, 2):
         pts.append(Point("embed", "sweep", f"T={t}"))
     for n in cfg.lmhead_rows:
         pts.append(Point("lmhead", "sweep", f"N={n}"))
+    for b in cfg.overhead_batches:
+        pts.append(Point("overhead", "sweep", encode([(b, 1, min(256, max_context - 1))])))
 
     def batch(sub, groups):
         pts.append(Point("batch", sub, encode(groups)))
@@ -141,11 +161,13 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
             budget -= q
         if groups:
             batch("random", groups)
-    for b in cfg.overhead_batches:
-        pts.append(Point("overhead", "sweep", encode([(b, 1, min(256, max_context - 1))])))
     seen, uniq = set(), []
     for p in pts:
         if p.key not in seen:
             seen.add(p.key)
             uniq.append(p)
-    return uniq
+    # Measure in a seeded random order: a GPU's clock under sustained GEMM load drifts with
+    # power and temperature, and sweeping the heavy points back to back would turn that drift
+    # into a bias between kinds of points (the linear sweep vs the batches) instead of noise.
+    order = np.random.default_rng(seed + 1).permutation(len(uniq))
+    return [uniq[i] for i in order]

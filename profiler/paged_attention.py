@@ -8,16 +8,19 @@ and applies the causal mask ``key <= ctx_i + query_index``.
 
 Layout: q [T, Hq, D]; caches [blocks, PAGE, Hkv, D]; block_table [S, max_blocks] (int32).
 Work is split into query tiles; each tile packs ``BLOCK_M // G`` query tokens times the G query
-heads that share one KV head, so GQA reads each KV block once per tile. Two launches: "small"
-tiles (q * G <= 64, i.e. decodes and verifies, BLOCK_M 16..64) and "large" tiles (prompt chunks,
-BLOCK_M 128). When tiles x KV heads cannot fill the GPU (small-batch long-context decode), the
-KV range is split across programs (flash-decoding) and a second kernel merges the partial
-softmaxes; the split count is chosen per launch by ``plan_launches``.
+heads that share one KV head, so GQA reads each KV block once per tile. Up to three launches, one
+per tile height (``TILE_CLASSES``: 16 rows for decodes, 64 for verifies and short chunks, 128 for
+prompt chunks). Tiles are ordered longest first, and when the work would not spread evenly over
+the GPU (a long-context decode among short ones, or few sequences) each tile's KV range is cut
+into chunks of about equal size, one program per chunk (flash-decoding, balanced per tile as
+FlashInfer schedules it), and a second kernel merges the partial softmaxes of each tile. The
+plan is made on the host per batch by ``plan_launches``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from profiler.kernels import HAVE_TRITON, use_triton
@@ -27,66 +30,91 @@ if HAVE_TRITON:
     import triton.language as tl
 
 BLOCK_N = 64  # keys per inner step (4 pages of 16)
-SMALL_MAX_ROWS = 64  # q * G at or below this -> small-tile launch
-LARGE_BLOCK_M = 128
-MAX_SPLITS = 32
-MIN_BLOCKS_PER_SPLIT = 4
+#: Tile heights (query rows = tokens x G) of the three launches: decodes (and verifies that fit
+#: in 16 rows), short chunks and verifies (<= 64 rows), prompt chunks. A sequence's class depends
+#: only on its own q * G, so a decode runs the same kernel whatever else is in the batch.
+TILE_CLASSES = (16, 64, 128)
+MIN_CHUNK_BLOCKS = 4  # a split chunk streams at least 4 x 64 keys
+WAVES = 4  # aim for this many programs per multiprocessor when splitting
 
 
 @dataclass
 class Launch:
-    """One kernel launch over a set of query tiles (host-side plan, then device tensors)."""
+    """One kernel launch over a set of query tiles (host-side plan, then device tensors).
+
+    Tiles are (sequence, first query token). When ``split`` is set, work items are
+    (tile, first KV block, end KV block) and every tile's items are merged afterwards.
+    """
 
     block_m: int
     qpt: int  # query tokens per tile
     tile_seq: list
     tile_q0: list
-    num_splits: int
-    tile_seq_t: torch.Tensor | None = None
-    tile_q0_t: torch.Tensor | None = None
+    split: bool = False
+    item_tile: list = field(default_factory=list)
+    item_b0: list = field(default_factory=list)
+    item_b1: list = field(default_factory=list)
+    tile_item0: list = field(default_factory=list)
+    tile_nitems: list = field(default_factory=list)
+    tensors: dict = field(default_factory=dict)  # device copies of the lists above
     acc: torch.Tensor | None = None
     ml: torch.Tensor | None = None
 
+    @property
+    def num_items(self) -> int:
+        return len(self.item_tile) if self.split else len(self.tile_seq)
 
-def _pow2(n: int) -> int:
-    return 1 << (max(1, n) - 1).bit_length()
+
+def tile_class(rows):
+    """Tile height for sequences with ``rows`` = q * G query rows (numpy array or int)."""
+    return np.where(rows <= 16, 16, np.where(rows <= 64, 64, 128))
 
 
 def plan_launches(q_lens, ctx_lens, group: int, kv_heads: int, sm_count: int) -> list[Launch]:
-    """Split sequences into small/large tile launches and choose each launch's KV split count."""
-    small = [i for i, q in enumerate(q_lens) if q * group <= SMALL_MAX_ROWS]
-    large = [i for i, q in enumerate(q_lens) if q * group > SMALL_MAX_ROWS]
+    """Split sequences into small/large tile launches; order tiles; decide KV chunking.
+
+    Vectorised with numpy: this runs on the host every iteration (its cost is part of the
+    measured per-iteration overhead), so it must not loop in Python over sequences.
+    """
+    q = np.asarray(q_lens, dtype=np.int64)
+    c = np.asarray(ctx_lens, dtype=np.int64)
+    cls = tile_class(q * group)
     launches = []
-    for seqs, is_small in ((small, True), (large, False)):
-        if not seqs:
+    for bm in TILE_CLASSES:
+        seqs = np.nonzero(cls == bm)[0]
+        if seqs.size == 0:
             continue
-        if is_small:
-            bm = min(SMALL_MAX_ROWS, max(16, _pow2(max(q_lens[i] for i in seqs) * group)))
-        else:
-            bm = LARGE_BLOCK_M
         qpt = bm // group
         if qpt < 1:
             raise ValueError(f"GQA group {group} exceeds the tile height {bm}")
-        tseq, tq0 = [], []
-        for i in seqs:
-            for q0 in range(0, q_lens[i], qpt):
-                tseq.append(i)
-                tq0.append(q0)
-        kv_blocks = max(-(-(ctx_lens[i] + q_lens[i]) // BLOCK_N) for i in seqs)
-        ln = Launch(bm, qpt, tseq, tq0, 1)
-        ln.num_splits = choose_splits(len(tseq), kv_heads, kv_blocks, sm_count)
+        n_t = -(-q[seqs] // qpt)
+        tile_seq = np.repeat(seqs, n_t)
+        first = np.repeat(np.cumsum(n_t) - n_t, n_t)
+        tile_q0 = (np.arange(tile_seq.size) - first) * qpt
+        kv_end = c[tile_seq] + np.minimum(tile_q0 + qpt, q[tile_seq])
+        blocks = -(-kv_end // BLOCK_N)
+        order = np.argsort(-blocks, kind="stable")  # longest first: the grid's tail is short
+        ln = Launch(bm, qpt, tile_seq[order], tile_q0[order])
+        _chunk(ln, blocks[order], kv_heads, sm_count)
         launches.append(ln)
     return launches
 
 
-def choose_splits(n_tiles: int, kv_heads: int, kv_blocks: int, sm_count: int) -> int:
-    """Flash-decoding split count: enough programs for ~2 waves, >= 4 KV blocks per split."""
-    work = n_tiles * kv_heads
-    if work >= sm_count:
-        return 1
-    by_occupancy = -(-2 * sm_count // work)
-    by_length = max(1, kv_blocks // MIN_BLOCKS_PER_SPLIT)
-    return max(1, min(by_occupancy, by_length, MAX_SPLITS))
+def _chunk(ln: Launch, blocks: np.ndarray, kv_heads: int, sm_count: int) -> None:
+    """Cut tiles into KV chunks of ~equal size when that balances the grid better."""
+    target_items = -(-WAVES * sm_count // kv_heads)
+    chunk = max(MIN_CHUNK_BLOCKS, -(-int(blocks.sum()) // target_items))
+    if int(blocks.max()) <= chunk:
+        return  # every tile is already at most one chunk: no split, no merge
+    ln.split = True
+    n = -(-blocks // chunk)
+    per = -(-blocks // n)
+    ln.item_tile = np.repeat(np.arange(blocks.size), n)
+    ln.tile_item0 = np.cumsum(n) - n
+    local = np.arange(ln.item_tile.size) - np.repeat(ln.tile_item0, n)
+    ln.item_b0 = local * per[ln.item_tile]
+    ln.item_b1 = np.minimum(blocks[ln.item_tile], ln.item_b0 + per[ln.item_tile])
+    ln.tile_nitems = n
 
 
 # --------------------------------------------------------------------------- reference
@@ -177,13 +205,16 @@ if HAVE_TRITON:
     @triton.jit
     def _paged_attn_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, acc_ptr, ml_ptr,
                            bt_ptr, q_start_ptr, q_len_ptr, ctx_ptr, tile_seq_ptr, tile_q0_ptr,
-                           scale_log2, G, QPT, num_splits,
+                           item_tile_ptr, item_b0_ptr, item_b1_ptr, scale_log2, G, QPT,
                            stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt,
                            HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, BLOCK_M: tl.constexpr,
                            BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
-        tile = tl.program_id(0)
+        item = tl.program_id(0)
         kvh = tl.program_id(1)
-        split = tl.program_id(2)
+        if SPLIT:
+            tile = tl.load(item_tile_ptr + item)
+        else:
+            tile = item
         seq = tl.load(tile_seq_ptr + tile)
         q0 = tl.load(tile_q0_ptr + tile)
         qs = tl.load(q_start_ptr + seq)
@@ -198,14 +229,12 @@ if HAVE_TRITON:
         q = tl.load(q_ptr + q_off, mask=row_ok[:, None], other=0.0)
         pos = ctx + tok
         kv_end = ctx + tl.minimum(q0 + QPT, ql)
-        n_blocks = tl.cdiv(kv_end, BLOCK_N)
         if SPLIT:
-            per = tl.cdiv(n_blocks, num_splits)
-            b0 = split * per
-            b1 = tl.minimum(n_blocks, b0 + per)
+            b0 = tl.load(item_b0_ptr + item)
+            b1 = tl.load(item_b1_ptr + item)
         else:
             b0 = 0
-            b1 = n_blocks
+            b1 = tl.cdiv(kv_end, BLOCK_N)
         full_end = (ctx + q0 + 1) // BLOCK_N  # blocks wholly at or before the first query
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -220,9 +249,7 @@ if HAVE_TRITON:
                                        kvh, pos, kv_end, scale_log2, stride_kb, stride_kt,
                                        stride_kh, HEAD_DIM, PAGE, BLOCK_N, True)
         if SPLIT:
-            n_tiles = tl.num_programs(0)
-            n_kvh = tl.num_programs(1)
-            slot = ((split * n_tiles + tile) * n_kvh + kvh).to(tl.int64) * BLOCK_M + rows
+            slot = (item * tl.num_programs(1) + kvh).to(tl.int64) * BLOCK_M + rows
             tl.store(acc_ptr + slot[:, None] * HEAD_DIM + d[None, :], acc)
             tl.store(ml_ptr + slot * 2, m_i)
             tl.store(ml_ptr + slot * 2 + 1, l_i)
@@ -232,16 +259,17 @@ if HAVE_TRITON:
 
     @triton.jit
     def _merge_splits_kernel(out_ptr, acc_ptr, ml_ptr, q_start_ptr, q_len_ptr, tile_seq_ptr,
-                             tile_q0_ptr, G, QPT, num_splits, stride_qt, stride_qh,
-                             HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+                             tile_q0_ptr, tile_item0_ptr, tile_nitems_ptr, G, QPT,
+                             stride_qt, stride_qh, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
         tile = tl.program_id(0)
         kvh = tl.program_id(1)
-        n_tiles = tl.num_programs(0)
         n_kvh = tl.num_programs(1)
         seq = tl.load(tile_seq_ptr + tile)
         q0 = tl.load(tile_q0_ptr + tile)
         qs = tl.load(q_start_ptr + seq)
         ql = tl.load(q_len_ptr + seq)
+        i0 = tl.load(tile_item0_ptr + tile)
+        n_items = tl.load(tile_nitems_ptr + tile)
         rows = tl.arange(0, BLOCK_M)
         d = tl.arange(0, HEAD_DIM)
         tok = q0 + rows // G
@@ -250,8 +278,8 @@ if HAVE_TRITON:
         m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_run = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        for s in range(0, num_splits):
-            slot = ((s * n_tiles + tile) * n_kvh + kvh).to(tl.int64) * BLOCK_M + rows
+        for i in range(i0, i0 + n_items):
+            slot = (i * n_kvh + kvh).to(tl.int64) * BLOCK_M + rows
             m_s = tl.load(ml_ptr + slot * 2)
             l_s = tl.load(ml_ptr + slot * 2 + 1)
             a_s = tl.load(acc_ptr + slot[:, None] * HEAD_DIM + d[None, :])
@@ -281,18 +309,20 @@ def paged_attention(q, k_cache, v_cache, meta, scale):
     out = torch.empty_like(q)
     for ln in meta.launches:
         n_tiles = len(ln.tile_seq)
-        split = ln.num_splits > 1
-        _paged_attn_kernel[(n_tiles, hkv, ln.num_splits)](
-            q, k_cache, v_cache, out, ln.acc if split else out, ln.ml if split else out,
+        tt = ln.tensors
+        dummy = tt["tile_seq"]
+        _paged_attn_kernel[(ln.num_items, hkv)](
+            q, k_cache, v_cache, out, ln.acc if ln.split else out, ln.ml if ln.split else out,
             meta.block_table, meta.q_start, meta.q_lens, meta.ctx_lens,
-            ln.tile_seq_t, ln.tile_q0_t, scale * LOG2E, g, ln.qpt, ln.num_splits,
+            tt["tile_seq"], tt["tile_q0"], tt.get("item_tile", dummy), tt.get("item_b0", dummy),
+            tt.get("item_b1", dummy), scale * LOG2E, g, ln.qpt,
             q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             meta.block_table.stride(0),
-            HEAD_DIM=d, PAGE=k_cache.shape[1], BLOCK_M=ln.block_m, BLOCK_N=BLOCK_N, SPLIT=split,
-            num_warps=8 if ln.block_m >= 128 else 4, num_stages=2)
-        if split:
+            HEAD_DIM=d, PAGE=k_cache.shape[1], BLOCK_M=ln.block_m, BLOCK_N=BLOCK_N,
+            SPLIT=ln.split, num_warps=8 if ln.block_m >= 128 else 4, num_stages=2)
+        if ln.split:
             _merge_splits_kernel[(n_tiles, hkv)](
-                out, ln.acc, ln.ml, meta.q_start, meta.q_lens, ln.tile_seq_t, ln.tile_q0_t,
-                g, ln.qpt, ln.num_splits, q.stride(0), q.stride(1),
+                out, ln.acc, ln.ml, meta.q_start, meta.q_lens, tt["tile_seq"], tt["tile_q0"],
+                tt["tile_item0"], tt["tile_nitems"], g, ln.qpt, q.stride(0), q.stride(1),
                 HEAD_DIM=d, BLOCK_M=ln.block_m, num_warps=4)
     return out

@@ -67,8 +67,23 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def code_hash() -> str:
+    """SHA-256 (first 12 hex) of the profiler's own sources: identifies the measuring code even
+    where the tree ran without git metadata (a copied working tree on a GPU box)."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def collect(device: torch.device) -> dict:
     info = {
+        "profiler_code_sha256": code_hash(),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "git_commit": git_commit(),

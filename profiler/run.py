@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from profiler import provenance
-from profiler.batches import InfeasiblePoint, build_meta, decode, kv_tokens
+from profiler.batches import InfeasiblePoint, build_meta, decode, draw_pages, kv_tokens
 from profiler.collectives import ALLREDUCE_ESTIMATED, measure_copy_bandwidth
 from profiler.grids import CPU_TINY, QUICK, GridConfig, Point, build_grid
 from profiler.layers import Embedding, LayerStack, LMHead
@@ -39,7 +39,7 @@ class RunConfig:
     device: str = "cuda"
     out_root: Path = Path("profiler/profiles")
     quick: bool = False
-    depth: int = 4  # distinct layers in the timed stack
+    depth: int = 0  # distinct layers in the timed stack; 0 = auto (see auto_depth)
     seed: int = 0
     budget_s: float = 600.0  # stop (resumably) after this long on one model
     #: Memory the CPU mode pretends to have: small enough that the tiny model's largest batches
@@ -48,6 +48,17 @@ class RunConfig:
     validate_full_depth: bool = False
     progress: bool = True
     extra: dict = field(default_factory=dict)
+
+
+#: Bytes of weights the timed stack should stream, several times a Hopper L2 (50-60 MB), so that
+#: no layer's weights are still cached when its next replay starts.
+STACK_BYTES = 400e6
+
+
+def auto_depth(s: ShardShapes) -> int:
+    """2 to 4 distinct layers: enough that the stack's weights exceed STACK_BYTES, and never one
+    (back-to-back graph replays then amortise the gap between replays over several layers)."""
+    return int(max(2, min(4, -(-STACK_BYTES // (s.layer_params() * 2)))))
 
 
 def profile_dir(out_root: Path, gpu: str, model: str, tp: int) -> Path:
@@ -71,7 +82,7 @@ class Profiler:
             raise RuntimeError("--device cuda but torch sees no GPU; use --device cpu")
         self.spec = resolve_model(cfg.model)
         self.s = ShardShapes.from_spec(self.spec, cfg.tp)
-        cfg.depth = max(1, min(cfg.depth, self.spec.layers))
+        cfg.depth = max(1, min(cfg.depth or auto_depth(self.s), self.spec.layers))
         self.gpu = provenance.detect_gpu_name(self.device) if cfg.gpu_name == "auto" \
             else cfg.gpu_name
         self.cuda = self.device.type == "cuda"
@@ -81,7 +92,7 @@ class Profiler:
             # which would make the CPU mode's timings (and its CI test) erratic.
             torch.set_num_threads(1)
         #: time_fn's per-point budget: the CPU mode must finish in seconds.
-        self.point_budget_s = 0.5 if self.cuda else 0.03
+        self.point_budget_s = 0.3 if self.cuda else 0.03
         self.sm_count = (torch.cuda.get_device_properties(self.device).multi_processor_count
                          if self.cuda else 8)
         total = (torch.cuda.mem_get_info(self.device)[1] if self.cuda
@@ -177,9 +188,11 @@ class Profiler:
             with torch.cuda.graph(g):
                 fwd()
             launch = g.replay
-        seeds = iter(range(10**6))
+        pages = draw_pages(code, self.pool_blocks, 1)  # kept between iterations, as an engine does
         return iteration_overhead(
-            prepare=lambda: meta.copy_from(self._meta(code, next(seeds))),
+            prepare=lambda: meta.copy_from(build_meta(
+                code, self.s.group, self.s.kv_heads, self.s.head_dim, self.pool_blocks,
+                self.device, self.sm_count, 0, pages=pages)),
             launch=launch, fetch=lambda: out["tok"].cpu(), device=self.device)
 
 
@@ -220,12 +233,18 @@ def run_profile(cfg: RunConfig) -> Path:
         "shard": asdict(prof.s), "stack_depth": cfg.depth, "page_size": PAGE_SIZE,
         "kv_capacity_tokens": prof.kv_capacity, "token_budget": prof.token_budget,
         "memory_utilization": MEMORY_UTILIZATION, "pool_blocks": prof.pool_blocks,
+        "sm_count": prof.sm_count,
         "grid": asdict(prof.grid_cfg), "quick": cfg.quick, "seed": cfg.seed,
         "allreduce": _allreduce_estimate(prof.gpu, cfg.tp),
         "timing": "CUDA graph replays between CUDA events, median of rounds" if prof.cuda
         else "time.perf_counter on the CPU, median of rounds",
         "provenance": info,
     }
+    prev = out / "provenance.json"
+    if prev.exists():  # a resumed run: keep where the earlier rows came from
+        before = json.loads(prev.read_text())
+        meta["previous_runs"] = before.pop("previous_runs", []) + [
+            {k: before.get(k) for k in ("status", "run_seconds", "provenance")}]
     _write_json(out / "provenance.json", meta)
     todo = [p for p in prof.grid if p.key not in done]
     new_file = not table.exists()

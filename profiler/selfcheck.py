@@ -25,6 +25,8 @@ CASES = [  # (q heads, kv heads, head dim, batch code)
     (32, 32, 128, "4x5@129+1x200@0"),  # MHA
     (32, 4, 64, "64x1@333+1x64@64"),  # G = 8, D = 64
     (32, 8, 64, "1x1023@1+16x2@2000"),
+    (32, 8, 128, "100x1@1473+1x2@26527"),  # one long sequence among short ones
+    (32, 8, 128, "1x130@0+1x1@20000+3x1@0"),  # contexts shorter than a KV block
 ]
 
 
@@ -33,7 +35,8 @@ def rel(a, b) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def run(device: torch.device, dtype=torch.bfloat16, tol=2e-2) -> list[tuple[str, float]]:
+def run(device: torch.device, dtype=torch.bfloat16, tol=2e-2, cases=CASES,
+        pool: int = 16384) -> list[tuple[str, float]]:
     gen = torch.Generator(device=device)
     gen.manual_seed(1234)
 
@@ -46,13 +49,13 @@ def run(device: torch.device, dtype=torch.bfloat16, tol=2e-2) -> list[tuple[str,
     results += [("add_rmsnorm", rel(a, b)), ("add_rmsnorm.residual", rel(ra, rb))]
     gu = rnd(19, 2 * 1000)
     results.append(("silu_mul", rel(K.silu_mul(gu), K.silu_mul_ref(gu))))
-    for hq, hkv, d, code in CASES:
+    for hq, hkv, d, code in cases:
         q_lens, ctx_lens = expand(code)
         t = sum(q_lens)
-        pool = 4096
         meta = build_meta(code, hq // hkv, hkv, d, pool, device, sm_count=132, seed=5)
         qkv = rnd(t, (hq + 2 * hkv) * d)
-        cs = torch.randn(8192, d, generator=gen, device=device)
+        max_pos = max(q + c for q, c in zip(q_lens, ctx_lens))
+        cs = torch.randn(max_pos, d, generator=gen, device=device)
         kc, vc = rnd(pool, 16, hkv, d), rnd(pool, 16, hkv, d)
         kc2, vc2 = kc.clone(), vc.clone()
         q1 = K.rope_cache(qkv, meta.positions, cs, kc, vc, meta.slots, hq, hkv, d)
@@ -62,7 +65,8 @@ def run(device: torch.device, dtype=torch.bfloat16, tol=2e-2) -> list[tuple[str,
         o = paged_attention(q1, kc, vc, meta, d ** -0.5)
         ref = paged_attention_ref(q1, kc, vc, meta.block_table, meta.q_start_host, q_lens,
                                   ctx_lens, d ** -0.5)
-        tag = ",".join(f"bm{ln.block_m}/s{ln.num_splits}" for ln in meta.launches)
+        tag = ",".join(f"bm{ln.block_m}/{ln.num_items}{'s' if ln.split else ''}"
+                       for ln in meta.launches)
         results.append((f"attention G={hq // hkv} D={d} {code} [{tag}]", rel(o, ref)))
     bad = [(n, e) for n, e in results if not (e <= tol)]  # NaN fails too
     for n, e in results:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from profiler.batches import build_meta, expand
+from profiler.batches import InfeasiblePoint, build_meta, expand
 from profiler.layers import LayerStack
 from profiler.measure import time_fn
 
@@ -27,10 +27,18 @@ def validate_full_depth(prof, out_dir: Path) -> dict:
     full = LayerStack(s, spec.layers, pool, spec.max_context + 1, prof.device, seed=7)
     results = {}
     for code in CODES:
-        q_lens, _ = expand(code)
+        q_lens, ctx_lens = expand(code)
         t_new, n = sum(q_lens), len(q_lens)
-        meta = build_meta(code, s.group, s.kv_heads, s.head_dim, pool, prof.device,
-                          prof.sm_count, seed=3)
+        if any(q + c > spec.max_context for q, c in zip(q_lens, ctx_lens)):
+            results[code] = {"skipped": f"beyond max_context={spec.max_context}"}
+            continue
+        try:
+            meta = build_meta(code, s.group, s.kv_heads, s.head_dim, pool, prof.device,
+                              prof.sm_count, seed=3)
+            short_meta = prof._meta(code, 3)
+        except InfeasiblePoint as exc:
+            results[code] = {"infeasible": str(exc)}
+            continue
         last = torch.tensor([sum(q_lens[:i + 1]) - 1 for i in range(n)], device=prof.device)
 
         def forward():
@@ -41,7 +49,6 @@ def validate_full_depth(prof, out_dir: Path) -> dict:
         measured = time_fn(forward, prof.device, graph=full.capturable).median_s
         # The composition the profile uses: per-layer time of the short stack x depth, plus the
         # embedding and LM head timed on their own, all on the same batch.
-        short_meta = prof._meta(code, 3)
         stack = time_fn(lambda: prof.stack.forward(prof.h_in[:t_new], prof.res_in[:t_new],
                                                    short_meta),
                         prof.device, graph=prof.stack.capturable).median_s / prof.cfg.depth
