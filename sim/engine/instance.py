@@ -236,7 +236,7 @@ class Instance:
         run = self._run
         j = run.first_boundary_at_or_after(now - run.t0)
         if j < run.k:
-            self._run = run._replace(k=j)
+            self._run = DecodeRun(run.t0, j, run.a, run.b, run.batch, run.ctx)
             self._schedule_end(max(0.0, run.t0 + run.span(j) - now))
 
     # ------------------------------------------------------------------ engine
@@ -353,22 +353,25 @@ class Instance:
         self.ctx_sum += bsz * k
         self.outstanding_tokens -= bsz * k
         gaps = self.gaps
+        buf = gaps.buf  # (first gap, step, count, tokens seeing each): binned in bulk later
         d_in = max(d0 + step, d0 + step * (k - 1)) if k > 1 else -math.inf
         old_gap = (t0 - self.last_decode_end) + d0
         gaps.push_run_max(self.run_index, old_gap if old_gap > d_in else d_in)
         new = self._new_members
-        if old_gap == old_gap:
-            gaps.add(old_gap, bsz - len(new))
+        if old_gap == old_gap and bsz > len(new):
+            buf.append((old_gap, 0.0, 1, bsz - len(new)))
         if new:
             nxt = self.run_index + 1
             for seq in new:
                 g = (t0 - seq.last_token) + d0
-                gaps.add(g, 1)
+                buf.append((g, 0.0, 1, 1))
                 seq.max_tbt = _nanmax(seq.max_tbt, g if g > d_in else d_in)
                 seq.join_run = nxt
             new.clear()
         if k > 1:
-            gaps.add_arithmetic(d0 + step, step, k - 1, bsz)
+            buf.append((d0 + step, step, k - 1, bsz))
+        if len(buf) >= 8192:
+            gaps.flush()
         self.run_index += 1
         self.last_decode_end = now
         self.busy_s += dur

@@ -32,7 +32,7 @@ class TokenGaps:
         self._vals: list[float] = []
         self._hist = np.zeros(len(EDGES) - 1, dtype=np.float64)
         # gaps are buffered as arithmetic series (first, step, count, weight) and binned in bulk
-        self._buf: list[tuple[float, float, int, float]] = []
+        self.buf: list[tuple[float, float, int, float]] = []
 
     # ---- per-request maximum (suffix max over runs) ----
     def push_run_max(self, run: int, value: float) -> None:
@@ -52,27 +52,27 @@ class TokenGaps:
     # ---- distribution over all tokens ----
     def add(self, gap: float, weight: float) -> None:
         if weight > 0:
-            self._buf.append((gap, 0.0, 1, weight))
-            if len(self._buf) >= 8192:
-                self._flush()
+            self.buf.append((gap, 0.0, 1, weight))
+            if len(self.buf) >= 8192:
+                self.flush()
 
     def add_arithmetic(self, first: float, step: float, count: int, weight: float) -> None:
         """Add gaps first, first+step, ..., (count values), each seen by ``weight`` tokens."""
         if count > 0 and weight > 0:
-            self._buf.append((first, step, count, weight))
-            if len(self._buf) >= 8192:
-                self._flush()
+            self.buf.append((first, step, count, weight))
+            if len(self.buf) >= 8192:
+                self.flush()
 
     @property
     def hist(self) -> np.ndarray:
-        self._flush()
+        self.flush()
         return self._hist
 
-    def _flush(self) -> None:
-        if not self._buf:
+    def flush(self) -> None:
+        if not self.buf:
             return
-        first, step, count, weight = (np.array(c) for c in zip(*self._buf))
-        self._buf.clear()
+        first, step, count, weight = (np.array(c) for c in zip(*self.buf))
+        self.buf.clear()
         last = first + step * (count - 1)
         b0, b1 = _bins(first), _bins(last)
         same = b0 == b1
