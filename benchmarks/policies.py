@@ -211,8 +211,8 @@ def part_a(quick: bool) -> None:
 B_MODEL, B_GPU, B_COUNT = "llama-2-7b", "a10g", 4
 B_ROUTERS = [("round_robin", {}), ("least_outstanding_tokens", {}), ("least_kv", {}),
              ("llumnix, headroom 0, migration off",
-              {"priority_headroom_blocks": 0, "migration": False}),
-             ("llumnix, headroom 0", {"priority_headroom_blocks": 0}),
+              {"priority_headroom": 0.0, "migration": False}),
+             ("llumnix, headroom 0", {"priority_headroom": 0.0}),
              ("llumnix, migration off", {"migration": False}),
              ("llumnix", {})]
 

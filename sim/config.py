@@ -81,7 +81,9 @@ class RouterConfig:
     migrate_in_freeness: float = 60.0  # instances above it may receive migrations
     max_stages: int = 8  # pre-copy stages before the final stop-and-copy
     high_priority: int = 1  # priority at or above which requests get headroom
-    priority_headroom_blocks: int = 256  # virtual usage added per high-priority request
+    #: virtual usage added per high-priority request, as a fraction of the instance's KV blocks
+    #: (so the same setting means the same thing on an 80 GB and a 24 GB GPU)
+    priority_headroom: float = 0.01
     link: LinkConfig = field(default_factory=LinkConfig)
 
 

@@ -12,6 +12,8 @@ import pytest
 from sim.catalog import get_gpu, get_model
 from sim.config import ClusterEvent
 from sim.engine.kvcache import kv_capacity
+from sim.engine.records import RecordSink
+from sim.simulator import build_cluster
 from sim.metrics import request_metrics
 from sim.workload.generators import synthesize
 from tests.test_policies import EPS, FAST, GPU, MODEL, bt, cfg_for, dec, decode_alone, run, trace, \
@@ -52,15 +54,16 @@ def test_least_kv_counts_blocks_in_use_and_queued():
     assert list(r.instance) == [0, 1, 1]
 
 
-@pytest.mark.parametrize("headroom,expected", [(256, 1), (0, 0)])
-def test_llumnix_headroom_steers_normal_requests_away_from_high_priority(headroom, expected):
+@pytest.mark.parametrize("headroom_blocks,expected", [(256, 1), (0, 0)])
+def test_llumnix_headroom_steers_normal_requests_away_from_high_priority(headroom_blocks, expected):
     """R0 (priority 1, 2000 tokens = 125 blocks) is in prefill on 0, R1 (3000 tokens = 188 blocks)
     on 1. R2 goes to the freer instance: 0 without headroom (125 < 188 blocks), 1 with a headroom
     of 256 blocks charged to the instance hosting the high-priority request (381 > 188)."""
     cfg = cfg_for("vllm", count=2)
     cfg.router.name = "llumnix"
     cfg.router.migration = False
-    cfg.router.priority_headroom_blocks = headroom
+    total = build_cluster(cfg, RecordSink()).instances[0].total_blocks
+    cfg.router.priority_headroom = headroom_blocks / total
     _, r = run(cfg, trace((0.0, 2000, 5, 1), (EPS, 3000, 5), (2 * EPS, 100, 5)))
     assert list(r.instance) == [0, 1, expected]
 

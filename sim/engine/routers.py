@@ -95,7 +95,7 @@ class LlumnixRouter(Router):
     freeness = (KV blocks - virtual usage) / requests hosted, where virtual usage counts the
     blocks in use, the blocks queued requests need (so a head-of-line request that cannot fit makes
     its instance look overloaded and pushes migrations out: de-fragmentation), and a headroom per
-    high-priority request (so instances serving them stay lightly loaded).
+    high-priority request (``priority_headroom`` x the instance's blocks) (so instances serving them stay lightly loaded).
     """
 
     name = "llumnix"
@@ -112,7 +112,7 @@ class LlumnixRouter(Router):
         high = sum(1 for group in (inst.running, inst.prefilling, inst.waiting)
                    for s in group if s.priority >= hp)
         virtual = used_blocks_now(inst, now) + inst.queued_demand_blocks + \
-            high * self.cfg.priority_headroom_blocks
+            high * self.cfg.priority_headroom * inst.total_blocks
         # per request hosted, queued ones included (as Llumnix's dispatch load does): dividing by
         # the running batch alone made an instance whose requests were all still queued or in
         # prefill look nearly empty, so a burst piled onto it
