@@ -72,3 +72,16 @@ def test_cli_synthetic_needs_a_rate(capsys):
 def test_demo_config_loads():
     cfg = load_config(REPO / "examples/demo.yaml")
     assert cfg.cluster[0].count == 4 and cfg.slo.ttft_s == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
+def test_every_example_config_runs(name, tmp_path, capsys):
+    """Each shipped example simulates (real-trace examples skip without ../shared/traces)."""
+    cfg = load_config(REPO / "examples" / name)
+    if cfg.trace.path and not (REPO / cfg.trace.path).exists():
+        pytest.skip(f"{cfg.trace.path} not available")
+    args = ["simulate", "--config", str(REPO / "examples" / name), "--no-progress", "--no-plots",
+            "--out", str(tmp_path), "--max-requests", "300"]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"]["total"] == 300
