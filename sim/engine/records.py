@@ -27,7 +27,6 @@ class RecordSink:
         self.reasons: list[str] = [""]
         self._reason_code = {"": 0}
         self.slo_classes: list[str] = ["default"]
-        self.count_by_outcome = [0, 0, 0]
 
     def reason_code(self, reason: str) -> int:
         code = self._reason_code.get(reason)
@@ -55,7 +54,6 @@ class RecordSink:
         i["priority"].append(seq.priority)
         i["slo_class"].append(seq.slo_class)
         i["migrations"].append(seq.migrations)
-        self.count_by_outcome[outcome] += 1
 
     def add_unarrived(self, rids, arrivals, prompts, outputs, priorities, slo_codes, reason: str) -> None:
         """Requests the run never reached (arrival after ``max_sim_time_s``): counted unfinished."""
@@ -73,7 +71,6 @@ class RecordSink:
                           ("preemptions", zeros), ("outcome", zeros + 2), ("reject_reason", zeros + code),
                           ("priority", priorities), ("slo_class", slo_codes), ("migrations", zeros)):
             self.i[col].extend(np.asarray(vals, dtype=np.int64).tolist())
-        self.count_by_outcome[2] += n
 
     def __len__(self) -> int:
         return len(self.i["request_id"])

@@ -58,17 +58,6 @@ class Sequence:
         self.swapped = False  # KV sits in host memory after a swap preemption
         self.migration = None  # the live migration moving this request, if any
 
-    @property
-    def kv_tokens_materialised(self) -> int:
-        """Tokens with stored KV, for a sequence outside the decode set."""
-        if self.generated == 0:
-            return self.prefilled
-        return self.prompt + self.generated - 1
-
-    @property
-    def remaining_prefill(self) -> int:
-        return self.prefill_target - self.prefilled
-
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"Sequence(rid={self.rid}, prompt={self.prompt}, output={self.output}, "
                 f"generated={self.generated}, prefilled={self.prefilled}/{self.prefill_target})")

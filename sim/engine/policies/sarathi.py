@@ -15,8 +15,6 @@ from sim.engine.policies.base import BatchingPolicy
 
 class SarathiPolicy(BatchingPolicy):
     name = "sarathi"
-    #: mixed iterations: prefill chunks ride along with decodes
-    stall_free = True
 
     def __init__(self, cfg, capacity, max_context=0):
         super().__init__(cfg, capacity, max_context)
