@@ -76,6 +76,7 @@ class AttnMeta:
     q_start_host: list = field(default_factory=list)
     q_lens_host: list = field(default_factory=list)
     ctx_lens_host: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -86,6 +87,8 @@ class AttnMeta:
         self.buf.copy_(other.buf, non_blocking=True)
 
 
+#: int64 elements each part of the metadata buffer is aligned to (128 bytes)
+ALIGN = 16
 _LAUNCH_ARRAYS = ("tile_seq", "tile_q0", "item_tile", "item_b0", "item_b1", "tile_item0",
                   "tile_nitems")
 
@@ -115,23 +118,55 @@ def build_meta(code: str, group: int, kv_heads: int, head_dim: int, pool_blocks:
     width = int(nb.max())
     table = np.zeros((q.size, width), dtype=np.int64)
     table[np.arange(width)[None, :] < nb[:, None]] = pages  # row-major: seq 0's pages first
+    return build_meta_from_table(q_lens, ctx_lens, table, group, kv_heads, head_dim, device,
+                                 sm_count)
+
+
+def build_meta_from_table(q_lens, ctx_lens, table: np.ndarray, group: int, kv_heads: int,
+                          head_dim: int, device: torch.device, sm_count: int, pad_to: int = 0,
+                          pad_slot: int = 0, extra: dict | None = None) -> AttnMeta:
+    """``build_meta`` for a batch whose block table rows (one per sequence) are given.
+
+    ``pad_to`` > number of tokens pads ``positions`` (with 0) and ``slots`` (with ``pad_slot``,
+    a scratch page's first slot) to that length, for a CUDA graph captured at that size.
+    ``extra``: further int64 arrays uploaded in the same copy (``meta.extra[name]``).
+    """
+    q = np.asarray(q_lens, dtype=np.int64)
+    c = np.asarray(ctx_lens, dtype=np.int64)
+    if table.shape[1] % ALIGN:
+        # the table's row stride is a kernel argument: a multiple of 16 keeps one specialisation
+        table = np.pad(table, ((0, 0), (0, ALIGN - table.shape[1] % ALIGN)))
     starts = np.cumsum(q) - q
     seq_of_tok = np.repeat(np.arange(q.size), q)
     positions = np.arange(int(q.sum())) - starts[seq_of_tok] + c[seq_of_tok]
     slots = table[seq_of_tok, positions // PAGE_SIZE] * PAGE_SIZE + positions % PAGE_SIZE
+    if pad_to > positions.size:
+        pad = pad_to - positions.size
+        positions = np.concatenate([positions, np.zeros(pad, dtype=np.int64)])
+        slots = np.concatenate([slots, np.full(pad, pad_slot, dtype=np.int64)])
     launches = plan_launches(q_lens, ctx_lens, group, kv_heads, sm_count)
 
     parts = [("q_start", starts), ("q_lens", q), ("ctx_lens", c), ("block_table", table),
              ("positions", positions), ("slots", slots)]
+    parts += [(("extra", k), np.asarray(v, dtype=np.int64)) for k, v in (extra or {}).items()]
     for i, ln in enumerate(launches):
         names = _LAUNCH_ARRAYS if ln.split else _LAUNCH_ARRAYS[:2]
         parts += [((i, n), np.asarray(getattr(ln, n), dtype=np.int64)) for n in names]
-    host = np.concatenate([a.ravel() for _, a in parts])
-    buf = torch.from_numpy(host).to(device, non_blocking=True)
+    # Every part starts on a 128-byte boundary: Triton specialises a kernel on whether each
+    # pointer argument is 16-byte aligned, so views at arbitrary offsets would compile a new
+    # kernel variant (seconds, mid-run) for each new combination of alignments.
+    sizes = [a.size for _, a in parts]
+    padded = [-(-n // ALIGN) * ALIGN for n in sizes]
+    host = np.zeros(sum(padded), dtype=np.int64)
     views, off = {}, 0
-    for name, a in parts:
+    for (name, a), n in zip(parts, padded):
+        host[off:off + a.size] = a.ravel()
+        off += n
+    buf = torch.from_numpy(host).to(device, non_blocking=True)
+    off = 0
+    for (name, a), n in zip(parts, padded):
         views[name] = buf[off:off + a.size].view(a.shape)
-        off += a.size
+        off += n
     for i, ln in enumerate(launches):
         ln.tensors = {n: v for (j, n), v in ((k, v) for k, v in views.items()
                                               if isinstance(k, tuple)) if j == i}
@@ -140,5 +175,7 @@ def build_meta(code: str, group: int, kv_heads: int, head_dim: int, pool_blocks:
             ln.acc = torch.empty(rows, head_dim, dtype=torch.float32, device=device)
             ln.ml = torch.empty(rows, 2, dtype=torch.float32, device=device)
     return AttnMeta(buf=buf, launches=launches, q_start_host=starts.tolist(),
-                    q_lens_host=q_lens, ctx_lens_host=ctx_lens,
+                    q_lens_host=list(q_lens), ctx_lens_host=list(ctx_lens),
+                    extra={n: v for (j, n), v in ((k, v) for k, v in views.items()
+                                                  if isinstance(k, tuple)) if j == "extra"},
                     **{k: v for k, v in views.items() if isinstance(k, str)})

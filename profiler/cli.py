@@ -1,4 +1,4 @@
-"""``goodput profile ...``: run / fit / report / calibrate / bandwidth.
+"""``goodput profile ...``: run / fit / report / calibrate / bandwidth / collectives.
 
 Imports of torch and the measuring code happen inside the handlers, so the ``goodput`` command
 starts fast and works without torch for everything but ``profile run``.
@@ -39,6 +39,41 @@ def _cmd_bandwidth(args) -> int:
     from profiler.run import run_copy_bandwidth
 
     print(f"copy bandwidth written to {run_copy_bandwidth(args.device, args.gpu_name, args.out)}")
+    return 0
+
+
+def _parse_bytes(text: str) -> int:
+    """'4096', '64K', '1M', '256MiB' -> bytes (binary multiples)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        n = int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        raise ValueError(f"message size '{text}': use bytes or a K/M/G suffix, e.g. 64K") from None
+    if n < 1:
+        raise ValueError(f"message size '{text}' must be at least 1 byte")
+    return n
+
+
+def _cmd_collectives(args) -> int:
+    from profiler.collectives import DEFAULT_SIZES, run_collectives
+
+    if args.sizes:
+        sizes = [_parse_bytes(s) for s in args.sizes.split(",") if s.strip()]
+    else:
+        top = _parse_bytes(args.max_size) if args.max_size else max(DEFAULT_SIZES)
+        sizes = [s for s in DEFAULT_SIZES if s <= top]
+        if not sizes:
+            raise ValueError(f"--max-size {args.max_size} is below the smallest default size "
+                             f"({min(DEFAULT_SIZES)} bytes); use --sizes")
+    ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
+    path = run_collectives(args.world, args.device, args.gpu_name, Path(args.out), sizes, ops,
+                           args.rounds)
+    print(f"collectives written to {path}")
+    fits = json.loads(path.with_suffix(".provenance.json").read_text())["fit"]
+    for op, f in fits.items():
+        bw = f"{f['bus_bytes_per_s'] / 1e9:8.1f} GB/s" if f["bus_bytes_per_s"] else "(flat)"
+        print(f"  {op:<11} latency {f['latency_s'] * 1e6:8.2f} us   bus bandwidth {bw}")
     return 0
 
 
@@ -101,6 +136,25 @@ def add_profile_subcommands(subparsers) -> None:
     b.add_argument("--gpu-name", default="auto")
     b.add_argument("--out", default=str(DEFAULT_ROOT), help="writes OUT/<gpu>/copy_bandwidth.csv")
     b.set_defaults(func=_cmd_bandwidth)
+
+    co = sub.add_parser(
+        "collectives", help="measure TP collectives (all-reduce, all-gather, send/recv)",
+        description="One process per GPU of this host (NCCL; gloo with --device cpu). Writes "
+                    "OUT/<gpu>/collectives/tp<N>.csv and tp<N>.provenance.json; the profiled "
+                    "cost model then uses the measured all-reduce for TP<N> profiles of <gpu>.")
+    co.add_argument("--world", type=int, required=True,
+                    help="GPUs (processes) taking part: the TP degree, e.g. 2, 4 or 8")
+    co.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    co.add_argument("--gpu-name", default="auto")
+    co.add_argument("--out", default=str(DEFAULT_ROOT),
+                    help="writes OUT/<gpu>/collectives/tp<N>.csv")
+    co.add_argument("--sizes", help="comma-separated message sizes (bytes or K/M/G), "
+                    "default 1K..256M in powers of 2")
+    co.add_argument("--max-size", help="largest default size to sweep, e.g. 64M")
+    co.add_argument("--ops", default="all_reduce,all_gather,send_recv")
+    co.add_argument("--rounds", type=int, default=None,
+                    help="timed rounds per point (default 10 on GPUs, 5 on the CPU)")
+    co.set_defaults(func=_cmd_collectives)
 
     f = sub.add_parser("fit", help="fit the cost model on measured profile folder(s)")
     f.add_argument("dirs", nargs="+", metavar="DIR", help="profile folder(s) with measurements.csv")

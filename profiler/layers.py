@@ -42,7 +42,8 @@ def rope_table(max_pos: int, head_dim: int, device) -> torch.Tensor:
 class DecoderLayer:
     """One layer on one rank; ``forward`` returns the new (hidden, residual)."""
 
-    def __init__(self, s: ShardShapes, pool_blocks: int, device, gen: torch.Generator):
+    def __init__(self, s: ShardShapes, pool_blocks: int, device, gen: torch.Generator,
+                 random_cache: bool = True):
         self.s = s
         h, d = s.hidden, s.head_dim
         self.qkv_w = _rand(gen, (s.qkv_out, h), 1 / math.sqrt(h), device)
@@ -58,9 +59,14 @@ class DecoderLayer:
             self.gu_w = _rand(gen, (up, h), 1 / math.sqrt(h), device)
             self.down_w = _rand(gen, (h, s.ffn), 1 / math.sqrt(s.ffn), device)
         cache_shape = (pool_blocks, PAGE_SIZE, s.kv_heads, d)
-        # Random, not zeros: kernels can run faster on zeros than on real data.
-        self.k_cache = _rand(gen, cache_shape, 1.0, device)
-        self.v_cache = _rand(gen, cache_shape, 1.0, device)
+        # Random, not zeros: kernels can run faster on zeros than on real data. (A serving
+        # engine writes every entry before reading it: random_cache=False skips the fill.)
+        if random_cache:
+            self.k_cache = _rand(gen, cache_shape, 1.0, device)
+            self.v_cache = _rand(gen, cache_shape, 1.0, device)
+        else:
+            self.k_cache = torch.empty(cache_shape, dtype=DTYPE, device=device)
+            self.v_cache = torch.empty(cache_shape, dtype=DTYPE, device=device)
         self.scale = 1.0 / math.sqrt(d)
 
     def _mlp(self, x):
@@ -80,18 +86,27 @@ class DecoderLayer:
             out.index_add_(0, tok, y * w[tok, slot, None])
         return out
 
-    def forward(self, h, res, meta: AttnMeta, cos_sin, attention: bool = True):
+    def pre_attention(self, h, res, positions, slots, cos_sin):
+        """Norm, QKV projection, rotary and KV-cache write: returns (queries, residual)."""
         s = self.s
         x, res = add_rmsnorm(h, res, self.norm1)
         qkv = F.linear(x, self.qkv_w)
-        q = rope_cache(qkv, meta.positions, cos_sin, self.k_cache, self.v_cache, meta.slots,
+        q = rope_cache(qkv, positions, cos_sin, self.k_cache, self.v_cache, slots,
                        s.q_heads, s.kv_heads, s.head_dim)
-        # attention=False times everything but the attention kernel (the "linear" sweep).
-        a = paged_attention(q, self.k_cache, self.v_cache, meta, self.scale) if attention else q
+        return q, res
+
+    def post_attention(self, a, res):
+        """O projection, norm and MLP on the attention output: returns (hidden, residual)."""
         h = F.linear(a.view(a.shape[0], -1), self.o_w)
         # (TP > 1: an all-reduce of h goes here; estimated separately, see profiler.collectives)
         x, res = add_rmsnorm(h, res, self.norm2)
         return self._mlp(x), res
+
+    def forward(self, h, res, meta: AttnMeta, cos_sin, attention: bool = True):
+        q, res = self.pre_attention(h, res, meta.positions, meta.slots, cos_sin)
+        # attention=False times everything but the attention kernel (the "linear" sweep).
+        a = paged_attention(q, self.k_cache, self.v_cache, meta, self.scale) if attention else q
+        return self.post_attention(a, res)
 
 
 class LayerStack:

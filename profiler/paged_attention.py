@@ -298,15 +298,23 @@ if HAVE_TRITON:
 LOG2E = 1.4426950408889634
 
 
-def paged_attention(q, k_cache, v_cache, meta, scale):
-    """Attention output [T, Hq, D] for the batch described by ``meta`` (see batches.AttnMeta)."""
+def paged_attention(q, k_cache, v_cache, meta, scale, out=None):
+    """Attention output [T, Hq, D] for the batch described by ``meta`` (see batches.AttnMeta).
+
+    ``out``: where to write it (same shape and strides as ``q``), e.g. the static buffer a
+    piecewise CUDA graph reads (profiler.serve.runner); a new tensor when not given.
+    """
     if not use_triton(q):
-        return paged_attention_ref(q, k_cache, v_cache, meta.block_table, meta.q_start_host,
-                                   meta.q_lens_host, meta.ctx_lens_host, scale)
+        ref = paged_attention_ref(q, k_cache, v_cache, meta.block_table, meta.q_start_host,
+                                  meta.q_lens_host, meta.ctx_lens_host, scale)
+        return ref if out is None else out.copy_(ref)
     t, hq, d = q.shape
     hkv = k_cache.shape[2]
     g = hq // hkv
-    out = torch.empty_like(q)
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.stride() != q.stride():
+        raise ValueError("paged_attention: out must have the shape and strides of q")
     for ln in meta.launches:
         n_tiles = len(ln.tile_seq)
         tt = ln.tensors

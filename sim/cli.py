@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sim.workload.cli import add_trace_subcommands
     add_trace_subcommands(sub)
     for module, adder in (("profiler.cli", "add_profile_subcommands"),
+                          ("profiler.serve.cli", "add_fidelity_subcommands"),
                           ("planner.cli", "add_plan_subcommands")):
         try:
             mod = __import__(module, fromlist=[adder])

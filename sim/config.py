@@ -48,6 +48,9 @@ class SchedulerConfig:
     reserve_output_tokens: int | None = None
     chunk_size: int = 512  # Sarathi-Serve prefill chunk (tokens)
     token_budget: int = 512  # Sarathi-Serve tokens per iteration (decodes + chunk)
+    #: KV blocks per instance, overriding the memory-based count (vLLM num_gpu_blocks_override):
+    #: pins the cache size to a real engine's, as the fidelity runs do
+    num_gpu_blocks: int | None = None
 
 
 @dataclass
@@ -93,6 +96,9 @@ class CostModelConfig:
 
     kind: str = "auto"  # auto | roofline | profiled
     profile_dir: str = ""  # explicit profile directory (kind=profiled)
+    #: host costs of a real engine on top of a profile's kernels (sim.costmodel.engine):
+    #: auto = profiler/profiles/<gpu>/engine.json when present, none, or a path
+    engine: str = "auto"
 
 
 @dataclass

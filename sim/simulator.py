@@ -60,7 +60,7 @@ class Cluster:
         group = cfg.cluster[g]
         model, gpu, sched = get_model(group.model), get_gpu(group.gpu), cfg.scheduler
         cap = kv_capacity(model, gpu, group.tp, sched.block_size, sched.gpu_memory_utilization,
-                          sched.activation_reserve_gb)
+                          sched.activation_reserve_gb, sched.num_gpu_blocks)
         cost = make_cost_model(model, gpu, group.tp, cfg.cost_model)
         name = group.name or f"{model.name}@{gpu.name}x{group.tp}"
         idx = len(self.instances)

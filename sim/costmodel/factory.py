@@ -37,7 +37,7 @@ def make_cost_model(model: ModelSpec, gpu: GPUSpec, tp: int, cfg: CostModelConfi
     if path is None and prof is not None:
         path = prof.find_profile(gpu.name, model.name, tp)
     if path is not None and prof is not None:
-        return prof.ProfiledCostModel.from_dir(path)
+        return prof.ProfiledCostModel.from_dir(path, engine=cfg.engine)
     if kind == "profiled":
         raise ConfigError(
             f"cost_model.kind=profiled but no profile exists for {model.name} on {gpu.name} tp={tp}; "

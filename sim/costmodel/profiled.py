@@ -23,6 +23,8 @@ import math
 from pathlib import Path
 
 from sim.costmodel.base import Batch, CostModel
+from sim.costmodel.collectives import CollectivesTable, collectives_path
+from sim.costmodel.engine import EngineOverhead, resolve_engine
 
 PROFILES_ROOT = Path(__file__).resolve().parents[2] / "profiler" / "profiles"
 FIT_FILE = "fit.json"
@@ -148,7 +150,9 @@ def logit_rows(q_lens) -> int:
 class ProfiledCostModel(CostModel):
     """Iteration time from a fitted profile (see module docstring); built by ``from_dir``."""
 
-    def __init__(self, fit: dict, path: Path | None = None):
+    def __init__(self, fit: dict, path: Path | None = None,
+                 collectives: CollectivesTable | None = None,
+                 engine: EngineOverhead | None = None):
         self.fit = fit
         self.path = path
         self.layers = int(fit["layers"])
@@ -170,30 +174,65 @@ class ProfiledCostModel(CostModel):
         self.overhead_c = (float(fit["overhead"]["c0"]), float(fit["overhead"]["c1"]))
         ar = fit.get("allreduce") or {}
         self.ar = (float(ar.get("link_bytes_per_s", 1.0)), float(ar.get("latency_s", 0.0)))
+        #: measured collectives of this GPU at world = tp (``goodput profile collectives``);
+        #: when set, its all-reduce replaces the estimate above
+        if collectives is not None and (collectives.world != self.tp
+                                        or "all_reduce" not in collectives.curves):
+            raise ValueError(f"collectives table {collectives.path} (world {collectives.world}, "
+                             f"ops {sorted(collectives.curves)}) cannot serve the all-reduce of a "
+                             f"tp={self.tp} profile; it needs all_reduce rows at world {self.tp}")
+        self.collectives = collectives if self.tp > 1 else None
+        #: engine host costs fitted on real serving (sim.costmodel.engine); replaces the
+        #: profile's own host term when set
+        self.engine = engine
         self.source = (f"profile:{fit['gpu']}/{fit['model']}/tp{self.tp}"
-                       f"@{fit['profile_version']}")
+                       f"@{fit['profile_version']}"
+                       + (f"+engine:{engine.name}" if engine is not None else ""))
         self._coeff_cache: dict[int, tuple[float, float]] = {}
 
     @classmethod
-    def from_dir(cls, path) -> "ProfiledCostModel":
+    def from_dir(cls, path, collectives_root=None, engine: str = "auto") -> "ProfiledCostModel":
+        """Load ``fit.json``; for TP > 1, also the measured collectives of that GPU and TP
+        degree, ``<root>/<gpu>/collectives/tp<k>.csv``, where ``root`` is the profiles root
+        holding this profile (``<root>/<gpu>/<model>/tp<k>/``) unless ``collectives_root``
+        names another. Without that table the all-reduce stays the estimate in ``fit.json``.
+        ``engine``: ``cost_model.engine`` (auto | none | path; see sim.costmodel.engine)."""
         path = Path(path)
         fit_path = path / FIT_FILE if path.is_dir() else path
         if not fit_path.exists():
             raise FileNotFoundError(
                 f"no {FIT_FILE} in '{path}' (cost_model.profile_dir); run "
                 f"`goodput profile fit {path}` on the measured table first")
-        return cls(json.loads(fit_path.read_text()), fit_path.parent)
+        fit = json.loads(fit_path.read_text())
+        parents = fit_path.parent.resolve().parents
+        root = parents[2] if len(parents) >= 3 else fit_path.parent  # <root>/<gpu>/<model>/tp<k>
+        return cls(fit, fit_path.parent,
+                   collectives=_measured_collectives(fit, fit_path.parent, collectives_root),
+                   engine=resolve_engine(engine, root, fit["gpu"]))
 
     # ---- pieces --------------------------------------------------------------------------
     def _allreduce(self, tokens: int) -> float:
-        """All-reduces per iteration: two per layer plus the vocab-parallel embedding's."""
+        """All-reduces per iteration: two per layer plus the vocab-parallel embedding's, each of
+        tokens x hidden bf16; measured (interpolated table) when loaded, else estimated. Depends
+        on the token count only, so a decode batch's share lands in ``a`` of the linear model."""
         if self.tp == 1:
             return 0.0
-        one = ring_allreduce_s(tokens * self.hidden * 2, self.tp, *self.ar)
+        nbytes = tokens * self.hidden * 2
+        if self.collectives is not None:
+            one = self.collectives.time("all_reduce", nbytes)
+        else:
+            one = ring_allreduce_s(nbytes, self.tp, *self.ar)
         return (2 * self.layers + 1) * one
 
     def _overhead(self, n_seqs: int) -> float:
+        """The profile's own host term (profiler overhead points)."""
         return self.overhead_c[0] + self.overhead_c[1] * n_seqs
+
+    def _finish(self, kernel_s: float, n_seqs: int) -> float:
+        """Kernel time plus the host side: the fitted engine's, else the profile's."""
+        if self.engine is not None:
+            return self.engine.apply(kernel_s, n_seqs)
+        return kernel_s + self._overhead(n_seqs)
 
     def decode_layer(self, batch_size: int) -> tuple[float, float]:
         """Per-layer (a, b) of a pure decode batch."""
@@ -221,9 +260,10 @@ class ProfiledCostModel(CostModel):
         hit = self._coeff_cache.get(batch_size)
         if hit is None:
             a, b = self.decode_layer(batch_size)
-            fixed = (self.embed(batch_size) + self.lmhead(batch_size)
-                     + self._allreduce(batch_size) + self._overhead(batch_size))
-            hit = self._coeff_cache[batch_size] = (self.layers * a + fixed, self.layers * b)
+            fixed = self.embed(batch_size) + self.lmhead(batch_size) + self._allreduce(batch_size)
+            a_all = self._finish(self.layers * a + fixed, batch_size)
+            b_all = self.layers * b * (1.0 + (self.engine.kernel_scale if self.engine else 0.0))
+            hit = self._coeff_cache[batch_size] = (a_all, b_all)
         return hit
 
     def batch_time(self, batch: Batch) -> float:
@@ -237,10 +277,22 @@ class ProfiledCostModel(CostModel):
         if all(q == 1 for q in q_lens):
             a, b = self.decode_coefficients(len(q_lens))
             return a + b * sum(ctx_lens)
+        return self._finish(self._kernels(q_lens, ctx_lens), len(q_lens))
+
+    def _kernels(self, q_lens, ctx_lens) -> float:
         t = sum(q_lens)
         return (self.layers * self.layer_time(q_lens, ctx_lens) + self.embed(t)
-                + self.lmhead(logit_rows(q_lens)) + self._allreduce(t)
-                + self._overhead(len(q_lens)))
+                + self.lmhead(logit_rows(q_lens)) + self._allreduce(t))
+
+    def kernel_time(self, batch: Batch) -> float:
+        """The GPU part of ``batch_time``: the profile's prediction without any host term."""
+        q_lens, ctx_lens = list(batch.new_tokens), list(batch.context_tokens)
+        if all(q == 1 for q in q_lens):
+            a, b = self.decode_layer(len(q_lens))
+            t = len(q_lens)
+            return (self.layers * (a + b * sum(ctx_lens)) + self.embed(t) + self.lmhead(t)
+                    + self._allreduce(t))
+        return self._kernels(q_lens, ctx_lens)
 
     def describe(self) -> dict:
         f = self.fit
@@ -248,10 +300,48 @@ class ProfiledCostModel(CostModel):
             "source": self.source,
             "gpu": f["gpu"], "model": f["model"], "tp": self.tp,
             "profile_dir": str(self.path) if self.path else None,
-            "allreduce_source": (f.get("allreduce") or {}).get("source", "none (tp=1)"),
+            "allreduce_source": self._allreduce_source(),
+            "engine": (self.engine.to_dict() if self.engine is not None
+                       else "profile host term (no engine calibration)"),
             "heldout_error": f.get("heldout_error"),
             "measured_on": f.get("measured_on"),
         }
+
+    def _allreduce_source(self) -> str:
+        if self.collectives is None:
+            return (self.fit.get("allreduce") or {}).get("source", "none (tp=1)")
+        return (f"measured ({_display_path(self.collectives.path)}, "
+                f"{self.collectives.date or 'date unknown'})")
+
+
+def _display_path(path) -> str:
+    """The table's path relative to the repository (or the working directory) when under it."""
+    if path is None:
+        return "in memory"
+    p = Path(path).resolve()
+    for base in (PROFILES_ROOT.parents[1], Path.cwd()):
+        try:
+            return str(p.relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(p)
+
+
+def _measured_collectives(fit: dict, profile_dir: Path, root=None) -> CollectivesTable | None:
+    """The measured table for this profile's GPU and TP degree, or None (see ``from_dir``)."""
+    tp = int(fit["tp"])
+    if tp <= 1:
+        return None
+    if root is None:
+        parents = Path(profile_dir).resolve().parents
+        if len(parents) < 3:
+            return None
+        root = parents[2]  # <root>/<gpu>/<model>/tp<k>
+    path = collectives_path(root, fit["gpu"], tp)
+    if not path.exists():
+        return None
+    table = CollectivesTable.from_csv(path)
+    return table if "all_reduce" in table.curves else None
 
 
 def _canonical(kind: str, name: str) -> str:

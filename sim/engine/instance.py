@@ -258,19 +258,50 @@ class Instance:
         ev.callbacks.append(self._on_iteration_end)
         self._pending = ev
 
-    def _boundary(self) -> None:
-        """An iteration boundary: ask the policy for a plan and start executing it."""
-        now = self.env.now
+    def next_plan(self, now: float) -> Plan | None:
+        """Run pending hooks, then the policy's plan for the iteration starting at ``now``.
+
+        None means nothing can run: the instance goes idle until something arrives. Shared by the
+        simulated engine and the real GPU serving loop (profiler.serve), so both take exactly the
+        same scheduling decisions.
+        """
         while self._hooks:
             self._hooks.pop(0)()
         while True:
             plan = self.policy.schedule(self, now)
             if plan is not None:
-                break
+                return plan
             if self.waiting and not self.running and not self.prefilling and not self.reserved_blocks:
                 # nothing runs yet the head cannot be scheduled: it never will be
                 self._reject_late(self.waiting.popleft(), "cannot be scheduled on an empty instance")
                 continue
+            return None
+
+    def plan_members(self, plan: Plan) -> tuple[list, list, list]:
+        """(sequences, new tokens, cached context tokens) of the iteration ``plan`` describes:
+        prefill chunks first, then the running decodes (one new token each)."""
+        seqs = [s for s, _ in plan.prefills]
+        new = [n for _, n in plan.prefills]
+        ctx = [s.prefilled for s, _ in plan.prefills]
+        if plan.decode and self.running:
+            steps = self.decode_steps
+            seqs.extend(self.running)
+            new.extend([1] * len(self.running))
+            ctx.extend(s.prompt + s.gen_base + (steps - s.step_base) - 1 for s in self.running)
+        return seqs, new, ctx
+
+    def finish_iteration(self, plan: Plan, t0: float, now: float) -> None:
+        """Apply one executed iteration of ``plan`` that ran from ``t0`` to ``now`` (step mode)."""
+        if plan.prefills or not plan.decode:
+            self._finish_prefill_iteration(plan, t0, now - t0)
+        else:
+            self._finish_decode_run(t0, 1, now - t0, 0.0, now - t0, len(self.running), now=now)
+
+    def _boundary(self) -> None:
+        """An iteration boundary: ask the policy for a plan and start executing it."""
+        now = self.env.now
+        plan = self.next_plan(now)
+        if plan is None:
             self._sample(now, 0)
             self._idle = True
             return
@@ -315,12 +346,7 @@ class Instance:
         self._boundary()
 
     def _build_batch(self, plan: Plan) -> Batch:
-        new = [n for _, n in plan.prefills]
-        ctx = [s.prefilled for s, _ in plan.prefills]
-        if plan.decode and self.running:
-            steps = self.decode_steps
-            new.extend([1] * len(self.running))
-            ctx.extend(s.prompt + s.gen_base + (steps - s.step_base) - 1 for s in self.running)
+        _, new, ctx = self.plan_members(plan)
         return Batch(new, ctx)
 
     def _steps_to_completion(self) -> int:
@@ -385,7 +411,7 @@ class Instance:
                 self._complete(seq, now)
 
     def _finish_prefill_iteration(self, plan: Plan, t0: float, dur: float) -> None:
-        now = self.env.now
+        now = t0 + dur
         if plan.decode and self.running:
             self._finish_decode_run(t0, 1, dur, 0.0, dur, len(self.running))
         else:

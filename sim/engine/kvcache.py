@@ -30,7 +30,15 @@ class KVCapacity:
 
 
 def kv_capacity(model: ModelSpec, gpu: GPUSpec, tp: int, block_size: int,
-                gpu_memory_utilization: float, activation_reserve_gb: float) -> KVCapacity:
+                gpu_memory_utilization: float, activation_reserve_gb: float,
+                num_blocks_override: int | None = None) -> KVCapacity:
+    """KV blocks that fit next to the weights (``num_blocks_override`` fixes the count)."""
+    if num_blocks_override is not None:
+        if num_blocks_override < 1 or block_size < 1:
+            raise CapacityError(f"scheduler.num_gpu_blocks={num_blocks_override} must be >= 1 "
+                                "(and scheduler.block_size >= 1)")
+        return KVCapacity(total_blocks=int(num_blocks_override), block_size=block_size,
+                          bytes_per_token=model.kv_bytes_per_token(tp))
     if not 0 < gpu_memory_utilization <= 1:
         raise CapacityError("scheduler.gpu_memory_utilization must be in (0, 1]")
     if block_size < 1:

@@ -1,0 +1,128 @@
+"""Fit a GPU's engine overhead (sim.costmodel.engine) on the iteration logs of real serving runs.
+
+Each logged iteration gives its measured wall time and the profile's kernel-only prediction for
+the same batch; the fit minimises the *relative* error of
+
+    wall = (1 + kernel_scale) * kernel + per_iteration_s + per_seq_s * n_seqs
+
+with a soft-L1 loss, so that the rare iteration stalled by something outside the engine (a
+Python garbage collection, a late Triton compile) cannot pull the line. Fitting on one model's
+runs and scoring another's (``goodput fidelity compare --engine``) measures how well the
+calibration carries over; the shipped file is fitted on all of them.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from profiler.serve.fidelity import _cases, load_case
+
+
+def _profile_model(cfg):
+    from sim.catalog import get_gpu
+    from sim.costmodel.profiled import ProfiledCostModel, find_profile
+
+    g = cfg.cluster[0]
+    path = find_profile(get_gpu(g.gpu).name, g.model, g.tp)
+    if path is None:
+        raise FileNotFoundError(f"no profile for {g.model} on {g.gpu} tp={g.tp}: the engine fit "
+                                "needs the profile the runs were predicted with")
+    return ProfiledCostModel.from_dir(path, engine="none")
+
+
+def iteration_table(model_dirs) -> pd.DataFrame:
+    """Every logged iteration of every served case: wall_s, kernel_s, n_seqs, kind, model."""
+    frames = []
+    for d in model_dirs:
+        for case in _cases(Path(d)):
+            log = case / "real_iterations.csv.gz"
+            if not log.exists():
+                continue
+            cfg, _ = load_case(case)
+            it = pd.read_csv(log)
+            if "kernel_s" not in it or it.kernel_s.isna().all():
+                # logs written before kernel_s existed: the prediction was profile-only
+                cm = _profile_model(cfg)
+                it["kernel_s"] = it.predicted_s - cm.overhead_c[0] - cm.overhead_c[1] * it.n_seqs
+            frames.append(it.assign(wall_s=it.end_s - it.start_s, model=cfg.cluster[0].model,
+                                    gpu=cfg.cluster[0].gpu, case=case.name))
+    if not frames:
+        raise FileNotFoundError(f"no real_iterations.csv.gz under {list(map(str, model_dirs))}; "
+                                "run `goodput fidelity run` on a GPU first")
+    return pd.concat(frames, ignore_index=True)
+
+
+def fit_engine(it: pd.DataFrame) -> dict:
+    from scipy.optimize import least_squares
+
+    w = it.wall_s.to_numpy(float)
+    k = it.kernel_s.to_numpy(float)
+    n = it.n_seqs.to_numpy(float)
+
+    def residual(p):
+        return ((1 + p[0]) * k + p[1] + p[2] * n - w) / w
+
+    sol = least_squares(residual, [0.0, 5e-4, 0.0], loss="soft_l1", f_scale=0.02,
+                        bounds=([-0.4, 0.0, 0.0], [1.0, 0.05, 1e-3]))
+    rho, e0, e1 = (float(x) for x in sol.x)
+    err = residual(sol.x)
+    by_kind = {kind: {"n": int(m.sum()), "median_err_pct": round(float(np.median(err[m])) * 100, 2),
+                      "median_ape_pct": round(float(np.median(np.abs(err[m]))) * 100, 2)}
+               for kind in sorted(it.kind.unique()) for m in [(it.kind == kind).to_numpy()]}
+    return {"kernel_scale": rho, "per_iteration_s": e0, "per_seq_s": e1, "residuals": by_kind}
+
+
+def calibrate(model_dirs, out: Path, name: str | None = None) -> dict:
+    it = iteration_table(model_dirs)
+    gpus = sorted(it.gpu.unique())
+    if len(gpus) != 1:
+        raise ValueError(f"the runs span several GPUs {gpus}; calibrate one GPU at a time")
+    fit = fit_engine(it)
+    meta = {}
+    for d in model_dirs:
+        for case in _cases(Path(d)):
+            if (case / "real_meta.json").exists():
+                meta = json.loads((case / "real_meta.json").read_text()).get("provenance", {})
+                break
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    doc = {"params": {k: fit[k] for k in ("kernel_scale", "per_iteration_s", "per_seq_s")},
+           "name": name or f"{gpus[0]}-serve-loop",
+           "gpu": gpus[0],
+           "form": "(1 + kernel_scale) * kernel + per_iteration_s + per_seq_s * n_seqs",
+           "fitted_on": sorted(f"{m}/{c}" for m, c in set(zip(it.model, it.case))),
+           "iterations": int(len(it)), "fit_residuals": fit["residuals"],
+           "engine": "profiler.serve (random-weight model, piecewise CUDA graphs, eager paged "
+                     "attention, synchronous token copy)",
+           "runs_measured_on": {k: meta.get(k) for k in ("device_name", "driver", "torch",
+                                                          "cuda", "date_utc")},
+           "fitted_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "git_commit": commit,
+           "command": " ".join(["goodput"] + sys.argv[1:]) if sys.argv else ""}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def describe(doc: dict) -> str:
+    p = doc["params"]
+    lines = [f"engine overhead '{doc['name']}' from {doc['iterations']} iterations: "
+             f"kernel x {1 + p['kernel_scale']:.3f} + {p['per_iteration_s'] * 1e3:.3f} ms "
+             f"+ {p['per_seq_s'] * 1e6:.2f} us/seq"]
+    for kind, r in doc["fit_residuals"].items():
+        lines.append(f"  {kind:8s} n={r['n']:6d}  median error {r['median_err_pct']:+.2f}%  "
+                     f"median |error| {r['median_ape_pct']:.2f}%")
+    return "\n".join(lines)
+
+
+__all__ = ["calibrate", "fit_engine", "iteration_table", "describe"]

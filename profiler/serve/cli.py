@@ -1,0 +1,117 @@
+"""``goodput fidelity design | run | calibrate | compare | report``: simulator vs real engine.
+
+    goodput fidelity design --model llama-3.1-8b --gpu h200 --out profiler/fidelity/h200/llama-3.1-8b
+    goodput fidelity run profiler/fidelity/h200/llama-3.1-8b          # on the GPU machine
+    goodput fidelity compare profiler/fidelity/h200/llama-3.1-8b      # anywhere: writes fidelity.json
+    goodput fidelity report profiler/fidelity                         # markdown tables for the docs
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "fidelity"
+AZURE_CONV = Path("../shared/traces/AzureLLMInferenceTrace_conv.csv")
+
+
+def _cmd_design(args) -> int:
+    from profiler.serve.fidelity import design
+
+    if not Path(args.trace).exists():
+        raise FileNotFoundError(f"--trace '{args.trace}' not found; pass a trace file with "
+                                "prompt and output lengths (e.g. the Azure conversation trace)")
+    cases = design(args.model, args.gpu, Path(args.out), args.trace,
+                   policies=args.policies.split(","),
+                   loads=[float(x) for x in args.loads.split(",")], n=args.requests,
+                   seed=args.seed, max_batched_tokens=args.max_batched_tokens,
+                   engine=args.engine)
+    for c in cases:
+        print(c)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from profiler.serve.run_cases import run_cases
+
+    for d in args.dirs:
+        run_cases(d, args.device, max_wall_s=args.max_wall_s,
+                  only=args.only.split(",") if args.only else None)
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from profiler.serve.fidelity import compare
+    from profiler.serve.report import case_table
+
+    for d in args.dirs:
+        print(case_table(compare(Path(d), engine=args.engine, tag=args.tag)))
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from profiler.serve.calibrate import calibrate, describe
+
+    print(describe(calibrate([Path(d) for d in args.dirs], Path(args.out), args.name)))
+    print(f"written to {args.out}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from profiler.serve.report import markdown_report
+
+    print(markdown_report(Path(args.root)))
+    return 0
+
+
+def add_fidelity_subcommands(subparsers) -> None:
+    p = subparsers.add_parser("fidelity", help="measure the simulator's error against real "
+                                               "serving on a GPU (design / run / compare / report)")
+    sub = p.add_subparsers(dest="fidelity_command", required=True)
+    d = sub.add_parser("design", help="write cases: config + trace per (policy, load)")
+    d.add_argument("--model", required=True)
+    d.add_argument("--gpu", required=True, help="catalog GPU whose profiled cost model sets loads")
+    d.add_argument("--out", required=True, help="folder for the cases of this (GPU, model)")
+    d.add_argument("--trace", default=str(AZURE_CONV), help="where request lengths come from")
+    d.add_argument("--policies", default="vllm,sarathi")
+    d.add_argument("--loads", default="0.3,0.7,0.9", help="fractions of simulated capacity")
+    d.add_argument("--requests", type=int, default=300)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--max-batched-tokens", type=int, default=8192)
+    d.add_argument("--engine", default="auto", help="cost_model.engine while estimating "
+                   "capacity (the committed H200 cases used 'none': no engine term existed)")
+    d.set_defaults(func=_cmd_design)
+    r = sub.add_parser("run", help="serve every case in real time on the GPU (writes real_*)")
+    r.add_argument("dirs", nargs="+", metavar="DIR")
+    r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    r.add_argument("--only", help="comma-separated case names")
+    r.add_argument("--max-wall-s", type=float, default=None,
+                   help="stop a case after this long (the rest counts as unfinished)")
+    r.set_defaults(func=_cmd_run)
+    c = sub.add_parser("compare", help="simulate every served case and score the errors")
+    c.add_argument("dirs", nargs="+", metavar="DIR")
+    c.add_argument("--engine", default="auto",
+                   help="cost_model.engine for the simulation: auto | none | engine.json path")
+    c.add_argument("--tag", default="", help="write fidelity-TAG.json instead of fidelity.json")
+    c.set_defaults(func=_cmd_compare)
+    k = sub.add_parser("calibrate", help="fit the GPU's engine overhead on served runs' "
+                                         "iteration logs (writes an engine.json)")
+    k.add_argument("dirs", nargs="+", metavar="DIR")
+    k.add_argument("--out", required=True, help="e.g. profiler/profiles/h200/engine.json")
+    k.add_argument("--name", help="label stored in the file and in cost-model sources")
+    k.set_defaults(func=_cmd_calibrate)
+    rp = sub.add_parser("report", help="markdown tables of every fidelity.json under ROOT")
+    rp.add_argument("root", nargs="?", default=str(DEFAULT_ROOT))
+    rp.set_defaults(func=_cmd_report)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="goodput")
+    add_fidelity_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The real serving loop: replay a trace against a model in real time, with the simulator's policies.
+
+Why it reuses ``sim.engine.instance.Instance``: the fidelity question is "does the simulator
+predict what an engine does?", so the engine must take the same decisions. The loop drives an
+Instance in step mode: at each iteration boundary it submits the requests whose arrival time has
+passed, asks ``Instance.next_plan`` (the same policy code: vLLM, Sarathi-Serve, Orca, ...),
+executes the plan on the model and reports the measured end time back with
+``Instance.finish_iteration``, which does the same bookkeeping (token counts, TTFT, time between
+tokens, completions, KV block accounting) as in simulation. Only the clock differs: wall time
+here, the cost model there.
+
+Executors run a plan: ``ModelExecutor`` on the real model (profiler.serve.runner), and
+``CostModelExecutor`` which advances a virtual clock by the cost model's iteration time, which
+makes the loop a step-by-step simulator (tests check it equals ``sim.simulate`` exactly).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sim.config import ConfigError, SimConfig
+from sim.costmodel.base import Batch
+from sim.engine.instance import Instance
+from sim.engine.kvcache import KVCapacity
+from sim.engine.policies import make_policy
+from sim.engine.records import RecordSink
+from sim.engine.sequence import Sequence
+from sim.workload.schema import Trace
+
+#: predicted_s: the cost model's iteration time; kernel_s: its GPU part alone (profiled models)
+ITERATION_COLUMNS = ["start_s", "end_s", "kind", "n_seqs", "new_tokens", "context_tokens",
+                     "predicted_s", "kernel_s", "gpu_s"]
+
+
+class WallClock:
+    """Seconds since ``start`` (offset so that the trace's first arrival is "now" at start)."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+        self._origin = 0.0
+
+    def start(self, origin: float) -> None:
+        self._t0, self._origin = time.perf_counter(), origin
+
+    @property
+    def now(self) -> float:
+        return self._origin + time.perf_counter() - self._t0
+
+    def sleep_until(self, t: float) -> None:
+        """Sleep, then spin the last fraction of a millisecond (sleep overshoots by ~0.1 ms)."""
+        left = t - self.now
+        if left > 1e-3:
+            time.sleep(left - 5e-4)
+        while self.now < t:
+            pass
+
+
+class VirtualClock:
+    """A clock that only moves when told: the cost-model executor advances it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def start(self, origin: float) -> None:
+        self.now = origin
+
+    def sleep_until(self, t: float) -> None:
+        self.now = max(self.now, t)
+
+
+class CostModelExecutor:
+    """Executes a plan by advancing a virtual clock by the cost model's time for the batch."""
+
+    def __init__(self, cost_model, clock: VirtualClock):
+        self.cost, self.clock = cost_model, clock
+        self.store = None
+
+    def execute(self, seqs, q_lens, ctx_lens, n_prefills) -> float:
+        dt = self.cost.batch_time(Batch(q_lens, ctx_lens))
+        self.clock.now += dt
+        return dt
+
+
+class _ServingInstance(Instance):
+    """An Instance whose KV pages and token ids also live in a SequenceStore (real memory)."""
+
+    store = None
+
+    def preempt(self, seq, swap: bool = False) -> None:
+        super().preempt(seq, swap)
+        if self.store is not None:
+            self.store.release_pages(seq.rid)
+
+    def _complete(self, seq, now) -> None:
+        super()._complete(seq, now)
+        if self.store is not None:
+            self.store.release(seq.rid)
+
+    def _reject_late(self, seq, reason) -> None:
+        super()._reject_late(seq, reason)
+        if self.store is not None:
+            self.store.release(seq.rid)
+
+
+@dataclass
+class ServeResult:
+    requests: pd.DataFrame  # the simulator's raw per-request records (sim.engine.records)
+    iterations: pd.DataFrame  # one row per executed iteration (ITERATION_COLUMNS)
+    wall_s: float
+    instance: dict
+    #: every token's time between tokens, binned as the simulator bins it (sim.engine.tbt.EDGES)
+    tbt_hist: object = None
+
+
+def check_servable(cfg: SimConfig) -> None:
+    """The real loop serves one instance of one model at TP 1, recomputing on preemption."""
+    if len(cfg.cluster) != 1 or cfg.cluster[0].count != 1:
+        raise ConfigError("cluster: the real serving loop runs exactly one instance (one group, "
+                          "count: 1); simulate larger clusters with `goodput simulate`")
+    if cfg.cluster[0].tp != 1:
+        raise ConfigError(f"cluster[0].tp={cfg.cluster[0].tp}: the real serving loop runs on one "
+                          "GPU; use tp: 1")
+    if cfg.scheduler.preemption != "recompute":
+        raise ConfigError(f"scheduler.preemption='{cfg.scheduler.preemption}': the real serving "
+                          "loop supports 'recompute' only")
+
+
+def sequences_of(trace) -> list[Sequence]:
+    """Arrival-ordered Sequences of a Trace or canonical DataFrame (priorities kept)."""
+    df = trace.df if isinstance(trace, Trace) else trace
+    if len(df) and not np.all(np.diff(df["arrival_s"].to_numpy(dtype=float)) >= 0):
+        raise ValueError("trace.arrival_s is not sorted; sort the trace by arrival time")
+    prio = df["priority"].to_numpy() if "priority" in df else np.zeros(len(df), dtype=int)
+    return [Sequence(int(r), float(a), int(p), int(o), int(pr)) for r, a, p, o, pr in
+            zip(df["request_id"], df["arrival_s"], df["prompt_tokens"], df["output_tokens"], prio)]
+
+
+class ServingLoop:
+    """One instance serving a trace in (wall or virtual) time; see the module docstring."""
+
+    def __init__(self, cfg: SimConfig, capacity: KVCapacity, max_context: int, executor, clock,
+                 cost_model=None, name: str = "instance"):
+        check_servable(cfg)
+        self.cfg, self.executor, self.clock = cfg, executor, clock
+        self.cost = cost_model
+        self.records = RecordSink()
+        sched = cfg.scheduler
+        self.inst = _ServingInstance(clock, 0, name, cost_model, capacity,
+                                     make_policy(sched, capacity, max_context), self.records,
+                                     fast_forward=False, max_context=max_context)
+        self.inst.store = executor.store
+
+    def run(self, trace, max_wall_s: float | None = None, progress: bool = False) -> ServeResult:
+        """Serve every request of ``trace``; stops early (requests counted unfinished) after
+        ``max_wall_s`` seconds of serving."""
+        seqs = sequences_of(trace)
+        inst, clock, execute = self.inst, self.clock, self.executor.execute
+        kernel_time = getattr(self.cost, "kernel_time", None)
+        log = []
+        n, i = len(seqs), 0
+        origin = seqs[0].arrival if n else 0.0
+        deadline = origin + max_wall_s if max_wall_s else math.inf
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=n, unit="req", desc="serving", mininterval=1.0)
+        w0 = time.perf_counter()
+        clock.start(origin)
+        while True:
+            now = clock.now
+            if now > deadline:
+                break
+            while i < n and seqs[i].arrival <= now:
+                inst.submit(seqs[i])
+                i += 1
+            plan = inst.next_plan(now)
+            if plan is None:
+                if i >= n:
+                    break
+                clock.sleep_until(min(seqs[i].arrival, deadline))
+                continue
+            members, q_lens, ctx_lens = inst.plan_members(plan)
+            batch = Batch(q_lens, ctx_lens)
+            predicted = self.cost.batch_time(batch) if self.cost else math.nan
+            kernel = kernel_time(batch) if kernel_time else math.nan
+            gpu_s = execute(members, q_lens, ctx_lens, len(plan.prefills))
+            end = clock.now
+            inst.finish_iteration(plan, now, end)
+            kind = ("decode" if not plan.prefills else "mixed" if plan.decode and len(members)
+                    > len(plan.prefills) else "prefill")
+            log.append((now, end, kind, len(members), sum(q_lens), sum(ctx_lens), predicted,
+                        kernel, gpu_s))
+            if bar is not None:
+                bar.n = len(self.records)
+                bar.refresh() if len(log) % 200 == 0 else None
+        end = clock.now
+        inst.drain_unfinished(end)
+        if i < n:
+            rest = seqs[i:]
+            self.records.add_unarrived([s.rid for s in rest], [s.arrival for s in rest],
+                                       [s.prompt for s in rest], [s.output for s in rest],
+                                       [s.priority for s in rest], [0] * len(rest),
+                                       "arrives after the serving deadline")
+        if bar is not None:
+            bar.close()
+        info = {"kv_blocks": inst.total_blocks, "iterations": inst.iterations,
+                "preemptions": inst.preemptions, "busy_s": inst.busy_s}
+        return ServeResult(self.records.to_frame(), pd.DataFrame(log, columns=ITERATION_COLUMNS),
+                           time.perf_counter() - w0, info, inst.gaps.hist.copy())

@@ -1,0 +1,89 @@
+"""Serve fidelity cases on the GPU: one model build, a warm-up, then every case in real time.
+
+Why a warm-up: Triton compiles each kernel variant (tile height, split or not) on its first
+launch, which takes seconds; the cases must time a warm engine, as a benchmark of vLLM would.
+``ModelRunner.warm_up`` runs every variant once, then a small burst of requests is served under
+every policy the cases use (the Python side warms up too).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from profiler.serve import build_loop, predicting_cost_model
+from profiler.serve.executor import ModelExecutor, SequenceStore
+from profiler.serve.fidelity import _cases, load_case, save_real
+from profiler.serve.loop import ServingLoop, WallClock
+
+WARMUP_PROMPTS = (3, 17, 90, 300, 700, 1500, 3000, 6000)
+
+
+def warmup_trace(max_tokens: int) -> pd.DataFrame:
+    prompts = [p for p in WARMUP_PROMPTS if p + 40 <= max_tokens] or [max(1, max_tokens - 40)]
+    n = len(prompts) * 2
+    return pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.zeros(n),
+                         "prompt_tokens": prompts * 2, "output_tokens": [40] * n})
+
+
+def loop_cost_source(cfg) -> str:
+    cm = predicting_cost_model(cfg)
+    return cm.source if cm is not None else "none"
+
+
+def run_cases(model_dir, device: str = "cuda", max_wall_s: float | None = None,
+              only: list[str] | None = None, log=print) -> list[Path]:
+    """Serve every case under ``model_dir`` (or those named in ``only``); returns the cases."""
+    import torch
+
+    from profiler import provenance
+
+    cases = [c for c in _cases(Path(model_dir)) if not only or c.name in only]
+    loaded = [load_case(c) for c in cases]
+    blocks = {cfg.scheduler.num_gpu_blocks for cfg, _ in loaded}
+    models = {cfg.cluster[0].model for cfg, _ in loaded}
+    if len(blocks) != 1 or len(models) != 1:
+        raise ValueError(f"cases under '{model_dir}' must share one model and one "
+                         f"scheduler.num_gpu_blocks; found models {models}, blocks {blocks}")
+    max_tokens = max(int((t.df.prompt_tokens + t.df.output_tokens).max()) for _, t in loaded)
+    max_tokens = max(max_tokens, max(WARMUP_PROMPTS) + 40)
+    t0 = time.perf_counter()
+    first = build_loop(loaded[0][0], max_tokens, device)
+    runner = first.executor.runner
+    build_s = time.perf_counter() - t0
+    log(f"model {runner.spec.name}: built and {len(runner.sizes)} graph sizes captured in "
+        f"{build_s:.1f} s (capture {runner.capture_s:.1f} s)")
+
+    def loop_for(cfg):
+        store = SequenceStore(runner.pool_blocks - 1, runner.spec.vocab_size, max_tokens)
+        return ServingLoop(cfg, first.inst.capacity, runner.spec.max_context,
+                           ModelExecutor(runner, store), WallClock(), predicting_cost_model(cfg))
+
+    t1 = time.perf_counter()
+    runner.warm_up()
+    seen = set()
+    for cfg, _ in loaded:
+        if cfg.scheduler.policy not in seen:
+            seen.add(cfg.scheduler.policy)
+            loop_for(cfg).run(warmup_trace(max_tokens))
+    log(f"warm-up ({', '.join(sorted(seen))}) {time.perf_counter() - t1:.1f} s")
+    dev = torch.device(device)
+    info = provenance.collect(dev)
+    for case, (cfg, trace) in zip(cases, loaded):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        res = loop_for(cfg).run(trace, max_wall_s=max_wall_s)
+        done = int((res.requests.outcome == "completed").sum())
+        it = res.iterations
+        log(f"{case.name}: {done}/{len(res.requests)} completed in {res.wall_s:.1f} s, "
+            f"{len(it)} iterations, {res.instance['preemptions']} preemptions, median "
+            f"iteration {1e3 * (it.end_s - it.start_s).median():.2f} ms "
+            f"(predicted {1e3 * it.predicted_s.median():.2f} ms, GPU {1e3 * it.gpu_s.median():.2f} ms)")
+        save_real(case, res, {"provenance": info, "wall_s": round(res.wall_s, 2),
+                              "cost_model": loop_cost_source(cfg),
+                              "build_s": round(build_s, 1), "capture_s": round(runner.capture_s, 1),
+                              "graph_sizes": runner.sizes, "instance": res.instance,
+                              "device": device})
+    return cases
