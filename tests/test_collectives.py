@@ -189,15 +189,21 @@ def test_profiled_model_uses_the_measured_allreduce_table(tp2_root):
         (2 * L + 1) * ring_allreduce_s(64 * H * 2, 2, *est.ar))
 
     sizes = [H * 2 * k for k in (1, 2, 4, 8, 64, 512, 4096)]  # 1 token .. 4096 tokens
-    times = [3e-5 + 2 * k * 1e-8 for k in (1, 2, 4, 8, 64, 512, 4096)]  # >> the estimate
+    times = [3e-5 + k * 2e-7 for k in (1, 2, 4, 8, 64, 512, 4096)]  # >> the estimate
     _write_table(root, 2, [("all_reduce", n, t) for n, t in zip(sizes, times)]
                  + [("send_recv", 1024, 1e-5)])
     meas = ProfiledCostModel.from_dir(d)
     src = meas.describe()["allreduce_source"]
-    assert src.startswith("measured (") and "collectives/tp2.csv" in src and "2026-11-30" in src
-    assert meas._allreduce(1) == pytest.approx((2 * L + 1) * times[0], rel=1e-12)
-    assert meas._allreduce(3) == pytest.approx((2 * L + 1) * (times[1] + times[2]) / 2)
-    assert meas._allreduce(64) > 2 * est._allreduce(64)
+    assert src.startswith("measured from") and "collectives/tp2.csv" in src and "2026-11-30" in src
+    assert "estimated" in src  # the launch-bound small sizes keep the estimate
+    # from 512 tokens the messages take >= 2x the table's floor (bandwidth-bound): measured
+    assert meas._ar_measured_from == sizes[5]
+    for tokens in (1, 3, 64, 500):
+        assert meas._allreduce(tokens) == pytest.approx(est._allreduce(tokens), rel=1e-12)
+    assert meas._allreduce(512) == pytest.approx((2 * L + 1) * times[5], rel=1e-12)
+    assert meas._allreduce(4096) == pytest.approx((2 * L + 1) * times[-1], rel=1e-12)
+    assert meas._allreduce(4096) > est._allreduce(4096)
+    assert meas._allreduce(8192) > meas._allreduce(4096)  # beyond the table: fitted bandwidth
 
     # decode linearity holds, and the all-reduce sits in `a` only
     ctx = [100, 2000, 37, 4096]
@@ -206,10 +212,22 @@ def test_profiled_model_uses_the_measured_allreduce_table(tp2_root):
     assert meas.batch_time(Batch.decode(ctx)) == a_m + b_m * sum(ctx)
     assert b_m == b_e
     assert a_m - a_e == pytest.approx(meas._allreduce(4) - est._allreduce(4), rel=1e-9)
-    # a mixed batch pays the measured all-reduce of its token count
-    mixed = Batch([1, 1, 256], [500, 900, 0])
-    assert meas.batch_time(mixed) - est.batch_time(mixed) == pytest.approx(
-        meas._allreduce(258) - est._allreduce(258), rel=1e-9)
+    # a long prefill pays the measured all-reduce of its token count
+    long = Batch([4096], [0])
+    assert meas.batch_time(long) - est.batch_time(long) == pytest.approx(
+        meas._allreduce(4096) - est._allreduce(4096), rel=1e-9)
+
+
+def test_bandwidth_bound_region_starts_above_the_launch_floor():
+    from sim.costmodel.collectives import CollectiveCurve
+
+    sizes = [2 ** k for k in range(10, 29, 2)]
+    # eager sweep: a noisy ~30 us floor up to 4 MiB, then bandwidth-bound
+    times = [47e-6, 44e-6, 85e-6, 28e-6, 30e-6, 31e-6, 38e-6, 75e-6, 248e-6, 906e-6]
+    c = CollectiveCurve("all_reduce", 2, sizes, times)
+    assert c.bandwidth_bound_from() == 2 ** 24  # 16 MiB: 75 us >= 2 x 28 us, and all above
+    flat = CollectiveCurve("all_reduce", 2, sizes, [30e-6] * len(sizes))
+    assert flat.bandwidth_bound_from() == float("inf")  # never bandwidth-bound: never used
 
 
 def test_profiled_model_falls_back_or_refuses_a_wrong_table(tp2_root, tmp_path_factory):

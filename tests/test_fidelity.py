@@ -129,6 +129,12 @@ def test_compare_scores_zero_error_when_real_equals_simulation(tmp_path):
     assert all(c["tpot_s"]["p50"]["err_pct"] > 5 for c in rep2["cases"])
     assert "| vllm-a |" in case_table(rep) and "### h200 / llama-3.1-8b" in \
         markdown_report(tmp_path / "fid")
+    from sim.cli import main
+
+    png = tmp_path / "cdf.png"
+    assert main(["fidelity", "plot", str(root / "vllm-a"), "--engine", "none",
+                 "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
 
 
 def test_calibrate_writes_engine_from_iteration_logs(tmp_path):

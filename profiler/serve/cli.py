@@ -1,4 +1,4 @@
-"""``goodput fidelity design | run | calibrate | compare | report``: simulator vs real engine.
+"""``goodput fidelity design | run | calibrate | compare | plot | report``: sim vs real engine.
 
     goodput fidelity design --model llama-3.1-8b --gpu h200 --out profiler/fidelity/h200/llama-3.1-8b
     goodput fidelity run profiler/fidelity/h200/llama-3.1-8b          # on the GPU machine
@@ -56,6 +56,21 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_plot(args) -> int:
+    from profiler.serve.fidelity import load_case
+    from sim.plots import plot_comparison
+    from sim.simulator import simulate
+    import pandas as pd
+
+    case = Path(args.case)
+    cfg, trace = load_case(case)
+    cfg.cost_model.engine = args.engine
+    real = pd.read_csv(case / "real_requests.csv")
+    sim = simulate(cfg, trace).requests
+    print(plot_comparison({"real engine": real, "simulated": sim}, args.out))
+    return 0
+
+
 def _cmd_report(args) -> int:
     from profiler.serve.report import markdown_report
 
@@ -99,6 +114,11 @@ def add_fidelity_subcommands(subparsers) -> None:
     k.add_argument("--out", required=True, help="e.g. profiler/profiles/h200/engine.json")
     k.add_argument("--name", help="label stored in the file and in cost-model sources")
     k.set_defaults(func=_cmd_calibrate)
+    pl = sub.add_parser("plot", help="TTFT / TPOT / E2E CDFs of one case: real vs simulated")
+    pl.add_argument("case", metavar="CASE_DIR")
+    pl.add_argument("--out", required=True, help="PNG path")
+    pl.add_argument("--engine", default="auto", help="cost_model.engine for the simulation")
+    pl.set_defaults(func=_cmd_plot)
     rp = sub.add_parser("report", help="markdown tables of every fidelity.json under ROOT")
     rp.add_argument("root", nargs="?", default=str(DEFAULT_ROOT))
     rp.set_defaults(func=_cmd_report)

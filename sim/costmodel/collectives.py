@@ -130,6 +130,22 @@ class CollectiveCurve:
         x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
         return y0 + (y1 - y0) * (nbytes - x0) / (x1 - x0)
 
+    def bandwidth_bound_from(self, factor: float = 2.0) -> float:
+        """Smallest measured size from which every measured time is at least ``factor`` times
+        the table's fastest: above it the message size, not the host, sets the time.
+
+        Why: the sweep times eager calls back to back, so small messages measure the host's
+        launch rate (a flat floor of tens of microseconds), not what a collective costs inside
+        a forward pass where launches overlap GPU work. Only the part above the floor is
+        evidence about the link."""
+        floor = min(self.measured)
+        start = math.inf
+        for x, t in zip(reversed(self.xs), reversed(self.measured)):
+            if t < factor * floor:
+                break
+            start = x
+        return start
+
     def fit_dict(self) -> dict:
         """The fit, JSON-safe (an infinite bandwidth, i.e. no size-dependent term, is null)."""
         bw = self.bus_bytes_per_s

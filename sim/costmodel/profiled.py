@@ -182,6 +182,10 @@ class ProfiledCostModel(CostModel):
                              f"ops {sorted(collectives.curves)}) cannot serve the all-reduce of a "
                              f"tp={self.tp} profile; it needs all_reduce rows at world {self.tp}")
         self.collectives = collectives if self.tp > 1 else None
+        #: message size from which the measured all-reduce is used (below it the eager sweep
+        #: measured host launch time, see CollectiveCurve.bandwidth_bound_from)
+        self._ar_measured_from = (self.collectives.curves["all_reduce"].bandwidth_bound_from()
+                                  if self.collectives is not None else math.inf)
         #: engine host costs fitted on real serving (sim.costmodel.engine); replaces the
         #: profile's own host term when set
         self.engine = engine
@@ -218,10 +222,10 @@ class ProfiledCostModel(CostModel):
         if self.tp == 1:
             return 0.0
         nbytes = tokens * self.hidden * 2
-        if self.collectives is not None:
-            one = self.collectives.time("all_reduce", nbytes)
-        else:
-            one = ring_allreduce_s(nbytes, self.tp, *self.ar)
+        one = ring_allreduce_s(nbytes, self.tp, *self.ar)
+        if self.collectives is not None and nbytes >= self._ar_measured_from:
+            # bandwidth-bound sizes: the measurement (never below the estimate it replaces)
+            one = max(one, self.collectives.time("all_reduce", nbytes))
         return (2 * self.layers + 1) * one
 
     def _overhead(self, n_seqs: int) -> float:
@@ -310,8 +314,11 @@ class ProfiledCostModel(CostModel):
     def _allreduce_source(self) -> str:
         if self.collectives is None:
             return (self.fit.get("allreduce") or {}).get("source", "none (tp=1)")
-        return (f"measured ({_display_path(self.collectives.path)}, "
-                f"{self.collectives.date or 'date unknown'})")
+        est = (self.fit.get("allreduce") or {}).get("source", "estimated")
+        return (f"measured from {self._ar_measured_from / 2**20:.0f} MiB per message "
+                f"({_display_path(self.collectives.path)}, "
+                f"{self.collectives.date or 'date unknown'}); smaller messages {est} "
+                "(the eager sweep times host launches there)")
 
 
 def _display_path(path) -> str:
