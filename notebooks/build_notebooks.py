@@ -42,6 +42,48 @@ COMPARE = [
 ]
 
 
+FIDELITY = [
+    ("md", "# How close is the simulator to a real engine?\n\n"
+           "Reads the committed fidelity runs (`profiler/fidelity/`: real serving on an H200 with the "
+           "simulator's own policies, see `docs/fidelity.md`), simulates one case with the shipped "
+           "cost model and with the profile alone, and compares latency CDFs, SLO attainment and "
+           "per-iteration times."),
+    ("code", "from pathlib import Path\n"
+             "import matplotlib\n"
+             "matplotlib.use('Agg')\n"
+             "import pandas as pd\n"
+             "from profiler.serve.fidelity import load_case\n"
+             "from profiler.serve.report import markdown_report\n"
+             "from sim.metrics import SLO, request_metrics, slo_met\n"
+             "from sim.simulator import simulate\n"
+             "from sim.plots import plot_comparison\n"
+             "root = Path('../profiler/fidelity')\n"
+             "print('\\n'.join(markdown_report(root).splitlines()[:11]))"),
+    ("code", "case = root / 'h200' / 'llama-2-7b' / 'vllm-load70'\n"
+             "cfg, trace = load_case(case)\n"
+             "real = request_metrics(pd.read_csv(case / 'real_requests.csv'))\n"
+             "runs = {'real engine': real}\n"
+             "for engine in ('auto', 'none'):\n"
+             "    cfg.cost_model.engine = engine\n"
+             "    runs['simulated, engine ' + engine] = request_metrics(simulate(cfg, trace).requests)\n"
+             "slo = SLO(ttft_s=0.1, tpot_s=0.015)\n"
+             "rows = {k: {'TTFT p50 ms': 1e3 * df.ttft_s.median(), 'TTFT p99 ms': 1e3 * df.ttft_s.quantile(0.99),\n"
+             "            'TPOT p50 ms': 1e3 * df.tpot_s.median(), 'TPOT p99 ms': 1e3 * df.tpot_s.quantile(0.99),\n"
+             "            'SLO attainment': slo_met(df, slo).mean()} for k, df in runs.items()}\n"
+             "table = pd.DataFrame(rows).T.round(3)\n"
+             "print(table.to_string())\n"
+             "print('attainment (TTFT <= 100 ms, TPOT <= 15 ms):', table['SLO attainment'].to_dict())"),
+    ("code", "print(plot_comparison(runs, 'fidelity_cdfs.png'))"),
+    ("code", "from profiler.serve.calibrate import iteration_table\n"
+             "from sim.costmodel.engine import EngineOverhead\n"
+             "it = iteration_table([case.parent])\n"
+             "engine = EngineOverhead.load('../profiler/profiles/h200/engine.json')\n"
+             "it['shipped'] = engine.apply(it.kernel_s, it.n_seqs)\n"
+             "it['error %'] = 100 * (it.shipped / it.wall_s - 1)\n"
+             "print(it.groupby('kind')['error %'].describe(percentiles=[0.1, 0.5, 0.9]).round(2).to_string())"),
+]
+
+
 def build(cells, name):
     nb = nbf.v4.new_notebook()
     nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
@@ -52,3 +94,4 @@ def build(cells, name):
 
 if __name__ == "__main__":
     build(COMPARE, "compare_configurations.ipynb")
+    build(FIDELITY, "fidelity.ipynb")

@@ -27,6 +27,7 @@ def test_notebooks_are_built_from_source():
     spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOKS[0].parent / "build_notebooks.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    nb = nbformat.read(NOTEBOOKS[0].parent / "compare_configurations.ipynb", as_version=4)
-    sources = [c.source for c in nb.cells]
-    assert sources == [src for _, src in mod.COMPARE]
+    for name, cells in (("compare_configurations.ipynb", mod.COMPARE),
+                        ("fidelity.ipynb", mod.FIDELITY)):
+        nb = nbformat.read(NOTEBOOKS[0].parent / name, as_version=4)
+        assert [c.source for c in nb.cells] == [src for _, src in cells], name
