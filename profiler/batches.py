@@ -115,11 +115,18 @@ def build_meta(code: str, group: int, kv_heads: int, head_dim: int, pool_blocks:
     nb = -(-(q + c) // PAGE_SIZE)
     if pages is None:
         pages = draw_pages(code, pool_blocks, seed)
+    return build_meta_from_table(q_lens, ctx_lens, page_table(nb, pages), group, kv_heads,
+                                 head_dim, device, sm_count)
+
+
+def page_table(pages_per_seq, pages) -> np.ndarray:
+    """Block table rows from each sequence's page count and all pages in order (row-major:
+    sequence 0's pages first), zero-padded to the longest row."""
+    nb = np.asarray(pages_per_seq, dtype=np.int64)
     width = int(nb.max())
-    table = np.zeros((q.size, width), dtype=np.int64)
-    table[np.arange(width)[None, :] < nb[:, None]] = pages  # row-major: seq 0's pages first
-    return build_meta_from_table(q_lens, ctx_lens, table, group, kv_heads, head_dim, device,
-                                 sm_count)
+    table = np.zeros((nb.size, width), dtype=np.int64)
+    table[np.arange(width)[None, :] < nb[:, None]] = pages
+    return table
 
 
 def build_meta_from_table(q_lens, ctx_lens, table: np.ndarray, group: int, kv_heads: int,

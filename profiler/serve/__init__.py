@@ -15,14 +15,12 @@ from profiler.serve.loop import (CostModelExecutor, ServeResult, ServingLoop, Vi
 def instance_capacity(cfg: SimConfig, model):
     """The KV capacity the simulator would give this instance (or scheduler.num_gpu_blocks)."""
     from sim.catalog import get_gpu
-    from sim.engine.kvcache import KVCapacity, kv_capacity
+    from sim.engine.kvcache import kv_capacity
 
     sched, group = cfg.scheduler, cfg.cluster[0]
-    if sched.num_gpu_blocks is not None:
-        return KVCapacity(sched.num_gpu_blocks, sched.block_size,
-                          model.kv_bytes_per_token(group.tp))
     return kv_capacity(model, get_gpu(group.gpu), group.tp, sched.block_size,
-                       sched.gpu_memory_utilization, sched.activation_reserve_gb)
+                       sched.gpu_memory_utilization, sched.activation_reserve_gb,
+                       sched.num_gpu_blocks)
 
 
 def predicting_cost_model(cfg: SimConfig):

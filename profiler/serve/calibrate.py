@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profiler.serve.fidelity import _cases, load_case
+from profiler.serve.fidelity import cases_of, load_case
 
 
 def _profile_model(cfg):
@@ -40,7 +40,7 @@ def iteration_table(model_dirs) -> pd.DataFrame:
     """Every logged iteration of every served case: wall_s, kernel_s, n_seqs, kind, model."""
     frames = []
     for d in model_dirs:
-        for case in _cases(Path(d)):
+        for case in cases_of(Path(d)):
             log = case / "real_iterations.csv.gz"
             if not log.exists():
                 continue
@@ -86,7 +86,7 @@ def calibrate(model_dirs, out: Path, name: str | None = None) -> dict:
     fit = fit_engine(it)
     meta = {}
     for d in model_dirs:
-        for case in _cases(Path(d)):
+        for case in cases_of(Path(d)):
             if (case / "real_meta.json").exists():
                 meta = json.loads((case / "real_meta.json").read_text()).get("provenance", {})
                 break

@@ -45,7 +45,7 @@ def diagnose(model: str, gpu: str, batches, reps: int = 30) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from profiler.batches import build_meta_from_table
+    from profiler.batches import build_meta_from_table, page_table
     from profiler.kernels import add_rmsnorm
     from profiler.paged_attention import paged_attention
     from profiler.serve.runner import ModelRunner
@@ -64,10 +64,7 @@ def diagnose(model: str, gpu: str, batches, reps: int = 30) -> list[dict]:
     for q_lens, ctx_lens in batches:
         n = len(q_lens)
         need = [-(-(q + c) // 16) for q, c in zip(q_lens, ctx_lens)]
-        pages = rng.choice(blocks, size=sum(need), replace=False)
-        width = max(need)
-        table = np.zeros((n, width), dtype=np.int64)
-        table[np.arange(width)[None, :] < np.array(need)[:, None]] = pages
+        table = page_table(need, rng.choice(blocks, size=sum(need), replace=False))
         t = sum(q_lens)
         ids = rng.integers(0, spec.vocab_size, t)
         sample = np.cumsum(q_lens) - 1

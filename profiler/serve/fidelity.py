@@ -30,7 +30,8 @@ METRICS = ("ttft_s", "tpot_s", "e2e_s")
 QUANTILES = (50, 90, 99)
 
 
-def _cases(model_dir: Path) -> list[Path]:
+def cases_of(model_dir: Path) -> list[Path]:
+    """The case folders (config.yaml + trace.csv) under one model's folder, by name."""
     cases = sorted(p for p in Path(model_dir).iterdir()
                    if p.is_dir() and all((p / f).exists() for f in CASE_FILES))
     if not cases:
@@ -146,20 +147,17 @@ def save_real(case: Path, res, meta: dict) -> None:
 
 
 # ------------------------------------------------------------------------------ compare
-def _tbt_percentile(hist_df: pd.DataFrame, q: float) -> float:
-    """Upper edge of the bin holding the q-th percentile token (as sim.engine.tbt does)."""
-    if hist_df.empty:
-        return math.nan
-    c = np.cumsum(hist_df.tokens.to_numpy())
-    i = int(np.searchsorted(c, q / 100 * c[-1]))
-    return float(hist_df.hi_s.to_numpy()[min(i, len(c) - 1)])
-
-
-def _sim_tbt_frame(hist: np.ndarray) -> pd.DataFrame:
+def read_tbt_hist(path) -> np.ndarray:
+    """The full TokenGaps histogram from a ``real_tbt.csv`` (which stores its non-empty bins)."""
     from sim.engine.tbt import EDGES
 
-    nz = np.nonzero(hist)[0]
-    return pd.DataFrame({"lo_s": EDGES[nz], "hi_s": EDGES[nz + 1], "tokens": hist[nz]})
+    df = pd.read_csv(path)
+    hist = np.zeros(len(EDGES) - 1)
+    idx = np.clip(np.searchsorted(EDGES, df.lo_s.to_numpy(), side="left"), 0, len(hist) - 1)
+    # lo_s was written with 7 significant digits: take the nearest edge at or below it
+    idx = np.where(np.isclose(EDGES[idx], df.lo_s.to_numpy(), rtol=1e-6), idx, idx - 1)
+    np.add.at(hist, idx, df.tokens.to_numpy())
+    return hist
 
 
 def _pct_err(sim: float, real: float) -> float:
@@ -171,6 +169,7 @@ def compare_case(case: Path, engine: str = "auto") -> dict:
 
     ``engine``: the cost model's engine overhead (``cost_model.engine``: auto | none | path).
     """
+    from sim.engine.tbt import percentile_from_hist
     from sim.metrics import request_metrics
     from sim.simulator import simulate
 
@@ -197,13 +196,11 @@ def compare_case(case: Path, engine: str = "auto") -> dict:
             pr, ps = float(np.percentile(r, q)), float(np.percentile(s, q))
             row[f"p{q}"] = {"real": pr, "sim": ps, "err_pct": _pct_err(ps, pr)}
         out[m] = row
-    real_tbt = pd.read_csv(case / "real_tbt.csv")
-    sim_tbt = _sim_tbt_frame(sim_res.tbt_hist)
-    out["tbt_s"] = {f"p{q}": {"real": _tbt_percentile(real_tbt, q),
-                              "sim": _tbt_percentile(sim_tbt, q),
-                              "err_pct": _pct_err(_tbt_percentile(sim_tbt, q),
-                                                  _tbt_percentile(real_tbt, q))}
-                    for q in QUANTILES}
+    real_tbt = read_tbt_hist(case / "real_tbt.csv")
+    out["tbt_s"] = {}
+    for q in QUANTILES:
+        r, s = percentile_from_hist(real_tbt, q), percentile_from_hist(sim_res.tbt_hist, q)
+        out["tbt_s"][f"p{q}"] = {"real": r, "sim": s, "err_pct": _pct_err(s, r)}
     out["iterations"] = iteration_errors(pd.read_csv(case / "real_iterations.csv.gz"))
     out["throughput_tok_s"] = {
         "real": _throughput(real), "sim": _throughput(sim)}
@@ -234,7 +231,7 @@ def iteration_errors(it: pd.DataFrame) -> dict:
 def compare(model_dir: Path, engine: str = "auto", tag: str = "") -> dict:
     """Score every served case; writes ``fidelity.json`` (``fidelity-<tag>.json`` with a tag)."""
     model_dir = Path(model_dir)
-    cases = [c for c in _cases(model_dir) if (c / "real_requests.csv").exists()]
+    cases = [c for c in cases_of(model_dir) if (c / "real_requests.csv").exists()]
     if not cases:
         raise FileNotFoundError(f"no real runs under '{model_dir}'; run `goodput fidelity run` "
                                 "on a GPU first")

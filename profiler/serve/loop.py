@@ -154,7 +154,7 @@ class ServingLoop:
                                      fast_forward=False, max_context=max_context)
         self.inst.store = executor.store
 
-    def run(self, trace, max_wall_s: float | None = None, progress: bool = False) -> ServeResult:
+    def run(self, trace, max_wall_s: float | None = None) -> ServeResult:
         """Serve every request of ``trace``; stops early (requests counted unfinished) after
         ``max_wall_s`` seconds of serving."""
         seqs = sequences_of(trace)
@@ -164,10 +164,6 @@ class ServingLoop:
         n, i = len(seqs), 0
         origin = seqs[0].arrival if n else 0.0
         deadline = origin + max_wall_s if max_wall_s else math.inf
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=n, unit="req", desc="serving", mininterval=1.0)
         w0 = time.perf_counter()
         clock.start(origin)
         while True:
@@ -194,9 +190,6 @@ class ServingLoop:
                     > len(plan.prefills) else "prefill")
             log.append((now, end, kind, len(members), sum(q_lens), sum(ctx_lens), predicted,
                         kernel, gpu_s))
-            if bar is not None:
-                bar.n = len(self.records)
-                bar.refresh() if len(log) % 200 == 0 else None
         end = clock.now
         inst.drain_unfinished(end)
         if i < n:
@@ -205,8 +198,6 @@ class ServingLoop:
                                        [s.prompt for s in rest], [s.output for s in rest],
                                        [s.priority for s in rest], [0] * len(rest),
                                        "arrives after the serving deadline")
-        if bar is not None:
-            bar.close()
         info = {"kv_blocks": inst.total_blocks, "iterations": inst.iterations,
                 "preemptions": inst.preemptions, "busy_s": inst.busy_s}
         return ServeResult(self.records.to_frame(), pd.DataFrame(log, columns=ITERATION_COLUMNS),

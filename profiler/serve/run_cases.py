@@ -15,7 +15,7 @@ import pandas as pd
 
 from profiler.serve import build_loop, predicting_cost_model
 from profiler.serve.executor import ModelExecutor, SequenceStore
-from profiler.serve.fidelity import _cases, load_case, save_real
+from profiler.serve.fidelity import cases_of, load_case, save_real
 from profiler.serve.loop import ServingLoop, WallClock
 
 WARMUP_PROMPTS = (3, 17, 90, 300, 700, 1500, 3000, 6000)
@@ -40,7 +40,7 @@ def run_cases(model_dir, device: str = "cuda", max_wall_s: float | None = None,
 
     from profiler import provenance
 
-    cases = [c for c in _cases(Path(model_dir)) if not only or c.name in only]
+    cases = [c for c in cases_of(Path(model_dir)) if not only or c.name in only]
     loaded = [load_case(c) for c in cases]
     blocks = {cfg.scheduler.num_gpu_blocks for cfg, _ in loaded}
     models = {cfg.cluster[0].model for cfg, _ in loaded}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from profiler.batches import build_meta_from_table
+from profiler.batches import build_meta_from_table, page_table
 from profiler.kernels import add_rmsnorm
 from profiler.layers import DecoderLayer, Embedding, LMHead, rope_table
 from profiler.paged_attention import paged_attention
@@ -163,9 +163,7 @@ class ModelRunner:
             need = [-(-(q + c) // PAGE_SIZE) for q, c in zip(q_lens, ctx_lens)]
             if sum(need) > self.pool_blocks - 1:
                 continue
-            width = max(need)
-            table = np.zeros((len(need), width), dtype=np.int64)
-            table[np.arange(width)[None, :] < np.array(need)[:, None]] = np.arange(sum(need))
+            table = page_table(need, np.arange(sum(need)))
             ids = np.zeros(sum(q_lens), dtype=np.int64)
             self.step(ids, q_lens, ctx_lens, table, np.cumsum(q_lens) - 1).cpu()
         return len(batches)
