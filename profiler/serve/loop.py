@@ -159,7 +159,6 @@ class ServingLoop:
         ``max_wall_s`` seconds of serving."""
         seqs = sequences_of(trace)
         inst, clock, execute = self.inst, self.clock, self.executor.execute
-        kernel_time = getattr(self.cost, "kernel_time", None)
         log = []
         n, i = len(seqs), 0
         origin = seqs[0].arrival if n else 0.0
@@ -180,16 +179,12 @@ class ServingLoop:
                 clock.sleep_until(min(seqs[i].arrival, deadline))
                 continue
             members, q_lens, ctx_lens = inst.plan_members(plan)
-            batch = Batch(q_lens, ctx_lens)
-            predicted = self.cost.batch_time(batch) if self.cost else math.nan
-            kernel = kernel_time(batch) if kernel_time else math.nan
             gpu_s = execute(members, q_lens, ctx_lens, len(plan.prefills))
             end = clock.now
             inst.finish_iteration(plan, now, end)
             kind = ("decode" if not plan.prefills else "mixed" if plan.decode and len(members)
                     > len(plan.prefills) else "prefill")
-            log.append((now, end, kind, len(members), sum(q_lens), sum(ctx_lens), predicted,
-                        kernel, gpu_s))
+            log.append((now, end, kind, q_lens, ctx_lens, gpu_s))
         end = clock.now
         inst.drain_unfinished(end)
         if i < n:
@@ -198,7 +193,21 @@ class ServingLoop:
                                        [s.prompt for s in rest], [s.output for s in rest],
                                        [s.priority for s in rest], [0] * len(rest),
                                        "arrives after the serving deadline")
+        wall = time.perf_counter() - w0
         info = {"kv_blocks": inst.total_blocks, "iterations": inst.iterations,
                 "preemptions": inst.preemptions, "busy_s": inst.busy_s}
-        return ServeResult(self.records.to_frame(), pd.DataFrame(log, columns=ITERATION_COLUMNS),
-                           time.perf_counter() - w0, info, inst.gaps.hist.copy())
+        return ServeResult(self.records.to_frame(), self._iteration_frame(log), wall, info,
+                           inst.gaps.hist.copy())
+
+    def _iteration_frame(self, log) -> pd.DataFrame:
+        """The iteration log with the cost model's predictions, computed after serving so that
+        predicting never adds to the measured iterations."""
+        cost = self.cost
+        kernel_time = getattr(cost, "kernel_time", None)
+        rows = []
+        for start, end, kind, q_lens, ctx_lens, gpu_s in log:
+            batch = Batch(q_lens, ctx_lens)
+            rows.append((start, end, kind, len(q_lens), sum(q_lens), sum(ctx_lens),
+                         cost.batch_time(batch) if cost else math.nan,
+                         kernel_time(batch) if kernel_time else math.nan, gpu_s))
+        return pd.DataFrame(rows, columns=ITERATION_COLUMNS)
