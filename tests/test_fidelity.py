@@ -149,6 +149,10 @@ def test_calibrate_writes_engine_from_iteration_logs(tmp_path):
     assert doc["params"]["per_iteration_s"] == pytest.approx(cm.overhead_c[0], rel=0.05)
     assert doc["fitted_on"] == ["llama-3.1-8b/vllm-a"] and doc["gpu"] == "h200"
     assert EngineOverhead.load(tmp_path / "engine.json").name == "virt"
+    from profiler.serve.calibrate import per_case
+
+    line = per_case([root])
+    assert line.startswith("llama-3.1-8b") and "vllm-a" in line and "kernel x 1.000" in line
 
 
 def test_design_writes_cases_at_fractions_of_capacity(tmp_path):

@@ -114,6 +114,21 @@ def calibrate(model_dirs, out: Path, name: str | None = None) -> dict:
     return doc
 
 
+def per_case(model_dirs) -> str:
+    """One engine fit per case, and the GPU span beyond the kernel prediction of its decodes:
+    shows which part of the term is stable across runs and models and which is not."""
+    it = iteration_table(model_dirs)
+    lines = []
+    for (model, case), g in it.groupby(["model", "case"]):
+        f = fit_engine(g)
+        d = g[g.kind == "decode"]
+        lines.append(f"{model:14s} {case:15s} kernel x {1 + f['kernel_scale']:.3f} + "
+                     f"{f['per_iteration_s'] * 1e3:.3f} ms + {f['per_seq_s'] * 1e6:5.1f} us/seq;"
+                     f" decodes: GPU span - kernels {(d.gpu_s - d.kernel_s).median() * 1e3:.3f} "
+                     f"ms, host after GPU {(d.wall_s - d.gpu_s).median() * 1e3:.3f} ms")
+    return "\n".join(lines)
+
+
 def describe(doc: dict) -> str:
     p = doc["params"]
     lines = [f"engine overhead '{doc['name']}' from {doc['iterations']} iterations: "
@@ -125,4 +140,4 @@ def describe(doc: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["calibrate", "fit_engine", "iteration_table", "describe"]
+__all__ = ["calibrate", "fit_engine", "iteration_table", "describe", "per_case"]

@@ -49,9 +49,15 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
-    from profiler.serve.calibrate import calibrate, describe
+    from profiler.serve.calibrate import calibrate, describe, per_case
 
-    print(describe(calibrate([Path(d) for d in args.dirs], Path(args.out), args.name)))
+    dirs = [Path(d) for d in args.dirs]
+    if args.per_case:
+        print(per_case(dirs))
+        return 0
+    if not args.out:
+        raise ValueError("--out is required (where to write the engine.json), or use --per-case")
+    print(describe(calibrate(dirs, Path(args.out), args.name)))
     print(f"written to {args.out}")
     return 0
 
@@ -111,7 +117,9 @@ def add_fidelity_subcommands(subparsers) -> None:
     k = sub.add_parser("calibrate", help="fit the GPU's engine overhead on served runs' "
                                          "iteration logs (writes an engine.json)")
     k.add_argument("dirs", nargs="+", metavar="DIR")
-    k.add_argument("--out", required=True, help="e.g. profiler/profiles/h200/engine.json")
+    k.add_argument("--out", help="e.g. profiler/profiles/h200/engine.json")
+    k.add_argument("--per-case", action="store_true",
+                   help="print one fit per case instead (writes nothing)")
     k.add_argument("--name", help="label stored in the file and in cost-model sources")
     k.set_defaults(func=_cmd_calibrate)
     pl = sub.add_parser("plot", help="TTFT / TPOT / E2E CDFs of one case: real vs simulated")
