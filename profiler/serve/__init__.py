@@ -56,7 +56,8 @@ def build_loop(cfg: SimConfig, max_tokens: int, device: str = "cuda", seed: int 
     cap = instance_capacity(cfg, model)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' but torch sees no GPU; use --device cpu (tiny model)")
+        raise ValueError("--device cuda, but torch sees no GPU on this machine: run on a GPU "
+                         "machine, or use --device cpu with the tiny model (model: tiny-cpu)")
     runner = ModelRunner(model, cap.total_blocks, dev, seed=seed,
                          graph_max_tokens=graph_max_tokens,
                          max_position=min(model.max_context, max_tokens + 1))

@@ -32,6 +32,9 @@ QUANTILES = (50, 90, 99)
 
 def cases_of(model_dir: Path) -> list[Path]:
     """The case folders (config.yaml + trace.csv) under one model's folder, by name."""
+    if not Path(model_dir).is_dir():
+        raise FileNotFoundError(f"'{model_dir}' is not a folder; give the folder that holds the "
+                                "cases of one model (e.g. profiler/fidelity/h200/llama-3.1-8b)")
     cases = sorted(p for p in Path(model_dir).iterdir()
                    if p.is_dir() and all((p / f).exists() for f in CASE_FILES))
     if not cases:
