@@ -171,15 +171,27 @@ def add_profile_subcommands(subparsers) -> None:
     c.set_defaults(func=_cmd_calibrate)
 
 
-def main(argv=None) -> int:
-    """Standalone entry (``python -m profiler.cli profile run ...``) for machines without the
-    ``goodput`` console script, e.g. the GPU box a profile is measured on."""
+def standalone(add_subcommands, argv=None) -> int:
+    """A ``goodput`` entry with only some subcommands, for machines without the console script
+    or without the planner's dependencies (e.g. the GPU box a profile is measured on); errors
+    are reported as ``goodput`` reports them."""
     import argparse
 
+    from sim.config import ConfigError
+
     parser = argparse.ArgumentParser(prog="goodput")
-    add_profile_subcommands(parser.add_subparsers(dest="command", required=True))
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"goodput: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv=None) -> int:
+    """``python -m profiler.cli profile run ...`` (see ``standalone``)."""
+    return standalone(add_profile_subcommands, argv)
 
 
 if __name__ == "__main__":

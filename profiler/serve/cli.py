@@ -133,12 +133,11 @@ def add_fidelity_subcommands(subparsers) -> None:
 
 
 def main(argv=None) -> int:
-    import argparse
+    """``python3 -m profiler.serve.cli fidelity run DIR`` on a GPU machine (see
+    profiler.cli.standalone)."""
+    from profiler.cli import standalone
 
-    parser = argparse.ArgumentParser(prog="goodput")
-    add_fidelity_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args) or 0
+    return standalone(add_fidelity_subcommands, argv)
 
 
 if __name__ == "__main__":
