@@ -413,7 +413,7 @@ class Instance:
     def _finish_prefill_iteration(self, plan: Plan, t0: float, dur: float) -> None:
         now = t0 + dur
         if plan.decode and self.running:
-            self._finish_decode_run(t0, 1, dur, 0.0, dur, len(self.running))
+            self._finish_decode_run(t0, 1, dur, 0.0, dur, len(self.running), now=now)
         else:
             self.busy_s += dur
             self.iterations += 1
