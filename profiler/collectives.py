@@ -8,7 +8,7 @@ GPU (NCCL; gloo on the CPU so the code path is tested in CI) and sweeps all-redu
 layer's), all-gather and point-to-point send/recv (pipeline parallelism) over message sizes;
 ``run_collectives`` writes ``profiles/<gpu>/collectives/tp<N>.csv`` + provenance, which
 ``sim.costmodel.collectives`` reads (no torch) and the profiled cost model uses for its
-all-reduce term. Where no table exists for a GPU and TP degree, ``estimate_allreduce_s``
+all-reduce term at the sizes where the sweep is bandwidth-bound. Where no table exists for a GPU and TP degree, ``estimate_allreduce_s``
 charges the roofline's ring formula over the catalog's NVLink bandwidth instead, and the model
 says so (``allreduce_source``).
 

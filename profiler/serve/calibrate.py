@@ -114,18 +114,27 @@ def calibrate(model_dirs, out: Path, name: str | None = None) -> dict:
     return doc
 
 
-def per_case(model_dirs) -> str:
+def per_case(model_dirs, engine=None) -> str:
     """One engine fit per case, and the GPU span beyond the kernel prediction of its decodes:
-    shows which part of the term is stable across runs and models and which is not."""
+    shows which part of the term is stable across runs and models and which is not. With an
+    ``engine`` (EngineOverhead), also how far the slowest iterations are from its prediction."""
     it = iteration_table(model_dirs)
+    ratio = it.wall_s / engine.apply(it.kernel_s, it.n_seqs) if engine is not None else None
     lines = []
     for (model, case), g in it.groupby(["model", "case"]):
         f = fit_engine(g)
         d = g[g.kind == "decode"]
-        lines.append(f"{model:14s} {case:15s} kernel x {1 + f['kernel_scale']:.3f} + "
-                     f"{f['per_iteration_s'] * 1e3:.3f} ms + {f['per_seq_s'] * 1e6:5.1f} us/seq;"
-                     f" decodes: GPU span - kernels {(d.gpu_s - d.kernel_s).median() * 1e3:.3f} "
-                     f"ms, host after GPU {(d.wall_s - d.gpu_s).median() * 1e3:.3f} ms")
+        line = (f"{model:14s} {case:15s} kernel x {1 + f['kernel_scale']:.3f} + "
+                f"{f['per_iteration_s'] * 1e3:.3f} ms + {f['per_seq_s'] * 1e6:5.1f} us/seq;"
+                f" decodes: GPU span - kernels {(d.gpu_s - d.kernel_s).median() * 1e3:.3f} "
+                f"ms, host after GPU {(d.wall_s - d.gpu_s).median() * 1e3:.3f} ms")
+        if ratio is not None:
+            line += f"; slowest iteration {ratio[g.index].max():.2f}x '{engine.name}'"
+        lines.append(line)
+    if ratio is not None:
+        lines.append(f"all cases: {int((ratio > 1.5).sum())} of {len(ratio)} iterations over "
+                     f"1.5x '{engine.name}', 99.9th percentile {ratio.quantile(0.999):.2f}x, "
+                     f"slowest {ratio.max():.2f}x")
     return "\n".join(lines)
 
 

@@ -50,10 +50,15 @@ def _cmd_compare(args) -> int:
 
 def _cmd_calibrate(args) -> int:
     from profiler.serve.calibrate import calibrate, describe, per_case
+    from profiler.serve.fidelity import cases_of, load_case
 
     dirs = [Path(d) for d in args.dirs]
     if args.per_case:
-        print(per_case(dirs))
+        from sim.costmodel.engine import resolve_engine
+        from sim.costmodel.profiled import PROFILES_ROOT
+
+        gpu = load_case(cases_of(dirs[0])[0])[0].cluster[0].gpu
+        print(per_case(dirs, resolve_engine(args.engine, PROFILES_ROOT, gpu)))
         return 0
     if not args.out:
         raise ValueError("--out is required (where to write the engine.json), or use --per-case")
@@ -120,6 +125,8 @@ def add_fidelity_subcommands(subparsers) -> None:
     k.add_argument("--out", help="e.g. profiler/profiles/h200/engine.json")
     k.add_argument("--per-case", action="store_true",
                    help="print one fit per case instead (writes nothing)")
+    k.add_argument("--engine", default="auto", help="with --per-case: the engine term to score "
+                   "the slowest iterations against (auto: the GPU's shipped engine.json)")
     k.add_argument("--name", help="label stored in the file and in cost-model sources")
     k.set_defaults(func=_cmd_calibrate)
     pl = sub.add_parser("plot", help="TTFT / TPOT / E2E CDFs of one case: real vs simulated")

@@ -6,8 +6,9 @@ p10_s, p90_s`` for ``all_reduce``, ``all_gather`` and ``send_recv``. This module
 torch (the simulator never needs torch) and answers "how long does one ``op`` of ``nbytes`` take".
 
 Why a table *and* a fit: NCCL switches algorithm and protocol with the message size (LL, LL128,
-Simple; ring or tree), so small messages, where a TP engine's decode all-reduces live, do not
-follow one formula. Between measured sizes the time is interpolated piecewise-linearly in bytes;
+Simple; ring or tree), so small messages do not follow one formula. (The eager sweep times small
+messages at the host's launch rate; ``CollectiveCurve.bandwidth_bound_from`` says from which
+size a table is evidence about the link, and the profiled cost model uses it only from there.) Between measured sizes the time is interpolated piecewise-linearly in bytes;
 below the smallest it is that point's time (latency-bound); beyond the largest it grows with the
 fitted bandwidth from the last measured point (continuous, never a jump). The fit, least squares
 in relative error, is

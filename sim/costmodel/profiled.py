@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 
 from sim.costmodel.base import Batch, CostModel
-from sim.costmodel.collectives import CollectivesTable, collectives_path
+from sim.costmodel.collectives import CollectivesTable, collectives_path, formula_s
 from sim.costmodel.engine import EngineOverhead, resolve_engine
 
 PROFILES_ROOT = Path(__file__).resolve().parents[2] / "profiler" / "profiles"
@@ -92,10 +92,10 @@ class PiecewiseLinear:
 
 
 def ring_allreduce_s(nbytes: float, tp: int, link_bytes_per_s: float, latency_s: float) -> float:
-    """Ring all-reduce time: latency + 2 (n - 1) / n * bytes / link bandwidth."""
+    """Ring all-reduce time: latency + 2 (n - 1) / n * bytes / link bandwidth (0 for one GPU)."""
     if tp <= 1:
         return 0.0
-    return latency_s + 2.0 * (tp - 1) / tp * nbytes / link_bytes_per_s
+    return formula_s("all_reduce", nbytes, tp, latency_s, link_bytes_per_s)
 
 
 def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
