@@ -46,8 +46,11 @@ def run_one(name: str) -> dict:
     fast = not name.endswith("-step")
     base = name.removesuffix("-step")
     cfg = _config(fast)
+    load_s = None
     if base == "azure-conv":
+        t_load = time.perf_counter()
         trace = load_trace(AZURE_CONV)
+        load_s = time.perf_counter() - t_load
         n, requests = len(trace), trace
     else:
         n = int(float(base.split("-")[1].rstrip("k").rstrip("M")) *
@@ -62,7 +65,8 @@ def run_one(name: str) -> dict:
     done = int((res.requests.outcome == "completed").sum())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"scenario": name, "requests": n, "completed": done, "wall_s": wall,
-            "req_per_s": n / wall, "cpu_s": cpu, "req_per_cpu_s": n / cpu, "peak_rss_mb": peak_mb, "sim_time_s": res.sim_duration_s}
+            "req_per_s": n / wall, "cpu_s": cpu, "req_per_cpu_s": n / cpu, "peak_rss_mb": peak_mb, "sim_time_s": res.sim_duration_s,
+            "trace_load_s": load_s}
 
 
 def main() -> int:
@@ -91,6 +95,10 @@ def main() -> int:
         print(f"{row['scenario']:<18}{row['requests']:>10,}{row['completed']:>11,}{row['wall_s']:>9.2f}"
               f"{row['req_per_s']:>10,.0f}{row['cpu_s']:>9.2f}{row['req_per_cpu_s']:>11,.0f}"
               f"{row['peak_rss_mb']:>9.0f}")
+    for row in rows:
+        if row.get("trace_load_s") is not None:
+            print(f"{row['scenario']}: loading and validating the trace took "
+                  f"{row['trace_load_s']:.2f} s (not included above)")
     by = {r["scenario"]: r for r in rows}
     if "synth-100k" in by and "synth-1M" in by:
         extra = by["synth-1M"]["requests"] - by["synth-100k"]["requests"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,18 +37,16 @@ def test_azure_code():
     assert t.df["request_id"].tolist() == list(range(8819))
 
 
-def test_azure_conv_loads_fast():
+def test_azure_conv_loads():
+    """Load time is a benchmark figure (benchmarks/sim_speed.py prints it), not a test."""
     p = real("AzureLLMInferenceTrace_conv.csv")
-    start = time.perf_counter()
     t = load_trace(p)
-    elapsed = time.perf_counter() - start
     s = trace_stats(t)
     assert s["count"] == 19366
     assert s["duration_s"] == pytest.approx(3502, abs=1)
     assert s["rate_rps"] == pytest.approx(5.53, abs=0.01)
     assert s["prompt"]["mean"] == pytest.approx(1155, abs=1)
     assert s["output"]["mean"] == pytest.approx(211, abs=1)
-    assert elapsed < 1.0, f"loading 19k rows took {elapsed:.2f} s"
 
 
 @pytest.mark.parametrize("name,rows", [
