@@ -10,7 +10,8 @@ Scenarios (each in a fresh subprocess so peak RSS is its own):
 Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b]
 Prints one line per scenario: requests, wall seconds, requests per wall-second, CPU seconds of the
 simulating process and requests per CPU-second (less sensitive to other load on the machine), peak RSS, and the
-memory per request (peak RSS growth between the two synthetic sizes divided by the extra requests).
+memory per request (peak RSS growth between the two synthetic sizes divided by the extra requests),
+and, for the real trace, how long loading and validating it took (kept out of the req/s figure).
 """
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ by TP) and an activation reserve are subtracted; the rest holds KV blocks of ``b
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from sim.catalog import GPUSpec, ModelSpec
