@@ -12,7 +12,7 @@ SHELL := /bin/bash
 # this machine's pip config names local wheel folders that may not exist: drop those warnings only
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -n 2
+
+lint: venv
+	.ci/lint
+	.ci/contracts
 
 bench: venv
 	$(PY) benchmarks/sim_speed.py

@@ -83,7 +83,9 @@ def config(policy: str, model: str, gpu: str, count: int = 1, router: str = "rou
     cfg.router.name = router
     cfg.output.timeseries_interval_s = 5.0
     for k, v in sched.items():
-        if hasattr(cfg.scheduler, k):
+        if k in ("chunk_size", "token_budget"):  # Sarathi-Serve's own section
+            setattr(cfg.scheduler.section("sarathi"), k, v)
+        elif hasattr(cfg.scheduler, k):
             setattr(cfg.scheduler, k, v)
         else:
             setattr(cfg.router, k, v)
@@ -128,7 +130,7 @@ def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
              for k, _, f in cols] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = lambda xs: "  ".join(x.rjust(w) if i else x.ljust(w)  # noqa: E731
-                                 for i, (x, w) in enumerate(zip(xs, widths)))
+                                 for i, (x, w) in enumerate(zip(xs, widths, strict=True)))
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 

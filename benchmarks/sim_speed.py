@@ -9,9 +9,10 @@ Scenarios (each in a fresh subprocess so peak RSS is its own):
 
 Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b]
 Prints one line per scenario: requests, wall seconds, requests per wall-second, CPU seconds of the
-simulating process and requests per CPU-second (less sensitive to other load on the machine), peak RSS, and the
-memory per request (peak RSS growth between the two synthetic sizes divided by the extra requests),
-and, for the real trace, how long loading and validating it took (kept out of the req/s figure).
+simulating process and requests per CPU-second (less sensitive to other load on the machine), peak
+RSS, and the memory per request (peak RSS growth between the two synthetic sizes divided by the extra
+requests), and, for the real trace, how long loading and validating it took (kept out of the req/s
+figure).
 """
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def run_one(name: str) -> dict:
     done = int((res.requests.outcome == "completed").sum())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"scenario": name, "requests": n, "completed": done, "wall_s": wall,
-            "req_per_s": n / wall, "cpu_s": cpu, "req_per_cpu_s": n / cpu, "peak_rss_mb": peak_mb, "sim_time_s": res.sim_duration_s,
-            "trace_load_s": load_s}
+            "req_per_s": n / wall, "cpu_s": cpu, "req_per_cpu_s": n / cpu, "peak_rss_mb": peak_mb,
+            "sim_time_s": res.sim_duration_s, "trace_load_s": load_s}
 
 
 def main() -> int:

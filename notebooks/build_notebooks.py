@@ -11,18 +11,20 @@ HERE = Path(__file__).parent
 COMPARE = [
     ("md", "# Two serving configurations on a real trace\n\n"
            "Loads the Azure LLM inference conversation trace (from `../shared/traces/` when present, "
-           "else the shipped sample), simulates Llama-3.1-8B on 2 and on 4 H100 instances, and plots "
+           "else the shipped sample), simulates Llama-3.1-8B on 1 and on 4 H100 instances, and plots "
            "how latency and SLO attainment differ."),
     ("code", "from pathlib import Path\n"
+             "\n"
              "import matplotlib\n"
+             "\n"
              "matplotlib.use('Agg')\n"
-             "import matplotlib.pyplot as plt\n"
-             "from sim.config import SimConfig, InstanceGroupConfig\n"
-             "from sim.run import run_and_report\n"
+             "from sim.config import InstanceGroupConfig, SimConfig\n"
              "from sim.metrics import compare\n"
-             "from sim.workload.loaders import load_trace\n"
-             "from sim.workload.generators import time_slice\n"
              "from sim.plots import plot_comparison\n"
+             "from sim.run import run_and_report\n"
+             "from sim.workload.generators import time_slice\n"
+             "from sim.workload.loaders import load_trace\n"
+             "\n"
              "real = Path('../../shared/traces/AzureLLMInferenceTrace_conv.csv')\n"
              "path = real if real.exists() else Path('../traces/sample_chat.csv')\n"
              "trace = load_trace(path)\n"
@@ -30,7 +32,8 @@ COMPARE = [
              "    trace = time_slice(trace, 0, 600)  # first 10 minutes keep the notebook quick\n"
              "print(path.name, len(trace), 'requests over', round(trace.duration_s), 's')"),
     ("code", "def config(instances):\n"
-             "    cfg = SimConfig(cluster=[InstanceGroupConfig(model='llama-3.1-8b', gpu='h100', count=instances)])\n"
+             "    cfg = SimConfig(cluster=[InstanceGroupConfig(model='llama-3.1-8b', gpu='h100', "
+             "count=instances)])\n"
              "    cfg.router.name = 'least_outstanding_tokens'\n"
              "    cfg.slo.ttft_s, cfg.slo.tpot_s = 0.5, 0.03\n"
              "    return cfg\n"
@@ -38,7 +41,8 @@ COMPARE = [
              "compare({k: r.summary for k, r in runs.items()})"),
     ("code", "out = plot_comparison({k: r.requests for k, r in runs.items()}, 'compare.png')\n"
              "for k, r in runs.items():\n"
-             "    print(k, 'attainment', r.summary['slo']['attainment'], 'cost $/h', r.summary['cost']['cluster_usd_per_hour'])"),
+             "    print(k, 'attainment', r.summary['slo']['attainment'],\n"
+             "          'cost $/h', r.summary['cost']['cluster_usd_per_hour'])"),
 ]
 
 
@@ -49,14 +53,18 @@ FIDELITY = [
            "cost model and with the profile alone, and compares latency CDFs, SLO attainment and "
            "per-iteration times."),
     ("code", "from pathlib import Path\n"
+             "\n"
              "import matplotlib\n"
+             "\n"
              "matplotlib.use('Agg')\n"
              "import pandas as pd\n"
+             "\n"
              "from profiler.serve.fidelity import load_case\n"
              "from profiler.serve.report import markdown_report\n"
              "from sim.metrics import SLO, request_metrics, slo_met\n"
-             "from sim.simulator import simulate\n"
              "from sim.plots import plot_comparison\n"
+             "from sim.simulator import simulate\n"
+             "\n"
              "root = Path('../profiler/fidelity')\n"
              "print('\\n'.join(markdown_report(root).splitlines()[:11]))"),
     ("code", "case = root / 'h200' / 'llama-2-7b' / 'vllm-load70'\n"
@@ -67,8 +75,10 @@ FIDELITY = [
              "    cfg.cost_model.engine = engine\n"
              "    runs['simulated, engine ' + engine] = request_metrics(simulate(cfg, trace).requests)\n"
              "slo = SLO(ttft_s=0.1, tpot_s=0.015)\n"
-             "rows = {k: {'TTFT p50 ms': 1e3 * df.ttft_s.median(), 'TTFT p99 ms': 1e3 * df.ttft_s.quantile(0.99),\n"
-             "            'TPOT p50 ms': 1e3 * df.tpot_s.median(), 'TPOT p99 ms': 1e3 * df.tpot_s.quantile(0.99),\n"
+             "rows = {k: {'TTFT p50 ms': 1e3 * df.ttft_s.median(), "
+             "'TTFT p99 ms': 1e3 * df.ttft_s.quantile(0.99),\n"
+             "            'TPOT p50 ms': 1e3 * df.tpot_s.median(), "
+             "'TPOT p99 ms': 1e3 * df.tpot_s.quantile(0.99),\n"
              "            'SLO attainment': slo_met(df, slo).mean()} for k, df in runs.items()}\n"
              "table = pd.DataFrame(rows).T.round(3)\n"
              "print(table.to_string())\n"
@@ -76,11 +86,13 @@ FIDELITY = [
     ("code", "print(plot_comparison(runs, 'fidelity_cdfs.png'))"),
     ("code", "from profiler.serve.calibrate import iteration_table\n"
              "from sim.costmodel.engine import EngineOverhead\n"
+             "\n"
              "it = iteration_table([case.parent])\n"
              "engine = EngineOverhead.load('../profiler/profiles/h200/engine.json')\n"
              "it['shipped'] = engine.apply(it.kernel_s, it.n_seqs)\n"
              "it['error %'] = 100 * (it.shipped / it.wall_s - 1)\n"
-             "print(it.groupby('kind')['error %'].describe(percentiles=[0.1, 0.5, 0.9]).round(2).to_string())"),
+             "print(it.groupby('kind')['error %']"
+             ".describe(percentiles=[0.1, 0.5, 0.9]).round(2).to_string())"),
 ]
 
 

@@ -29,7 +29,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +104,12 @@ class CapacityResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CapacityResult":
+    def from_dict(cls, d: dict) -> CapacityResult:
         return cls(**d, cached=True)
 
 
 # ---------------------------------------------------------------- cache key and store
-@lru_cache(maxsize=None)
+@cache
 def sim_fingerprint() -> str:
     """Hash of the simulator's source and catalogs, this search's source and any shipped profiles."""
     h = hashlib.sha256()
@@ -183,8 +183,7 @@ class _Prober:
     """Replays one fixed request sample at any rate on one instance and returns its attainment."""
 
     def __init__(self, task: CapacityTask):
-        from sim.config import CostModelConfig, InstanceGroupConfig, SchedulerConfig, SimConfig
-        from sim.config import from_dict
+        from sim.config import CostModelConfig, InstanceGroupConfig, SchedulerConfig, SimConfig, from_dict
         from sim.metrics import SLO
 
         s = task.settings
@@ -220,7 +219,7 @@ class _Prober:
         df = pd.DataFrame({"request_id": np.arange(n), "arrival_s": arrivals,
                            "prompt_tokens": self.prompt[:n], "output_tokens": self.output[:n]})
         self.cfg.max_sim_time_s = None
-        if cutoff and self.slo.tpot_s is not None:
+        if cutoff and self.slo.ttft_s is not None and self.slo.tpot_s is not None:
             self.cfg.max_sim_time_s = (float(arrivals[-1]) + self.slo.ttft_s
                                        + (int(self.output[:n].max()) - 1) * self.slo.tpot_s
                                        ) * (1 + 1e-9)
@@ -355,6 +354,6 @@ def measure(tasks: list[CapacityTask], cache: CapacityCache | None = None,
     if todo:
         root = cache.dir.parent
         items = [(tasks[i], keys[i], str(root), cache.enabled) for i in todo]
-        for i, d in zip(todo, run_parallel(_run_and_store, items, backend, workers)):
+        for i, d in zip(todo, run_parallel(_run_and_store, items, backend, workers), strict=True):
             out[i] = CapacityResult(**d)
-    return out  # type: ignore[return-value]
+    return [r for r in out if r is not None]  # every miss was filled above

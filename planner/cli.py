@@ -1,9 +1,10 @@
 """``goodput plan`` and the function behind ``goodput simulate --plan``.
 
-``add_plan_subcommands(subparsers)`` registers ``plan``; sim/cli.py calls it next to the other
-subcommand groups. ``cmd_simulate_plan(args)`` re-simulates a plan.yaml on a trace; it reads the
-flags ``simulate`` already has (plan, trace, trace_format, rate, max_requests, seed, out,
-no_plots), so wiring ``--plan`` into ``simulate`` is one argument and one branch.
+``add_plan_subcommands(subparsers)`` registers ``plan``; goodput/cli.py calls it next to the
+other subcommand groups. ``cmd_simulate_plan(args)`` re-simulates a plan.yaml on a trace; it
+reads the flags ``simulate`` already has (plan, trace, trace_format, rate, max_requests, seed,
+out, no_plots), so goodput/cli.py wires ``--plan`` into ``simulate`` with one argument and one
+branch (the simulator itself never imports the planner).
 """
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ def cmd_plan(args) -> int:
     if out.check is not None:
         out.check.per_slice.to_csv(dest / "attainment_per_slice.csv", index=False)
     if not args.no_plots:
-        sweep_vals = [opts.tpot_s] + _csv(args.sweep_tpot, float, "sweep-tpot")
+        sweep_vals = [opts.tpot_s, *_csv(args.sweep_tpot, float, "sweep-tpot")]
         sweep = slo_sweep(out.slicing, opts, sweep_vals, known={opts.tpot_s: (out.cap, out.reasons)},
                           log=lambda s: print(f"[sweep] {s}", flush=True))
         sweep.to_csv(dest / "cost_vs_slo.csv", index=False)

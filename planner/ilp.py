@@ -19,6 +19,7 @@ equal cost, the assignment that uses the least capacity, so the slack is headroo
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -85,7 +86,7 @@ def cbc(time_limit: float | None = None):
     hundred nodes, while CBC's root cut rounds dominated the solve time of the 8 types x 64
     slices benchmark (benchmarks/plan_speed.py); the optimum is the same, only found faster.
     """
-    opts = dict(msg=False, timeLimit=time_limit, options=["cuts off"])
+    opts = {"msg": False, "timeLimit": time_limit, "options": ["cuts off"]}
     coin = pulp.COIN_CMD(**opts)
     if coin.available():
         return coin
@@ -141,7 +142,8 @@ def solve(types: list[InstanceType], rates: dict[str, float], cap: dict[str, dic
     prob = pulp.LpProblem("melange", pulp.LpMinimize)
     n = {t.key: new_var(prob, f"n_{i}", 0, None, "Integer") for i, t in enumerate(types)}
     cat = "Binary" if assignment == "whole" else "Continuous"
-    x, load = {}, {t.key: [] for t in types}
+    x: dict[tuple[str, str], pulp.LpVariable] = {}  # (slice, type) -> share of the slice
+    load: dict[str, list[pulp.LpAffineExpression]] = {t.key: [] for t in types}  # instances' worth
     for i, (s, r) in enumerate(rates.items()):
         for j, t in enumerate(types):
             c = cap.get(s, {}).get(t.key, 0.0)
@@ -150,7 +152,7 @@ def solve(types: list[InstanceType], rates: dict[str, float], cap: dict[str, dic
                 load[t.key].append((r / c) * x[s, t.key])
     cheapest = min(t.instance_price for t in types)
     prob += (pulp.lpSum(t.instance_price * n[t.key] for t in types)
-             + 1e-6 * cheapest * pulp.lpSum(sum(load.values(), [])))
+             + 1e-6 * cheapest * pulp.lpSum(list(itertools.chain.from_iterable(load.values()))))
     for i, s in enumerate(rates):
         prob += pulp.lpSum(v for (ss, _), v in x.items() if ss == s) == 1, f"serve_{i}"
     for j, t in enumerate(types):
@@ -167,7 +169,7 @@ def solve(types: list[InstanceType], rates: dict[str, float], cap: dict[str, dic
     status = pulp.LpStatus[prob.status]
     if status != "Optimal":
         raise PlannerError(_diagnose(types, rates, cap, avail, power_budget_w, assignment, status))
-    counts = {t.key: int(round(n[t.key].value() or 0)) for t in types}
+    counts = {t.key: round(n[t.key].value() or 0) for t in types}
     shares: dict[str, dict[str, float]] = {s: {} for s in rates}
     for (s, g), v in x.items():
         val = float(v.value() or 0.0)

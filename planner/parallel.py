@@ -9,8 +9,8 @@ way, and every job is seeded by its inputs, so the backend never changes the num
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Sequence
 
 from planner.errors import PlannerError
 

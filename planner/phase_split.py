@@ -68,8 +68,8 @@ def solve_phase_split(types: list[InstanceType], prompt_cap: dict[str, float],
     prob.solve(cbc())
     if pulp.LpStatus[prob.status] != "Optimal":
         raise PlannerError(f"phase split: solver status {pulp.LpStatus[prob.status]}")
-    pc = {k: int(round(v.value() or 0)) for k, v in p.items() if round(v.value() or 0)}
-    tc = {k: int(round(v.value() or 0)) for k, v in m.items() if round(v.value() or 0)}
+    pc = {k: round(v.value() or 0) for k, v in p.items() if round(v.value() or 0)}
+    tc = {k: round(v.value() or 0) for k, v in m.items() if round(v.value() or 0)}
     by = {t.key: t for t in types}
     both = [(k, n) for k, n in list(pc.items()) + list(tc.items())]
     return PhaseSplitSolution(pc, tc, float(z.value() or 0.0),

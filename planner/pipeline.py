@@ -1,54 +1,29 @@
 """End to end: trace -> slices -> capacities -> ILP -> plan -> proof by re-simulation.
 
 ``make_plan`` is what ``goodput plan`` runs; the helpers here (types the model fits on, the
-capacity table, per-slice ILP inputs, turning a solution into a Plan) are shared by the proof
-search (``planner.prove``) and the SLO sweep (``planner.sweep``).
+capacity table) are shared with the SLO sweep (``planner.sweep``). The options and the steps
+that turn a solution into a Plan live in ``planner.assemble``, which the proof search
+(``planner.prove``) imports too, so this module imports ``prove`` and not the other way round;
+``PlanOptions``, ``slice_inputs``, ``build_plan`` and ``trace_meta`` stay importable from here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 
+from planner.assemble import PlanOptions, build_plan, slice_inputs, trace_meta
 from planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure
 from planner.errors import PlannerError
-from planner.ilp import InstanceType, Solution, solve
-from planner.plan import Plan, PlanGroup, PlanSlice
-from planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES, Slicing, make_slices
+from planner.ilp import InstanceType, solve
+from planner.plan import Plan
+from planner.prove import prove
+from planner.slices import Slicing, make_slices
 from planner.verify import PlanCheck
 
-
-@dataclass
-class PlanOptions:
-    model: str
-    ttft_s: float
-    tpot_s: float | None
-    gpus: list[str]
-    tps: list[int] = field(default_factory=lambda: [1])
-    attainment_target: float = 0.9
-    input_edges: tuple = DEFAULT_INPUT_EDGES
-    output_edges: tuple = DEFAULT_OUTPUT_EDGES
-    slice_factor: int = 1
-    assignment: str = "fractional"
-    availability: dict | None = None  # GPU name -> GPUs available
-    power_budget_w: float | None = None
-    solver: str = "cbc"
-    scheduler: dict = field(default_factory=dict)  # SchedulerConfig fields
-    cost_model: dict = field(default_factory=dict)  # CostModelConfig fields
-    min_probe_requests: int = 300
-    max_probe_requests: int = 6000
-    span_e2e: float = 30.0
-    rel_tol: float = 0.05
-    seed: int = 0
-    backend: str = "local"
-    workers: int | None = None
-    cache_dir: str | None = None
-    use_cache: bool = True
-    verify: bool = True
-    verify_rounds: int = 6  # re-simulations after the first (see planner.prove)
-    verify_requests: int | None = None
-    derate_step: float = 0.1
+__all__ = ["PlanOptions", "PlanOutcome", "build_plan", "instance_types", "make_plan",
+           "measure_capacities", "slice_inputs", "trace_meta"]
 
 
 @dataclass
@@ -107,51 +82,17 @@ def measure_capacities(slicing: Slicing, types: list[InstanceType], opts: PlanOp
     results = measure(tasks, cache, opts.backend, opts.workers)
     log(f"capacity: {sum(r.cached for r in results)} from cache, "
         f"{sum(not r.cached for r in results)} searched")
-    rows, cap, reasons = [], {}, {}
-    for task, t, r in zip(tasks, [t for _ in slicing.buckets for t in types], results):
+    rows: list[dict] = []
+    cap: dict[str, dict[str, float]] = {}  # bucket -> type -> req/s
+    reasons: dict[str, dict[str, str]] = {}  # bucket -> type -> binding limit
+    for task, t, r in zip(tasks, [t for _ in slicing.buckets for t in types], results,
+                           strict=True):
         cap.setdefault(task.label, {})[t.key] = r.rate
         if r.rate <= 0:
             reasons.setdefault(task.label, {})[t.key] = r.limit
         rows.append({"bucket": task.label, "type": t.key, "rate": r.rate, "limit": r.limit,
                      "probes": len(r.probes), "cost_source": r.cost_source})
     return cap, reasons, pd.DataFrame(rows)
-
-
-def slice_inputs(slicing: Slicing, cap: dict, reasons: dict, derate: float = 1.0):
-    """Per-slice rates, capacities (scaled by ``derate``) and reasons, keyed by slice name."""
-    rates = {s.name: s.rate for s in slicing.slices}
-    scap = {s.name: {g: c * derate for g, c in cap[s.bucket].items()} for s in slicing.slices}
-    sreasons = {s.name: reasons.get(s.bucket, {}) for s in slicing.slices}
-    return rates, scap, sreasons
-
-
-def build_plan(slicing: Slicing, types: list[InstanceType], sol: Solution, cap: dict,
-               opts: PlanOptions, trace_meta: dict) -> Plan:
-    by_key = {t.key: t for t in types}
-    groups = []
-    for t in types:
-        n = sol.counts.get(t.key, 0)
-        if n:
-            served = [s for s, sh in sol.shares.items() if t.key in sh]
-            groups.append(PlanGroup(t.gpu, t.tp, n, by_key[t.key].instance_price,
-                                    round(sol.load.get(t.key, 0.0), 6), served))
-    slices = [PlanSlice(s.name, s.bucket, s.rate, dict(sol.shares.get(s.name, {})),
-                        {g: c for g, c in cap[s.bucket].items() if c > 0})
-              for s in slicing.slices]
-    return Plan(model=opts.model,
-                slo={"ttft_s": opts.ttft_s, "tpot_s": opts.tpot_s,
-                     "attainment_target": opts.attainment_target},
-                groups=groups, slices=slices, input_edges=list(slicing.input_edges),
-                output_edges=list(slicing.output_edges), slice_factor=slicing.slice_factor,
-                scheduler=dict(opts.scheduler), cost_model=dict(opts.cost_model),
-                trace=trace_meta, seed=opts.seed,
-                solver={"name": sol.solver, "status": sol.status, "solve_s": round(sol.solve_s, 4),
-                        "assignment": opts.assignment})
-
-
-def trace_meta(trace, slicing: Slicing) -> dict:
-    return {"source": str(getattr(trace, "source", "") or ""), "requests": slicing.requests,
-            "rate": round(slicing.total_rate, 6), "duration_s": round(slicing.duration_s, 3)}
 
 
 def make_plan(trace, opts: PlanOptions, log: Callable = lambda s: None) -> PlanOutcome:
@@ -170,7 +111,5 @@ def make_plan(trace, opts: PlanOptions, log: Callable = lambda s: None) -> PlanO
     plan = build_plan(slicing, types, sol, cap, opts, trace_meta(trace, slicing))
     check = None
     if opts.verify:
-        from planner.prove import prove  # prove builds on this module's helpers
-
         plan, check = prove(plan, trace, slicing, types, cap, reasons, opts, log)
     return PlanOutcome(plan, check, table, slicing, types, cap, reasons)

@@ -103,7 +103,7 @@ class Plan:
         return path
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "plan") -> "Plan":
+    def from_dict(cls, d: dict, source: str = "plan") -> Plan:
         if not isinstance(d, dict):
             raise PlannerError(f"{source}: a plan must be a mapping, got {type(d).__name__}")
         d = dict(d)
@@ -130,7 +130,7 @@ class Plan:
         return plan
 
     @classmethod
-    def load(cls, path: str | Path) -> "Plan":
+    def load(cls, path: str | Path) -> Plan:
         path = Path(path)
         if not path.exists():
             raise PlannerError(f"{path}: no such plan file")

@@ -20,16 +20,17 @@ recorded in ``plan.verification`` with the action that produced the candidate, a
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
+from planner.assemble import PlanOptions, build_plan, slice_inputs
 from planner.baselines import best_single_type
 from planner.errors import PlannerError
 from planner.ilp import solve
-from planner.pipeline import PlanOptions, build_plan, slice_inputs
 from planner.plan import Plan
 from planner.verify import PlanCheck, simulate_plan
 
@@ -90,10 +91,8 @@ def prove(plan: Plan, trace, slicing, types, cap: dict, reasons: dict, opts: Pla
     queue = _Candidates()
     queue.push(plan, "initial plan")
     if len(types) > 1:  # the single-type baseline is a candidate from the start
-        try:
+        with contextlib.suppress(PlannerError):
             queue.push(single(), "best single type")
-        except PlannerError:
-            pass
     history: list[dict] = []
     best_fail = None
     for i in range(opts.verify_rounds + 1):
@@ -123,10 +122,9 @@ def prove(plan: Plan, trace, slicing, types, cap: dict, reasons: dict, opts: Pla
                                          for g in cand.groups]),
                    f"+1 {key} to a plan where it met {worst['attainment']:.1%}")
         if len(types) > 1:
-            try:
+            with contextlib.suppress(PlannerError):
                 queue.push(single(), f"best single type with capacities of {what}")
-            except PlannerError:
-                pass
+    assert best_fail is not None  # the initial plan is always simulated
     cand, check = best_fail
     log(f"verify: WARNING no candidate met the {check.target:.0%} target in "
         f"{len(history)} simulations; best attainment {check.attainment:.1%}: NOT proved")

@@ -17,11 +17,11 @@ import bisect
 import hashlib
 import json
 import random
-
-from sim.catalog import get_gpu
-from sim.engine.routers import ROUTERS, Router, register_router
+from typing import ClassVar
 
 from planner.errors import PlannerError
+from sim.catalog import get_gpu
+from sim.engine.routers import ROUTERS, Router, register_router
 
 
 class SizeAwareRouter(Router):
@@ -30,7 +30,7 @@ class SizeAwareRouter(Router):
     name = "size_aware"
     input_edges: tuple = ()
     output_edges: tuple = ()
-    table: dict = {}  # (i, j) -> (type keys, cumulative shares)
+    table: ClassVar[dict] = {}  # (i, j) -> (type keys, cumulative shares)
     fallback: tuple = ((), ())
 
     def __init__(self, cfg, instances):

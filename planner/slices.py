@@ -11,6 +11,7 @@ formulation); with fractional assignment it changes nothing but the table's gran
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +36,7 @@ def parse_edges(value, name: str) -> tuple[int, ...]:
     edges = tuple(int(v) for v in value)
     if any(e < 1 for e in edges):
         raise PlannerError(f"{name}: edges must be >= 1 token, got {list(edges)}")
-    if any(b <= a for a, b in zip(edges, edges[1:])):
+    if any(b <= a for a, b in itertools.pairwise(edges)):
         raise PlannerError(f"{name}: edges must be strictly increasing, got {list(edges)}")
     return edges
 
@@ -105,7 +106,8 @@ def labels_for(df: pd.DataFrame, input_edges, output_edges) -> np.ndarray:
     j = np.searchsorted(np.asarray(output_edges), df["output_tokens"].to_numpy(), side="right")
     names = {(a, b): bucket_label(a, b, input_edges, output_edges)
              for a in range(len(input_edges) + 1) for b in range(len(output_edges) + 1)}
-    return np.array([names[(a, b)] for a, b in zip(i.tolist(), j.tolist())], dtype=object)
+    return np.array([names[(a, b)] for a, b in zip(i.tolist(), j.tolist(), strict=True)],
+                    dtype=object)
 
 
 def trace_rate(df: pd.DataFrame, source: str = "trace") -> tuple[float, float]:

@@ -7,8 +7,8 @@ missing point with the reason, not dropped silently.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ def slo_sweep(slicing: Slicing, opts: PlanOptions, tpot_values, log: Callable = 
     """One row per TPOT bound; ``known`` maps a bound to (cap, reasons) already measured."""
     types, _ = instance_types(opts.model, opts.gpus, opts.tps, opts.scheduler)
     rows = []
-    for v in sorted(set(float(x) for x in tpot_values)):
+    for v in sorted({float(x) for x in tpot_values}):
         o = replace(opts, tpot_s=v)
         if known and v in known:
             cap, reasons = known[v]

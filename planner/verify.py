@@ -40,8 +40,7 @@ class PlanCheck:
 
 
 def plan_config(plan: Plan, seed: int | None = None, out_dir: str | Path = "", plots: bool = False):
-    from sim.config import (CostModelConfig, InstanceGroupConfig, SchedulerConfig, SimConfig,
-                            from_dict)
+    from sim.config import CostModelConfig, InstanceGroupConfig, SchedulerConfig, SimConfig, from_dict
 
     cfg = SimConfig(
         cluster=[InstanceGroupConfig(model=plan.model, gpu=g.gpu, tp=g.tp, count=g.count,
@@ -94,10 +93,10 @@ def simulate_plan(plan: Plan, trace, seed: int | None = None, rate: float | None
     inst = result.instances[["instance", "group", "busy_s"]]
     joined = pd.DataFrame({"instance": req["instance"].to_numpy(), "met": met}).merge(
         inst, on="instance", how="left")
-    per_type = joined.groupby("group")["met"].agg(requests="size", attainment="mean")
+    met_by_type = joined.groupby("group")["met"].agg(requests="size", attainment="mean")
     dur = max(result.sim_duration_s, 1e-12)
     busy = inst.groupby("group").agg(instances=("instance", "size"), busy_s=("busy_s", "mean"))
-    per_type = busy.join(per_type, how="left").fillna({"requests": 0})
+    per_type = busy.join(met_by_type, how="left").fillna({"requests": 0})
     per_type["busy_fraction"] = per_type.pop("busy_s") / dur
     per_type = per_type.reset_index().rename(columns={"group": "type"})
     req = req.assign(bucket=buckets, type=joined["group"].to_numpy(), slo_met=met)

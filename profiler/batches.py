@@ -82,7 +82,7 @@ class AttnMeta:
     def num_tokens(self) -> int:
         return int(self.positions.shape[0])
 
-    def copy_from(self, other: "AttnMeta") -> None:
+    def copy_from(self, other: AttnMeta) -> None:
         """Refresh this (graph-captured, static) metadata from a freshly built one."""
         self.buf.copy_(other.buf, non_blocking=True)
 
@@ -91,6 +91,8 @@ class AttnMeta:
 ALIGN = 16
 _LAUNCH_ARRAYS = ("tile_seq", "tile_q0", "item_tile", "item_b0", "item_b1", "tile_item0",
                   "tile_nitems")
+#: a part of the metadata buffer: an AttnMeta field, ("extra", name) or (launch index, array)
+_PartKey = str | tuple[str, str] | tuple[int, str]
 
 
 def draw_pages(code: str, pool_blocks: int, seed: int) -> np.ndarray:
@@ -153,8 +155,9 @@ def build_meta_from_table(q_lens, ctx_lens, table: np.ndarray, group: int, kv_he
         slots = np.concatenate([slots, np.full(pad, pad_slot, dtype=np.int64)])
     launches = plan_launches(q_lens, ctx_lens, group, kv_heads, sm_count)
 
-    parts = [("q_start", starts), ("q_lens", q), ("ctx_lens", c), ("block_table", table),
-             ("positions", positions), ("slots", slots)]
+    parts: list[tuple[_PartKey, np.ndarray]] = [
+        ("q_start", starts), ("q_lens", q), ("ctx_lens", c), ("block_table", table),
+        ("positions", positions), ("slots", slots)]
     parts += [(("extra", k), np.asarray(v, dtype=np.int64)) for k, v in (extra or {}).items()]
     for i, ln in enumerate(launches):
         names = _LAUNCH_ARRAYS if ln.split else _LAUNCH_ARRAYS[:2]
@@ -165,24 +168,24 @@ def build_meta_from_table(q_lens, ctx_lens, table: np.ndarray, group: int, kv_he
     sizes = [a.size for _, a in parts]
     padded = [-(-n // ALIGN) * ALIGN for n in sizes]
     host = np.zeros(sum(padded), dtype=np.int64)
-    views, off = {}, 0
-    for (name, a), n in zip(parts, padded):
+    views: dict[_PartKey, torch.Tensor] = {}
+    off = 0
+    for (_, a), n in zip(parts, padded, strict=True):
         host[off:off + a.size] = a.ravel()
         off += n
     buf = torch.from_numpy(host).to(device, non_blocking=True)
     off = 0
-    for (name, a), n in zip(parts, padded):
+    for (name, a), n in zip(parts, padded, strict=True):
         views[name] = buf[off:off + a.size].view(a.shape)
         off += n
+    keyed = [(k, v) for k, v in views.items() if isinstance(k, tuple)]
     for i, ln in enumerate(launches):
-        ln.tensors = {n: v for (j, n), v in ((k, v) for k, v in views.items()
-                                              if isinstance(k, tuple)) if j == i}
+        ln.tensors = {n: v for (j, n), v in keyed if j == i}
         if ln.split:
             rows = ln.num_items * kv_heads * ln.block_m
             ln.acc = torch.empty(rows, head_dim, dtype=torch.float32, device=device)
             ln.ml = torch.empty(rows, 2, dtype=torch.float32, device=device)
     return AttnMeta(buf=buf, launches=launches, q_start_host=starts.tolist(),
                     q_lens_host=list(q_lens), ctx_lens_host=list(ctx_lens),
-                    extra={n: v for (j, n), v in ((k, v) for k, v in views.items()
-                                                  if isinstance(k, tuple)) if j == "extra"},
+                    extra={n: v for (j, n), v in keyed if j == "extra"},
                     **{k: v for k, v in views.items() if isinstance(k, str)})

@@ -65,7 +65,7 @@ def measured_points(root: Path, gpus=None, per_profile: int = 80, seed: int = 0)
 
 def _params(x) -> RooflineParams:
     eff = [1 / (1 + math.exp(-v)) for v in x[:3]]
-    return RooflineParams(**dict(zip(FITTED, eff + [math.exp(x[3])])))
+    return RooflineParams(**dict(zip(FITTED, [*eff, math.exp(x[3])], strict=True)))
 
 
 def _score(params: RooflineParams, pts, models) -> list[tuple[float, float]]:

@@ -9,12 +9,15 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_ROOT = Path(__file__).resolve().parent / "profiles"
+from sim.costmodel.profile_store import PROFILES_ROOT
+
+#: where profiles are written by default: the directory the cost model reads them from
+DEFAULT_ROOT = PROFILES_ROOT
 
 
 def _cmd_run(args) -> int:
-    from profiler.run import RunConfig, run_profile
     from profiler.fit import fit_profile
+    from profiler.run import RunConfig, run_profile
 
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not models:

@@ -8,9 +8,9 @@ GPU (NCCL; gloo on the CPU so the code path is tested in CI) and sweeps all-redu
 layer's), all-gather and point-to-point send/recv (pipeline parallelism) over message sizes;
 ``run_collectives`` writes ``profiles/<gpu>/collectives/tp<N>.csv`` + provenance, which
 ``sim.costmodel.collectives`` reads (no torch) and the profiled cost model uses for its
-all-reduce term at the sizes where the sweep is bandwidth-bound. Where no table exists for a GPU and TP degree, ``estimate_allreduce_s``
-charges the roofline's ring formula over the catalog's NVLink bandwidth instead, and the model
-says so (``allreduce_source``).
+all-reduce term at the sizes where the sweep is bandwidth-bound. Where no table exists for a GPU
+and TP degree, ``estimate_allreduce_s`` charges the roofline's ring formula over the catalog's
+NVLink bandwidth instead, and the model says so (``allreduce_source``).
 
 Method, per op and size, on every rank: warm-up calls, one timed call to size the rounds (the
 ranks agree on the slowest estimate, so all issue the same number of calls), then ``rounds``
@@ -32,6 +32,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -186,7 +187,7 @@ def _worker(rank, world, backend, sizes, ops, init_file, out_dir, timing):
     warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
     cuda = backend == "nccl"
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
-    kw = {}
+    kw: dict[str, Any] = {}  # device_id only for NCCL
     if cuda:
         torch.cuda.set_device(device)
         kw["device_id"] = device
@@ -274,7 +275,7 @@ def _nccl_version() -> str | None:
     try:
         v = torch.cuda.nccl.version()
         return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-    except Exception:  # noqa: BLE001 - provenance only; never fail a measured run on it
+    except Exception:
         return None
 
 

@@ -19,8 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from profiler.batches import expand
-from sim.costmodel.profiled import (FEATURES, LIN_SCALE_KNOTS, PiecewiseLinear,
-                                    ProfiledCostModel, attention_features, lin_scale_basis)
+from sim.costmodel.profiled import (
+    FEATURES,
+    LIN_SCALE_KNOTS,
+    PiecewiseLinear,
+    ProfiledCostModel,
+    attention_features,
+    lin_scale_basis,
+)
 
 HOLDOUT = 0.2
 #: Largest relative correction of the context-free sweep the fit may apply (see fit_attention).
@@ -48,7 +54,7 @@ def split_holdout(batch_rows, frac=HOLDOUT, seed=0):
     """Seeded split of the batch rows: (train, test). Same table, same seed -> same split."""
     rows = sorted(batch_rows, key=lambda r: (r["subkind"], r["code"]))
     rng = np.random.default_rng(seed)
-    test_idx = set(rng.permutation(len(rows))[:int(round(frac * len(rows)))].tolist())
+    test_idx = set(rng.permutation(len(rows))[:round(frac * len(rows))].tolist())
     return ([r for i, r in enumerate(rows) if i not in test_idx],
             [r for i, r in enumerate(rows) if i in test_idx])
 
@@ -141,7 +147,7 @@ def ape_stats(pairs) -> dict:
     if not pairs:
         return {"n": 0}
     e = np.array([abs(p / m - 1) for p, m in pairs]) * 100
-    return {"n": int(len(e)), "median_pct": round(float(np.median(e)), 2),
+    return {"n": len(e), "median_pct": round(float(np.median(e)), 2),
             "p95_pct": round(float(np.percentile(e, 95)), 2), "max_pct": round(float(e.max()), 2)}
 
 
@@ -158,7 +164,8 @@ def fit_profile(profile, seed: int = 0, holdout: float = HOLDOUT, command: str |
         "format": 1, "gpu": prov["gpu"], "model": prov["model"], "tp": prov["tp"],
         "layers": spec["layers"], "hidden_size": spec["hidden_size"],
         "group": shard["q_heads"] // shard["kv_heads"], "kv_heads": shard["kv_heads"],
-        "sm_count": prov.get("sm_count") or prov["provenance"].get("sm_count") or 132, "profile_version": digest,
+        "sm_count": prov.get("sm_count") or prov["provenance"].get("sm_count") or 132,
+        "profile_version": digest,
         "measured_on": {k: prov["provenance"].get(k) for k in
                         ("device_name", "driver", "cuda", "torch", "date_utc", "git_commit")},
         "linear": _sweep(rows, "linear").to_dict(), "embed": _sweep(rows, "embed").to_dict(),
@@ -177,19 +184,20 @@ def fit_profile(profile, seed: int = 0, holdout: float = HOLDOUT, command: str |
     by_kind = {k: ape_stats(pairs([r for r in test if r["subkind"] == k]))
                for k in sorted({r["subkind"] for r in batch})}
     scored = sorted(((abs(p / m - 1) * 100, r["code"], r["subkind"]) for (p, m), r in
-                     zip(pairs(test), test)), reverse=True)
+                     zip(pairs(test), test, strict=True)), reverse=True)
+    heldout = ape_stats(pairs(test))
     report = {
         "profile": f"{prov['gpu']}/{prov['model']}/tp{prov['tp']}",
         "profile_version": digest, "seed": seed, "holdout_fraction": holdout,
         "n_train": len(train), "n_test": len(test),
         "quantity": "per-layer time of the batch (seconds), absolute percentage error",
-        "heldout": ape_stats(pairs(test)), "train": ape_stats(pairs(train)), "by_kind": by_kind,
+        "heldout": heldout, "train": ape_stats(pairs(train)), "by_kind": by_kind,
         "worst": [{"error_pct": round(e, 2), "code": c, "kind": k} for e, c, k in scored[:5]],
         "infeasible_points": sum(1 for _ in _infeasible(profile)),
         "command": command or f"goodput profile fit {profile}",
     }
-    fit["heldout_error"] = {"median_pct": report["heldout"].get("median_pct"),
-                            "p95_pct": report["heldout"].get("p95_pct"), "n": len(test)}
+    fit["heldout_error"] = {"median_pct": heldout.get("median_pct"),
+                            "p95_pct": heldout.get("p95_pct"), "n": len(test)}
     (profile / "fit.json").write_text(json.dumps(fit, indent=1) + "\n")
     (profile / "fit_report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report

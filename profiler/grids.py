@@ -36,7 +36,7 @@ def log_grid(lo: int, hi: int, per_octave: int) -> list[int]:
     n = int(np.ceil(np.log2(hi / lo) * per_octave)) + 1
     vals = np.unique(np.round(lo * 2.0 ** (np.arange(n) / per_octave)).astype(int))
     out = [int(v) for v in vals if lo <= v <= hi]
-    return out + [hi] if out[-1] < hi else out
+    return [*out, hi] if out[-1] < hi else out
 
 
 def linear_grid(max_t: int, per_octave: int) -> list[int]:
@@ -114,8 +114,8 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
             if n * p <= max_t and p <= max_context:
                 batch("prefill", [(n, p, 0)])
     # Decode: contexts log-spaced from 16 to the limit for every batch size.
-    per = max(1, int(round(1 / cfg.decode_ctx_per_octave)))
-    ctxs = [c for c in log_grid(16, max_context - 1, 1)][::per]
+    per = max(1, round(1 / cfg.decode_ctx_per_octave))
+    ctxs = log_grid(16, max_context - 1, 1)[::per]
     if ctxs[-1] != max_context - 1:
         ctxs.append(max_context - 1)
     for b in cfg.batch_sizes:
@@ -123,7 +123,7 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
         feasible = [c for c in ctxs if c <= limit]
         extra = []
         if len(feasible) < 4 and limit >= 16:
-            extra = [int(round(x)) for x in np.geomspace(16, limit, 4)]
+            extra = [round(float(x)) for x in np.geomspace(16, limit, 4)]
         for c in sorted(set(ctxs) | set(extra)):
             batch("decode", [(b, 1, c)])
     # Speculative verify: B sequences x (k + 1) query tokens.
@@ -162,10 +162,10 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
         if groups:
             batch("random", groups)
     seen, uniq = set(), []
-    for p in pts:
-        if p.key not in seen:
-            seen.add(p.key)
-            uniq.append(p)
+    for pt in pts:
+        if pt.key not in seen:
+            seen.add(pt.key)
+            uniq.append(pt)
     # Measure in a seeded random order: a GPU's clock under sustained GEMM load drifts with
     # power and temperature, and sweeping the heavy points back to back would turn that drift
     # into a bias between kinds of points (the linear sweep vs the batches) instead of noise.

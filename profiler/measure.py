@@ -27,7 +27,7 @@ class Timing:
     rounds: int
     calls: int
 
-    def scaled(self, factor: float) -> "Timing":
+    def scaled(self, factor: float) -> Timing:
         return Timing(self.median_s * factor, self.p10_s * factor, self.p90_s * factor,
                       self.rounds, self.calls)
 

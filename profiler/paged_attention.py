@@ -48,15 +48,16 @@ class Launch:
 
     block_m: int
     qpt: int  # query tokens per tile
-    tile_seq: list
-    tile_q0: list
+    tile_seq: np.ndarray
+    tile_q0: np.ndarray
     split: bool = False
-    item_tile: list = field(default_factory=list)
-    item_b0: list = field(default_factory=list)
-    item_b1: list = field(default_factory=list)
-    tile_item0: list = field(default_factory=list)
-    tile_nitems: list = field(default_factory=list)
-    tensors: dict = field(default_factory=dict)  # device copies of the lists above
+    # the work items, set by _chunk when ``split`` (empty otherwise)
+    item_tile: np.ndarray | list = field(default_factory=list)
+    item_b0: np.ndarray | list = field(default_factory=list)
+    item_b1: np.ndarray | list = field(default_factory=list)
+    tile_item0: np.ndarray | list = field(default_factory=list)
+    tile_nitems: np.ndarray | list = field(default_factory=list)
+    tensors: dict = field(default_factory=dict)  # device copies of the arrays above
     acc: torch.Tensor | None = None
     ml: torch.Tensor | None = None
 
@@ -128,7 +129,7 @@ def paged_attention_ref(q, k_cache, v_cache, block_table, q_start, q_lens, ctx_l
     dec = [i for i, ql in enumerate(q_lens) if ql == 1]
     if dec:
         _decode_ref(q, k_cache, v_cache, block_table, q_start, ctx_lens, dec, scale, out)
-    for i, (qs, ql, cl) in enumerate(zip(q_start, q_lens, ctx_lens)):
+    for i, (qs, ql, cl) in enumerate(zip(q_start, q_lens, ctx_lens, strict=True)):
         if ql == 1:
             continue
         n = cl + ql
@@ -211,7 +212,9 @@ if HAVE_TRITON:
                            BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
         item = tl.program_id(0)
         kvh = tl.program_id(1)
-        if SPLIT:
+        # statement form, not a conditional expression: SPLIT is a constexpr, and an `if` on it
+        # is resolved at compile time, so the non-split variant never emits the load
+        if SPLIT:  # noqa: SIM108
             tile = tl.load(item_tile_ptr + item)
         else:
             tile = item
@@ -308,7 +311,7 @@ def paged_attention(q, k_cache, v_cache, meta, scale, out=None):
         ref = paged_attention_ref(q, k_cache, v_cache, meta.block_table, meta.q_start_host,
                                   meta.q_lens_host, meta.ctx_lens_host, scale)
         return ref if out is None else out.copy_(ref)
-    t, hq, d = q.shape
+    _, hq, d = q.shape
     hkv = k_cache.shape[2]
     g = hq // hkv
     if out is None:

@@ -11,6 +11,7 @@ import platform
 import re
 import subprocess
 import sys
+from typing import Any
 
 import torch
 
@@ -82,10 +83,10 @@ def code_hash() -> str:
 
 
 def collect(device: torch.device) -> dict:
-    info = {
+    info: dict[str, Any] = {
         "profiler_code_sha256": code_hash(),
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -243,7 +243,8 @@ def run_profile(cfg: RunConfig) -> Path:
     prev = out / "provenance.json"
     if prev.exists():  # a resumed run: keep where the earlier rows came from
         before = json.loads(prev.read_text())
-        meta["previous_runs"] = before.pop("previous_runs", []) + [
+        meta["previous_runs"] = [
+            *before.pop("previous_runs", []),
             {k: before.get(k) for k in ("status", "run_seconds", "provenance")}]
     _write_json(out / "provenance.json", meta)
     todo = [p for p in prof.grid if p.key not in done]
@@ -307,4 +308,4 @@ def run_copy_bandwidth(device: str, gpu_name: str, out_root: Path) -> Path:
     return path
 
 
-__all__ = ["RunConfig", "run_profile", "run_copy_bandwidth", "profile_dir", "COLUMNS"]
+__all__ = ["COLUMNS", "RunConfig", "profile_dir", "run_copy_bandwidth", "run_profile"]

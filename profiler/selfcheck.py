@@ -54,7 +54,7 @@ def run(device: torch.device, dtype=torch.bfloat16, tol=2e-2, cases=CASES,
         t = sum(q_lens)
         meta = build_meta(code, hq // hkv, hkv, d, pool, device, sm_count=132, seed=5)
         qkv = rnd(t, (hq + 2 * hkv) * d)
-        max_pos = max(q + c for q, c in zip(q_lens, ctx_lens))
+        max_pos = max(q + c for q, c in zip(q_lens, ctx_lens, strict=True))
         cs = torch.randn(max_pos, d, generator=gen, device=device)
         kc, vc = rnd(pool, 16, hkv, d), rnd(pool, 16, hkv, d)
         kc2, vc2 = kc.clone(), vc.clone()

@@ -80,7 +80,7 @@ class ShardShapes:
         return 2 * self.kv_heads * self.head_dim * bytes_per_el
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, tp: int) -> "ShardShapes":
+    def from_spec(cls, spec: ModelSpec, tp: int) -> ShardShapes:
         if tp < 1:
             raise ValueError(f"tp={tp}: tensor parallelism must be >= 1 (field 'tp')")
         if spec.heads % tp:

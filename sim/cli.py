@@ -1,4 +1,12 @@
-"""The ``goodput`` command: simulate, trace, profile (and later plan) subcommands."""
+"""The simulator's own subcommands: ``goodput simulate`` and ``goodput trace``.
+
+Each group is a function that adds its subparser to an ``argparse`` subparsers object and sets
+the handler that runs it (``add_simulate_subcommand``, ``add_trace_subcommands``,
+``add_sim_subcommands`` for both). The umbrella ``goodput`` command (``goodput/cli.py``) registers
+them next to the planner's and the profiler's and wires ``simulate --plan``; nothing here
+imports the planner or the profiler (see docs/simulator.md, "Layering").
+``python -m sim.cli simulate ...`` runs the simulator's subcommands alone.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from sim.config import ConfigError, SimConfig, load_config, to_dict
+from sim.workload.cli import add_trace_subcommands
 
 _SIM_FLAGS = {  # flag dest -> dotted config path
     "policy": "scheduler.policy", "router": "router.name", "rate": "trace.rate",
@@ -17,6 +26,7 @@ _SIM_FLAGS = {  # flag dest -> dotted config path
     "profile_dir": "cost_model.profile_dir", "out": "output.dir", "seed": "seed",
     "max_sim_time": "max_sim_time_s", "num_requests": "trace.num_requests",
     "max_batch_size": "scheduler.max_batch_size", "max_batched_tokens": "scheduler.max_batched_tokens",
+    "trace_events": "output.trace_events",
 }
 _GROUP_FLAGS = {"model": "model", "gpu": "gpu", "tp": "tp", "instances": "count"}
 
@@ -72,7 +82,8 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def add_simulate_subcommand(sub) -> None:
+def add_simulate_subcommand(sub) -> argparse.ArgumentParser:
+    """Add ``simulate`` to ``sub``; returns its parser so a caller can add flags (``--plan``)."""
     p = sub.add_parser("simulate", help="simulate a serving cluster on a trace",
                        description="Replay a trace (or a synthetic workload) through a simulated "
                                    "cluster and print latency, SLO attainment, throughput and cost.")
@@ -84,7 +95,8 @@ def add_simulate_subcommand(sub) -> None:
     p.add_argument("--tp", type=int, help="tensor-parallel degree per instance")
     p.add_argument("--instances", type=int, help="number of instances")
     p.add_argument("--policy", help="batching policy (vllm, ...)")
-    p.add_argument("--router", help="router (round_robin, least_outstanding_tokens)")
+    p.add_argument("--router", help="router (round_robin, least_outstanding_tokens, least_kv, "
+                   "power_of_two, llumnix, or one registered by a plugin)")
     p.add_argument("--rate", type=float, help="rescale the trace / synthesize at this req/s")
     p.add_argument("--num-requests", type=int, help="requests of a synthetic workload")
     p.add_argument("--max-requests", type=int, help="replay only the first N requests")
@@ -98,53 +110,58 @@ def add_simulate_subcommand(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="directory for requests.parquet, summary.json and plots")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--trace-events", metavar="FILE",
+                   help="write a Chrome/Perfetto trace-event JSON of the run (open in ui.perfetto.dev)")
     p.add_argument("--step-mode", action="store_true",
                    help="one event per iteration (no fast-forward); for checking and debugging")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set scheduler.block_size=32")
-    p.add_argument("--plan", help="plan.yaml from `goodput plan`: re-simulate that deployment")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.set_defaults(func=_simulate_entry)
+    p.set_defaults(func=run_simulate)
+    return p
 
 
-def _simulate_entry(args) -> int:
-    if args.plan:
-        from planner.cli import cmd_simulate_plan
-        return cmd_simulate_plan(args)
+def run_simulate(args) -> int:
+    """``goodput simulate``: print the resolved config (``--print-config``) or run it."""
     if args.print_config:
         print(yaml.safe_dump(to_dict(config_from_args(args)), sort_keys=False))
         return 0
     return cmd_simulate(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="goodput", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_sim_subcommands(sub) -> None:
+    """The simulator's subcommands: ``simulate`` and ``trace ...``."""
     add_simulate_subcommand(sub)
-    from sim.workload.cli import add_trace_subcommands
     add_trace_subcommands(sub)
-    for module, adder in (("profiler.cli", "add_profile_subcommands"),
-                          ("profiler.serve.cli", "add_fidelity_subcommands"),
-                          ("planner.cli", "add_plan_subcommands")):
-        try:
-            mod = __import__(module, fromlist=[adder])
-        except ImportError as exc:  # optional parts (torch for the profiler) may be missing
-            if exc.name not in (module, "torch"):
-                raise
-            continue
-        getattr(mod, adder)(sub)
+
+
+#: errors a handler reports as one ``goodput: error: ...`` line with exit status 2 (no
+#: traceback); ConfigError, TraceError, MetricsError and PlannerError are ValueErrors
+CLEAN_ERRORS = (ConfigError, ValueError, FileNotFoundError)
+
+
+def run_command(parser: argparse.ArgumentParser, argv=None) -> int:
+    """Parse ``argv`` and run the chosen handler, reporting CLEAN_ERRORS the ``goodput`` way."""
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except CLEAN_ERRORS as exc:
+        print(f"goodput: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with the simulator's subcommands only (the full command is goodput.cli)."""
+    parser = argparse.ArgumentParser(prog="goodput", description="The simulator's subcommands "
+                                     "(simulate, trace); `goodput` has them all.")
+    add_sim_subcommands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"goodput: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m sim.cli simulate ...``: the simulator's subcommands without the rest."""
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,22 @@ class SchedulerConfig:
     watermark: float = 0.01  # fraction of KV blocks kept free when admitting (vLLM)
     swap_space_gb: float = 4.0  # host memory per instance for swap preemption (vLLM swap_space)
     host_link_gbs: float | None = None  # host<->GPU bandwidth for swaps; None = the GPU's PCIe
-    #: Orca/static: output tokens reserved per request (client max_tokens); None = its real output
-    reserve_output_tokens: int | None = None
-    chunk_size: int = 512  # Sarathi-Serve prefill chunk (tokens)
-    token_budget: int = 512  # Sarathi-Serve tokens per iteration (decodes + chunk)
     #: KV blocks per instance, overriding the memory-based count (vLLM num_gpu_blocks_override):
     #: pins the cache size to a real engine's, as the fidelity runs do
     num_gpu_blocks: int | None = None
+    #: each policy's own options, by policy name (YAML: ``scheduler.<policy>: {...}``); filled
+    #: by the loader from registered sections, read with ``section(name)``
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
+
+    def section(self, name: str) -> Any:
+        """The options of policy ``name`` (its defaults if the config did not set them)."""
+        opts = self.sections.get(name)
+        if opts is None:
+            cls = registered_sections(SchedulerConfig).get(name)
+            if cls is None:
+                raise ConfigError(f"scheduler.{name}: no policy named '{name}' has options")
+            opts = self.sections[name] = cls()
+        return opts
 
 
 @dataclass
@@ -132,6 +141,9 @@ class OutputConfig:
     plots: bool = True
     csv: bool = False
     timeseries_interval_s: float = 0.5  # sampling period of batch/KV/queue time series
+    #: write a Chrome/Perfetto trace-event JSON of the run here (iterations, request lifecycles,
+    #: preemptions, migrations); empty = none. Open it in ui.perfetto.dev or chrome://tracing
+    trace_events: str = ""
 
 
 @dataclass
@@ -150,10 +162,34 @@ class SimConfig:
     #: stop simulating at this simulated time (requests still running are counted 'unfinished')
     max_sim_time_s: float | None = None
     progress: bool = False
+    #: modules (``pkg.module``) or ``.py`` files imported before the config is read, so that the
+    #: policies and routers they register (and their option sections) can be named here
+    plugins: list[str] = field(default_factory=list)
 
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names the dotted field path."""
+
+
+#: option sections of pluggable strategies: {config class: {section name: options dataclass}}
+_SECTIONS: dict[type, dict[str, type]] = {}
+
+#: fields that moved into a strategy's own section, for a helpful error
+MOVED_FIELDS = {"scheduler.chunk_size": "scheduler.sarathi.chunk_size",
+                "scheduler.token_budget": "scheduler.sarathi.token_budget",
+                "scheduler.reserve_output_tokens":
+                    "scheduler.orca.reserve_output_tokens (or scheduler.static.reserve_output_tokens)"}
+
+
+def register_section(owner: type, name: str, options: type) -> None:
+    """Let ``owner`` (e.g. SchedulerConfig) hold a section ``name`` parsed as ``options``."""
+    _SECTIONS.setdefault(owner, {})[name] = options
+
+
+def registered_sections(owner: type) -> dict[str, type]:
+    if owner is SchedulerConfig:
+        import sim.engine.policies  # noqa: F401  (importing registers the built-in policies)
+    return _SECTIONS.get(owner, {})
 
 
 def _coerce(value: Any, typ: Any, path: str) -> Any:
@@ -202,15 +238,32 @@ def _coerce(value: Any, typ: Any, path: str) -> Any:
 def from_dict(cls, data: dict, path: str = ""):
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    fields = dataclasses.fields(cls)
+    internal = {f.name for f in fields if f.metadata.get("internal")}
+    names = {f.name for f in fields} - internal
+    sections = registered_sections(cls)
+    where = f"{path}." if path else ""
+    parsed = {}
+    for k, v in data.items():
+        if k in sections and k not in names:
+            if v is not None and not isinstance(v, dict):
+                raise ConfigError(f"{where}{k}: expected a mapping, got {type(v).__name__}")
+            parsed[k] = from_dict(sections[k], v or {}, where + k)
+    unknown = set(data) - names - set(parsed)
+    moved = [f"{where}{u} moved to {MOVED_FIELDS[where + u]}" for u in sorted(unknown)
+             if where + u in MOVED_FIELDS]
+    if moved:
+        raise ConfigError("; ".join(moved))
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(
             f"unknown config field(s) {', '.join(where + u for u in sorted(unknown))}; "
-            f"valid fields{' of ' + path if path else ''}: {', '.join(sorted(names))}"
+            f"valid fields{' of ' + path if path else ''}: {', '.join(sorted(names | set(sections)))}"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()
+              if k not in parsed}
+    if parsed:
+        kwargs["sections"] = parsed
     return cls(**kwargs)
 
 
@@ -228,8 +281,66 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list):
+        raise ConfigError(f"plugins: expected a list of modules or .py files, got {plugins!r}")
+    for i, name in enumerate(plugins):
+        load_plugin(name, f"plugins[{i}]")  # paths relative to the working folder, as trace.path
     return from_dict(SimConfig, data)
 
 
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+def load_plugin(name: object, where: str = "plugins", base: Path | None = None) -> None:
+    """Import a plugin module (dotted name) or file (``.py``, relative to ``base``): importing it
+    runs its ``register_policy`` / ``register_router`` decorators."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: expected a module name or a .py path, got {name!r}")
+    try:
+        if name.endswith(".py"):
+            file = Path(name) if Path(name).is_absolute() else (base or Path.cwd()) / name
+            if not file.is_file():
+                raise ConfigError(f"{where}: plugin file {file} not found")
+            mod_name = f"goodput_plugin_{file.stem}"
+            if mod_name in sys.modules:
+                return
+            spec = importlib.util.spec_from_file_location(mod_name, file)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[mod_name]
+                raise
+        else:
+            importlib.import_module(name)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a broken plugin is a config problem: say which and why
+        raise ConfigError(f"{where}: cannot import plugin '{name}': {type(exc).__name__}: {exc}") from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain data of a config; strategy sections appear as their own keys, every registered
+    section with its values or defaults, so the dict loads back to an equal config."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        out = {}
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if f.metadata.get("internal"):
+                continue
+            out[f.name] = to_dict(value)
+        sections = registered_sections(type(cfg))
+        if sections:
+            given = getattr(cfg, "sections", {})
+            for name, cls in sorted(sections.items()):
+                out[name] = to_dict(given.get(name) or cls())
+        return out
+    if isinstance(cfg, list):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg

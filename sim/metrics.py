@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REQUIRED = ("request_id", "arrival_s", "first_scheduled_s", "first_token_s", "completion_s",
-            "prompt_tokens", "output_tokens", "outcome")
-#: optional request column -> default, so hand-built or older tables still summarise
-OPTIONAL = {"instance": -1, "generated_tokens": None, "preemptions": 0, "max_tbt_s": np.nan,
-            "reject_reason": "", "priority": 0, "slo_class": "default", "migrations": 0,
-            "migrated_bytes": 0.0}
-OUTCOMES = ("completed", "rejected", "unfinished")
+from sim.schema import COMPLETED, OPTIONAL_DEFAULTS, OUTCOMES, REJECTED, REQUIRED_COLUMNS, UNFINISHED
+
+#: the request table's columns and outcomes are defined once, in sim.schema
+REQUIRED = REQUIRED_COLUMNS
+#: optional request column -> default (None: copy output_tokens), so hand-built or older tables
+#: still summarise
+OPTIONAL = OPTIONAL_DEFAULTS
+_COMPLETED, _REJECTED, _UNFINISHED = (OUTCOMES[c] for c in (COMPLETED, REJECTED, UNFINISHED))
 DERIVED = ("queueing_delay_s", "ttft_s", "tpot_s", "e2e_s", "normalized_latency_s_per_token")
 LATENCY_COLUMNS = ("ttft_s", "tpot_s", "e2e_s", "queueing_delay_s",
                    "normalized_latency_s_per_token", "max_tbt_s")
@@ -111,7 +112,7 @@ class SLO:
     ttft_s: float | None
     tpot_s: float | None
     attainment_target: float = 0.9
-    per_class: dict[str, tuple] = field(default_factory=dict)
+    per_class: dict[str, tuple | dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ttft_s = _check_bound("ttft_s", self.ttft_s)
@@ -120,7 +121,7 @@ class SLO:
         if not isinstance(t, (int, float)) or not 0 < t <= 1:
             raise MetricsError(f"SLO attainment_target must be a fraction in (0, 1], got {t!r} "
                                f"(write 0.9 for 90%)")
-        norm = {}
+        norm: dict[str, tuple | dict] = {}
         for cls, pair in (self.per_class or {}).items():
             if isinstance(pair, dict):
                 unknown = set(pair) - {"ttft_s", "tpot_s"}
@@ -135,7 +136,7 @@ class SLO:
         self.per_class = norm
 
     @classmethod
-    def from_config(cls, cfg) -> "SLO":
+    def from_config(cls, cfg) -> SLO:
         """Build from a mapping or an object with ttft_s/tpot_s[/attainment_target/per_class]."""
         get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
         return cls(get("ttft_s"), get("tpot_s"), get("attainment_target", 0.9),
@@ -165,7 +166,7 @@ def slo_met(df: pd.DataFrame, slo: SLO) -> pd.Series:
     b_ttft, b_tpot = slo.bounds(df["slo_class"])
     ttft = df["ttft_s"].to_numpy(dtype=float)
     tpot = df["tpot_s"].to_numpy(dtype=float)
-    ok = ((df["outcome"].to_numpy() == "completed")
+    ok = ((df["outcome"].to_numpy() == _COMPLETED)
           & (np.isinf(b_ttft) | (ttft <= b_ttft))
           & (np.isnan(tpot) | (tpot <= b_tpot)))
     return pd.Series(ok, index=df.index, name="slo_met")
@@ -182,7 +183,7 @@ def _stats(values: np.ndarray) -> dict:
     if v.size == 0:
         return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
     pct = np.percentile(v, PERCENTILES)
-    return {"mean": _num(v.mean()), **{f"p{p}": _num(q) for p, q in zip(PERCENTILES, pct)}}
+    return {"mean": _num(v.mean()), **{f"p{p}": _num(q) for p, q in zip(PERCENTILES, pct, strict=True)}}
 
 
 def _time_weighted(ts: pd.DataFrame, value: pd.Series) -> pd.Series:
@@ -198,7 +199,7 @@ def _time_weighted(ts: pd.DataFrame, value: pd.Series) -> pd.Series:
     return (agg["vw"] / agg["w"]).where(agg["w"] > 0, agg["v"])
 
 
-def _timeseries_summary(ts: pd.DataFrame) -> dict:
+def _timeseries_summary(ts: pd.DataFrame | None) -> dict:
     empty = {"kv_mean_used_fraction": None, "kv_max_used_fraction": None,
              "mean_batch_size": None, "mean_batch_size_when_busy": None, "mean_waiting": None}
     if ts is None or len(ts) == 0:
@@ -231,11 +232,11 @@ def summarize(requests: pd.DataFrame, timeseries: pd.DataFrame | None, instances
     _require(instances, INSTANCES_REQUIRED, "instances")
 
     outcome = df["outcome"].to_numpy()
-    done = outcome == "completed"
+    done = outcome == _COMPLETED
     n, n_done = len(df), int(done.sum())
-    reasons = df.loc[outcome == "rejected", "reject_reason"].astype(str).value_counts()
-    counts = {"total": n, "completed": n_done, "rejected": int((outcome == "rejected").sum()),
-              "unfinished": int((outcome == "unfinished").sum()),
+    reasons = df.loc[outcome == _REJECTED, "reject_reason"].astype(str).value_counts()
+    counts = {"total": n, "completed": n_done, "rejected": int((outcome == _REJECTED).sum()),
+              "unfinished": int((outcome == _UNFINISHED).sum()),
               "rejected_by_reason": {(k or "unspecified"): int(v) for k, v in reasons.items()}}
 
     out_tokens = float(df["generated_tokens"].to_numpy(dtype=float)[done].sum())
@@ -247,7 +248,7 @@ def summarize(requests: pd.DataFrame, timeseries: pd.DataFrame | None, instances
     by_cls = pd.DataFrame({"cls": cls, "met": met}).groupby("cls")["met"].agg(["size", "sum"])
     per_class = {}
     for name, row in by_cls.iterrows():  # one row per SLO class, not per request
-        bound = slo.per_class.get(name, (slo.ttft_s, slo.tpot_s))
+        bound = slo.per_class.get(str(name), (slo.ttft_s, slo.tpot_s))
         per_class[name] = {"requests": int(row["size"]), "met": int(row["sum"]),
                            "attainment": float(row["sum"] / row["size"]),
                            "ttft_s": bound[0], "tpot_s": bound[1]}
@@ -280,7 +281,8 @@ def summarize(requests: pd.DataFrame, timeseries: pd.DataFrame | None, instances
         "timeseries": _timeseries_summary(timeseries),
         "cost": {"cluster_usd_per_hour": price, "run_usd": run_cost,
                  "usd_per_million_output_tokens": _num(run_cost / out_tokens * 1e6) if out_tokens else None,
-                 "usd_per_million_total_tokens": _num(run_cost / total_tokens * 1e6) if total_tokens else None},
+                 "usd_per_million_total_tokens":
+                     _num(run_cost / total_tokens * 1e6) if total_tokens else None},
         "energy_upper_bound": {
             "note": "estimate, not a measurement: busy_at_tdp = every GPU at TDP while executing "
                     "(idle draw excluded); whole_run_at_tdp = every GPU at TDP all run (hard bound)",

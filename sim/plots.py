@@ -56,7 +56,7 @@ def _completed(requests: pd.DataFrame) -> pd.DataFrame:
 
 
 def _draw_cdf_panels(axes, runs: dict[str, pd.DataFrame], slo: SLO | None) -> None:
-    for ax, (col, title, bound_attr) in zip(axes, CDF_PANELS):
+    for ax, (col, title, bound_attr) in zip(axes, CDF_PANELS, strict=True):
         drawn = False
         for label, df in runs.items():
             x, y = _cdf_points(df[col].to_numpy(dtype=float))
@@ -97,11 +97,11 @@ def plot_comparison(requests_by_label: dict[str, pd.DataFrame], path, slo: SLO |
 
 def _time_bins(t: pd.Series, points: int) -> np.ndarray:
     """Index of each sample's bin among ``points`` equal bins spanning the whole run."""
-    t = t.to_numpy(dtype=float)
-    span = t.max() - t.min()
+    v = t.to_numpy(dtype=float)
+    span = v.max() - v.min()
     if span <= 0:
-        return np.zeros(len(t), dtype=np.int64)
-    return np.minimum(((t - t.min()) / span * points).astype(np.int64), points - 1)
+        return np.zeros(len(v), dtype=np.int64)
+    return np.minimum(((v - v.min()) / span * points).astype(np.int64), points - 1)
 
 
 def _downsample(ts: pd.DataFrame, columns: list[str], points: int = TS_POINTS) -> pd.DataFrame:
@@ -122,14 +122,14 @@ def _cluster_mean(ts: pd.DataFrame, columns: list[str], points: int = TS_POINTS)
     return keyed.groupby("_bin", sort=True).mean()
 
 
-def plot_timeseries(timeseries: pd.DataFrame, path) -> Path:
+def plot_timeseries(timeseries: pd.DataFrame | None, path) -> Path:
     """Batch size, KV-cache used fraction and waiting-queue length over time, one line per instance."""
     fig = new_figure(1, nrows=3, width=10.0, height=2.8)
     axes = fig.subplots(3, 1, sharex=True)
     panels = (("batch_size", "batch size"), ("kv_fraction", "KV used fraction"),
               ("waiting", "waiting requests"))
     if timeseries is None or len(timeseries) == 0:
-        for ax, (_, title) in zip(axes, panels):
+        for ax, (_, title) in zip(axes, panels, strict=True):
             ax.set_ylabel(title)
             ax.text(0.5, 0.5, "no timeseries samples", ha="center", va="center",
                     transform=ax.transAxes)
@@ -147,11 +147,11 @@ def plot_timeseries(timeseries: pd.DataFrame, path) -> Path:
     groups = list(ts.groupby("instance", sort=True))  # one entry per instance, not per row
     many = len(groups) > MAX_LEGEND
     mean = _cluster_mean(ts, [c for c, _ in panels]) if many else None
-    for ax, (col, title) in zip(axes, panels):
+    for ax, (col, title) in zip(axes, panels, strict=True):
         for inst, g in groups:
             ax.plot(g["time_s"].to_numpy(), g[col].to_numpy(dtype=float), linewidth=0.8,
                     alpha=0.25 if many else 1.0, label=f"instance {inst}")
-        if many:
+        if mean is not None:
             ax.plot(mean["time_s"].to_numpy(), mean[col].to_numpy(dtype=float), color="black",
                     linewidth=1.5, label="mean over instances")
         ax.set_ylabel(title)

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 from sim.config import SimConfig, to_dict
-from sim.metrics import SLO, request_metrics, save_results, summarize
 from sim.engine.tbt import percentile_from_hist
+from sim.metrics import SLO, request_metrics, save_results, summarize
 from sim.simulator import SimResult, simulate
 
 
@@ -18,9 +18,9 @@ def token_level_summary(result: SimResult) -> dict:
     """Time-between-tokens over every generated token, decode stalls and migrations."""
     hist = result.tbt_hist
     inst = result.instances
-    out = {f"tbt_p{q}_s": percentile_from_hist(hist, q) if hist is not None else None
+    pct = {f"tbt_p{q}_s": percentile_from_hist(hist, q) if hist is not None else None
            for q in (50, 90, 99)}
-    out = {k: (None if v is None or v != v else v) for k, v in out.items()}
+    out: dict = {k: (None if v is None or v != v else v) for k, v in pct.items()}
     out["decode_stall_s"] = float(inst["decode_stall_s"].sum()) if "decode_stall_s" in inst else 0.0
     out["stall_iterations"] = int(inst["stall_iterations"].sum()) if "stall_iterations" in inst else 0
     out["swaps"] = int(inst["swaps"].sum()) if "swaps" in inst else 0

@@ -7,22 +7,24 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from sim.catalog import get_gpu, get_model
 from sim.config import ConfigError, SimConfig
 from sim.costmodel.factory import make_cost_model
+from sim.engine.clock import SimClock
 from sim.engine.instance import Instance
 from sim.engine.kvcache import kv_capacity
+from sim.engine.observer import NullObserver
 from sim.engine.policies import make_policy
 from sim.engine.records import RecordSink
 from sim.engine.routers import make_router
-from sim.engine.sequence import Sequence
+from sim.engine.sequence import UNFINISHED, Sequence
+from sim.engine.trace_events import EventTrace
 from sim.workload.schema import Trace
 
 TIMESERIES_COLUMNS = ["time_s", "instance", "batch_size", "prefill_tokens", "running", "waiting",
@@ -40,17 +42,45 @@ class SimResult:
     cost_sources: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     #: histogram over every token's time-between-tokens (bins: sim.engine.tbt.EDGES)
-    tbt_hist: object = None
+    tbt_hist: np.ndarray | None = None
     migration: dict = field(default_factory=dict)
+
+
+class TraceObserver(NullObserver):
+    """Feeds an instance's lifecycle events into the run's ``EventTrace`` (``--trace-events``)."""
+
+    def __init__(self, trace: EventTrace):
+        self.trace = trace
+
+    def queued(self, seq, inst, t):
+        self.trace.request_queued(seq.rid, inst, t)
+
+    def scheduled(self, seq, inst, t):
+        self.trace.request_scheduled(seq.rid, inst, t)
+
+    def first_token(self, seq, inst, t):
+        self.trace.first_token(seq.rid, inst, t)
+
+    def preempted(self, seq, inst, t, mode):
+        self.trace.preemption(seq.rid, inst, t, mode)
+
+    def ended(self, seq, inst, t, outcome, reason):
+        self.trace.request_end(seq.rid, inst, t, outcome, reason)
+
+    def iteration(self, inst, t0, t1, iterations, prefill_seqs, prefill_tokens, decode_seqs,
+                  decode_tokens):
+        self.trace.iteration(inst, t0, t1, iterations, prefill_seqs, prefill_tokens, decode_seqs,
+                             decode_tokens)
 
 
 @dataclass
 class Cluster:
-    env: simpy.Environment
+    clock: SimClock
     instances: list
     rows: list  # one dict per instance for the instance table
     cfg: SimConfig
     records: RecordSink
+    trace: EventTrace | None = None
 
     def add_instance(self, g: int) -> Instance:
         """Start one more instance of cluster group ``g`` (used at build time and by scale-out)."""
@@ -64,23 +94,27 @@ class Cluster:
         cost = make_cost_model(model, gpu, group.tp, cfg.cost_model)
         name = group.name or f"{model.name}@{gpu.name}x{group.tp}"
         idx = len(self.instances)
-        inst = Instance(self.env, idx, name, cost, cap, make_policy(sched, cap, model.max_context),
+        observers = (TraceObserver(self.trace),) if self.trace is not None else ()
+        if self.trace is not None:
+            self.trace.instance(idx, name)
+        inst = Instance(self.clock, idx, name, cost, cap, make_policy(sched, cap, model.max_context),
                         self.records, cfg.fast_forward, cfg.output.timeseries_interval_s,
                         model.max_context, host_link_gbs=sched.host_link_gbs or gpu.pcie_gbs,
-                        swap_space_gb=sched.swap_space_gb)
+                        swap_space_gb=sched.swap_space_gb, observers=observers)
         self.instances.append(inst)
         self.rows.append({"instance": idx, "group": name, "gpu": gpu.name, "model": model.name,
                           "tp": group.tp, "num_gpus": group.tp,
                           "price_per_hour": gpu.price_per_hour * group.tp, "tdp_w": gpu.tdp_w,
                           "kv_blocks": cap.total_blocks, "kv_tokens": cap.total_tokens,
-                          "cost_source": cost.source, "started_s": self.env.now})
+                          "cost_source": cost.source, "started_s": self.clock.now})
         return inst
 
 
 def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
     if not cfg.cluster:
         raise ConfigError("cluster: at least one instance group is required")
-    cluster = Cluster(simpy.Environment(), [], [], cfg, records)
+    trace = EventTrace() if cfg.output.trace_events else None
+    cluster = Cluster(SimClock(), [], [], cfg, records, trace)
     for g, group in enumerate(cfg.cluster):
         if group.count < 1:
             raise ConfigError(f"cluster[{g}].count must be >= 1")
@@ -91,7 +125,7 @@ def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
 
 def _schedule_events(cluster: Cluster, router) -> None:
     """Drain and scale-out events from ``cfg.events``."""
-    env = cluster.env
+    clock = cluster.clock
     for n, ev in enumerate(cluster.cfg.events):
         if ev.action not in ("drain", "scale_out"):
             raise ConfigError(f"events[{n}].action must be 'drain' or 'scale_out', got '{ev.action}'")
@@ -102,18 +136,13 @@ def _schedule_events(cluster: Cluster, router) -> None:
             if ev.action == "scale_out":
                 cluster.add_instance(ev.group)
                 return
-            inst = cluster.instances[ev.instance]
-            inst.draining = True
             # queued requests go elsewhere at once; running ones migrate (Llumnix) or finish here
-            while inst.waiting:
-                seq = inst.waiting.popleft()
-                inst.outstanding_tokens -= seq.prefill_target - seq.prefilled + seq.output - seq.generated
-                dst = router.choose(seq, env.now)
+            for seq in cluster.instances[ev.instance].drain():
+                dst = router.choose(seq, clock.now)
                 dst.submit(seq)
                 dst.wake()
 
-        timeout = env.timeout(max(0.0, ev.time_s))
-        timeout.callbacks.append(fire)
+        clock.call_later(max(0.0, ev.time_s), fire)
 
 
 def _as_chunks(trace) -> Iterable[pd.DataFrame]:
@@ -131,15 +160,16 @@ class ArrivalFeed:
     can share one prefill batch, as in a real engine.
     """
 
-    def __init__(self, env: simpy.Environment, chunks, router, records: RecordSink, cutoff: float,
+    def __init__(self, clock: SimClock, chunks, router, records: RecordSink, cutoff: float,
                  progress=None):
-        self.env, self.router, self.records = env, router, records
+        self.clock, self.router, self.records = clock, router, records
         self.chunks = iter(chunks)
         self.cutoff = cutoff
         self.progress = progress
         self.slo_codes = {name: i for i, name in enumerate(records.slo_classes)}
         self.last_arrival = -math.inf
-        self.cols = None
+        #: the current chunk as lists: ids, arrivals, prompts, outputs, priorities, SLO classes
+        self.cols: tuple[list, list, list, list, list, list] | None = None
         self.i = self.n = 0
         if self._next_chunk():
             self._schedule()
@@ -175,17 +205,21 @@ class ArrivalFeed:
             codes.append(code)
         return codes
 
+    def _current(self) -> tuple[list, list, list, list, list, list]:
+        cols = self.cols
+        assert cols is not None, "the feed has no chunk left"
+        return cols
+
     def _schedule(self) -> None:
-        t = self.cols[1][self.i]
+        t = self._current()[1][self.i]
         if t > self.cutoff:
             self._count_unarrived()
             return
-        ev = self.env.timeout(max(0.0, t - self.env.now))
-        ev.callbacks.append(self._on_arrival)
+        self.clock.call_later(max(0.0, t - self.clock.now), self._on_arrival)
 
     def _on_arrival(self, _ev) -> None:
-        now = self.env.now
-        rids, arr, prompts, outputs, prios, classes = self.cols
+        now = self.clock.now
+        rids, arr, prompts, outputs, prios, classes = self._current()
         woken = []
         choose = self.router.choose
         while True:
@@ -196,7 +230,7 @@ class ArrivalFeed:
             seq = Sequence(rids[i], t, prompts[i], outputs[i], prios[i], classes[i])
             inst = choose(seq, now)
             inst.submit(seq)
-            if inst._idle:
+            if inst.idle:
                 woken.append(inst)
             self.i = i + 1
             if self.i == self.n:
@@ -205,7 +239,7 @@ class ArrivalFeed:
                 if not self._next_chunk():
                     self.cols = None
                     break
-                rids, arr, prompts, outputs, prios, classes = self.cols
+                rids, arr, prompts, outputs, prios, classes = self._current()
         for inst in woken:
             inst.wake()
         if self.cols is not None:
@@ -214,12 +248,12 @@ class ArrivalFeed:
     def _count_unarrived(self) -> None:
         """Requests after ``max_sim_time_s`` never arrive; they are counted as unfinished."""
         reason = "arrives after max_sim_time_s"
-        rids, arr, prompts, outputs, prios, classes = self.cols
+        rids, arr, prompts, outputs, prios, classes = self._current()
         i = self.i
         self.records.add_unarrived(rids[i:], arr[i:], prompts[i:], outputs[i:], prios[i:], classes[i:],
                                    reason)
         while self._next_chunk():
-            rids, arr, prompts, outputs, prios, classes = self.cols
+            rids, arr, prompts, outputs, prios, classes = self._current()
             self.records.add_unarrived(rids, arr, prompts, outputs, prios, classes, reason)
         self.cols = None
 
@@ -230,38 +264,44 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     records = RecordSink()
     cluster = build_cluster(cfg, records)
     router = make_router(cfg.router, cluster.instances)
-    env = cluster.env
+    clock = cluster.clock
     cutoff = cfg.max_sim_time_s if cfg.max_sim_time_s is not None else math.inf
     progress = None
     if cfg.progress:
         from tqdm import tqdm
         progress = tqdm(total=total or (len(trace) if hasattr(trace, "__len__") else None),
                         unit="req", desc="simulating", mininterval=0.5)
-    feed = ArrivalFeed(env, _as_chunks(trace), router, records, cutoff, progress)
+    feed = ArrivalFeed(clock, _as_chunks(trace), router, records, cutoff, progress)
     router.feed_active = lambda: feed.cols is not None
-    router.start(env, cfg.seed)
+    router.start(clock, cfg.seed, cluster.trace)
     _schedule_events(cluster, router)
-    if math.isinf(cutoff):
-        env.run()
-    else:
-        env.run(until=cutoff)
+    clock.run(None if math.isinf(cutoff) else cutoff)
     if progress is not None:
         progress.close()
-    end = env.now
+    end = clock.now
     for inst in cluster.instances:
         inst.drain_unfinished(end)
+    manager = getattr(router, "manager", None)
+    if manager is not None:  # requests mid stop-and-copy belong to no instance: count them too
+        for seq in manager.in_flight():
+            records.add(seq, UNFINISHED, reason="in live migration at end of simulation")
+            if cluster.trace is not None:
+                cluster.trace.request_end(seq.rid, seq.instance, end, "unfinished",
+                                          "in live migration at end of simulation")
     requests = records.to_frame()
     first = float(requests["arrival_s"].min()) if len(requests) else 0.0
-    ts = [row for inst in cluster.instances for row in inst.ts]
+    ts = [row for inst in cluster.instances for row in inst.stats.ts]
     timeseries = pd.DataFrame(ts, columns=TIMESERIES_COLUMNS).sort_values(["time_s", "instance"],
                                                                            kind="stable")
     inst_rows = []
-    for row, inst in zip(cluster.rows, cluster.instances):
-        inst_rows.append({**row, "busy_s": inst.busy_s, "iterations": inst.iterations,
-                          "preemptions": inst.preemptions, "swaps": inst.swaps,
-                          "decode_stall_s": inst.stall_s, "stall_iterations": inst.stall_iterations})
-    tbt_hist = sum(inst.gaps.hist for inst in cluster.instances)
-    manager = getattr(router, "manager", None)
+    for row, inst in zip(cluster.rows, cluster.instances, strict=True):
+        st = inst.stats
+        inst_rows.append({**row, "busy_s": st.busy_s, "iterations": st.iterations,
+                          "preemptions": st.preemptions, "swaps": st.swaps,
+                          "decode_stall_s": st.stall_s, "stall_iterations": st.stall_iterations})
+    tbt_hist = sum(inst.decode.gaps.hist for inst in cluster.instances)
+    if cluster.trace is not None:
+        cluster.trace.write(cfg.output.trace_events)
     return SimResult(requests=requests, timeseries=timeseries.reset_index(drop=True),
                      instances=pd.DataFrame(inst_rows), sim_duration_s=max(0.0, end - first),
                      wall_s=time.perf_counter() - wall0, config=cfg,

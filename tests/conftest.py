@@ -26,3 +26,11 @@ def poisson_requests(n: int, rate: float, prompt=(50, 2000), output=(1, 400), se
         "prompt_tokens": rng.integers(prompt[0], prompt[1], n),
         "output_tokens": rng.integers(output[0], output[1], n),
     })
+
+
+def with_priorities(df: pd.DataFrame, high_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
+    """A copy of ``df`` where a random ``high_fraction`` of requests get priority 1 (others 0)."""
+    rng = np.random.default_rng(seed)
+    out = df.copy()
+    out["priority"] = (rng.random(len(df)) < high_fraction).astype(np.int64)
+    return out

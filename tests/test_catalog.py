@@ -114,7 +114,7 @@ def test_aliases_and_case_resolve(alias, canonical):
 
 
 def test_unknown_names_raise_listing_known_ones():
-    with pytest.raises(ValueError, match="unknown GPU 'h900'.*h100-sxm"):
+    with pytest.raises(ValueError, match=r"unknown GPU 'h900'.*h100-sxm"):
         get_gpu("h900")
-    with pytest.raises(ValueError, match="unknown model 'llama-9'.*llama-3.1-8b"):
+    with pytest.raises(ValueError, match=r"unknown model 'llama-9'.*llama-3\.1-8b"):
         get_model("llama-9")

@@ -8,13 +8,21 @@ import math
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from sim.costmodel.collectives import (COLUMNS, OPS, CollectiveCurve, CollectivesTable,
-                                       bus_factor, collectives_path, fit_latency_bandwidth,
-                                       formula_s)
+from sim.costmodel.collectives import (
+    COLUMNS,
+    OPS,
+    CollectiveCurve,
+    CollectivesTable,
+    bus_factor,
+    collectives_path,
+    fit_latency_bandwidth,
+    formula_s,
+)
 from sim.costmodel.profiled import PROFILES_ROOT, ProfiledCostModel, ring_allreduce_s
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,10 +70,10 @@ def test_odd_world_sweep_idles_the_unpaired_rank_and_rounds_gather_sizes():
 
 
 def test_too_few_gpus_and_bad_arguments_name_the_fix():
+    import torch
+
     from profiler.cli import _parse_bytes
     from profiler.collectives import measure_collectives
-
-    import torch
 
     if torch.cuda.device_count() < 4:
         with pytest.raises(ValueError, match=r"needs 4 GPUs.*nvidia-h200-x4"):
@@ -137,13 +145,13 @@ def test_curve_is_exact_at_measured_points_linear_between_and_monotone():
     assert c(beyond) == pytest.approx(times[-1] + (beyond - sizes[-1]) * 1.0 / c.bus_bytes_per_s)
     grid = [1] + [int(1.13 ** k) for k in range(20, 180)]
     vals = [c(n) for n in grid]
-    assert all(b >= a for a, b in zip(vals, vals[1:]))
+    assert all(b >= a for a, b in pairwise(vals))
     # noisy measurements (4 KiB measured faster than 2 KiB) still give a monotone curve
     noisy = list(times)
     noisy[2] = times[1] * 0.9
     c2 = CollectiveCurve("all_reduce", 2, sizes, noisy)
     vals = [c2(n) for n in grid]
-    assert all(b >= a for a, b in zip(vals, vals[1:]))
+    assert all(b >= a for a, b in pairwise(vals))
     assert c2(sizes[6]) == times[6]  # untouched away from the violation
     with pytest.raises(ValueError, match="twice"):
         CollectiveCurve("all_reduce", 2, [1024, 1024], [1e-5, 2e-5])
@@ -190,7 +198,7 @@ def test_profiled_model_uses_the_measured_allreduce_table(tp2_root):
 
     sizes = [H * 2 * k for k in (1, 2, 4, 8, 64, 512, 4096)]  # 1 token .. 4096 tokens
     times = [3e-5 + k * 2e-7 for k in (1, 2, 4, 8, 64, 512, 4096)]  # >> the estimate
-    _write_table(root, 2, [("all_reduce", n, t) for n, t in zip(sizes, times)]
+    _write_table(root, 2, [("all_reduce", n, t) for n, t in zip(sizes, times, strict=True)]
                  + [("send_recv", 1024, 1e-5)])
     meas = ProfiledCostModel.from_dir(d)
     src = meas.describe()["allreduce_source"]

@@ -5,19 +5,23 @@ import json
 
 import pytest
 
-from sim.cli import main
-from sim.config import ConfigError, load_config
+from goodput.cli import main
+from sim.config import ConfigError, SimConfig, from_dict, load_config, to_dict
 from tests.conftest import REPO
 
 
 def test_yaml_roundtrip_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("cluster:\n  - {model: mistral-7b, gpu: a100-80gb, count: 3}\n"
-                    "scheduler: {policy: sarathi, token_budget: 1024}\nslo: {ttft_s: 0.5}\n")
-    cfg = load_config(path, {"scheduler.chunk_size": 256, "router.name": "llumnix"})
+                    "scheduler: {policy: sarathi, sarathi: {token_budget: 1024}}\nslo: {ttft_s: 0.5}\n")
+    cfg = load_config(path, {"scheduler.sarathi.chunk_size": 256, "router.name": "llumnix"})
     assert cfg.cluster[0].count == 3 and cfg.cluster[0].gpu == "a100-80gb"
-    assert cfg.scheduler.policy == "sarathi" and cfg.scheduler.token_budget == 1024
-    assert cfg.scheduler.chunk_size == 256 and cfg.router.name == "llumnix"
+    assert cfg.scheduler.policy == "sarathi" and cfg.scheduler.section("sarathi").token_budget == 1024
+    assert cfg.scheduler.section("sarathi").chunk_size == 256 and cfg.router.name == "llumnix"
+    # the dict form round-trips: every policy section appears with its values or defaults
+    again = from_dict(SimConfig, to_dict(cfg))
+    assert to_dict(again) == to_dict(cfg)
+    assert to_dict(cfg)["scheduler"]["orca"] == {"reserve_output_tokens": None}
     assert cfg.slo.ttft_s == 0.5 and cfg.slo.tpot_s is None
 
 
@@ -40,7 +44,7 @@ def test_bad_config_names_the_field(tmp_path, text, needle):
     (["--gpu", "tpu-v9"], "unknown GPU 'tpu-v9'"),
     (["--policy", "fifo"], "unknown scheduler.policy 'fifo'"),
     (["--router", "random"], "unknown router.name 'random'"),
-    (["--set", "scheduler.policy=sarathi", "--set", "scheduler.token_budget=128"], "below"),
+    (["--set", "scheduler.policy=sarathi", "--set", "scheduler.sarathi.token_budget=128"], "below"),
     (["--model", "llama-3.1-70b", "--gpu", "l4"], "does not fit"),
 ])
 def test_cli_errors_are_clear(args, needle, capsys):

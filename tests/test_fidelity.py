@@ -50,7 +50,7 @@ def test_resolve_engine_auto_none_and_errors(tmp_path):
     assert resolve_engine("auto", tmp_path, "h100") is None  # no file: profile host term
     assert resolve_engine("none", tmp_path, "h200") is None
     assert resolve_engine(str(path), tmp_path / "x", "h100").name == "test-engine"
-    with pytest.raises(FileNotFoundError, match="cost_model.engine"):
+    with pytest.raises(FileNotFoundError, match=r"cost_model\.engine"):
         resolve_engine(str(tmp_path / "missing.json"), tmp_path, "h200")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"params": {"kernel_scale": 0.1, "per_iteration_s": -1,
@@ -129,7 +129,7 @@ def test_compare_scores_zero_error_when_real_equals_simulation(tmp_path):
     assert all(c["tpot_s"]["p50"]["err_pct"] > 5 for c in rep2["cases"])
     assert "| vllm-a |" in case_table(rep) and "### h200 / llama-3.1-8b" in \
         markdown_report(tmp_path / "fid")
-    from sim.cli import main
+    from goodput.cli import main
 
     png = tmp_path / "cdf.png"
     assert main(["fidelity", "plot", str(root / "vllm-a"), "--engine", "none",

@@ -6,8 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.metrics import (SLO, MetricsError, compare, format_summary, request_metrics, save_results,
-                         slo_met, summarize)
+from sim.metrics import (
+    SLO,
+    MetricsError,
+    compare,
+    format_summary,
+    request_metrics,
+    save_results,
+    slo_met,
+    summarize,
+)
 
 NAN = float("nan")
 

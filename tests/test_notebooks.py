@@ -24,7 +24,8 @@ def test_notebook_executes(path, tmp_path):
 def test_notebooks_are_built_from_source():
     """The .ipynb files match notebooks/build_notebooks.py (edit the builder, then rebuild)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOKS[0].parent / "build_notebooks.py")
+    builder = NOTEBOOKS[0].parent / "build_notebooks.py"
+    spec = importlib.util.spec_from_file_location("build_notebooks", builder)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     for name, cells in (("compare_configurations.ipynb", mod.COMPARE),

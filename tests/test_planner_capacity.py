@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import json
 import math
-
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from planner.capacity import (CapacityCache, CapacityTask, SearchSettings, _Prober, measure,
-                              search_capacity, task_key)
+from planner.capacity import (
+    CapacityCache,
+    CapacityTask,
+    SearchSettings,
+    _Prober,
+    measure,
+    search_capacity,
+    task_key,
+)
 from planner.errors import PlannerError
 
 SHORT = np.array([[128, 32], [256, 64], [200, 48]])

@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from planner.cli import (_availability, add_plan_subcommands, cmd_simulate_plan,
-                         load_planning_trace)
+from planner.cli import _availability, add_plan_subcommands, cmd_simulate_plan, load_planning_trace
 from planner.errors import PlannerError
 from planner.plan import Plan
 
@@ -37,7 +36,8 @@ def test_plan_command_writes_plan_and_plots(trace_csv, tmp_path, capsys):
     args = _parser().parse_args([
         "plan", "--trace", str(trace_csv), "--model", "llama-3.1-8b", "--ttft-slo", "0.5",
         "--tpot-slo", "0.05", "--gpus", "a10g,a100-80gb", "--input-edges", "1024",
-        "--output-edges", "64", "--cost-model", "roofline", "--min-probe-requests", "40", "--max-probe-requests", "400",
+        "--output-edges", "64", "--cost-model", "roofline", "--min-probe-requests", "40",
+        "--max-probe-requests", "400",
         "--rel-tol", "0.2", "--workers", "1", "--cache-dir", str(tmp_path / "cache"),
         "--sweep-tpot", "0.1", "--out", str(out)])
     assert args.func(args) == 0

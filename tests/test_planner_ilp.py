@@ -52,11 +52,11 @@ def test_availability_and_power_limits():
     sol = solve([A, B], RATES, CAP, availability={"a": 0})
     assert sol.counts == {"b-tp1": 2}
     # 450 W: 1 A + 1 B draws 500 W, 2 B 800 W -> infeasible, and the power budget is named
-    with pytest.raises(PlannerError, match="power budget of 450 W binds.*500 W"):
+    with pytest.raises(PlannerError, match=r"power budget of 450 W binds.*500 W"):
         solve([A, B], RATES, CAP, power_budget_w=450)
     assert solve([A, B], RATES, CAP, power_budget_w=500).cost_per_hour == pytest.approx(4.0)
     # only B serves 'big'; with no B GPUs the availability is what binds
-    with pytest.raises(PlannerError, match="availability binds.*b: 1 GPUs wanted, 0 available"):
+    with pytest.raises(PlannerError, match=r"availability binds.*b: 1 GPUs wanted, 0 available"):
         solve([A, B], RATES, CAP, availability={"b": 0})
     with pytest.raises(PlannerError, match="availability names GPU 'h100'"):
         solve([A, B], RATES, CAP, availability={"h100": 3})
@@ -74,7 +74,7 @@ def test_tp_degrees_are_separate_types_sharing_availability():
     # availability counts GPUs: 3 B GPUs fit one TP-2 instance; 1 does not, and 1 B-tp1 plus
     # any number of A cannot carry 15 big req/s
     assert solve([A, B, b2], rates, cap, availability={"b": 3}).counts == {"b-tp2": 1}
-    with pytest.raises(PlannerError, match="availability binds.*b: 2 GPUs wanted, 1 available"):
+    with pytest.raises(PlannerError, match=r"availability binds.*b: 2 GPUs wanted, 1 available"):
         solve([A, B, b2], rates, cap, availability={"b": 1})
 
 
@@ -111,7 +111,7 @@ def test_benchmark_instance_solves():
     assert len(types) == 8 and len(rates) == 64
     sol = solve(types, rates, cap)
     assert sol.status == "Optimal"
-    for s, sh in sol.shares.items():
+    for sh in sol.shares.values():
         assert sum(sh.values()) == pytest.approx(1.0)
     for g, n in sol.counts.items():
         assert sol.load[g] <= n + 1e-6

@@ -38,6 +38,6 @@ def test_budget_required_and_positive():
 
 
 def test_plan_phase_split_says_what_is_missing():
-    with pytest.raises(PlannerError, match="disaggregated prefill/decode simulation.*KV-cache "
-                                           "transfer"):
+    with pytest.raises(PlannerError, match=r"disaggregated prefill/decode simulation.*KV-cache "
+                                           r"transfer"):
         plan_phase_split(None, "llama-3.1-8b", 0.5, 0.05, ["l4", "h100"], cost_budget=100)

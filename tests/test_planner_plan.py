@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from planner.errors import PlannerError
-from planner.plan import Plan, PlanGroup, PlanSlice
-from planner.pipeline import PlanOptions, build_plan, instance_types, make_plan, slice_inputs
-from planner.prove import prove
 from planner.ilp import solve
+from planner.pipeline import PlanOptions, build_plan, instance_types, make_plan, slice_inputs
+from planner.plan import Plan, PlanGroup, PlanSlice
+from planner.prove import prove
 from planner.verify import simulate_plan
 
 SHORT, LONG = (128, 32), (3000, 40)
@@ -28,10 +28,10 @@ def two_size_trace(n=240, rate=3.0, seed=0) -> pd.DataFrame:
 
 
 def opts(tmp_path, **kw):
-    base = dict(model="llama-3.1-8b", ttft_s=0.5, tpot_s=0.05, gpus=["a10g", "a100-80gb"],
-                input_edges=(1024,), output_edges=(64,), min_probe_requests=40,
-                max_probe_requests=600, span_e2e=10, rel_tol=0.1,
-                cost_model={"kind": "roofline"}, cache_dir=str(tmp_path), workers=1)
+    base = {"model": "llama-3.1-8b", "ttft_s": 0.5, "tpot_s": 0.05, "gpus": ["a10g", "a100-80gb"],
+            "input_edges": (1024,), "output_edges": (64,), "min_probe_requests": 40,
+            "max_probe_requests": 600, "span_e2e": 10, "rel_tol": 0.1,
+            "cost_model": {"kind": "roofline"}, "cache_dir": str(tmp_path), "workers": 1}
     base.update(kw)
     return PlanOptions(**base)
 
@@ -131,9 +131,9 @@ def test_unproved_plan_is_reported_not_hidden(tmp_path):
 
 def test_model_that_fits_nowhere_names_every_gpu():
     # 70B weights are 141 GB: 70.6 GB per GPU at TP-2 exceeds even an H100's 72 GB usable
-    with pytest.raises(PlannerError, match="llama-3.1-70b does not fit on any allowed "
-                                           "configuration: .*on l4 x tp=1: weights need 141.1 GB"
-                                           ".*on a10g x tp=1"):
+    with pytest.raises(PlannerError, match=r"llama-3\.1-70b does not fit on any allowed "
+                                           r"configuration: .*on l4 x tp=1: weights need 141\.1 GB"
+                                           r".*on a10g x tp=1"):
         instance_types("llama-3.1-70b", ["l4", "a10g"], [1])
     types, unfit = instance_types("llama-3.1-70b", ["l4", "h100"], [1, 2, 4])
     assert [t.key for t in types] == ["h100-sxm-tp4"] and len(unfit) == 5
@@ -157,11 +157,11 @@ def test_bad_plan_files(tmp_path, outcome):
     with pytest.raises(PlannerError, match="no such plan file"):
         Plan.load(tmp_path / "missing.yaml")
     d = outcome.plan.to_dict()
-    with pytest.raises(PlannerError, match="unknown plan field.*'gpu_count'"):
+    with pytest.raises(PlannerError, match=r"unknown plan field.*'gpu_count'"):
         Plan.from_dict({**d, "gpu_count": 3})
     bad = replace(outcome.plan, slices=[replace(s, shares={k: v / 2 for k, v in s.shares.items()})
                                         for s in outcome.plan.slices])
-    with pytest.raises(PlannerError, match="shares sum to 0.5"):
+    with pytest.raises(PlannerError, match=r"shares sum to 0\.5"):
         Plan.from_dict(bad.to_dict())
     ghost = replace(outcome.plan, slices=[replace(s, shares={"h200-tp1": 1.0})
                                           for s in outcome.plan.slices])

@@ -47,7 +47,7 @@ def test_labels_vectorised_match_single():
     tr = _trace([1, 255, 256, 9000], [1, 64, 63, 2000])
     sl = make_slices(tr)
     assert list(sl.labels(tr)) == [sl.label_of(p, o) for p, o in zip(tr.prompt_tokens,
-                                                                      tr.output_tokens)]
+                                                                      tr.output_tokens, strict=True)]
     assert bucket_label(0, 0, (256,), (64,)) == "in[0,256)out[0,64)"
 
 

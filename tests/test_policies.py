@@ -45,7 +45,12 @@ def cfg_for(policy: str, count: int = 1, fast: bool = True, **sched) -> SimConfi
     cfg.fast_forward = fast
     cfg.scheduler.policy = policy
     for k, v in sched.items():
-        setattr(cfg.scheduler, k, v)
+        if k in ("chunk_size", "token_budget"):
+            setattr(cfg.scheduler.section("sarathi"), k, v)
+        elif k == "reserve_output_tokens":
+            setattr(cfg.scheduler.section(policy), k, v)
+        else:
+            setattr(cfg.scheduler, k, v)
     return cfg
 
 
@@ -58,8 +63,8 @@ def util_for_blocks(n: int, block_size: int = 16, reserve_gb: float = 2.0) -> fl
 
 def trace(*reqs) -> pd.DataFrame:
     """reqs: (arrival_s, prompt, output[, priority]) in request-id order."""
-    rows = [dict(request_id=i, arrival_s=r[0], prompt_tokens=r[1], output_tokens=r[2],
-                 priority=r[3] if len(r) > 3 else 0) for i, r in enumerate(reqs)]
+    rows = [{"request_id": i, "arrival_s": r[0], "prompt_tokens": r[1], "output_tokens": r[2],
+             "priority": r[3] if len(r) > 3 else 0} for i, r in enumerate(reqs)]
     return pd.DataFrame(rows)
 
 
@@ -137,7 +142,7 @@ def test_sarathi_chunk_rides_along_with_decode_without_stalling(fast):
 @FAST
 def test_sarathi_budget_is_shared_by_two_new_prompts(fast):
     """Budget 512, chunk 300: R0 takes 300, R1 the remaining 212, then R1 finishes its 88."""
-    res, r = run(cfg_for("sarathi", fast=fast, chunk_size=300, token_budget=512),
+    _, r = run(cfg_for("sarathi", fast=fast, chunk_size=300, token_budget=512),
                  trace((0.0, 300, 2), (0.0, 300, 2)))
     t1 = bt([300, 212], [0, 0])  # R0 prompt done -> token 1
     t2 = t1 + bt([88, 1], [212, 300])  # R1's rest + R0 decode (done)
@@ -182,7 +187,7 @@ def test_orca_reserves_max_length_so_second_request_waits(fast):
 @FAST
 def test_static_batch_runs_to_completion_before_the_next_forms(fast):
     """R0, R1 form a batch at t=0; R2 arriving during it waits until R1 (the longest) finishes."""
-    res, r = run(cfg_for("static", fast=fast), trace((0.0, 100, 2), (0.0, 50, 4), (EPS, 80, 2)))
+    _, r = run(cfg_for("static", fast=fast), trace((0.0, 100, 2), (0.0, 50, 4), (EPS, 80, 2)))
     t1 = bt([100, 50], [0, 0])
     t2 = t1 + dec(100, 50)  # R0 done
     t4 = t2 + dec(51) + dec(52)  # R1 decodes alone to its 4th token; the batch slot stays closed

@@ -30,7 +30,7 @@ def bursty():
 @pytest.fixture
 def audit(monkeypatch):
     clusters, short = [], []
-    build, complete = simulator.build_cluster, Instance._complete
+    build, complete, boundary = simulator.build_cluster, Instance._complete, Instance._boundary
 
     def keep(cfg, records):
         cluster = build(cfg, records)
@@ -42,13 +42,18 @@ def audit(monkeypatch):
             short.append((seq.rid, seq.blocks, seq.prompt + seq.generated - 1))
         complete(self, seq, now)
 
+    def checked_boundary(self):
+        self.check_conservation()  # blocks held by requests + reservations == the pool's count
+        boundary(self)
+
     monkeypatch.setattr(simulator, "build_cluster", keep)
     monkeypatch.setattr(Instance, "_complete", checked_complete)
+    monkeypatch.setattr(Instance, "_boundary", checked_boundary)
 
     def verify():
         assert short == [], f"requests completed holding fewer KV blocks than tokens: {short[:5]}"
         for inst in clusters[-1].instances:
-            assert (inst.used_blocks, inst.reserved_blocks, inst.host_blocks_used) == (0, 0, 0)
+            assert (inst.kv.used, inst.kv.reserved, inst.kv.host_used) == (0, 0, 0)
             # tokens conserved: work added (prompt, output, recompute) == work done
             assert inst.outstanding_tokens == 0
             assert not (inst.waiting or inst.running or inst.prefilling or inst.swapped)
@@ -114,9 +119,9 @@ def error_of(overrides) -> str:
 
 
 def test_token_budget_below_chunk_size_names_both_fields():
-    msg = error_of({"scheduler.policy": "sarathi", "scheduler.chunk_size": 512,
-                    "scheduler.token_budget": 256})
-    assert "scheduler.token_budget" in msg and "scheduler.chunk_size" in msg and "256" in msg
+    msg = error_of({"scheduler.policy": "sarathi", "scheduler.sarathi.chunk_size": 512,
+                    "scheduler.sarathi.token_budget": 256})
+    assert "scheduler.sarathi.token_budget" in msg and "scheduler.sarathi.chunk_size" in msg and "256" in msg
 
 
 def test_unknown_policy_lists_the_valid_names():
@@ -136,7 +141,7 @@ def test_preemption_mode_must_be_recompute_or_swap():
 
 
 @pytest.mark.parametrize("overrides,field", [
-    ({"scheduler.policy": "sarathi", "scheduler.chunk_size": 0}, "scheduler.chunk_size"),
+    ({"scheduler.policy": "sarathi", "scheduler.sarathi.chunk_size": 0}, "scheduler.sarathi.chunk_size"),
     ({"scheduler.max_batch_size": 0}, "scheduler.max_batch_size"),
     ({"router.name": "llumnix", "router.migration_interval_s": 0.0}, "router.migration_interval_s"),
     ({"events": [{"time_s": 1.0, "action": "reboot"}]}, "events[0].action"),
@@ -144,3 +149,15 @@ def test_preemption_mode_must_be_recompute_or_swap():
 ])
 def test_other_bad_values_name_their_field(overrides, field):
     assert field in error_of(overrides)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"scheduler.chunk_size": 64}, "scheduler.chunk_size moved to scheduler.sarathi.chunk_size"),
+    ({"scheduler.sarathi.chunk": 64}, "unknown config field(s) scheduler.sarathi.chunk"),
+    ({"scheduler.sarathi": 64}, "scheduler.sarathi: expected a mapping"),
+    ({"scheduler.orca.reserve_output_tokens": "many"}, "scheduler.orca.reserve_output_tokens"),
+])
+def test_policy_sections_are_strict_when_loading(overrides, needle):
+    with pytest.raises(ConfigError) as exc:
+        load_config(overrides=overrides)
+    assert needle in str(exc.value)

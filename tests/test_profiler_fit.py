@@ -13,8 +13,7 @@ from profiler.grids import GridConfig, build_grid
 from profiler.run import COLUMNS
 from sim.catalog import get_gpu, get_model
 from sim.costmodel.base import Batch
-from sim.costmodel.profiled import (ProfiledCostModel, attention_features, calibrated_roofline,
-                                    find_profile)
+from sim.costmodel.profiled import ProfiledCostModel, attention_features, calibrated_roofline, find_profile
 
 LAYERS, GROUP = 3, 4
 # attention feature weights, per class (launch, blocks, tiles, split, items) and t128_attn_work
@@ -31,12 +30,12 @@ def dec_a(b):
 
 
 def true_layer(q, c):
-    dec = [x for y, x in zip(q, c) if y == 1]
+    dec = [x for y, x in zip(q, c, strict=True) if y == 1]
     t = lin(sum(q)) if len(dec) < len(q) else 0.0
     if dec:
         t += (dec_a(len(dec)) - (lin(len(dec)) if len(dec) < len(q) else 0.0)
               + 1e-10 * sum(dec))
-    return t + sum(w * f for w, f in zip(W, attention_features(q, c, GROUP, 2, 132)))
+    return t + sum(w * f for w, f in zip(W, attention_features(q, c, GROUP, 2, 132), strict=True))
 
 
 def write_synthetic(d):
@@ -91,7 +90,7 @@ def test_fit_recovers_the_model_form_exactly(synthetic):
 def test_holdout_is_seeded_and_twenty_percent(synthetic):
     rows = [{"subkind": "decode", "code": f"{i}x1@1"} for i in range(1, 101)]
     tr1, te1 = split_holdout(rows, 0.2, seed=0)
-    tr2, te2 = split_holdout(list(reversed(rows)), 0.2, seed=0)
+    _, te2 = split_holdout(list(reversed(rows)), 0.2, seed=0)
     assert len(te1) == 20 and te1 == te2 and len(tr1) == 80
     assert split_holdout(rows, 0.2, seed=1)[1] != te1
 

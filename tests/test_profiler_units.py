@@ -1,6 +1,8 @@
 """Profiler building blocks: batch codes, grids, TP shard shapes, attention reference, tiling."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from profiler.batches import blocks_needed, decode, encode, expand, kv_tokens
@@ -29,7 +31,7 @@ def test_log_grid_is_log_spaced_and_inclusive():
     g = log_grid(1, 16, 1)
     assert g == [1, 2, 4, 8, 16]
     g = log_grid(16, 100, 2)
-    assert g[0] == 16 and g[-1] == 100 and all(b > a for a, b in zip(g, g[1:]))
+    assert g[0] == 16 and g[-1] == 100 and all(b > a for a, b in pairwise(g))
 
 
 def test_grid_same_seed_same_points_and_limits():
@@ -39,7 +41,7 @@ def test_grid_same_seed_same_points_and_limits():
     batches = [p for p in a if p.kind == "batch"]
     for p in batches:
         q, c = expand(p.code)
-        assert all(x + y <= 4096 for x, y in zip(q, c)), p.code  # within the context limit
+        assert all(x + y <= 4096 for x, y in zip(q, c, strict=True)), p.code  # within the context limit
         assert sum(q) <= GridConfig().max_tokens, p.code
     kinds = {p.subkind for p in batches}
     assert kinds == {"prefill", "decode", "verify", "mixed", "random"}
@@ -72,7 +74,7 @@ def test_kv_heads_replicated_when_tp_exceeds_them():
 def test_attention_features_by_hand():
     # group 4: q=3 -> 12 rows (16-row class); q=9 -> 36 rows (64-row class); q=200 -> 128-row
     # class in tiles of 32 tokens (7 tiles); decodes contribute nothing of their own.
-    f = dict(zip(FEATURES, attention_features([1, 3, 9, 200], [100, 7, 50, 10], 4, 8, 132)))
+    f = dict(zip(FEATURES, attention_features([1, 3, 9, 200], [100, 7, 50, 10], 4, 8, 132), strict=True))
     assert (f["t16_launch"], f["t16_blocks"], f["t16_tiles"]) == (1.0, (7 + 3) / 64, 1.0)
     assert (f["t64_launch"], f["t64_blocks"], f["t64_tiles"]) == (1.0, (50 + 9) / 64, 1.0)
     streamed = sum(10 + min(32 * (j + 1), 200) for j in range(7))  # keys per tile, summed
@@ -88,12 +90,12 @@ def test_attention_split_rule_matches_the_kernel_planner():
 
     for q, c in (([3], [20000]), ([9, 9], [300, 40000]), ([1] * 64 + [2], [100] * 64 + [5000]),
                  ([500], [0]), ([300], [100000])):
-        f = dict(zip(FEATURES, attention_features(q, c, 4, 8, 132)))
+        f = dict(zip(FEATURES, attention_features(q, c, 4, 8, 132), strict=True))
         for ln in plan_launches(q, c, 4, 8, 132):
             if any(q[s] > 1 for s in ln.tile_seq):
                 assert f[f"t{ln.block_m}_split"] == float(ln.split), (q, c, ln.block_m)
                 if ln.split:  # chunks of the non-decode tiles (decodes have their own line)
-                    own = sum(n for t, n in zip(ln.tile_seq, ln.tile_nitems) if q[t] > 1)
+                    own = sum(n for t, n in zip(ln.tile_seq, ln.tile_nitems, strict=True) if q[t] > 1)
                     assert f[f"t{ln.block_m}_items"] == pytest.approx(own, rel=0.35)
 
 

@@ -13,11 +13,22 @@ from sim.catalog import get_gpu, get_model
 from sim.config import ClusterEvent
 from sim.engine.kvcache import kv_capacity
 from sim.engine.records import RecordSink
-from sim.simulator import build_cluster
 from sim.metrics import request_metrics
+from sim.simulator import build_cluster
 from sim.workload.generators import synthesize
-from tests.test_policies import EPS, FAST, GPU, MODEL, bt, cfg_for, dec, decode_alone, run, trace, \
-    util_for_blocks
+from tests.test_policies import (
+    EPS,
+    FAST,
+    GPU,
+    MODEL,
+    bt,
+    cfg_for,
+    dec,
+    decode_alone,
+    run,
+    trace,
+    util_for_blocks,
+)
 
 BPT = get_model(MODEL).kv_bytes_per_token(1)  # KV bytes per token (tp=1)
 

@@ -6,13 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
+from sim.catalog import get_gpu, get_model
 from sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
 from sim.costmodel.factory import make_cost_model
-from sim.catalog import get_gpu, get_model
 from sim.simulator import simulate
 from tests.conftest import poisson_requests
-
-from profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
 
 COLUMNS = ["first_scheduled_s", "first_token_s", "completion_s", "generated_tokens",
            "preemptions", "max_tbt_s", "outcome"]
@@ -83,10 +82,11 @@ torch = pytest.importorskip("torch")
 
 
 def _tiny_cfg(policy, blocks, **sched):
+    sarathi = {"chunk_size": sched.pop("chunk_size", 64), "token_budget": sched.pop("token_budget", 64)}
     return load_config(None, {
         "cluster": [{"model": "tiny-cpu", "gpu": "h100", "tp": 1, "count": 1}],
         "scheduler": {"policy": policy, "num_gpu_blocks": blocks, "max_batch_size": 16,
-                      "max_batched_tokens": 512, "chunk_size": 64, "token_budget": 64, **sched}})
+                      "max_batched_tokens": 512, **sched, "sarathi": sarathi}})
 
 
 def _tiny_trace(n=24, seed=0, span=0.3):

@@ -6,8 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from sim.workload import (OPTIONAL, REQUIRED, TraceError, arrival_times, format_stats, load_trace,
-                          save_trace, trace_stats)
+from sim.workload import (
+    OPTIONAL,
+    REQUIRED,
+    TraceError,
+    arrival_times,
+    format_stats,
+    load_trace,
+    save_trace,
+    trace_stats,
+)
 
 
 def write(tmp_path, name, text):
@@ -185,7 +193,7 @@ def test_unknown_columns_list_formats(tmp_path):
 
 def test_unknown_format_name_and_extension(tmp_path):
     p = write(tmp_path, "x.csv", "arrival_s,prompt_tokens,output_tokens\n0,1,1\n")
-    with pytest.raises(TraceError, match="azure.*burstgpt"):
+    with pytest.raises(TraceError, match=r"azure.*burstgpt"):
         load_trace(p, format="sharegpt")
     q = write(tmp_path, "x.xlsx", "arrival_s,prompt_tokens,output_tokens\n0,1,1\n")
     with pytest.raises(TraceError, match="extension"):

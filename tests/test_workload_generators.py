@@ -5,9 +5,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.workload import (OPTIONAL, REQUIRED, Empirical, Fixed, LogNormal, Trace, TraceError,
-                          Uniform, parse_length_dist, rescale, synthesize, synthesize_chunks,
-                          time_slice)
+from sim.workload import (
+    OPTIONAL,
+    REQUIRED,
+    Empirical,
+    Fixed,
+    LogNormal,
+    Trace,
+    TraceError,
+    Uniform,
+    parse_length_dist,
+    rescale,
+    synthesize,
+    synthesize_chunks,
+    time_slice,
+)
 
 
 def gaps_cv(t: Trace) -> float:

@@ -121,7 +121,7 @@ def test_non_numeric_burstgpt_timestamp(tmp_path):
 def test_empty_files(tmp_path, name, text):
     p = tmp_path / name
     p.write_text(text)
-    with pytest.raises(TraceError, match="empty|no requests"):
+    with pytest.raises(TraceError, match=r"empty|no requests"):
         load_trace(p)
 
 

@@ -6,10 +6,15 @@ loop for the single instance ``cfg`` describes, replays ``trace`` in real time a
 """
 from __future__ import annotations
 
+from profiler.serve.loop import (
+    CostModelExecutor,
+    ServeResult,
+    ServingLoop,
+    VirtualClock,
+    WallClock,
+    check_servable,
+)
 from sim.config import ConfigError, SimConfig
-
-from profiler.serve.loop import (CostModelExecutor, ServeResult, ServingLoop, VirtualClock,
-                                 WallClock, check_servable)
 
 
 def instance_capacity(cfg: SimConfig, model):
@@ -75,5 +80,14 @@ def serve(cfg: SimConfig, trace, device: str = "cuda", seed: int = 0,
     return loop.run(trace, max_wall_s=max_wall_s)
 
 
-__all__ = ["serve", "build_loop", "instance_capacity", "predicting_cost_model", "ServingLoop",
-           "ServeResult", "CostModelExecutor", "VirtualClock", "WallClock"]
+__all__ = [
+    "CostModelExecutor",
+    "ServeResult",
+    "ServingLoop",
+    "VirtualClock",
+    "WallClock",
+    "build_loop",
+    "instance_capacity",
+    "predicting_cost_model",
+    "serve",
+]

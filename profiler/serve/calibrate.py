@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -99,15 +99,15 @@ def calibrate(model_dirs, out: Path, name: str | None = None) -> dict:
            "name": name or f"{gpus[0]}-serve-loop",
            "gpu": gpus[0],
            "form": "(1 + kernel_scale) * kernel + per_iteration_s + per_seq_s * n_seqs",
-           "fitted_on": sorted(f"{m}/{c}" for m, c in set(zip(it.model, it.case))),
-           "iterations": int(len(it)), "fit_residuals": fit["residuals"],
+           "fitted_on": sorted(f"{m}/{c}" for m, c in set(zip(it.model, it.case, strict=True))),
+           "iterations": len(it), "fit_residuals": fit["residuals"],
            "engine": "profiler.serve (random-weight model, piecewise CUDA graphs, eager paged "
                      "attention, synchronous token copy)",
            "runs_measured_on": {k: meta.get(k) for k in ("device_name", "driver", "torch",
                                                           "cuda", "date_utc")},
-           "fitted_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "fitted_utc": datetime.now(UTC).isoformat(timespec="seconds"),
            "git_commit": commit,
-           "command": " ".join(["goodput"] + sys.argv[1:]) if sys.argv else ""}
+           "command": " ".join(["goodput", *sys.argv[1:]]) if sys.argv else ""}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
@@ -149,4 +149,4 @@ def describe(doc: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["calibrate", "fit_engine", "iteration_table", "describe", "per_case"]
+__all__ = ["calibrate", "describe", "fit_engine", "iteration_table", "per_case"]

@@ -68,10 +68,11 @@ def _cmd_calibrate(args) -> int:
 
 
 def _cmd_plot(args) -> int:
+    import pandas as pd
+
     from profiler.serve.fidelity import load_case
     from sim.plots import plot_comparison
     from sim.simulator import simulate
-    import pandas as pd
 
     case = Path(args.case)
     cfg, trace = load_case(case)

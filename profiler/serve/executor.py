@@ -14,6 +14,11 @@ from profiler.shapes import PAGE_SIZE
 
 
 class SequenceStore:
+    # per-slot tables, (re)allocated by _grow
+    tokens: np.ndarray  # [slot, position] token ids
+    pages: np.ndarray  # [slot, i] physical KV page of the slot's i-th block
+    npages: np.ndarray  # [slot] pages the slot holds
+
     def __init__(self, num_blocks: int, vocab: int, max_tokens: int, seed: int = 0):
         self.free_pages = list(range(num_blocks - 1, -1, -1))  # pop() hands out page 0 first
         self.num_blocks = num_blocks

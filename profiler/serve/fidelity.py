@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,7 +59,7 @@ def base_config(model: str, gpu: str, policy: str, max_batched_tokens: int = 819
     cfg = SimConfig(cluster=[InstanceGroupConfig(model=model, gpu=gpu, tp=1, count=1)])
     s = cfg.scheduler
     s.policy, s.max_batched_tokens = policy, max_batched_tokens
-    s.chunk_size = s.token_budget = 512
+    s.section("sarathi").chunk_size = s.section("sarathi").token_budget = 512
     s.num_gpu_blocks = kv_capacity(get_model(model), get_gpu(gpu), 1, s.block_size,
                                    s.gpu_memory_utilization, s.activation_reserve_gb).total_blocks
     cfg.cost_model.kind = "profiled"
@@ -121,7 +122,7 @@ def design(model: str, gpu: str, out: Path, lengths_trace, policies=("vllm", "sa
         probe_cfg.cost_model.engine = engine
         cap = saturation_rate(probe_cfg, probe, seed)
         for load in loads:
-            case = out / f"{policy}-load{int(round(load * 100)):02d}"
+            case = out / f"{policy}-load{round(load * 100):02d}"
             case.mkdir(parents=True, exist_ok=True)
             (case / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
             poisson_trace(lengths, cap * load, seed + 7).to_csv(case / "trace.csv", index=False)
@@ -183,7 +184,7 @@ def compare_case(case: Path, engine: str = "auto") -> dict:
     sim = request_metrics(sim_res.requests)
     both = real.merge(sim, on="request_id", suffixes=("_real", "_sim"))
     ok = (both.outcome_real == "completed") & (both.outcome_sim == "completed")
-    out = {"case": case.name, "requests": int(len(real)), "compared": int(ok.sum()),
+    out: dict[str, Any] = {"case": case.name, "requests": len(real), "compared": int(ok.sum()),
            "cost_model": next(iter(sim_res.cost_sources.values()))}
     design_path = case / "design.json"
     if design_path.exists():
@@ -194,16 +195,18 @@ def compare_case(case: Path, engine: str = "auto") -> dict:
         r, s = b[f"{m}_real"].to_numpy(float), b[f"{m}_sim"].to_numpy(float)
         keep = ~(np.isnan(r) | np.isnan(s)) & (r > 0)
         r, s = r[keep], s[keep]
-        row = {"per_request_median_ape_pct": round(float(np.median(np.abs(s / r - 1)) * 100), 2)}
+        row: dict[str, Any] = {
+            "per_request_median_ape_pct": round(float(np.median(np.abs(s / r - 1)) * 100), 2)}
         for q in QUANTILES:
             pr, ps = float(np.percentile(r, q)), float(np.percentile(s, q))
             row[f"p{q}"] = {"real": pr, "sim": ps, "err_pct": _pct_err(ps, pr)}
         out[m] = row
     real_tbt = read_tbt_hist(case / "real_tbt.csv")
+    sim_tbt = np.asarray(sim_res.tbt_hist)
     out["tbt_s"] = {}
     for q in QUANTILES:
-        r, s = percentile_from_hist(real_tbt, q), percentile_from_hist(sim_res.tbt_hist, q)
-        out["tbt_s"][f"p{q}"] = {"real": r, "sim": s, "err_pct": _pct_err(s, r)}
+        tr, ts = percentile_from_hist(real_tbt, q), percentile_from_hist(sim_tbt, q)
+        out["tbt_s"][f"p{q}"] = {"real": tr, "sim": ts, "err_pct": _pct_err(ts, tr)}
     out["iterations"] = iteration_errors(pd.read_csv(case / "real_iterations.csv.gz"))
     out["throughput_tok_s"] = {
         "real": _throughput(real), "sim": _throughput(sim)}
@@ -223,7 +226,7 @@ def iteration_errors(it: pd.DataFrame) -> dict:
     out = {}
     for kind, g in it.groupby("kind"):
         err = (g.predicted_s / g.wall_s - 1) * 100
-        out[kind] = {"n": int(len(g)), "median_err_pct": round(float(err.median()), 2),
+        out[kind] = {"n": len(g), "median_err_pct": round(float(err.median()), 2),
                      "median_ape_pct": round(float(err.abs().median()), 2),
                      "median_wall_ms": round(float(g.wall_s.median() * 1e3), 3),
                      "median_gpu_ms": round(float(g.gpu_s.median() * 1e3), 3),

@@ -24,8 +24,10 @@ import pandas as pd
 
 from sim.config import ConfigError, SimConfig
 from sim.costmodel.base import Batch
+from sim.engine.clock import SteppedClock
 from sim.engine.instance import Instance
 from sim.engine.kvcache import KVCapacity
+from sim.engine.observer import NullObserver
 from sim.engine.policies import make_policy
 from sim.engine.records import RecordSink
 from sim.engine.sequence import Sequence
@@ -36,7 +38,7 @@ ITERATION_COLUMNS = ["start_s", "end_s", "kind", "n_seqs", "new_tokens", "contex
                      "predicted_s", "kernel_s", "gpu_s"]
 
 
-class WallClock:
+class WallClock(SteppedClock):
     """Seconds since ``start`` (offset so that the trace's first arrival is "now" at start)."""
 
     def __init__(self) -> None:
@@ -59,7 +61,7 @@ class WallClock:
             pass
 
 
-class VirtualClock:
+class VirtualClock(SteppedClock):
     """A clock that only moves when told: the cost-model executor advances it."""
 
     def __init__(self) -> None:
@@ -85,25 +87,18 @@ class CostModelExecutor:
         return dt
 
 
-class _ServingInstance(Instance):
-    """An Instance whose KV pages and token ids also live in a SequenceStore (real memory)."""
+class StoreKeeper(NullObserver):
+    """Keeps a SequenceStore (real KV pages and token ids) in step with the instance: pages go
+    when a request is preempted by recompute, everything goes when it ends."""
 
-    store = None
+    def __init__(self, store):
+        self.store = store
 
-    def preempt(self, seq, swap: bool = False) -> None:
-        super().preempt(seq, swap)
-        if self.store is not None:
-            self.store.release_pages(seq.rid)
+    def preempted(self, seq, inst, t, mode) -> None:
+        self.store.release_pages(seq.rid)
 
-    def _complete(self, seq, now) -> None:
-        super()._complete(seq, now)
-        if self.store is not None:
-            self.store.release(seq.rid)
-
-    def _reject_late(self, seq, reason) -> None:
-        super()._reject_late(seq, reason)
-        if self.store is not None:
-            self.store.release(seq.rid)
+    def ended(self, seq, inst, t, outcome, reason) -> None:
+        self.store.release(seq.rid)
 
 
 @dataclass
@@ -136,7 +131,8 @@ def sequences_of(trace) -> list[Sequence]:
         raise ValueError("trace.arrival_s is not sorted; sort the trace by arrival time")
     prio = df["priority"].to_numpy() if "priority" in df else np.zeros(len(df), dtype=int)
     return [Sequence(int(r), float(a), int(p), int(o), int(pr)) for r, a, p, o, pr in
-            zip(df["request_id"], df["arrival_s"], df["prompt_tokens"], df["output_tokens"], prio)]
+            zip(df["request_id"], df["arrival_s"], df["prompt_tokens"], df["output_tokens"], prio,
+                strict=True)]
 
 
 class ServingLoop:
@@ -149,10 +145,10 @@ class ServingLoop:
         self.cost = cost_model
         self.records = RecordSink()
         sched = cfg.scheduler
-        self.inst = _ServingInstance(clock, 0, name, cost_model, capacity,
-                                     make_policy(sched, capacity, max_context), self.records,
-                                     fast_forward=False, max_context=max_context)
-        self.inst.store = executor.store
+        keepers = (StoreKeeper(executor.store),) if executor.store is not None else ()
+        self.inst = Instance(clock, 0, name, cost_model, capacity,
+                             make_policy(sched, capacity, max_context), self.records,
+                             fast_forward=False, max_context=max_context, observers=keepers)
 
     def run(self, trace, max_wall_s: float | None = None) -> ServeResult:
         """Serve every request of ``trace``; stops early (requests counted unfinished) after
@@ -194,10 +190,11 @@ class ServingLoop:
                                        [s.priority for s in rest], [0] * len(rest),
                                        "arrives after the serving deadline")
         wall = time.perf_counter() - w0
-        info = {"kv_blocks": inst.total_blocks, "iterations": inst.iterations,
-                "preemptions": inst.preemptions, "busy_s": inst.busy_s}
+        st = inst.stats
+        info = {"kv_blocks": inst.total_blocks, "iterations": st.iterations,
+                "preemptions": st.preemptions, "busy_s": st.busy_s}
         return ServeResult(self.records.to_frame(), self._iteration_frame(log), wall, info,
-                           inst.gaps.hist.copy())
+                           inst.decode.gaps.hist.copy())
 
     def _iteration_frame(self, log) -> pd.DataFrame:
         """The iteration log with the cost model's predictions, computed after serving so that

@@ -71,7 +71,7 @@ def run_cases(model_dir, device: str = "cuda", max_wall_s: float | None = None,
     log(f"warm-up ({', '.join(sorted(seen))}) {time.perf_counter() - t1:.1f} s")
     dev = torch.device(device)
     info = provenance.collect(dev)
-    for case, (cfg, trace) in zip(cases, loaded):
+    for case, (cfg, trace) in zip(cases, loaded, strict=True):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         res = loop_for(cfg).run(trace, max_wall_s=max_wall_s)

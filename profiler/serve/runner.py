@@ -56,7 +56,7 @@ class _GraphSet:
         self.graphs: list = []
         self.q: list = []  # queries each piece leaves for the next attention
         self.res: list = []  # residual each piece leaves for the next piece
-        self.final = None  # final-normed hidden states
+        self.final: torch.Tensor | None = None  # final-normed hidden states (set by capture)
 
 
 class ModelRunner:
@@ -158,9 +158,9 @@ class ModelRunner:
         batches.append(([1] * 64, [100] * 64))
         batches.append(([min(max(self.sizes or [0]) + 64, max_pos)], [0]))
         for q_lens, ctx_lens in batches:
-            if max(q + c for q, c in zip(q_lens, ctx_lens)) > max_pos:
+            if max(q + c for q, c in zip(q_lens, ctx_lens, strict=True)) > max_pos:
                 continue
-            need = [-(-(q + c) // PAGE_SIZE) for q, c in zip(q_lens, ctx_lens)]
+            need = [-(-(q + c) // PAGE_SIZE) for q, c in zip(q_lens, ctx_lens, strict=True)]
             if sum(need) > self.pool_blocks - 1:
                 continue
             table = page_table(need, np.arange(sum(need)))
@@ -201,6 +201,7 @@ class ModelRunner:
                                 out=gs.attn[:t])
             gs.graphs[-1].replay()
             x = gs.final
+            assert x is not None, "a captured graph set always has its final piece's output"
         else:
             h = self.embed.forward(meta.extra["ids"])
             res = torch.zeros_like(h)

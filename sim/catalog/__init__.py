@@ -6,8 +6,8 @@ known ones so the user can fix the typo.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from functools import lru_cache
+from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -113,12 +113,12 @@ def _load(kind: str, cls):
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def models() -> dict[str, ModelSpec]:
     return _load("models", ModelSpec)
 
 
-@lru_cache(maxsize=None)
+@cache
 def gpus() -> dict[str, GPUSpec]:
     return _load("gpus", GPUSpec)
 

@@ -8,8 +8,8 @@ they are interchangeable by name in config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class Batch:
         return int(sum(self.new_tokens))
 
     @classmethod
-    def decode(cls, contexts: Sequence[int]) -> "Batch":
+    def decode(cls, contexts: Sequence[int]) -> Batch:
         """A pure decode batch: every sequence computes one token over its cached context."""
         return cls(new_tokens=[1] * len(contexts), context_tokens=list(contexts))
 

@@ -8,10 +8,11 @@ torch (the simulator never needs torch) and answers "how long does one ``op`` of
 Why a table *and* a fit: NCCL switches algorithm and protocol with the message size (LL, LL128,
 Simple; ring or tree), so small messages do not follow one formula. (The eager sweep times small
 messages at the host's launch rate; ``CollectiveCurve.bandwidth_bound_from`` says from which
-size a table is evidence about the link, and the profiled cost model uses it only from there.) Between measured sizes the time is interpolated piecewise-linearly in bytes;
-below the smallest it is that point's time (latency-bound); beyond the largest it grows with the
-fitted bandwidth from the last measured point (continuous, never a jump). The fit, least squares
-in relative error, is
+size a table is evidence about the link, and the profiled cost model uses it only from there.)
+Between measured sizes the time is interpolated piecewise-linearly in bytes; below the smallest
+it is that point's time (latency-bound); beyond the largest it grows with the fitted bandwidth
+from the last measured point (continuous, never a jump). The fit, least squares in relative
+error, is
 
     all_reduce:  t = latency + 2 (n-1)/n * bytes / bus_bw      (ring)
     all_gather:  t = latency +   (n-1)/n * bytes / bus_bw      (bytes = gathered output)
@@ -56,13 +57,14 @@ def fit_latency_bandwidth(op: str, world: int, sizes, times) -> tuple[float, flo
     2x2 normal-equation solve, constrained to latency >= 0 and 1/bw >= 0. Data without a
     positive slope (all sizes latency-bound) gives an infinite bandwidth.
     """
-    pts = [(float(x), float(t)) for x, t in zip(sizes, times) if t > 0]
+    pts = [(float(x), float(t)) for x, t in zip(sizes, times, strict=True) if t > 0]
     if not pts:
         raise ValueError(f"fit of {op}: no positive times to fit")
     f = bus_factor(op, world)
     u = [1.0 / t for _, t in pts]          # column of the latency
     v = [f * x / t for x, t in pts]        # column of 1 / bandwidth
-    suu, svv, suv = sum(a * a for a in u), sum(b * b for b in v), sum(a * b for a, b in zip(u, v))
+    suu, svv = sum(a * a for a in u), sum(b * b for b in v)
+    suv = sum(a * b for a, b in zip(u, v, strict=True))
     su, sv = sum(u), sum(v)
     det = suu * svv - suv * suv
     # The problem is convex: the best feasible point is the unconstrained optimum when it has
@@ -76,7 +78,7 @@ def fit_latency_bandwidth(op: str, world: int, sizes, times) -> tuple[float, flo
             cands.append((lat, g))
 
     def err(c):
-        return sum((c[0] * a + c[1] * b - 1.0) ** 2 for a, b in zip(u, v))
+        return sum((c[0] * a + c[1] * b - 1.0) ** 2 for a, b in zip(u, v, strict=True))
 
     lat, g = min(cands, key=err)
     return lat, (1.0 / g if g > 0 else math.inf)
@@ -89,15 +91,17 @@ def _non_decreasing(ys: list[float]) -> list[float]:
     made it measure so, the two points are replaced by their mean. Already-monotone data is
     returned unchanged, so the curve is exact at every measured point then.
     """
-    blocks: list[list[float]] = []  # [sum, count]
+    sums: list[float] = []  # one pooled block each: sum of its values and their count
+    counts: list[int] = []
     for y in ys:
-        blocks.append([y, 1])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            s, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += c
-    out = []
-    for s, c in blocks:
+        sums.append(y)
+        counts.append(1)
+        while len(sums) > 1 and sums[-2] / counts[-2] > sums[-1] / counts[-1]:
+            s, c = sums.pop(), counts.pop()
+            sums[-1] += s
+            counts[-1] += c
+    out: list[float] = []
+    for s, c in zip(sums, counts, strict=True):
         out += [s / c] * c
     return out
 
@@ -108,7 +112,7 @@ class CollectiveCurve:
     def __init__(self, op: str, world: int, sizes, times):
         if not sizes or len(sizes) != len(times):
             raise ValueError(f"{op} world={world}: need equal, non-empty size and time lists")
-        pairs = sorted(zip((float(s) for s in sizes), (float(t) for t in times)))
+        pairs = sorted(zip((float(s) for s in sizes), (float(t) for t in times), strict=True))
         xs = [x for x, _ in pairs]
         if len(set(xs)) != len(xs):
             raise ValueError(f"{op} world={world}: a message size appears twice in the table")
@@ -141,7 +145,7 @@ class CollectiveCurve:
         evidence about the link."""
         floor = min(self.measured)
         start = math.inf
-        for x, t in zip(reversed(self.xs), reversed(self.measured)):
+        for x, t in zip(reversed(self.xs), reversed(self.measured), strict=True):
             if t < factor * floor:
                 break
             start = x
@@ -193,7 +197,7 @@ class CollectivesTable:
                                               [r["median_s"] for r in pts])
 
     @classmethod
-    def from_csv(cls, path) -> "CollectivesTable":
+    def from_csv(cls, path) -> CollectivesTable:
         """Load ``tp<k>.csv``; the date comes from ``tp<k>.provenance.json`` beside it."""
         path = Path(path)
         rows = read_rows(path)
@@ -215,5 +219,14 @@ class CollectivesTable:
         return {op: c.fit_dict() for op, c in self.curves.items()}
 
 
-__all__ = ["OPS", "COLUMNS", "bus_factor", "formula_s", "fit_latency_bandwidth",
-           "CollectiveCurve", "CollectivesTable", "collectives_path", "read_rows"]
+__all__ = [
+    "COLUMNS",
+    "OPS",
+    "CollectiveCurve",
+    "CollectivesTable",
+    "bus_factor",
+    "collectives_path",
+    "fit_latency_bandwidth",
+    "formula_s",
+    "read_rows",
+]

@@ -47,7 +47,7 @@ class EngineOverhead:
         return (1.0 + self.kernel_scale) * kernel_s + self.host_s(n_seqs)
 
     @classmethod
-    def load(cls, path) -> "EngineOverhead":
+    def load(cls, path) -> EngineOverhead:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"cost_model.engine: '{path}' does not exist; give an "

@@ -1,8 +1,9 @@
 """Choose the cost model for an instance: a measured profile when one matches, else a roofline.
 
-``kind``: ``auto`` (profile if ``profiler/profiles/<gpu>/<model>/tp<k>`` exists, else the roofline
+``kind``: ``auto`` (profile if ``<profiles root>/<gpu>/<model>/tp<k>`` exists, else the roofline
 calibrated on profiled GPUs, else the plain roofline), ``profiled`` (a profile is required) or
-``roofline``. The chosen model's ``source`` is stored with every result.
+``roofline``. The chosen model's ``source`` is stored with every result. The profiles root is
+``sim.costmodel.profile_store.PROFILES_ROOT`` (the shipped ``profiler/profiles`` data).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from sim.catalog import GPUSpec, ModelSpec
 from sim.config import ConfigError, CostModelConfig
 from sim.costmodel.base import CostModel
+from sim.costmodel.profile_store import profiles_root
 from sim.costmodel.roofline import RooflineCostModel
 
 KINDS = ("auto", "profiled", "roofline")
@@ -35,7 +37,7 @@ def make_cost_model(model: ModelSpec, gpu: GPUSpec, tp: int, cfg: CostModelConfi
     prof = _profiled_module()
     path = Path(cfg.profile_dir) if cfg.profile_dir else None
     if path is None and prof is not None:
-        path = prof.find_profile(gpu.name, model.name, tp)
+        path = prof.find_profile(gpu.name, model.name, tp, root=profiles_root())
     if path is not None and prof is not None:
         return prof.ProfiledCostModel.from_dir(path, engine=cfg.engine)
     if kind == "profiled":
@@ -43,7 +45,7 @@ def make_cost_model(model: ModelSpec, gpu: GPUSpec, tp: int, cfg: CostModelConfi
             f"cost_model.kind=profiled but no profile exists for {model.name} on {gpu.name} tp={tp}; "
             "run `goodput profile run` on that GPU, set cost_model.profile_dir, or use kind=auto")
     if prof is not None and hasattr(prof, "calibrated_roofline"):
-        calibrated = prof.calibrated_roofline(model, gpu, tp)
+        calibrated = prof.calibrated_roofline(model, gpu, tp, root=profiles_root())
         if calibrated is not None:
             return calibrated
     return RooflineCostModel(model, gpu, tp)

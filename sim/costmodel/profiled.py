@@ -25,8 +25,8 @@ from pathlib import Path
 from sim.costmodel.base import Batch, CostModel
 from sim.costmodel.collectives import CollectivesTable, collectives_path, formula_s
 from sim.costmodel.engine import EngineOverhead, resolve_engine
+from sim.costmodel.profile_store import PROFILES_ROOT
 
-PROFILES_ROOT = Path(__file__).resolve().parents[2] / "profiler" / "profiles"
 FIT_FILE = "fit.json"
 #: Tile heights of the paged attention kernel's launches (profiler/paged_attention.py): a
 #: sequence with q * G query rows runs in the first class that holds them; keys in blocks of 64.
@@ -39,14 +39,13 @@ MAX_VERIFY_TOKENS = 9
 SPLIT_WAVES = 4
 MIN_CHUNK_BLOCKS = 4
 _PER_CLASS = ("launch", "blocks", "tiles", "split", "items")
-FEATURES = tuple(f"t{bm}_{name}" for bm in TILE_CLASSES for name in _PER_CLASS) \
-    + ("t128_attn_work",)
+FEATURES = (*(f"t{bm}_{name}" for bm in TILE_CLASSES for name in _PER_CLASS), "t128_attn_work")
 
 
 #: Knots (log2 of the new-token count) of the fitted relative correction of lin(T). One knot:
 #: a single constant. (Five knots from 1 to 16384 tokens were tried on the H100/H200 profiles
 #: and predicted held-out points no better: the residual is point-to-point noise, not a trend.)
-LIN_SCALE_KNOTS = (0.0,)
+LIN_SCALE_KNOTS: tuple[float, ...] = (0.0,)
 
 
 def lin_scale_basis(tokens: int) -> list[float]:
@@ -73,7 +72,7 @@ class PiecewiseLinear:
     def __init__(self, xs, ys):
         if len(xs) != len(ys) or not xs:
             raise ValueError("PiecewiseLinear: need equal, non-empty knot lists")
-        pairs = sorted(zip(xs, ys))
+        pairs = sorted(zip(xs, ys, strict=True))
         self.xs = [float(x) for x, _ in pairs]
         self.ys = [float(y) for _, y in pairs]
 
@@ -116,7 +115,7 @@ def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
     max_blocks = [0] * n_cls
     own = [[0.0, 0.0, 0.0] for _ in range(n_cls)]  # non-decode: present, blocks, tiles
     work128 = 0.0
-    for q, c in zip(q_lens, ctx_lens):
+    for q, c in zip(q_lens, ctx_lens, strict=True):
         rows = q * group
         k = 0 if rows <= TILE_CLASSES[0] else 1 if rows <= TILE_CLASSES[1] else 2
         qpt = max(1, TILE_CLASSES[k] // group)
@@ -140,7 +139,7 @@ def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
         split = 1.0 if present and max_blocks[k] > chunk else 0.0
         items = split * (blocks / chunk + tiles / 2.0)
         f += [present, blocks, tiles, split, items]
-    return f + [work128]
+    return [*f, work128]
 
 
 def logit_rows(q_lens) -> int:
@@ -195,7 +194,7 @@ class ProfiledCostModel(CostModel):
         self._coeff_cache: dict[int, tuple[float, float]] = {}
 
     @classmethod
-    def from_dir(cls, path, collectives_root=None, engine: str = "auto") -> "ProfiledCostModel":
+    def from_dir(cls, path, collectives_root=None, engine: str = "auto") -> ProfiledCostModel:
         """Load ``fit.json``; for TP > 1, also the measured collectives of that GPU and TP
         degree, ``<root>/<gpu>/collectives/tp<k>.csv``, where ``root`` is the profiles root
         holding this profile (``<root>/<gpu>/<model>/tp<k>/``) unless ``collectives_root``
@@ -244,18 +243,18 @@ class ProfiledCostModel(CostModel):
 
     def layer_time(self, q_lens, ctx_lens) -> float:
         """Seconds of one decoder layer for the batch (what the profile table measures)."""
-        dec = [c for q, c in zip(q_lens, ctx_lens) if q == 1]
+        dec = [c for q, c in zip(q_lens, ctx_lens, strict=True) if q == 1]
         if len(dec) == len(q_lens):
             a, b = self.decode_layer(len(dec))
             return a + b * sum(dec)
         t = sum(q_lens)
-        corr = sum(s * h for s, h in zip(self.lin_scale, lin_scale_basis(t)))
+        corr = sum(s * h for s, h in zip(self.lin_scale, lin_scale_basis(t), strict=False))
         out = self.lin(t) * (1.0 + corr)
         if dec:
             bd = len(dec)
             out += self.a_dec(bd) - self.lin(bd) + self.b_dec(bd) * sum(dec)
         feats = attention_features(q_lens, ctx_lens, self.group, self.kv_heads, self.sm_count)
-        return out + sum(w * x for w, x in zip(self.w, feats))
+        return out + sum(w * x for w, x in zip(self.w, feats, strict=False))
 
     # ---- CostModel API -------------------------------------------------------------------
     def decode_coefficients(self, batch_size: int) -> tuple[float, float]:
@@ -274,7 +273,7 @@ class ProfiledCostModel(CostModel):
         if batch.size == 0:
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
         q_lens, ctx_lens = list(batch.new_tokens), list(batch.context_tokens)
-        for q, c in zip(q_lens, ctx_lens):
+        for q, c in zip(q_lens, ctx_lens, strict=True):
             if q < 1 or c < 0:
                 raise ValueError(f"batch_time: new_tokens={q}, context_tokens={c}; need "
                                  "new_tokens >= 1 and context_tokens >= 0 for every sequence")

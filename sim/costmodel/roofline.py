@@ -73,6 +73,16 @@ class RooflineParams:
                 raise ValueError(f"RooflineParams.{f.name}={value!r}: must be >= 0 seconds")
 
 
+def _is_whole_number(x: object) -> bool:
+    """An integer of any integral type (numpy's included), but not a bool.
+
+    A function rather than an inline ``isinstance(x, Integral)``: typeshed's ``int`` does not
+    derive from ``numbers.Integral`` (the registration is virtual), so narrowing an ``int`` with it
+    would make mypy treat the code after the check as unreachable.
+    """
+    return isinstance(x, Integral) and not isinstance(x, bool)
+
+
 class RooflineCostModel(CostModel):
     """Roofline estimate of one iteration of ``model`` on a TP group of ``tp`` x ``gpu``."""
 
@@ -81,7 +91,7 @@ class RooflineCostModel(CostModel):
     def __init__(
         self, model: ModelSpec, gpu: GPUSpec, tp: int = 1, params: RooflineParams = RooflineParams()
     ) -> None:
-        if isinstance(tp, bool) or not isinstance(tp, Integral) or tp < 1:
+        if not _is_whole_number(tp) or tp < 1:
             raise ValueError(f"tp={tp!r}: tensor parallelism must be a positive integer")
         tp = int(tp)
         if model.heads % tp:
@@ -179,7 +189,7 @@ class RooflineCostModel(CostModel):
         if batch.size == 0:
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
         attn = 0.0
-        for q, ctx in zip(batch.new_tokens, batch.context_tokens):
+        for q, ctx in zip(batch.new_tokens, batch.context_tokens, strict=True):
             if q < 1 or ctx < 0:
                 raise ValueError(
                     f"batch_time: new_tokens={q}, context_tokens={ctx}; need new_tokens >= 1 and "

@@ -57,12 +57,15 @@ def kv_capacity(model: ModelSpec, gpu: GPUSpec, tp: int, block_size: int,
 
 
 class DecodeBlockPhases:
-    """Counts, per step phase (mod block_size), how many decoding sequences need a new block.
+    """Counts, per token phase (mod block_size), how many decoding sequences need a new block.
 
-    A decoding sequence with ``kv`` stored tokens needs a fresh block exactly when ``kv % bs == 0``;
-    since kv grows by one per step, that happens every ``bs`` steps at a fixed phase. Keeping a
-    histogram of phases lets the engine compute, in O(block_size), how many blocks a run of k steps
-    consumes and the first step at which the free pool would run dry — without touching sequences.
+    Positions are counted in the decode set's token counter (``DecodeSet.tokens``), which advances
+    by the tokens every member adds per iteration (1 for a decode, q for a multi-token step). A
+    member with ``kv`` stored tokens needs a fresh block exactly when it writes a position with
+    ``kv % bs == 0``; since all members advance together, that happens every ``bs`` tokens at a
+    fixed phase. A histogram of phases lets the engine compute, in O(block_size), how many blocks
+    the next n tokens consume and the first token at which the free pool would run dry, without
+    touching sequences.
     """
 
     def __init__(self, block_size: int):
@@ -78,12 +81,8 @@ class DecodeBlockPhases:
         self.count[phase] -= 1
         self.size -= 1
 
-    def needed_at(self, step: int) -> int:
-        """Blocks the set needs for the decode step with global index ``step``."""
-        return self.count[step % self.bs]
-
     def blocks_needed(self, start_step: int, k: int) -> int:
-        """Blocks consumed by steps start_step .. start_step + k - 1."""
+        """Blocks consumed by set-token positions start_step .. start_step + k - 1."""
         bs = self.bs
         full, rest = divmod(k, bs)
         total = full * self.size
@@ -95,7 +94,7 @@ class DecodeBlockPhases:
         return total
 
     def steps_until_shortage(self, start_step: int, free_blocks: int) -> int:
-        """Number of steps from ``start_step`` that can run before one lacks a block.
+        """Number of set-token positions from ``start_step`` that fit before one lacks a block.
 
         Returns a large number when the set is empty.
         """

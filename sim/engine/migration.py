@@ -12,17 +12,13 @@ state), so migration decisions are identical with and without fast-forwarding.
 """
 from __future__ import annotations
 
+from sim.engine.kvpool import Reservation
 from sim.engine.links import Link
-from sim.engine.sequence import DECODING, WAITING, Sequence
-
-
-def tokens_generated_now(inst, seq: Sequence, now: float) -> int:
-    """Output tokens ``seq`` (in ``inst``'s decode set) has produced by ``now``."""
-    return seq.gen_base + inst.decode_steps + inst.steps_done_by(now) - seq.step_base
+from sim.engine.sequence import DECODING, Sequence
 
 
 def kv_tokens_now(inst, seq: Sequence, now: float) -> int:
-    return seq.prompt + tokens_generated_now(inst, seq, now) - 1
+    return seq.prompt + inst.generated_now(seq, now) - 1
 
 
 def blocks_at_destination(dst, seq: Sequence, kv: int, slack: int) -> int:
@@ -33,27 +29,23 @@ def blocks_at_destination(dst, seq: Sequence, kv: int, slack: int) -> int:
     a paged request needs its ``kv`` tokens plus ``slack`` blocks of growth during the copy.
     """
     if seq.reserved:
-        return dst.capacity.blocks_for(dst.policy.reserve_tokens(seq))
+        return dst.capacity.blocks_for(dst.policy.landing_tokens(seq, kv))
     return dst.capacity.blocks_for(kv) + slack
 
 
-def used_blocks_now(inst, now: float) -> int:
-    """KV blocks in use at ``now``, counting blocks taken by the decode steps done in a run."""
-    return inst.used_blocks + inst.phases.blocks_needed(inst.decode_steps, inst.steps_done_by(now))
-
-
 class Migration:
-    def __init__(self, manager: "MigrationManager", seq: Sequence, src, dst, now: float):
+    def __init__(self, manager: MigrationManager, seq: Sequence, src, dst, now: float):
         self.m, self.seq, self.src, self.dst = manager, seq, src, dst
-        self.env = src.env
+        self.clock = src.clock
+        self.started = now
         kv = kv_tokens_now(src, seq, now)
         # room for the KV plus what it can grow by during the copy stages
-        self.reserved = blocks_at_destination(dst, seq, kv, manager.max_stages + 1)
-        dst.used_blocks += self.reserved
-        dst.reserved_blocks += self.reserved
+        self.reservation: Reservation = dst.reserve_incoming(
+            blocks_at_destination(dst, seq, kv, manager.max_stages + 1))
         self.copied = 0
         self.stages = 0
         self.bytes = 0.0
+        self.in_flight = False  # detached from the source, not yet landed
         seq.migration = self
         self._stage(kv, now)
 
@@ -62,25 +54,22 @@ class Migration:
         self.bytes += nbytes
         self.copied = kv
         self.stages += 1
-        ev = self.env.timeout(self.m.link.transfer_time(nbytes))
-        ev.callbacks.append(self._on_stage_end)
+        self.clock.call_later(self.m.link.transfer_time(nbytes), self._on_stage_end)
 
     def _alive(self) -> bool:
         s = self.seq
         return s.migration is self and s.state == DECODING and s.instance == self.src.index
 
     def _abort(self) -> None:
-        self.dst.used_blocks -= self.reserved
-        self.dst.reserved_blocks -= self.reserved
+        self.dst.cancel_incoming(self.reservation)
         if self.seq.migration is self:
             self.seq.migration = None
-        self.m.active.pop(self.src.index, None)
-        self.m.aborted += 1
+        self.m.finished(self, landed=False)
 
     def _on_stage_end(self, _ev) -> None:
         if not self._alive():
             return self._abort()
-        now = self.env.now
+        now = self.clock.now
         kv = kv_tokens_now(self.src, self.seq, now)
         if kv - self.copied <= self.src.bs or self.stages >= self.m.max_stages:
             self.src.at_next_boundary(self._stop_and_copy)
@@ -90,50 +79,29 @@ class Migration:
     def _stop_and_copy(self) -> None:
         if not self._alive():
             return self._abort()
-        src, seq = self.src, self.seq
-        src._leave_decode(seq)  # materialises generated / kv / blocks at this boundary
-        src.used_blocks -= seq.blocks
-        remaining = seq.output - seq.generated
-        src.outstanding_tokens -= remaining
-        kv = seq.prompt + seq.generated - 1
-        nbytes = (kv - self.copied) * src.capacity.bytes_per_token
+        kv = self.src.detach(self.seq)  # materialises its progress at this boundary
+        self.in_flight = True
+        nbytes = (kv - self.copied) * self.src.capacity.bytes_per_token
         self.bytes += nbytes
-        ev = self.env.timeout(self.m.link.transfer_time(nbytes))
-        ev.callbacks.append(lambda _e: self.dst.at_next_boundary(self._land))
+        self.clock.call_later(self.m.link.transfer_time(nbytes),
+                              lambda _e: self.dst.at_next_boundary(self._land))
 
     def _land(self) -> None:
         dst, seq = self.dst, self.seq
-        now = self.env.now
-        dst.used_blocks -= self.reserved
-        dst.reserved_blocks -= self.reserved
-        seq.instance = dst.index
         seq.migration = None
         seq.migrations += 1
         seq.migrated_bytes += self.bytes
-        dst.outstanding_tokens += seq.output - seq.generated
-        self.m.active.pop(self.src.index, None)
-        self.m.completed += 1
-        self.m.bytes += self.bytes
         need = blocks_at_destination(dst, seq, seq.prompt + seq.generated - 1, 0)
-        if need <= dst.free_blocks:
-            seq.blocks = need
-            dst.used_blocks += need
-            dst._join_decode(seq, now)
-        else:  # grew beyond the reservation and the destination is full: recompute there
-            seq.blocks = 0
-            seq.state = WAITING
-            seq.prefill_target = seq.prompt + seq.generated
-            seq.prefilled = 0
-            seq.preemptions += 1
-            dst.outstanding_tokens += seq.prefill_target
-            dst.waiting.appendleft(seq)
+        dst.attach(seq, self.reservation, need)
+        self.m.finished(self, landed=True)
 
 
 class MigrationManager:
     """Periodically pairs overloaded with underloaded instances and migrates one request each."""
 
-    def __init__(self, env, router, cfg, seed: int = 0):
-        self.env, self.router, self.cfg = env, router, cfg
+    def __init__(self, clock, router, cfg, seed: int = 0, observer=None):
+        self.clock, self.router, self.cfg = clock, router, cfg
+        self.observer = observer  # an EventTrace, told of every landed migration
         self.link = Link(cfg.link, seed)
         self.max_stages = cfg.max_stages
         self.active: dict[int, Migration] = {}  # source instance -> its migration in flight
@@ -145,15 +113,28 @@ class MigrationManager:
         self._tick_event()
 
     def _tick_event(self) -> None:
-        ev = self.env.timeout(self.cfg.migration_interval_s)
-        ev.callbacks.append(self._tick)
+        self.clock.call_later(self.cfg.migration_interval_s, self._tick)
 
     def _tick(self, _ev) -> None:
-        self.rebalance(self.env.now)
+        self.rebalance(self.clock.now)
         # keep ticking while requests are in the system or still to arrive
-        if self.active or self.router.feed_active() or any(
-                i.running or i.waiting or i.prefilling or i.swapped for i in self.router.instances):
+        if self.active or self.router.feed_active() or any(i.has_work() for i in self.router.instances):
             self._tick_event()
+
+    def finished(self, mig: Migration, landed: bool) -> None:
+        self.active.pop(mig.src.index, None)
+        if landed:
+            self.completed += 1
+            self.bytes += mig.bytes
+            if self.observer is not None:
+                self.observer.migration(mig.seq.rid, mig.src.index, mig.dst.index, mig.started,
+                                        self.clock.now, mig.bytes)
+        else:
+            self.aborted += 1
+
+    def in_flight(self) -> list[Sequence]:
+        """Requests detached from their source and not yet landed (counted at a cut-off)."""
+        return [m.seq for m in self.active.values() if m.in_flight]
 
     def rebalance(self, now: float) -> None:
         insts = [i for i in self.router.instances if i.index not in self.active]
@@ -165,7 +146,7 @@ class MigrationManager:
                          key=lambda i: (not i.draining, free[i.index]))
         dests = sorted((i for i in insts if not i.draining and free[i.index] > self.cfg.migrate_in_freeness),
                        key=lambda i: -free[i.index])
-        for src, dst in zip(sources, dests):
+        for src, dst in zip(sources, dests, strict=False):  # pairs while both last
             if src is dst:
                 continue
             self.migrate_one(src, dst, now)
@@ -180,7 +161,7 @@ class MigrationManager:
         seq = min(cands, key=lambda s: (s.priority, kv_tokens_now(src, s, now)))
         kv = kv_tokens_now(src, seq, now)
         if blocks_at_destination(dst, seq, kv, self.max_stages + 1) > \
-                dst.total_blocks - used_blocks_now(dst, now):
+                dst.total_blocks - dst.used_blocks_now(now):
             return False
         self.active[src.index] = Migration(self, seq, src, dst, now)
         return True

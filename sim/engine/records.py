@@ -12,12 +12,10 @@ from array import array
 import numpy as np
 import pandas as pd
 
-from sim.engine.sequence import OUTCOMES, Sequence
-
-_FLOAT_COLS = ("arrival_s", "first_scheduled_s", "first_token_s", "completion_s", "max_tbt_s",
-               "migrated_bytes")
-_INT_COLS = ("request_id", "instance", "prompt_tokens", "output_tokens", "generated_tokens",
-             "preemptions", "outcome", "reject_reason", "priority", "slo_class", "migrations")
+from sim.engine.sequence import OUTCOMES, UNFINISHED, Sequence
+from sim.schema import FLOAT_COLUMNS as _FLOAT_COLS
+from sim.schema import INT_COLUMNS as _INT_COLS
+from sim.schema import REQUEST_COLUMNS
 
 
 class RecordSink:
@@ -68,7 +66,8 @@ class RecordSink:
         code = self.reason_code(reason)
         for col, vals in (("request_id", rids), ("instance", zeros - 1), ("prompt_tokens", prompts),
                           ("output_tokens", outputs), ("generated_tokens", zeros),
-                          ("preemptions", zeros), ("outcome", zeros + 2), ("reject_reason", zeros + code),
+                          ("preemptions", zeros), ("outcome", zeros + UNFINISHED),
+                          ("reject_reason", zeros + code),
                           ("priority", priorities), ("slo_class", slo_codes), ("migrations", zeros)):
             self.i[col].extend(np.asarray(vals, dtype=np.int64).tolist())
 
@@ -81,11 +80,8 @@ class RecordSink:
         data.update({c: np.frombuffer(self.i[c], dtype=np.int64) if len(self.i[c]) else
                      np.zeros(0, dtype=np.int64) for c in _INT_COLS})
         df = pd.DataFrame(data)
-        df["outcome"] = pd.Categorical.from_codes(df["outcome"], categories=list(OUTCOMES))
-        df["reject_reason"] = pd.Categorical.from_codes(df["reject_reason"], categories=self.reasons)
-        df["slo_class"] = pd.Categorical.from_codes(df["slo_class"], categories=self.slo_classes)
-        order = ["request_id", "instance", "arrival_s", "first_scheduled_s", "first_token_s",
-                 "completion_s", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
-                 "max_tbt_s", "outcome", "reject_reason", "priority", "slo_class", "migrations",
-                 "migrated_bytes"]
+        for col, names in (("outcome", list(OUTCOMES)), ("reject_reason", self.reasons),
+                           ("slo_class", self.slo_classes)):
+            df[col] = pd.Categorical.from_codes(df[col].to_numpy(), categories=pd.Index(names))
+        order = list(REQUEST_COLUMNS)
         return df[order].sort_values("request_id", kind="stable").reset_index(drop=True)

@@ -1,7 +1,7 @@
 """Global schedulers (routers): pick the instance an arriving request goes to.
 
 Each is a small strategy class chosen by name (``router.name``). Routers read instance load only
-through exact-at-any-instant queries (``load_tokens(now)``, ``used_blocks_now``), so routing is
+through exact-at-any-instant queries (``load_tokens(now)``, ``used_blocks_now(now)``), so routing is
 identical with and without fast-forwarding. Draining instances receive nothing new.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import random
 from abc import ABC, abstractmethod
 
 from sim.config import ConfigError, RouterConfig
-from sim.engine.migration import MigrationManager, used_blocks_now
+from sim.engine.migration import MigrationManager
 from sim.engine.sequence import Sequence
 
 
@@ -32,8 +32,8 @@ class Router(ABC):
     def choose(self, seq: Sequence, now: float):
         """Return the instance that receives ``seq``."""
 
-    def start(self, env, seed: int) -> None:
-        """Hook for routers with periodic work (Llumnix rebalancing)."""
+    def start(self, clock, seed: int, observer=None) -> None:  # noqa: B027  (optional hook)
+        """Hook for routers with periodic work (Llumnix rebalancing); most have none."""
 
 
 class RoundRobinRouter(Router):
@@ -69,7 +69,7 @@ class LeastKVRouter(Router):
 
     def choose(self, seq, now):
         return min(self.candidates(),
-                   key=lambda i: (used_blocks_now(i, now) + i.queued_demand_blocks) / i.total_blocks)
+                   key=lambda i: (i.used_blocks_now(now) + i.queued_demand_blocks) / i.total_blocks)
 
 
 class PowerOfTwoRouter(Router):
@@ -95,7 +95,8 @@ class LlumnixRouter(Router):
     freeness = (KV blocks - virtual usage) / requests hosted, where virtual usage counts the
     blocks in use, the blocks queued requests need (so a head-of-line request that cannot fit makes
     its instance look overloaded and pushes migrations out: de-fragmentation), and a headroom per
-    high-priority request (``priority_headroom`` x the instance's blocks) (so instances serving them stay lightly loaded).
+    high-priority request (``priority_headroom`` x the instance's blocks), so instances serving them
+    stay lightly loaded.
     """
 
     name = "llumnix"
@@ -111,20 +112,20 @@ class LlumnixRouter(Router):
         # every high-priority request the instance hosts, including one still in (chunked) prefill
         high = sum(1 for group in (inst.running, inst.prefilling, inst.waiting)
                    for s in group if s.priority >= hp)
-        virtual = used_blocks_now(inst, now) + inst.queued_demand_blocks + \
+        virtual = inst.used_blocks_now(now) + inst.queued_demand_blocks + \
             high * self.cfg.priority_headroom * inst.total_blocks
         # per request hosted, queued ones included (as Llumnix's dispatch load does): dividing by
         # the running batch alone made an instance whose requests were all still queued or in
         # prefill look nearly empty, so a burst piled onto it
-        hosted = len(inst.running) + len(inst.prefilling) + len(inst.waiting) + len(inst.swapped)
+        hosted = inst.hosted()
         return (inst.total_blocks - virtual) / max(1, hosted)
 
     def choose(self, seq, now):
         return max(self.candidates(), key=lambda i: self.freeness(i, now))
 
-    def start(self, env, seed: int) -> None:
+    def start(self, clock, seed: int, observer=None) -> None:
         if self.cfg.migration:
-            self.manager = MigrationManager(env, self, self.cfg, seed)
+            self.manager = MigrationManager(clock, self, self.cfg, seed, observer)
 
 
 ROUTERS: dict[str, type[Router]] = {c.name: c for c in (

@@ -1,29 +1,57 @@
 """Runtime state of one request inside an instance.
 
-While a sequence sits in an instance's running decode set, its token counters are *virtual*:
-``generated = gen_base + (instance.decode_steps - step_base)``. The instance advances one counter for
-the whole set, so a run of k decode iterations costs O(1) Python work rather than O(k * batch).
-Counters are materialised (``materialise``) whenever the sequence leaves the set.
+Every sequence advances by a number of tokens per iteration ("tokens to catch up"): a prompt
+chunk, one token for a decode, k+1 for a speculative verify, a whole recompute. While a sequence
+sits in an instance's running decode set its token counters are *virtual*:
+``generated = gen_base + (decode_set.tokens - token_base)``, where the set's counter advances by the
+tokens every member produced, so a run of k decode iterations costs O(1) Python work rather than
+O(k * batch). Counters are materialised when the sequence leaves the set (``DecodeSet.leave``).
 """
 from __future__ import annotations
 
 import math
 
+# outcome codes and names used in the records: defined once, in sim.schema (re-exported here)
+from sim.schema import COMPLETED as COMPLETED
+from sim.schema import OUTCOMES as OUTCOMES
+from sim.schema import REJECTED as REJECTED
+from sim.schema import UNFINISHED as UNFINISHED
+
 # lifecycle states
 WAITING, PREFILLING, DECODING, DONE = 0, 1, 2, 3
-
-# outcome codes used in the records
-COMPLETED, REJECTED, UNFINISHED = 0, 1, 2
-OUTCOMES = ("completed", "rejected", "unfinished")
 
 
 class Sequence:
     __slots__ = (
-        "rid", "row", "arrival", "prompt", "output", "priority", "slo_class", "kind",
-        "instance", "prefill_target", "prefilled", "generated", "blocks",
-        "first_scheduled", "first_token", "last_token", "max_tbt", "preemptions",
-        "migrations", "migrated_bytes", "step_base", "gen_base", "join_run", "phase",
-        "finish_step", "state", "reserved", "swapped", "migration",
+        "arrival",
+        "blocks",
+        "finish_at",
+        "first_scheduled",
+        "first_token",
+        "gen_base",
+        "generated",
+        "instance",
+        "join_run",
+        "kind",
+        "last_token",
+        "max_tbt",
+        "migrated_bytes",
+        "migration",
+        "migrations",
+        "output",
+        "phase",
+        "preemptions",
+        "prefill_target",
+        "prefilled",
+        "priority",
+        "prompt",
+        "reserved",
+        "rid",
+        "row",
+        "slo_class",
+        "state",
+        "swapped",
+        "token_base",
     )
 
     def __init__(self, rid: int, arrival: float, prompt: int, output: int, priority: int = 0,
@@ -39,7 +67,7 @@ class Sequence:
         self.prefill_target = prompt  # tokens the next (re)prefill must compute
         self.prefilled = 0  # of prefill_target, tokens whose KV is already computed
         self.generated = 0  # output tokens produced so far (materialised value)
-        self.blocks = 0  # KV blocks held while not in the decode set
+        self.blocks = 0  # KV blocks held while not in the decode set (written by KVPool only)
         self.first_scheduled = math.nan
         self.first_token = math.nan
         self.last_token = math.nan
@@ -48,15 +76,15 @@ class Sequence:
         self.migrations = 0
         self.migrated_bytes = 0.0
         # decode-set bookkeeping (valid only while in the running decode set)
-        self.step_base = 0
-        self.gen_base = 0
+        self.token_base = 0  # the set's token counter when this sequence joined
+        self.gen_base = 0  # output tokens produced when it joined
         self.join_run = 0
-        self.phase = 0
-        self.finish_step = 0
+        self.phase = 0  # token phase (mod block size) at which it needs a new KV block
+        self.finish_at = 0  # the set's token counter at which its last output token is produced
         self.state = WAITING
         self.reserved = False  # KV reserved up front (Orca/static): the decode set does not grow it
         self.swapped = False  # KV sits in host memory after a swap preemption
-        self.migration = None  # the live migration moving this request, if any
+        self.migration: object | None = None  # the live migration moving this request, if any
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"Sequence(rid={self.rid}, prompt={self.prompt}, output={self.output}, "

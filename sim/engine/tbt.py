@@ -71,14 +71,14 @@ class TokenGaps:
     def flush(self) -> None:
         if not self.buf:
             return
-        first, step, count, weight = (np.array(c) for c in zip(*self.buf))
+        first, step, count, weight = (np.array(c) for c in zip(*self.buf, strict=True))
         self.buf.clear()
         last = first + step * (count - 1)
         b0, b1 = _bins(first), _bins(last)
         same = b0 == b1
         self._hist += np.bincount(b0[same], weights=(count * weight)[same], minlength=len(self._hist))
         for f, st, n, w, lo, hi in zip(first[~same], step[~same], count[~same], weight[~same],
-                                       b0[~same], b1[~same]):
+                                       b0[~same], b1[~same], strict=True):
             done = 0  # values j in [0, n) below each bin's upper edge
             for b in range(lo, hi):
                 below = min(n, max(0, math.ceil((EDGES[b + 1] - f) / st)))

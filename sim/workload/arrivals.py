@@ -30,7 +30,9 @@ def streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.ran
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TraceError(f"seed={seed!r}: pass an integer seed so runs are reproducible")
-    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(3))
+    arrivals, prompts, outputs = (np.random.default_rng(s)
+                                  for s in np.random.SeedSequence(int(seed)).spawn(3))
+    return arrivals, prompts, outputs
 
 
 def gamma_shape(rate: float, arrival: str, cv: float | None) -> float:

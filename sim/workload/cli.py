@@ -33,7 +33,7 @@ def _friendly(fn):
 
 def _load_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("loading")
-    g.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
+    g.add_argument("--format", default="auto", choices=("auto", *FORMATS),
                    help="input format (default: detect from extension and columns)")
     g.add_argument("--sort", action="store_true",
                    help="sort out-of-order arrivals instead of failing")

@@ -132,7 +132,8 @@ def load_burstgpt(raw: pd.DataFrame, ctx: Ctx, opts: dict) -> Trace:
     failed_mode = opts.get("burstgpt_failed", "drop")
     if failed_mode not in ("drop", "keep"):
         raise TraceError(f"burstgpt_failed={failed_mode!r}: use 'drop' (default) or 'keep'")
-    meta = {"rows_read": len(raw), "dropped": {}}
+    dropped: dict[str, int] = {}
+    meta: dict[str, object] = {"rows_read": len(raw), "dropped": dropped}
     used = list(sig)
     for opt, col in (("model", "Model"), ("log_type", "Log Type")):
         if opts.get(opt) is None:
@@ -143,12 +144,12 @@ def load_burstgpt(raw: pd.DataFrame, ctx: Ctx, opts: dict) -> Trace:
         if not keep.any():
             raise TraceError(f"{ctx.source}: no rows have {col} in {want}; the file has "
                              f"{sorted(map(str, raw[col].dropna().unique()))[:20]}")
-        meta["dropped"][f"{opt}_filter"] = int((~keep).sum())
+        dropped[f"{opt}_filter"] = int((~keep).sum())
         raw = raw[keep]
     out = tokens(raw["Response tokens"], ctx, "Response tokens")
     failed = (out == 0).to_numpy()
     if failed_mode == "drop":
-        meta["dropped"]["burstgpt_failed"] = int(failed.sum())
+        dropped["burstgpt_failed"] = int(failed.sum())
         raw, out = raw[~failed], out[~failed]
     else:
         meta["failed_kept"] = int(failed.sum())

@@ -7,14 +7,13 @@ then stream requests into the simulator or to disk without holding the table.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
 from .arrivals import ARRIVALS, ArrivalClock, arrival_times, gamma_shape, streams
-from .lengths import (Empirical, Fixed, LengthDist, LogNormal, Uniform, SPEC_HELP,
-                      parse_length_dist)
+from .lengths import SPEC_HELP, Empirical, Fixed, LengthDist, LogNormal, Uniform, parse_length_dist
 from .schema import OPTIONAL, Trace, TraceError
 
 
@@ -135,6 +134,17 @@ def time_slice(trace: Trace, start_s: float = 0.0, end_s: float | None = None,
     return Trace(df=df, source=trace.source, format=trace.format, meta=meta)
 
 
-__all__ = ["synthesize", "synthesize_chunks", "rescale", "time_slice", "parse_length_dist",
-           "arrival_times", "LengthDist", "Fixed", "Uniform", "LogNormal", "Empirical",
-           "ARRIVALS"]
+__all__ = [
+    "ARRIVALS",
+    "Empirical",
+    "Fixed",
+    "LengthDist",
+    "LogNormal",
+    "Uniform",
+    "arrival_times",
+    "parse_length_dist",
+    "rescale",
+    "synthesize",
+    "synthesize_chunks",
+    "time_slice",
+]

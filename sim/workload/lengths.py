@@ -26,8 +26,12 @@ _BIG = float(2**53)  # cap for 'no max' so float->int64 conversion is exact and 
 class LengthDist:
     """Base: `sample(rng, n)` -> int64 array of n lengths (or (n, 2) pairs when `joint`)."""
 
-    spec: str = ""
     joint: bool = False
+
+    @property
+    def spec(self) -> str:
+        """The ``parse_length_dist`` text that gives this distribution back."""
+        return ""
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -136,7 +140,7 @@ class Empirical(LengthDist):
         self.joint = values.ndim == 2
 
     @classmethod
-    def from_trace(cls, trace: Trace, column: str | None = None, source: str = "") -> "Empirical":
+    def from_trace(cls, trace: Trace, column: str | None = None, source: str = "") -> Empirical:
         src = source or trace.source or "trace"
         if column is None:
             return cls(trace.df[["prompt_tokens", "output_tokens"]].to_numpy(), src, None)
@@ -147,7 +151,7 @@ class Empirical(LengthDist):
         return cls(trace.df[col].to_numpy(), src, col)
 
     @classmethod
-    def from_path(cls, path: str, column: str | None = None) -> "Empirical":
+    def from_path(cls, path: str, column: str | None = None) -> Empirical:
         from .loaders import load_lengths  # late import: loaders -> formats -> arrivals only
 
         df = load_lengths(path)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gzip
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -23,7 +23,7 @@ COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 EXTENSIONS = {".csv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".json": "jsonl",
               ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 #: read as text so ids like "007" or "123" are not turned into numbers
-_STR_DTYPES = {**{c: str for c in STRING_COLUMNS}, "Session ID": str, "Model": str,
+_STR_DTYPES = {**dict.fromkeys(STRING_COLUMNS, str), "Session ID": str, "Model": str,
                "Log Type": str, "TIMESTAMP": str}
 
 
@@ -64,7 +64,7 @@ def read_raw(path: Path, container: str) -> tuple[pd.DataFrame, int | None]:
                                     keep_default_dates=False), 1
         return pd.read_parquet(path), None
     except pd.errors.EmptyDataError:
-        raise TraceError(f"{path}: the file is empty; a trace needs a header and requests")
+        raise TraceError(f"{path}: the file is empty; a trace needs a header and requests") from None
     except (ValueError, pd.errors.ParserError, OSError) as e:
         if isinstance(e, TraceError):
             raise
@@ -167,5 +167,12 @@ def save_trace(trace: Trace, path, float_format: str | None = None) -> None:
     write_chunks(trace.chunks(), path, float_format=float_format)
 
 
-__all__ = ["load_trace", "load_lengths", "save_trace", "write_chunks", "container_of",
-           "FORMATS", "SIGNATURES"]
+__all__ = [
+    "FORMATS",
+    "SIGNATURES",
+    "container_of",
+    "load_lengths",
+    "load_trace",
+    "save_trace",
+    "write_chunks",
+]

@@ -6,15 +6,14 @@ prefix sharing, request kinds) read them without special cases.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
-import numpy as np
 import pandas as pd
 
 REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
 #: optional column -> default value
-OPTIONAL = {
+OPTIONAL: dict[str, int | str] = {
     "priority": 0,  # larger = more important
     "slo_class": "default",
     "session_id": "",

@@ -20,7 +20,8 @@ def _dist(x: np.ndarray) -> dict:
         return {"mean": math.nan, **{f"p{q}": math.nan for q in PERCENTILES}, "min": math.nan,
                 "max": math.nan}
     p = np.percentile(x, PERCENTILES)
-    return {"mean": float(x.mean()), **{f"p{q}": float(v) for q, v in zip(PERCENTILES, p)},
+    return {"mean": float(x.mean()),
+            **{f"p{q}": float(v) for q, v in zip(PERCENTILES, p, strict=True)},
             "min": int(x.min()), "max": int(x.max())}
 
 
@@ -41,7 +42,7 @@ def trace_stats(trace: Trace) -> dict:
     return {
         "source": trace.source,
         "format": trace.format,
-        "count": int(len(df)),
+        "count": len(df),
         "rows_read": int(meta.get("rows_read", len(df))),
         "dropped": dict(meta.get("dropped", {})),
         "failed_kept": int(meta.get("failed_kept", 0)),

@@ -1,17 +1,14 @@
-"""Batching policies by name (``scheduler.policy`` in config)."""
+"""Batching policies by name (``scheduler.policy`` in config).
+
+Importing this package registers the built-in policies; a new policy is one module with a class
+decorated by ``register_policy`` (see docs/simulator.md, "Adding a batching policy").
+"""
 from __future__ import annotations
 
 from sim.config import ConfigError, SchedulerConfig
 from sim.engine.kvcache import KVCapacity
-from sim.engine.policies.base import BatchingPolicy
-from sim.engine.policies.decode_priority import DecodePriorityPolicy
-from sim.engine.policies.reserving import OrcaPolicy, StaticBatchingPolicy
-from sim.engine.policies.sarathi import SarathiPolicy
-from sim.engine.policies.vllm import VLLMPolicy
-
-POLICIES: dict[str, type[BatchingPolicy]] = {
-    cls.name: cls for cls in (VLLMPolicy, SarathiPolicy, OrcaPolicy, StaticBatchingPolicy,
-                              DecodePriorityPolicy)}
+from sim.engine.policies import decode_priority, reserving, sarathi, vllm  # noqa: F401  (registers)
+from sim.engine.policies.base import POLICIES, BatchingPolicy, register_policy
 
 
 def make_policy(cfg: SchedulerConfig, capacity: KVCapacity, max_context: int = 0) -> BatchingPolicy:
@@ -21,4 +18,4 @@ def make_policy(cfg: SchedulerConfig, capacity: KVCapacity, max_context: int = 0
     return cls(cfg, capacity, max_context)
 
 
-__all__ = ["BatchingPolicy", "POLICIES", "make_policy"]
+__all__ = ["POLICIES", "BatchingPolicy", "make_policy", "register_policy"]

@@ -1,23 +1,46 @@
-"""The batching-policy interface: one small strategy class per policy, chosen by name in config.
+"""The batching-policy interface: one small strategy class per policy, registered by name.
 
-A policy is consulted at every iteration boundary of an instance. It may admit waiting requests
-(``inst.admit``), preempt running ones (``inst.preempt``) and returns a Plan, or None when there is
-nothing to run. Policies must be *stationary*: with no arrival, completion or block shortage, a
-pure-decode plan is returned again unchanged — that is what makes fast-forwarding exact.
+A policy is consulted at every iteration boundary of an instance through a ``SchedulerView``: it
+may admit waiting requests (``view.admit_next``), extend prefills (``view.continue_prefill``),
+preempt (``view.preempt``) or resume swapped ones (``view.resume_swapped``), and returns a Plan, or
+None when there is nothing to run. Policies must be *stationary*: with no arrival, completion or
+block shortage, a pure-decode plan is returned again unchanged — that is what makes
+fast-forwarding exact.
+
+Options: a policy that has its own settings declares an ``Options`` dataclass; it is read from the
+config section named after the policy (``scheduler.sarathi.chunk_size``), validated strictly like
+every other section, and handed to the policy as ``self.options``.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
-from sim.config import ConfigError, SchedulerConfig
+from sim.config import ConfigError, SchedulerConfig, register_section
 from sim.engine.kvcache import KVCapacity
 from sim.engine.sequence import Sequence
+from sim.engine.view import Plan, SchedulerView
+
+#: every batching policy by ``scheduler.policy`` name
+POLICIES: dict[str, type[BatchingPolicy]] = {}
+
+
+def register_policy(cls: type[BatchingPolicy]) -> type[BatchingPolicy]:
+    """Class decorator: make a policy available by its ``name``, with its options section."""
+    if cls.name in POLICIES and POLICIES[cls.name] is not cls:
+        raise ValueError(f"a batching policy named '{cls.name}' is already registered")
+    POLICIES[cls.name] = cls
+    if cls.Options is not None:
+        register_section(SchedulerConfig, cls.name, cls.Options)
+    return cls
 
 
 class BatchingPolicy(ABC):
-    name = "base"
+    name: ClassVar[str] = "base"
+    #: dataclass of this policy's own options (its config section), or None
+    Options: ClassVar[Any] = None
     #: may a live-migrated request join the running batch? (not for static batching)
-    accepts_migration = True
+    accepts_migration: ClassVar[bool] = True
 
     def __init__(self, cfg: SchedulerConfig, capacity: KVCapacity, max_context: int = 0):
         if cfg.max_batch_size < 1:
@@ -27,6 +50,8 @@ class BatchingPolicy(ABC):
         if not 0 <= cfg.watermark < 1:
             raise ConfigError("scheduler.watermark must be in [0, 1)")
         self.cfg = cfg
+        #: this policy's ``Options`` instance (None for a policy without options)
+        self.options: Any = cfg.section(self.name) if self.Options is not None else None
         self.capacity = capacity
         self.max_context = max_context
         #: tokens one iteration may compute; unset = vLLM's default, max(model context, 2048)
@@ -36,29 +61,33 @@ class BatchingPolicy(ABC):
         if cfg.preemption not in ("recompute", "swap"):
             raise ConfigError(f"scheduler.preemption must be 'recompute' or 'swap', got '{cfg.preemption}'")
 
-    def reject_reason(self, inst, seq: Sequence) -> str:
+    def reject_reason(self, view: SchedulerView, seq: Sequence) -> str:
         """Why ``seq`` can never run here ('' if it can). Checked once, on arrival."""
-        if inst.max_context and seq.prompt + seq.output > inst.max_context:
+        if self.max_context and seq.prompt + seq.output > self.max_context:
             return "prompt + output exceeds the model's max context"
         usable = self.capacity.total_blocks - self.watermark_blocks
         if self.capacity.blocks_for(seq.prompt + seq.output) > usable:
             return "prompt + output larger than the instance's KV cache"
         return ""
 
-    def arrival_may_change_plan(self, inst, seq: Sequence) -> bool:
+    def arrival_may_change_plan(self, view: SchedulerView, seq: Sequence) -> bool:
         """Could ``seq`` (just queued) be scheduled at the next boundary? Used to truncate runs.
 
         Default: only if it is now the head of the queue (it arrived to an empty queue, or its
         priority put it first); otherwise the head was already blocked (memory or batch size) and
         stays blocked until something completes.
         """
-        return inst.waiting[0] is seq
+        return view.waiting[0] is seq
+
+    def landing_tokens(self, seq: Sequence, kv_tokens: int) -> int:
+        """KV tokens a request arriving with ``kv_tokens`` must hold here (migration, transfer)."""
+        return kv_tokens
 
     @abstractmethod
-    def schedule(self, inst, now: float):
+    def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         """Return the Plan for the next iteration (or None if idle)."""
 
-    def _ensure_decode_blocks(self, inst) -> None:
+    def _ensure_decode_blocks(self, view: SchedulerView) -> None:
         """Preempt (lowest priority, latest arrival first) until the next decode step fits.
 
         ``scheduler.preemption``: recompute drops the victim's KV; swap moves it to host memory
@@ -66,29 +95,29 @@ class BatchingPolicy(ABC):
         lasts, then falls back to recompute.
         """
         swap = self.cfg.preemption == "swap"
-        need = inst.phases.needed_at(inst.decode_steps)
-        while need > inst.free_blocks and inst.running:
+        need = view.decode_step_blocks()
+        while need > view.free_blocks and view.running:
             # ties (equal arrival) go to the most recently joined, as vLLM pops its running queue
-            victim = max(reversed(inst.running), key=lambda s: (-s.priority, s.arrival))
-            inst.preempt(victim, swap=swap)
-            need = inst.phases.needed_at(inst.decode_steps)
+            victim = max(reversed(view.running), key=lambda s: (-s.priority, s.arrival))
+            view.preempt(victim, swap=swap)
+            need = view.decode_step_blocks()
 
-    def _prepare_mixed_iteration(self, inst, now: float) -> int:
+    def _prepare_mixed_iteration(self, view: SchedulerView, now: float) -> int:
         """For policies whose decodes never pause: secure the decode step's blocks (preempting if
         needed), resume swapped requests, and return how many sequences the iteration holds."""
-        if inst.running:
-            self._ensure_decode_blocks(inst)
-        seqs = len(inst.running) + len(inst.prefilling)
-        if inst.swapped:
-            seqs = self._resume_swapped(inst, now, seqs)
+        if view.running:
+            self._ensure_decode_blocks(view)
+        seqs = len(view.running) + len(view.prefilling)
+        if view.swapped:
+            seqs = self._resume_swapped(view, now, seqs)
         return seqs
 
-    def _resume_swapped(self, inst, now: float, seqs: int) -> int:
+    def _resume_swapped(self, view: SchedulerView, now: float, seqs: int) -> int:
         """Swap requests back in (FCFS) while blocks and batch slots allow; returns new seq count."""
-        while inst.swapped and seqs < self.cfg.max_batch_size:
-            seq = inst.swapped[0]
-            if seq.blocks + inst.phases.size + 1 > inst.free_blocks - self.watermark_blocks:
+        while view.swapped and seqs < self.cfg.max_batch_size:
+            seq = view.swapped[0]
+            if seq.blocks + view.growing_decodes + 1 > view.free_blocks - self.watermark_blocks:
                 break
-            inst.swap_in(seq, now)
+            view.resume_swapped(now)
             seqs += 1
         return seqs

@@ -7,33 +7,33 @@ iteration every decode waits for — the contrast the Sarathi-Serve paper draws.
 """
 from __future__ import annotations
 
-from sim.engine.instance import Plan
+from sim.engine.policies.base import register_policy
 from sim.engine.policies.vllm import VLLMPolicy
+from sim.engine.view import Plan, SchedulerView
 
 
+@register_policy
 class DecodePriorityPolicy(VLLMPolicy):
     name = "decode_priority"
 
-    def schedule(self, inst, now: float):
-        seqs = self._prepare_mixed_iteration(inst, now)
-        budget = self.max_batched_tokens - len(inst.running)
-        free = inst.free_blocks - self.watermark_blocks
-        if inst.running:  # the blocks this iteration's decode step takes are not for prefills
-            free -= inst.phases.needed_at(inst.decode_steps)
+    def schedule(self, view: SchedulerView, now: float) -> Plan | None:
+        seqs = self._prepare_mixed_iteration(view, now)
+        budget = self.max_batched_tokens - len(view.running)
+        free = view.free_blocks - self.watermark_blocks
+        if view.running:  # the blocks this iteration's decode step takes are not for prefills
+            free -= view.decode_step_blocks()
         admitted = []
-        waiting = inst.waiting
-        while waiting and seqs < self.cfg.max_batch_size and not inst.swapped:
+        waiting = view.waiting
+        while waiting and seqs < self.cfg.max_batch_size and not view.swapped:
             seq = waiting[0]
             n = seq.prefill_target - seq.prefilled
             need = self.capacity.blocks_for(seq.prefill_target) - seq.blocks
             if n > budget or need > free:
                 break
-            waiting.popleft()
-            inst.admit(seq, n, now)
-            admitted.append((seq, n))
+            admitted.append((view.admit_next(n, now), n))
             budget -= n
             free -= need
             seqs += 1
         if admitted:
-            return Plan(admitted, decode=bool(inst.running))
-        return Plan([], decode=True) if inst.running else None
+            return Plan(admitted, decode_tokens=1 if view.running else 0)
+        return Plan([], 1) if view.running else None

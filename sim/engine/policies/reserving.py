@@ -6,23 +6,44 @@ wait for the whole batch, and memory is reserved for prompt + output up front.
 
 Orca: iteration-level scheduling with selective batching — at every iteration new requests join
 (their whole prompt computed in the same iteration as the running decodes), as long as memory for
-their maximum length can be reserved. ``scheduler.reserve_output_tokens`` is the max_tokens a
-client asked for (None: exactly the request's output length, an optimistic lower bound).
+their maximum length can be reserved. ``scheduler.<policy>.reserve_output_tokens`` is the
+max_tokens a client asked for (None: exactly the request's output length, an optimistic bound).
 """
 from __future__ import annotations
 
-from sim.engine.instance import Plan
-from sim.engine.policies.base import BatchingPolicy
+from dataclasses import dataclass
+
+from sim.engine.policies.base import BatchingPolicy, register_policy
+from sim.engine.view import Plan, SchedulerView
+
+
+@dataclass
+class ReservingOptions:
+    #: output tokens reserved per request (client max_tokens); None = its real output length
+    reserve_output_tokens: int | None = None
 
 
 class _Reserving(BatchingPolicy):
+    Options = ReservingOptions
+
+    def __init__(self, cfg, capacity, max_context=0):
+        super().__init__(cfg, capacity, max_context)
+        extra = self.options.reserve_output_tokens
+        if extra is not None and extra < 1:
+            from sim.config import ConfigError
+            raise ConfigError(f"scheduler.{self.name}.reserve_output_tokens must be >= 1 (or null)")
+
     def reserve_tokens(self, seq) -> int:
-        extra = self.cfg.reserve_output_tokens
+        extra = self.options.reserve_output_tokens
         tokens = seq.prompt + (seq.output if extra is None else max(extra, seq.output))
         return min(tokens, self.max_context) if self.max_context else tokens
 
-    def reject_reason(self, inst, seq) -> str:
-        reason = super().reject_reason(inst, seq)
+    def landing_tokens(self, seq, kv_tokens: int) -> int:
+        """A request reserved for its maximum length lands with that whole reservation again."""
+        return self.reserve_tokens(seq)
+
+    def reject_reason(self, view, seq) -> str:
+        reason = super().reject_reason(view, seq)
         if reason:
             return reason
         if self.capacity.blocks_for(self.reserve_tokens(seq)) > self.capacity.total_blocks:
@@ -31,44 +52,45 @@ class _Reserving(BatchingPolicy):
             return "prompt exceeds scheduler.max_batched_tokens"
         return ""
 
-    def _admit(self, inst, now, budget: int, seqs: int) -> list:
+    def _admit(self, view: SchedulerView, now, budget: int, seqs: int) -> list:
         admitted = []
-        free = inst.free_blocks
-        waiting = inst.waiting
+        free = view.free_blocks
+        waiting = view.waiting
         while waiting and seqs < self.cfg.max_batch_size:
             seq = waiting[0]
-            need = self.capacity.blocks_for(self.reserve_tokens(seq))
+            reserve = self.reserve_tokens(seq)
+            need = self.capacity.blocks_for(reserve)
             if seq.prompt > budget or need > free:
                 break
-            waiting.popleft()
-            inst.admit(seq, seq.prompt, now, reserve_tokens=self.reserve_tokens(seq))
-            admitted.append((seq, seq.prompt))
+            admitted.append((view.admit_next(seq.prompt, now, reserve_tokens=reserve), seq.prompt))
             budget -= seq.prompt
             free -= need
             seqs += 1
         return admitted
 
 
+@register_policy
 class StaticBatchingPolicy(_Reserving):
     name = "static"
     accepts_migration = False  # a running batch never takes new members
 
-    def schedule(self, inst, now: float):
-        if inst.running:
-            return Plan([], decode=True)
-        admitted = self._admit(inst, now, self.max_batched_tokens, 0)
-        return Plan(admitted, decode=False) if admitted else None
+    def schedule(self, view: SchedulerView, now: float) -> Plan | None:
+        if view.running:
+            return Plan([], 1)
+        admitted = self._admit(view, now, self.max_batched_tokens, 0)
+        return Plan(admitted, decode_tokens=0) if admitted else None
 
-    def arrival_may_change_plan(self, inst, seq) -> bool:
+    def arrival_may_change_plan(self, view, seq) -> bool:
         return False  # a running batch never takes new members
 
 
+@register_policy
 class OrcaPolicy(_Reserving):
     name = "orca"
 
-    def schedule(self, inst, now: float):
-        seqs = len(inst.running)
-        admitted = self._admit(inst, now, self.max_batched_tokens - seqs, seqs)
+    def schedule(self, view: SchedulerView, now: float) -> Plan | None:
+        seqs = len(view.running)
+        admitted = self._admit(view, now, self.max_batched_tokens - seqs, seqs)
         if admitted:
-            return Plan(admitted, decode=bool(inst.running))
-        return Plan([], decode=True) if inst.running else None
+            return Plan(admitted, decode_tokens=1 if view.running else 0)
+        return Plan([], 1) if view.running else None

@@ -8,66 +8,77 @@ per chunk); a decode step that lacks blocks preempts as vLLM does.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sim.config import ConfigError
-from sim.engine.instance import Plan
-from sim.engine.policies.base import BatchingPolicy
+from sim.engine.policies.base import BatchingPolicy, register_policy
+from sim.engine.view import Plan, SchedulerView
 
 
+@dataclass
+class SarathiOptions:
+    chunk_size: int = 512  # largest prefill chunk (tokens)
+    token_budget: int = 512  # tokens per iteration, decodes + chunks
+
+
+@register_policy
 class SarathiPolicy(BatchingPolicy):
     name = "sarathi"
+    Options = SarathiOptions
 
     def __init__(self, cfg, capacity, max_context=0):
         super().__init__(cfg, capacity, max_context)
-        if cfg.chunk_size < 1:
-            raise ConfigError("scheduler.chunk_size must be >= 1")
-        if cfg.token_budget < cfg.chunk_size:
-            raise ConfigError(f"scheduler.token_budget ({cfg.token_budget}) is below "
-                              f"scheduler.chunk_size ({cfg.chunk_size}); raise the budget or lower "
-                              "the chunk size")
+        opt = self.options
+        if opt.chunk_size < 1:
+            raise ConfigError("scheduler.sarathi.chunk_size must be >= 1")
+        if opt.token_budget < opt.chunk_size:
+            raise ConfigError(f"scheduler.sarathi.token_budget ({opt.token_budget}) is below "
+                              f"scheduler.sarathi.chunk_size ({opt.chunk_size}); raise the budget or "
+                              "lower the chunk size")
+        self.chunk_size, self.token_budget = opt.chunk_size, opt.token_budget
         #: decodes that fit one iteration next to at least one prefill token
-        self.max_running = min(cfg.max_batch_size, cfg.token_budget - 1) if cfg.token_budget > 1 else 1
+        self.max_running = min(cfg.max_batch_size, opt.token_budget - 1) if opt.token_budget > 1 else 1
 
-    def schedule(self, inst, now: float):
-        cfg = self.cfg
-        seqs = self._prepare_mixed_iteration(inst, now)
-        budget = cfg.token_budget - len(inst.running)
+    def schedule(self, view: SchedulerView, now: float) -> Plan | None:
+        chunk_size = self.chunk_size
+        seqs = self._prepare_mixed_iteration(view, now)
+        budget = self.token_budget - len(view.running)
         chunks = []
+        blocks_for = self.capacity.blocks_for
         # blocks this iteration's decode step will take are not available to prefill chunks
-        free = inst.free_blocks - (inst.phases.needed_at(inst.decode_steps) if inst.running else 0)
-        for seq in inst.prefilling:
+        free = view.free_blocks - (view.decode_step_blocks() if view.running else 0)
+        for seq in view.prefilling:
             if budget <= 0:
                 break
-            n = min(cfg.chunk_size, seq.prefill_target - seq.prefilled, budget)
-            need = self.capacity.blocks_for(seq.prefilled + n) - seq.blocks
+            n = min(chunk_size, seq.prefill_target - seq.prefilled, budget)
+            need = blocks_for(seq.prefilled + n) - seq.blocks
             if need > free:
                 break
-            inst.admit(seq, n, now)
+            view.continue_prefill(seq, n)
             free -= need
             chunks.append((seq, n))
             budget -= n
-        waiting = inst.waiting
+        waiting = view.waiting
         free -= self.watermark_blocks
         # A new request is admitted only if its whole prompt fits next to what the prompts already
         # in prefill still need (vLLM allocates a prompt's blocks at admission); otherwise several
         # half-prefilled prompts can fill the cache with none able to finish, and nothing runs.
-        blocks_for = self.capacity.blocks_for
-        pending = sum(blocks_for(s.prefill_target) - s.blocks for s in inst.prefilling)
-        while waiting and budget > 0 and seqs < self.max_running and not inst.swapped:
+        pending = sum(blocks_for(s.prefill_target) - s.blocks for s in view.prefilling)
+        while waiting and budget > 0 and seqs < self.max_running and not view.swapped:
             seq = waiting[0]
-            n = min(cfg.chunk_size, seq.prefill_target - seq.prefilled, budget)
+            n = min(chunk_size, seq.prefill_target - seq.prefilled, budget)
             need = blocks_for(seq.prefilled + n) - seq.blocks
             whole = blocks_for(seq.prefill_target) - seq.blocks
             if whole + pending > free:
                 break
-            waiting.popleft()
-            inst.admit(seq, n, now)
+            view.admit_next(n, now)
             free -= need
             pending += whole - need
             chunks.append((seq, n))
             budget -= n
             seqs += 1
         if chunks:
-            return Plan(chunks, decode=bool(inst.running))
-        if inst.running:
-            return Plan([], decode=True)
+            return Plan(chunks, decode_tokens=1 if view.running else 0)
+        if view.running:
+            return Plan([], 1)
         return None

@@ -8,15 +8,16 @@ the lowest-priority, latest-arrived sequences are preempted (recompute or swap).
 """
 from __future__ import annotations
 
-from sim.engine.instance import DECODE_ONLY, Plan
-from sim.engine.policies.base import BatchingPolicy
+from sim.engine.policies.base import BatchingPolicy, register_policy
+from sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 
+@register_policy
 class VLLMPolicy(BatchingPolicy):
     name = "vllm"
 
-    def reject_reason(self, inst, seq) -> str:
-        reason = super().reject_reason(inst, seq)
+    def reject_reason(self, view, seq) -> str:
+        reason = super().reject_reason(view, seq)
         if reason:
             return reason
         if seq.prompt + seq.output - 1 > self.max_batched_tokens:
@@ -24,35 +25,34 @@ class VLLMPolicy(BatchingPolicy):
             return "prompt + output exceeds scheduler.max_batched_tokens (needed to recompute)"
         return ""
 
-    def schedule(self, inst, now: float):
-        if not inst.waiting and not inst.swapped and inst.running and \
-                inst.phases.needed_at(inst.decode_steps) <= inst.free_blocks:
+    def schedule(self, view: SchedulerView, now: float) -> Plan | None:
+        if not view.waiting and not view.swapped and view.running and \
+                view.decode_step_blocks() <= view.free_blocks:
             return DECODE_ONLY  # the common case, kept cheap: every running sequence decodes
-        seqs = len(inst.running) + len(inst.prefilling)
-        if inst.swapped:
-            seqs = self._resume_swapped(inst, now, seqs)
-        waiting = inst.waiting
-        if waiting and not inst.swapped:
+        seqs = len(view.running) + len(view.prefilling)
+        if view.swapped:
+            seqs = self._resume_swapped(view, now, seqs)
+        waiting = view.waiting
+        if waiting and not view.swapped:
             cfg = self.cfg
             budget = self.max_batched_tokens
-            free = inst.free_blocks - self.watermark_blocks
+            free = view.free_blocks - self.watermark_blocks
             admitted = []
+            blocks_for = self.capacity.blocks_for
             while waiting:
                 seq = waiting[0]
                 n = seq.prefill_target - seq.prefilled
-                need = self.capacity.blocks_for(seq.prefill_target) - seq.blocks
+                need = blocks_for(seq.prefill_target) - seq.blocks
                 if n > budget or seqs >= cfg.max_batch_size or need > free:
                     break
-                waiting.popleft()
-                inst.admit(seq, n, now)
-                admitted.append((seq, n))
+                admitted.append((view.admit_next(n, now), n))
                 budget -= n
                 seqs += 1
                 free -= need
             if admitted:
-                return Plan(admitted, decode=False)
-        if inst.running:
-            self._ensure_decode_blocks(inst)
-            if inst.running:
+                return Plan(admitted, decode_tokens=0)
+        if view.running:
+            self._ensure_decode_blocks(view)
+            if view.running:
                 return DECODE_ONLY
         return None

@@ -1,0 +1,85 @@
+"""Planning options and the pure steps that turn capacities and an ILP solution into a Plan.
+
+``PlanOptions`` is every knob of ``goodput plan``; ``slice_inputs`` turns per-bucket capacities
+into the ILP's per-slice inputs; ``build_plan`` and ``trace_meta`` turn a solution into a
+``Plan``. They are shared by the pipeline (``planner.pipeline``, which runs the steps in order),
+the proof search (``planner.prove``, which re-solves with derated capacities) and the SLO sweep
+(``planner.sweep``), so none of those has to import another to reach them: the planner's modules
+import each other without cycles (the ``planner-acyclic`` contract in pyproject.toml).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.ilp import InstanceType, Solution
+from planner.plan import Plan, PlanGroup, PlanSlice
+from planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES, Slicing
+
+
+@dataclass
+class PlanOptions:
+    model: str
+    ttft_s: float
+    tpot_s: float | None
+    gpus: list[str]
+    tps: list[int] = field(default_factory=lambda: [1])
+    attainment_target: float = 0.9
+    input_edges: tuple = DEFAULT_INPUT_EDGES
+    output_edges: tuple = DEFAULT_OUTPUT_EDGES
+    slice_factor: int = 1
+    assignment: str = "fractional"
+    availability: dict | None = None  # GPU name -> GPUs available
+    power_budget_w: float | None = None
+    solver: str = "cbc"
+    scheduler: dict = field(default_factory=dict)  # SchedulerConfig fields
+    cost_model: dict = field(default_factory=dict)  # CostModelConfig fields
+    min_probe_requests: int = 300
+    max_probe_requests: int = 6000
+    span_e2e: float = 30.0
+    rel_tol: float = 0.05
+    seed: int = 0
+    backend: str = "local"
+    workers: int | None = None
+    cache_dir: str | None = None
+    use_cache: bool = True
+    verify: bool = True
+    verify_rounds: int = 6  # re-simulations after the first (see planner.prove)
+    verify_requests: int | None = None
+    derate_step: float = 0.1
+
+
+def slice_inputs(slicing: Slicing, cap: dict, reasons: dict, derate: float = 1.0):
+    """Per-slice rates, capacities (scaled by ``derate``) and reasons, keyed by slice name."""
+    rates = {s.name: s.rate for s in slicing.slices}
+    scap = {s.name: {g: c * derate for g, c in cap[s.bucket].items()} for s in slicing.slices}
+    sreasons = {s.name: reasons.get(s.bucket, {}) for s in slicing.slices}
+    return rates, scap, sreasons
+
+
+def build_plan(slicing: Slicing, types: list[InstanceType], sol: Solution, cap: dict,
+               opts: PlanOptions, trace_meta: dict) -> Plan:
+    by_key = {t.key: t for t in types}
+    groups = []
+    for t in types:
+        n = sol.counts.get(t.key, 0)
+        if n:
+            served = [s for s, sh in sol.shares.items() if t.key in sh]
+            groups.append(PlanGroup(t.gpu, t.tp, n, by_key[t.key].instance_price,
+                                    round(sol.load.get(t.key, 0.0), 6), served))
+    slices = [PlanSlice(s.name, s.bucket, s.rate, dict(sol.shares.get(s.name, {})),
+                        {g: c for g, c in cap[s.bucket].items() if c > 0})
+              for s in slicing.slices]
+    return Plan(model=opts.model,
+                slo={"ttft_s": opts.ttft_s, "tpot_s": opts.tpot_s,
+                     "attainment_target": opts.attainment_target},
+                groups=groups, slices=slices, input_edges=list(slicing.input_edges),
+                output_edges=list(slicing.output_edges), slice_factor=slicing.slice_factor,
+                scheduler=dict(opts.scheduler), cost_model=dict(opts.cost_model),
+                trace=trace_meta, seed=opts.seed,
+                solver={"name": sol.solver, "status": sol.status, "solve_s": round(sol.solve_s, 4),
+                        "assignment": opts.assignment})
+
+
+def trace_meta(trace, slicing: Slicing) -> dict:
+    return {"source": str(getattr(trace, "source", "") or ""), "requests": slicing.requests,
+            "rate": round(slicing.total_rate, 6), "duration_s": round(slicing.duration_s, 3)}

@@ -1,0 +1,261 @@
+"""Queues and admission: how requests enter, wait, start, are preempted and move between instances.
+
+This is the part of an instance a batching policy talks to (the ``SchedulerView`` operations) and
+the part other components use to move requests (``detach`` / ``attach`` for live migration and KV
+transfer, ``requeue_for_recompute``, ``drain``), plus exact-at-any-instant load reads for routers.
+It is a base class of ``Instance`` and works on state owned elsewhere only through the owners'
+methods: blocks through ``KVPool``, queues and load through ``RequestQueues``, the decode set through
+``DecodeSet``, counters through ``InstanceStats``. The iteration loop lives in ``instance.py``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sim.engine.clock import Clock
+from sim.engine.decode_run import DecodeRun
+from sim.engine.decode_set import DecodeSet
+from sim.engine.kvcache import KVCapacity
+from sim.engine.kvpool import KVPool, Reservation
+from sim.engine.observer import InstanceObserver
+from sim.engine.policies.base import BatchingPolicy
+from sim.engine.queues import RequestQueues, work_left
+from sim.engine.sequence import DECODING, PREFILLING, REJECTED, WAITING, Sequence
+from sim.engine.stats import InstanceStats
+
+
+class Admission:
+    # state provided by Instance.__init__
+    clock: Clock
+    index: int
+    capacity: KVCapacity
+    policy: BatchingPolicy
+    kv: KVPool
+    queues: RequestQueues
+    decode: DecodeSet
+    stats: InstanceStats
+    observers: tuple[InstanceObserver, ...]
+    draining: bool
+    _run: DecodeRun | None
+    _truncatable: bool
+    _idle: bool
+    _hooks: list[Callable[[], None]]
+    _overhead_s: float
+    _preempted: bool
+
+    def _truncate(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _boundary(self) -> None:
+        raise NotImplementedError
+
+    def _end(self, seq: Sequence, outcome: int, now: float, reason: str = "") -> None:
+        raise NotImplementedError
+
+    def _notify_preempted(self, seq: Sequence, mode: str) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ SchedulerView
+    @property
+    def waiting(self):
+        return self.queues.waiting
+
+    @property
+    def swapped(self):
+        return self.queues.swapped
+
+    @property
+    def prefilling(self):
+        return self.queues.prefilling
+
+    @property
+    def running(self):
+        return self.decode.members
+
+    @property
+    def free_blocks(self) -> int:
+        return self.kv.free
+
+    @property
+    def total_blocks(self) -> int:
+        return self.kv.total
+
+    @property
+    def growing_decodes(self) -> int:
+        return self.kv.phases.size
+
+    def decode_step_blocks(self, tokens: int = 1) -> int:
+        return self.decode.step_blocks(tokens)
+
+    def admit_next(self, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
+        return self._admit(self.queues.waiting.popleft(), tokens, now, reserve_tokens)
+
+    def admit_waiting(self, seq: Sequence, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
+        self.queues.waiting.remove(seq)
+        return self._admit(seq, tokens, now, reserve_tokens)
+
+    def _admit(self, seq: Sequence, tokens: int, now: float, reserve_tokens: int) -> Sequence:
+        if reserve_tokens:
+            seq.reserved = True
+            self.kv.allocate_to(seq, reserve_tokens)
+        else:
+            self.kv.allocate_to(seq, seq.prefilled + tokens)
+        seq.state = PREFILLING
+        self.queues.prefilling.append(seq)
+        if seq.first_scheduled != seq.first_scheduled:  # NaN: first time scheduled
+            seq.first_scheduled = now
+            for ob in self.observers:
+                ob.scheduled(seq, self.index, now)
+        return seq
+
+    def continue_prefill(self, seq: Sequence, tokens: int) -> None:
+        if not seq.reserved:
+            self.kv.allocate_to(seq, seq.prefilled + tokens)
+
+    def preempt(self, seq: Sequence, swap: bool = False) -> None:
+        if seq.state == DECODING:
+            self.decode.leave(seq)
+        else:
+            self.queues.prefilling.remove(seq)
+        seq.preemptions += 1
+        seq.state = WAITING
+        self._preempted = True  # this boundary's plan is not a repeating one (see Instance._boundary)
+        if swap and seq.generated:
+            transfer = self.kv.swap_out(seq)
+            if transfer is not None:
+                self._overhead_s += transfer
+                seq.swapped = True
+                self.stats.preempted(swapped=True)
+                self.queues.swapped.append(seq)
+                self._notify_preempted(seq, "swap")
+                return
+        self.kv.free_from(seq)
+        self.stats.preempted(swapped=False)
+        self._notify_preempted(seq, "recompute")
+        self.requeue_for_recompute(seq)
+
+    def resume_swapped(self, now: float) -> Sequence:
+        seq = self.queues.swapped.popleft()
+        self._overhead_s += self.kv.swap_in(seq)
+        seq.swapped = False
+        self.decode.join(seq)
+        return seq
+
+    # ------------------------------------------------------------------ reads for routers
+    @property
+    def outstanding_tokens(self) -> int:
+        return self.queues.outstanding_tokens
+
+    @property
+    def queued_demand_blocks(self) -> int:
+        """Blocks the queued requests would need to start (Llumnix counts these as load)."""
+        blocks_for = self.kv.blocks_for
+        return sum(blocks_for(s.prefill_target) for s in self.queues.waiting)
+
+    def hosted(self) -> int:
+        """Requests here: running, in prefill, queued or swapped out."""
+        return len(self.decode) + self.queues.hosted()
+
+    def has_work(self) -> bool:
+        return bool(self.decode.members or self.queues.hosted())
+
+    def steps_done_by(self, now: float) -> int:
+        """Decode iterations of the in-flight run already finished at ``now``."""
+        return self._run.steps_done_by(now) if self._run is not None else 0
+
+    def load_tokens(self, now: float) -> int:
+        """Tokens of work still to do here (prefill + decode), exact at any instant."""
+        if self._run is None:
+            return self.queues.outstanding_tokens
+        return self.queues.outstanding_tokens - len(self.decode) * self._run.steps_done_by(now)
+
+    def used_blocks_now(self, now: float) -> int:
+        """KV blocks in use at ``now``, counting blocks taken by the decode steps done in a run."""
+        return self.kv.used + self.kv.phases.blocks_needed(self.decode.tokens, self.steps_done_by(now))
+
+    def generated_now(self, seq: Sequence, now: float) -> int:
+        """Output tokens ``seq`` (in the decode set) has produced by ``now``."""
+        return self.decode.generated(seq, self.steps_done_by(now))
+
+    # ------------------------------------------------------------------ arrivals and moves
+    def submit(self, seq: Sequence) -> None:
+        """A request routed here. Rejected at once if it could never run on this instance."""
+        seq.instance = self.index
+        now = self.clock.now
+        for ob in self.observers:
+            ob.queued(seq, self.index, now)
+        reason = self.policy.reject_reason(self, seq)
+        if reason:
+            self._end(seq, REJECTED, now, reason)
+            return
+        self.queues.add_work(seq.prompt + seq.output)
+        self.queues.enqueue(seq)
+        if self._truncatable and self.policy.arrival_may_change_plan(self, seq):
+            self._truncate(now)
+
+    def requeue_for_recompute(self, seq: Sequence) -> None:
+        """``seq`` holds no KV here: its next prefill recomputes prompt + generated tokens."""
+        seq.reserved = False
+        left_before = seq.prefill_target - seq.prefilled
+        seq.prefill_target = seq.prompt + seq.generated if seq.generated else seq.prompt
+        seq.prefilled = 0
+        self.queues.add_work(seq.prefill_target - left_before)
+        self.queues.requeue_front(seq)
+
+    def detach(self, seq: Sequence) -> int:
+        """Take a running request out at this boundary (its KV leaves with it); returns its KV
+        tokens. Used by live migration and, next, by KV transfer between pools."""
+        self.decode.leave(seq)
+        self.kv.free_from(seq)
+        self.queues.remove_work(seq.output - seq.generated)
+        return seq.prompt + seq.generated - 1
+
+    def reserve_incoming(self, blocks: int) -> Reservation:
+        """Hold blocks for a request on its way here, so it is sure to fit when it lands."""
+        return self.kv.reserve(blocks)
+
+    def cancel_incoming(self, r: Reservation) -> None:
+        self.kv.release(r)
+
+    def attach(self, seq: Sequence, r: Reservation, blocks: int) -> bool:
+        """Land a request whose KV arrived here (call at a boundary). It joins the decode set if
+        the pool can give it ``blocks``; otherwise it recomputes here. Returns whether it joined."""
+        seq.instance = self.index
+        if seq.generated == 0:
+            raise ValueError("attach: only requests that produced a token carry KV to decode")
+        if self.kv.claim(r, seq, blocks):
+            self.queues.add_work(seq.output - seq.generated)
+            self.decode.join(seq)
+            return True
+        seq.state = WAITING
+        seq.preemptions += 1
+        seq.prefill_target = seq.prefilled = 0  # nothing left of the old prefill to count
+        self.queues.add_work(seq.output - seq.generated)
+        self.requeue_for_recompute(seq)
+        return False
+
+    def drain(self) -> list[Sequence]:
+        """Stop taking requests; returns the queued ones (no longer counted here) to re-route."""
+        self.draining = True
+        out = list(self.queues.waiting)
+        self.queues.waiting.clear()
+        for seq in out:
+            self.queues.remove_work(work_left(seq))
+        return out
+
+    def at_next_boundary(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` at the next iteration boundary (truncating a decode run in flight)."""
+        self._hooks.append(fn)
+        if self._idle:
+            self.wake()
+        elif self._truncatable:
+            self._truncate(self.clock.now)
+
+    def wake(self) -> None:
+        """Called after requests were queued here; starts the engine if it was idle."""
+        if self._idle:
+            self._idle = False
+            self._boundary()
+
+    @property
+    def idle(self) -> bool:
+        return self._idle

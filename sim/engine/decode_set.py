@@ -1,0 +1,160 @@
+"""An instance's running decode set, advanced for all members at once.
+
+Every member produces the same number of tokens per producing iteration (one for a plain decode,
+more for a multi-token step), so the set keeps one counter, ``tokens``, and each member only
+remembers where it joined (``token_base``, ``gen_base``): its progress is virtual and costs nothing
+per iteration. A heap keyed by the counter value at which each member finishes gives the next
+completion in O(log n); ``TokenGaps`` keeps time-between-tokens without per-token work. This is
+what lets the instance execute k identical iterations as one closed-form run.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+
+from sim.engine.kvpool import KVPool
+from sim.engine.sequence import DECODING, WAITING, Sequence
+from sim.engine.tbt import TokenGaps
+
+
+class DecodeSet:
+    def __init__(self, pool: KVPool, instance_index: int):
+        self.pool = pool
+        self.phases = pool.phases
+        self.index = instance_index
+        self.members: list[Sequence] = []  # join order
+        self._heap: list[tuple[int, int, Sequence]] = []  # (finish_at, rid, seq); stale entries skipped
+        self.tokens = 0  # tokens each member has advanced since the set began
+        self.ctx_sum = 0  # stored KV tokens of all members at ``tokens``
+        self._new: list[Sequence] = []  # joined since the last producing iteration
+        self.gaps = TokenGaps()
+        self.run_index = 0
+        self.last_end = math.nan  # when the last producing iteration ended
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    # ------------------------------------------------------------------ progress reads
+    def generated(self, seq: Sequence, extra_tokens: int = 0) -> int:
+        """Output tokens ``seq`` has produced, ``extra_tokens`` set tokens beyond the counter."""
+        return min(seq.output, seq.gen_base + self.tokens + extra_tokens - seq.token_base)
+
+    def context_of(self, seq: Sequence) -> int:
+        """KV tokens ``seq`` has stored now (the input context of its next step)."""
+        return seq.prompt + seq.gen_base + (self.tokens - seq.token_base) - 1
+
+    def contexts(self) -> list[int]:
+        base = self.tokens - 1
+        return [s.prompt + s.gen_base + base - s.token_base for s in self.members]
+
+    def steps_to_completion(self, q: int = 1) -> int:
+        """Producing iterations of ``q`` tokens until the next member finishes."""
+        heap = self._heap
+        while heap:
+            at, _, seq = heap[0]
+            if seq.state == DECODING and seq.finish_at == at and seq.instance == self.index:
+                return -(-(at - self.tokens) // q)
+            heapq.heappop(heap)
+        return 1 << 60
+
+    def steps_until_shortage(self, free_blocks: int, q: int = 1) -> int:
+        """Producing iterations of ``q`` tokens that fit in ``free_blocks``."""
+        return self.phases.steps_until_shortage(self.tokens, free_blocks) // q
+
+    def step_blocks(self, q: int = 1) -> int:
+        return self.phases.blocks_needed(self.tokens, q)
+
+    # ------------------------------------------------------------------ membership
+    def join(self, seq: Sequence) -> None:
+        kv = seq.prompt + seq.generated - 1
+        t = self.tokens
+        seq.state = DECODING
+        seq.token_base = t
+        seq.gen_base = seq.generated
+        seq.finish_at = t + seq.output - seq.generated
+        seq.join_run = -1  # its first gap is measured from its own last token
+        self.ctx_sum += kv
+        if not seq.reserved:
+            seq.phase = (t - kv) % self.pool.block_size
+            self.phases.add(seq.phase)
+        self.members.append(seq)
+        self._new.append(seq)
+        heapq.heappush(self._heap, (seq.finish_at, seq.rid, seq))
+
+    def leave(self, seq: Sequence) -> int:
+        """Materialise ``seq``'s counters and remove it; returns tokens produced beyond its output
+        (a multi-token step can overshoot the last token; the caller corrects its accounting)."""
+        advanced = self.tokens - seq.token_base
+        produced = seq.gen_base + advanced
+        kv = seq.prompt + produced - 1
+        self.ctx_sum -= kv
+        if not seq.reserved:
+            self.pool.settle(seq, kv)
+            self.phases.remove(seq.phase)
+        self.members.remove(seq)
+        if seq.join_run < 0:
+            self._new.remove(seq)
+        else:
+            seq.max_tbt = nanmax(seq.max_tbt, self.gaps.max_since(seq.join_run))
+        if advanced:
+            seq.last_token = self.last_end
+        seq.generated = min(produced, seq.output)
+        seq.state = WAITING
+        return produced - seq.generated
+
+    # ------------------------------------------------------------------ producing iterations
+    def advance(self, t0: float, k: int, q: int, d0: float, step: float,
+                now: float) -> tuple[list[Sequence], int]:
+        """Apply k producing iterations of ``q`` tokens each (durations d0 + j*step, the last
+        ending at ``now``); returns the members that finished (already removed) and the tokens
+        they were advanced past their last one."""
+        bsz = len(self.members)
+        tokens = k * q
+        self.pool.grow(self.phases.blocks_needed(self.tokens, tokens))
+        self.tokens += tokens
+        self.ctx_sum += bsz * tokens
+        gaps = self.gaps
+        buf = gaps.buf  # (first gap, step, count, tokens seeing each): binned in bulk later
+        d_in = max(d0 + step, d0 + step * (k - 1)) if k > 1 else -math.inf
+        old_gap = (t0 - self.last_end) + d0
+        gaps.push_run_max(self.run_index, old_gap if old_gap > d_in else d_in)
+        new = self._new
+        if old_gap == old_gap and bsz > len(new):
+            buf.append((old_gap, 0.0, 1, bsz - len(new)))
+        if new:
+            nxt = self.run_index + 1
+            for seq in new:
+                g = (t0 - seq.last_token) + d0
+                buf.append((g, 0.0, 1, 1))
+                seq.max_tbt = nanmax(seq.max_tbt, g if g > d_in else d_in)
+                seq.join_run = nxt
+            new.clear()
+        if k > 1:
+            buf.append((d0 + step, step, k - 1, bsz))
+        if q > 1:  # the other tokens of a multi-token step arrive together with the first
+            buf.append((0.0, 0.0, k, bsz * (q - 1)))
+        if len(buf) >= 8192:
+            gaps.flush()
+        self.run_index += 1
+        self.last_end = now
+        done: list[Sequence] = []
+        overshoot = 0
+        heap = self._heap
+        t = self.tokens
+        while heap and heap[0][0] <= t:
+            at, _, seq = heapq.heappop(heap)
+            if seq.state == DECODING and seq.finish_at == at and seq.instance == self.index:
+                over = self.leave(seq)
+                if over:  # tokens past the output were counted above as zero gaps: take them back
+                    buf.append((0.0, 0.0, 1, -over))
+                    overshoot += over
+                done.append(seq)
+        return done, overshoot
+
+
+def nanmax(a: float, b: float) -> float:
+    if a != a:
+        return b
+    if b != b:
+        return a
+    return a if a > b else b

@@ -1,0 +1,141 @@
+"""The one owner of an instance's KV memory: GPU blocks, reservations and the host (swap) tier.
+
+Every change to block counts goes through a ``KVPool`` method, so the invariant
+``used == sum(held by sequences outside the decode set) + decode-set blocks + reserved`` has one
+place to hold. Callers never write counters: the instance allocates for prompt chunks, the decode
+set grows in bulk (``grow``) and materialises a member's holding when it leaves (``settle``),
+migrations and KV transfers reserve blocks before bytes land (``reserve`` / ``claim`` /
+``release``), and swap preemption moves a holding to host memory and back.
+
+Why ``grow`` and ``settle`` instead of per-sequence allocation for decodes: a decode set of B
+sequences takes blocks at fixed token phases (``DecodeBlockPhases``), so a run of k iterations
+allocates its blocks with one call and no per-sequence work; a member's own count is only needed
+when it leaves the set.
+"""
+from __future__ import annotations
+
+from sim.engine.kvcache import DecodeBlockPhases, KVCapacity
+from sim.engine.sequence import Sequence
+
+
+class Reservation:
+    """Blocks held for a request that is on its way here (live migration, KV transfer)."""
+
+    __slots__ = ("active", "blocks")
+
+    def __init__(self, blocks: int):
+        self.blocks = blocks
+        self.active = True
+
+
+class KVPool:
+    def __init__(self, capacity: KVCapacity, host_blocks: int = 0, host_link_gbs: float = 25.0):
+        self.capacity = capacity
+        self.block_size = capacity.block_size
+        self.total = capacity.total_blocks
+        self._used = 0
+        self._reserved = 0
+        self.host_total = host_blocks
+        self._host_used = 0
+        self.block_bytes = capacity.bytes_per_token * capacity.block_size
+        self._host_bps = host_link_gbs * 1e9
+        #: token phases at which decode-set members need a new block (members with paged KV only)
+        self.phases = DecodeBlockPhases(capacity.block_size)
+
+    # ------------------------------------------------------------------ reads
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @property
+    def free(self) -> int:
+        return self.total - self._used
+
+    @property
+    def reserved(self) -> int:
+        return self._reserved
+
+    @property
+    def host_used(self) -> int:
+        return self._host_used
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    # ------------------------------------------------------------------ sequences' holdings
+    def allocate_to(self, seq: Sequence, tokens: int) -> int:
+        """Grow ``seq``'s holding to cover ``tokens`` KV tokens; returns the blocks added."""
+        need = -(-tokens // self.block_size) - seq.blocks
+        if need > 0:
+            self._used += need
+            seq.blocks += need
+            return need
+        return 0
+
+    def free_from(self, seq: Sequence) -> int:
+        """Return all of ``seq``'s GPU blocks to the pool."""
+        n = seq.blocks
+        self._used -= n
+        seq.blocks = 0
+        return n
+
+    def grow(self, blocks: int) -> None:
+        """Blocks taken in bulk by decode-set steps (see ``DecodeBlockPhases``)."""
+        self._used += blocks
+
+    def settle(self, seq: Sequence, kv_tokens: int) -> None:
+        """A paged member leaves the decode set: its holding is what its ``kv_tokens`` occupy
+        (already counted in ``used`` by ``grow`` and its earlier allocations)."""
+        seq.blocks = -(-kv_tokens // self.block_size)
+
+    # ------------------------------------------------------------------ reservations
+    def reserve(self, blocks: int) -> Reservation:
+        self._used += blocks
+        self._reserved += blocks
+        return Reservation(blocks)
+
+    def release(self, r: Reservation) -> None:
+        """Give a reservation back (the transfer was aborted, or it is being claimed)."""
+        if r.active:
+            r.active = False
+            self._used -= r.blocks
+            self._reserved -= r.blocks
+
+    def claim(self, r: Reservation, seq: Sequence, blocks: int) -> bool:
+        """Turn reservation ``r`` into ``blocks`` held by ``seq`` if the pool allows it.
+
+        The reservation is released either way; False means the request grew beyond it and the
+        pool cannot hold it now (the caller then recomputes it).
+        """
+        self.release(r)
+        if blocks > self.free:
+            return False
+        self._used += blocks
+        seq.blocks = blocks
+        return True
+
+    # ------------------------------------------------------------------ host tier (swap)
+    def swap_out(self, seq: Sequence) -> float | None:
+        """Move ``seq``'s blocks to host memory (its ``blocks`` now count host blocks); returns
+        the transfer seconds, or None if the host tier is full (the caller then recomputes)."""
+        if self._host_used + seq.blocks > self.host_total:
+            return None
+        self._host_used += seq.blocks
+        self._used -= seq.blocks
+        return seq.blocks * self.block_bytes / self._host_bps
+
+    def swap_in(self, seq: Sequence) -> float:
+        """Bring ``seq``'s swapped blocks back to the GPU; returns the transfer seconds."""
+        self._host_used -= seq.blocks
+        self._used += seq.blocks
+        return seq.blocks * self.block_bytes / self._host_bps
+
+    def host_fits(self, seq: Sequence) -> bool:
+        return self._host_used + seq.blocks <= self.host_total
+
+    def check(self, held_outside: int, decode_set_blocks: int) -> None:
+        """Conservation: used = blocks held by sequences + reservations (tests call this)."""
+        expected = held_outside + decode_set_blocks + self._reserved
+        if expected != self._used:
+            raise AssertionError(f"KV pool: used={self._used} but sequences hold "
+                                 f"{held_outside + decode_set_blocks} and reservations {self._reserved}")

@@ -1,0 +1,94 @@
+"""The contract between an instance and its batching policy: what a policy sees and may do.
+
+vLLM's v1 scheduler talks to one KV-cache manager and emits one scheduler output per step; here a
+policy sees a ``SchedulerView`` (the queues, free blocks, and the few operations that change
+them) and returns a ``Plan``: which sequences advance by how many tokens this iteration. Prompt
+chunks, decodes (one token), speculative verifies (k+1 tokens) and recomputes are one mechanism:
+every entry is "sequence advances by q tokens". A policy never writes instance or KV state
+directly, so the instance can keep its fast-forward invariants and the pool its block counts.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from typing import Protocol
+
+from sim.engine.sequence import Sequence
+
+
+class Plan:
+    """One iteration: ``prefills`` = [(sequence, tokens)] outside the decode set (prompt chunks,
+    recomputes), and ``decode_tokens`` = tokens every running decode advances (0: decodes pause)."""
+
+    __slots__ = ("decode_tokens", "prefills")
+
+    def __init__(self, prefills: list[tuple[Sequence, int]], decode_tokens: int = 1):
+        self.prefills = prefills
+        self.decode_tokens = decode_tokens
+
+    @property
+    def decode(self) -> bool:
+        return self.decode_tokens > 0
+
+
+#: the plan of a pure decode iteration (shared: plans are never mutated)
+DECODE_ONLY = Plan([], 1)
+
+
+class SchedulerView(Protocol):
+    """What a batching policy may read and do at an iteration boundary."""
+
+    @property
+    def waiting(self) -> Seq[Sequence]:
+        """Queued requests, by priority then FCFS (read-only: use ``admit_next``)."""
+        ...
+
+    @property
+    def swapped(self) -> Seq[Sequence]:
+        """Swap-preempted requests, FCFS (read-only: use ``resume_swapped``)."""
+        ...
+
+    @property
+    def prefilling(self) -> Seq[Sequence]:
+        """Admitted requests whose prompt (or recompute) is not finished, in admission order."""
+        ...
+
+    @property
+    def running(self) -> Seq[Sequence]:
+        """The decode set, in join order."""
+        ...
+
+    @property
+    def free_blocks(self) -> int: ...
+
+    @property
+    def total_blocks(self) -> int: ...
+
+    @property
+    def growing_decodes(self) -> int:
+        """Decode-set members whose KV grows block by block (not reserved up front)."""
+        ...
+
+    def decode_step_blocks(self, tokens: int = 1) -> int:
+        """Blocks the decode set takes if every member advances ``tokens`` tokens now."""
+        ...
+
+    def admit_next(self, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
+        """Pop the head of ``waiting`` and start its (re)prefill with a first chunk of ``tokens``;
+        ``reserve_tokens`` > 0 reserves KV for that many tokens up front (Orca, static)."""
+        ...
+
+    def admit_waiting(self, seq: Sequence, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
+        """As ``admit_next``, for any queued request (policies that reorder the queue)."""
+        ...
+
+    def continue_prefill(self, seq: Sequence, tokens: int) -> None:
+        """Hold blocks for the next ``tokens`` of a request already in ``prefilling``."""
+        ...
+
+    def preempt(self, seq: Sequence, swap: bool = False) -> None:
+        """Free a running or prefilling request's GPU memory: swap to host or drop (recompute)."""
+        ...
+
+    def resume_swapped(self, now: float) -> Sequence:
+        """Swap the head of ``swapped`` back in; it rejoins the decode set."""
+        ...
