@@ -10,6 +10,7 @@ methods: blocks through ``KVPool``, queues and load through ``RequestQueues``, t
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Sequence as Seq
 
 from sim.engine.clock import Clock
 from sim.engine.decode_run import DecodeRun
@@ -37,7 +38,7 @@ class Admission:
     draining: bool
     _run: DecodeRun | None
     _truncatable: bool
-    _idle: bool
+    idle: bool  # nothing in flight: the engine waits for a wake() (written by the instance only)
     _hooks: list[Callable[[], None]]
     _overhead_s: float
     _preempted: bool
@@ -55,25 +56,18 @@ class Admission:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ SchedulerView
-    @property
-    def waiting(self):
-        return self.queues.waiting
-
-    @property
-    def swapped(self):
-        return self.queues.swapped
-
-    @property
-    def prefilling(self):
-        return self.queues.prefilling
-
-    @property
-    def running(self):
-        return self.decode.members
+    # ``waiting``, ``swapped``, ``prefilling`` and ``running`` are plain attributes bound in
+    # Instance.__init__ to the owners' containers (never rebound): policies read them at every
+    # boundary, and a property per read would cost the hot path.
+    waiting: Seq[Sequence]
+    swapped: Seq[Sequence]
+    prefilling: Seq[Sequence]
+    running: Seq[Sequence]
 
     @property
     def free_blocks(self) -> int:
-        return self.kv.free
+        kv = self.kv
+        return kv.total - kv.used
 
     @property
     def total_blocks(self) -> int:
@@ -84,6 +78,9 @@ class Admission:
         return self.kv.phases.size
 
     def decode_step_blocks(self, tokens: int = 1) -> int:
+        if tokens == 1:  # the common case, asked at every boundary: one phase count
+            phases = self.kv.phases
+            return phases.count[self.decode.tokens % phases.bs]
         return self.decode.step_blocks(tokens)
 
     def admit_next(self, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
@@ -153,7 +150,7 @@ class Admission:
 
     def hosted(self) -> int:
         """Requests here: running, in prefill, queued or swapped out."""
-        return len(self.decode) + self.queues.hosted()
+        return len(self.running) + self.queues.hosted()
 
     def has_work(self) -> bool:
         return bool(self.decode.members or self.queues.hosted())
@@ -166,7 +163,7 @@ class Admission:
         """Tokens of work still to do here (prefill + decode), exact at any instant."""
         if self._run is None:
             return self.queues.outstanding_tokens
-        return self.queues.outstanding_tokens - len(self.decode) * self._run.steps_done_by(now)
+        return self.queues.outstanding_tokens - len(self.running) * self._run.steps_done_by(now)
 
     def used_blocks_now(self, now: float) -> int:
         """KV blocks in use at ``now``, counting blocks taken by the decode steps done in a run."""
@@ -245,17 +242,13 @@ class Admission:
     def at_next_boundary(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` at the next iteration boundary (truncating a decode run in flight)."""
         self._hooks.append(fn)
-        if self._idle:
+        if self.idle:
             self.wake()
         elif self._truncatable:
             self._truncate(self.clock.now)
 
     def wake(self) -> None:
         """Called after requests were queued here; starts the engine if it was idle."""
-        if self._idle:
-            self._idle = False
+        if self.idle:
+            self.idle = False
             self._boundary()
-
-    @property
-    def idle(self) -> bool:
-        return self._idle

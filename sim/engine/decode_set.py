@@ -53,7 +53,7 @@ class DecodeSet:
         while heap:
             at, _, seq = heap[0]
             if seq.state == DECODING and seq.finish_at == at and seq.instance == self.index:
-                return -(-(at - self.tokens) // q)
+                return at - self.tokens if q == 1 else -(-(at - self.tokens) // q)
             heapq.heappop(heap)
         return 1 << 60
 
@@ -110,8 +110,12 @@ class DecodeSet:
         they were advanced past their last one."""
         bsz = len(self.members)
         tokens = k * q
-        self.pool.grow(self.phases.blocks_needed(self.tokens, tokens))
-        self.tokens += tokens
+        t = self.tokens
+        blocks = self.phases.blocks_needed(t, tokens) if self.phases.size else 0
+        if blocks:
+            self.pool.grow(blocks)
+        t += tokens
+        self.tokens = t
         self.ctx_sum += bsz * tokens
         gaps = self.gaps
         buf = gaps.buf  # (first gap, step, count, tokens seeing each): binned in bulk later
@@ -137,10 +141,11 @@ class DecodeSet:
             gaps.flush()
         self.run_index += 1
         self.last_end = now
+        heap = self._heap
+        if not heap or heap[0][0] > t:
+            return _NONE_DONE
         done: list[Sequence] = []
         overshoot = 0
-        heap = self._heap
-        t = self.tokens
         while heap and heap[0][0] <= t:
             at, _, seq = heapq.heappop(heap)
             if seq.state == DECODING and seq.finish_at == at and seq.instance == self.index:
@@ -150,6 +155,10 @@ class DecodeSet:
                     overshoot += over
                 done.append(seq)
         return done, overshoot
+
+
+#: what ``advance`` returns when no member finished (shared: never mutated)
+_NONE_DONE: tuple[list[Sequence], int] = ([], 0)
 
 
 def nanmax(a: float, b: float) -> float:

@@ -65,6 +65,11 @@ class Instance(Admission):
         self.queues = RequestQueues()
         self.decode = DecodeSet(self.kv, index)
         self.stats = InstanceStats(index, timeseries_interval_s)
+        # the policy's read-only view of the queues (the owners' containers, never rebound)
+        self.waiting = self.queues.waiting
+        self.swapped = self.queues.swapped
+        self.prefilling = self.queues.prefilling
+        self.running = self.decode.members
         self.observers = tuple(observers)
         self.draining = False
         self._coeff_cache: dict[int, tuple[float, float]] = {}
@@ -72,7 +77,7 @@ class Instance(Admission):
         self._iteration: tuple[float, float, Plan] | None = None  # a single general iteration
         self._pending: object = None  # end event of what is in flight; a truncation supersedes it
         self._truncatable = False
-        self._idle = True
+        self.idle = True
         self._hooks: list[Callable[[], None]] = []  # run at the next boundary (migration, drain)
         self._overhead_s = 0.0  # one-off time charged to the next iteration (swap transfers)
         self._preempted = False  # a preemption happened while planning this boundary
@@ -109,7 +114,7 @@ class Instance(Admission):
         ctx = [s.prefilled for s, _ in plan.prefills]
         if plan.decode_tokens and self.decode.members:
             seqs.extend(self.decode.members)
-            new.extend([plan.decode_tokens] * len(self.decode))
+            new.extend([plan.decode_tokens] * len(self.running))
             ctx.extend(self.decode.contexts())
         return seqs, new, ctx
 
@@ -126,7 +131,7 @@ class Instance(Admission):
         stats = self.stats
         if plan is None:
             self._sample(now, 0)
-            self._idle = True
+            self.idle = True
             return
         extra, self._overhead_s = self._overhead_s, 0.0
         members = self.decode.members
@@ -143,7 +148,7 @@ class Instance(Admission):
         if ab is None:
             ab = self._coeff_cache[bsz] = self.cost.decode_coefficients(bsz)
         a, b = ab
-        if stats.due(now):
+        if now - stats.last_sample >= stats.interval:
             self._sample(now, 0)
         k = 1
         # A boundary that preempted is not a repeating plan: the blocks it freed can change the
@@ -151,15 +156,17 @@ class Instance(Admission):
         if self.fast_forward and not self._preempted:
             dset = self.decode
             k = dset.steps_to_completion()
-            growing = self.kv.phases.size
-            free = self.kv.free
+            kv = self.kv
+            growing = kv.phases.size
+            free = kv.total - kv.used
             if growing and free < growing * (k // self.bs + 1):
                 k = min(k, dset.steps_until_shortage(free))
             if k < 1:
                 k = 1
         self._run = DecodeRun(now + extra, k, a, b, bsz, ctx_sum)
         self._truncatable = k > 1
-        self._schedule_end(extra + k * (a + b * ctx_sum + b * bsz * 0.5 * (k - 1)))
+        self._pending = self.clock.call_later(extra + k * (a + b * ctx_sum + b * bsz * 0.5 * (k - 1)),
+                                              self._on_iteration_end)
 
     def _schedule_end(self, delay: float) -> None:
         self._pending = self.clock.call_later(delay, self._on_iteration_end)
@@ -183,8 +190,15 @@ class Instance(Admission):
             self._run = None
             t0, k, a, b, bsz, ctx = run
             first = a + b * ctx
-            self._finish_decode_run(t0, k, first, b * bsz, k * (first + b * bsz * 0.5 * (k - 1)),
-                                    self.clock.now)
+            now = self.clock.now
+            # the body of _finish_decode_run, inlined: this is the hottest path of the engine
+            done, overshoot = self.decode.advance(t0, k, 1, first, b * bsz, now)
+            self.queues.remove_work(bsz * k - overshoot)
+            self.stats.iteration(k * (first + b * bsz * 0.5 * (k - 1)), k)
+            if self.observers:
+                self._notify_iteration(now - (k * (first + b * bsz * 0.5 * (k - 1))), now, k, bsz, 1)
+            for seq in done:
+                self._complete(seq, now)
         else:
             assert self._iteration is not None
             (t0, dur, plan), self._iteration = self._iteration, None
@@ -194,14 +208,18 @@ class Instance(Admission):
     def _finish_decode_run(self, t0: float, k: int, d0: float, step: float, dur: float,
                            now: float, q: int = 1) -> None:
         """Apply k producing iterations of the decode set (gaps d0 + j*step), ending at ``now``."""
-        bsz = len(self.decode)
+        bsz = len(self.running)
         done, overshoot = self.decode.advance(t0, k, q, d0, step, now)
         self.queues.remove_work(bsz * k * q - overshoot)
         self.stats.iteration(dur, k)
-        for ob in self.observers:
-            ob.iteration(self.index, now - dur, now, k, 0, 0, bsz, q)
+        if self.observers:
+            self._notify_iteration(now - dur, now, k, bsz, q)
         for seq in done:
             self._complete(seq, now)
+
+    def _notify_iteration(self, t0: float, t1: float, k: int, bsz: int, q: int) -> None:
+        for ob in self.observers:
+            ob.iteration(self.index, t0, t1, k, 0, 0, bsz, q)
 
     def _finish_iteration(self, plan: Plan, t0: float, dur: float) -> None:
         """Apply a general iteration: prefill chunks, and a decode step if the plan has one."""
@@ -262,7 +280,7 @@ class Instance(Admission):
             ob.preempted(seq, self.index, self.clock.now, mode)
 
     def _sample(self, now: float, prefill_tokens: int) -> None:
-        q, running = self.queues, len(self.decode)
+        q, running = self.queues, len(self.running)
         self.stats.sample(now, running + len(q.prefilling), prefill_tokens, running,
                           len(q.waiting) + len(q.swapped), self.kv.used, self.kv.total)
 

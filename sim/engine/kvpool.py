@@ -33,7 +33,9 @@ class KVPool:
         self.capacity = capacity
         self.block_size = capacity.block_size
         self.total = capacity.total_blocks
-        self._used = 0
+        #: blocks in use (held by requests, the decode set and reservations). A plain attribute so
+        #: the hot path reads it without a property call; only this class writes it.
+        self.used = 0
         self._reserved = 0
         self.host_total = host_blocks
         self._host_used = 0
@@ -44,12 +46,8 @@ class KVPool:
 
     # ------------------------------------------------------------------ reads
     @property
-    def used(self) -> int:
-        return self._used
-
-    @property
     def free(self) -> int:
-        return self.total - self._used
+        return self.total - self.used
 
     @property
     def reserved(self) -> int:
@@ -67,7 +65,7 @@ class KVPool:
         """Grow ``seq``'s holding to cover ``tokens`` KV tokens; returns the blocks added."""
         need = -(-tokens // self.block_size) - seq.blocks
         if need > 0:
-            self._used += need
+            self.used += need
             seq.blocks += need
             return need
         return 0
@@ -75,13 +73,13 @@ class KVPool:
     def free_from(self, seq: Sequence) -> int:
         """Return all of ``seq``'s GPU blocks to the pool."""
         n = seq.blocks
-        self._used -= n
+        self.used -= n
         seq.blocks = 0
         return n
 
     def grow(self, blocks: int) -> None:
         """Blocks taken in bulk by decode-set steps (see ``DecodeBlockPhases``)."""
-        self._used += blocks
+        self.used += blocks
 
     def settle(self, seq: Sequence, kv_tokens: int) -> None:
         """A paged member leaves the decode set: its holding is what its ``kv_tokens`` occupy
@@ -90,7 +88,7 @@ class KVPool:
 
     # ------------------------------------------------------------------ reservations
     def reserve(self, blocks: int) -> Reservation:
-        self._used += blocks
+        self.used += blocks
         self._reserved += blocks
         return Reservation(blocks)
 
@@ -98,7 +96,7 @@ class KVPool:
         """Give a reservation back (the transfer was aborted, or it is being claimed)."""
         if r.active:
             r.active = False
-            self._used -= r.blocks
+            self.used -= r.blocks
             self._reserved -= r.blocks
 
     def claim(self, r: Reservation, seq: Sequence, blocks: int) -> bool:
@@ -110,7 +108,7 @@ class KVPool:
         self.release(r)
         if blocks > self.free:
             return False
-        self._used += blocks
+        self.used += blocks
         seq.blocks = blocks
         return True
 
@@ -121,13 +119,13 @@ class KVPool:
         if self._host_used + seq.blocks > self.host_total:
             return None
         self._host_used += seq.blocks
-        self._used -= seq.blocks
+        self.used -= seq.blocks
         return seq.blocks * self.block_bytes / self._host_bps
 
     def swap_in(self, seq: Sequence) -> float:
         """Bring ``seq``'s swapped blocks back to the GPU; returns the transfer seconds."""
         self._host_used -= seq.blocks
-        self._used += seq.blocks
+        self.used += seq.blocks
         return seq.blocks * self.block_bytes / self._host_bps
 
     def host_fits(self, seq: Sequence) -> bool:
@@ -136,6 +134,6 @@ class KVPool:
     def check(self, held_outside: int, decode_set_blocks: int) -> None:
         """Conservation: used = blocks held by sequences + reservations (tests call this)."""
         expected = held_outside + decode_set_blocks + self._reserved
-        if expected != self._used:
-            raise AssertionError(f"KV pool: used={self._used} but sequences hold "
+        if expected != self.used:
+            raise AssertionError(f"KV pool: used={self.used} but sequences hold "
                                  f"{held_outside + decode_set_blocks} and reservations {self._reserved}")

@@ -18,7 +18,7 @@ class InstanceStats:
         self.stall_s = 0.0  # time running decodes were paused by prefill-only iterations
         self.stall_iterations = 0
         self.interval = timeseries_interval_s
-        self._last_sample = -math.inf
+        self.last_sample = -math.inf  # read by the engine to skip sampling cheaply
         self.ts: list[tuple] = []
 
     def iteration(self, duration: float, count: int = 1) -> None:
@@ -35,11 +35,11 @@ class InstanceStats:
             self.swaps += 1
 
     def due(self, now: float) -> bool:
-        return now - self._last_sample >= self.interval
+        return now - self.last_sample >= self.interval
 
     def sample(self, now: float, batch: int, prefill_tokens: int, running: int, queued: int,
                used_blocks: int, total_blocks: int) -> None:
-        if now - self._last_sample >= self.interval:
-            self._last_sample = now
+        if now - self.last_sample >= self.interval:
+            self.last_sample = now
             self.ts.append((now, self.index, batch, prefill_tokens, running, queued, used_blocks,
                             total_blocks))
