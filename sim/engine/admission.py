@@ -177,17 +177,18 @@ class Admission:
     def submit(self, seq: Sequence) -> None:
         """A request routed here. Rejected at once if it could never run on this instance."""
         seq.instance = self.index
-        now = self.clock.now
-        for ob in self.observers:
-            ob.queued(seq, self.index, now)
+        if self.observers:
+            for ob in self.observers:
+                ob.queued(seq, self.index, self.clock.now)
         reason = self.policy.reject_reason(self, seq)
         if reason:
-            self._end(seq, REJECTED, now, reason)
+            self._end(seq, REJECTED, self.clock.now, reason)
             return
-        self.queues.add_work(seq.prompt + seq.output)
-        self.queues.enqueue(seq)
+        queues = self.queues
+        queues.add_work(seq.prompt + seq.output)
+        queues.enqueue(seq)
         if self._truncatable and self.policy.arrival_may_change_plan(self, seq):
-            self._truncate(now)
+            self._truncate(self.clock.now)
 
     def requeue_for_recompute(self, seq: Sequence) -> None:
         """``seq`` holds no KV here: its next prefill recomputes prompt + generated tokens."""

@@ -240,10 +240,12 @@ class Instance(Admission):
             self.stats.iteration(dur, 1)
             if members:
                 self.stats.stall(dur)
-        prefilling = self.queues.prefilling
+        queues = self.queues
+        prefilling = queues.prefilling
+        done_work = 0
         for seq, n in plan.prefills:
             seq.prefilled += n
-            self.queues.remove_work(n)
+            done_work += n
             if seq.prefilled < seq.prefill_target:
                 continue
             prefilling.remove(seq)
@@ -256,12 +258,13 @@ class Instance(Admission):
                 seq.max_tbt = nanmax(seq.max_tbt, now - seq.last_token)
                 self.decode.gaps.add(now - seq.last_token, 1)
             seq.generated += 1
-            self.queues.remove_work(1)
+            done_work += 1
             seq.last_token = now
             if seq.generated >= seq.output:
                 self._complete(seq, now)
             else:
                 self.decode.join(seq)
+        queues.remove_work(done_work)
 
     def _complete(self, seq: Sequence, now: float) -> None:
         self.kv.free_from(seq)
