@@ -4,7 +4,8 @@ vLLM admits queued requests FCFS; under a mix of long and short prompts, a short
 long one waits for the long prefill. This policy admits the shortest waiting prompts first (fewer
 requests waiting behind a long prefill, lower mean TTFT), but a request that has waited longer
 than ``max_wait_s`` goes first, so a long prompt is never starved. Everything else is vLLM's:
-prefill-prioritised iterations, paged KV, preemption by recompute or swap.
+prefill-prioritised iterations, paged KV, preemption by recompute or swap: the class overrides
+only vLLM's admission step.
 
 Use it with ``plugins: [examples/plugins/shortest_prompt_first.py]`` and
 ``scheduler: {policy: shortest_prompt_first, shortest_prompt_first: {max_wait_s: 2.0}}`` in a
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from sim.config import ConfigError
 from sim.engine.policies import register_policy
 from sim.engine.policies.vllm import VLLMPolicy
-from sim.engine.view import DECODE_ONLY, Plan, SchedulerView
+from sim.engine.view import SchedulerView
 
 
 @dataclass
@@ -38,28 +39,20 @@ class ShortestPromptFirstPolicy(VLLMPolicy):
     def arrival_may_change_plan(self, view, seq) -> bool:
         return True  # a short arrival may jump the queue: re-plan at the next boundary
 
-    def schedule(self, view: SchedulerView, now: float) -> Plan | None:
-        if view.swapped or not view.waiting:
-            return super().schedule(view, now)  # resume swapped first, as vLLM does
+    def admit_prompts(self, view: SchedulerView, now: float, seqs: int) -> list:
+        """vLLM's admission step (the rest of vLLM's iteration is inherited), in another order:
+        aged requests first (by priority, then FCFS), then the rest by priority, shortest first."""
         max_wait = self.options.max_wait_s
-        # aged requests first (by priority, then FCFS), then the rest by priority, shortest first
         order = sorted(view.waiting, key=lambda s: (0, -s.priority, 0, s.arrival)
                        if now - s.arrival >= max_wait else
                        (1, -s.priority, s.prefill_target - s.prefilled, s.arrival))
         budget, free = self.max_batched_tokens, view.free_blocks - self.watermark_blocks
-        seqs = len(view.running) + len(view.prefilling)
         admitted = []
         for seq in order:
             n = seq.prefill_target - seq.prefilled
             need = self.capacity.blocks_for(seq.prefill_target) - seq.blocks
             if n > budget or seqs >= self.cfg.max_batch_size or need > free:
-                break  # no skipping ahead of a blocked head: keeps the order honest
+                break  # no skipping ahead of a blocked candidate: keeps the order honest
             admitted.append((view.admit_waiting(seq, n, now), n))
             budget, free, seqs = budget - n, free - need, seqs + 1
-        if admitted:
-            return Plan(admitted, decode_tokens=0)
-        if view.running:
-            self._ensure_decode_blocks(view)
-            if view.running:
-                return DECODE_ONLY
-        return None
+        return admitted

@@ -32,23 +32,8 @@ class VLLMPolicy(BatchingPolicy):
         seqs = len(view.running) + len(view.prefilling)
         if view.swapped:
             seqs = self._resume_swapped(view, now, seqs)
-        waiting = view.waiting
-        if waiting and not view.swapped:
-            cfg = self.cfg
-            budget = self.max_batched_tokens
-            free = view.free_blocks - self.watermark_blocks
-            admitted = []
-            blocks_for = self.capacity.blocks_for
-            while waiting:
-                seq = waiting[0]
-                n = seq.prefill_target - seq.prefilled
-                need = blocks_for(seq.prefill_target) - seq.blocks
-                if n > budget or seqs >= cfg.max_batch_size or need > free:
-                    break
-                admitted.append((view.admit_next(n, now), n))
-                budget -= n
-                seqs += 1
-                free -= need
+        if view.waiting and not view.swapped:
+            admitted = self.admit_prompts(view, now, seqs)
             if admitted:
                 return Plan(admitted, decode_tokens=0)
         if view.running:
@@ -56,3 +41,25 @@ class VLLMPolicy(BatchingPolicy):
             if view.running:
                 return DECODE_ONLY
         return None
+
+    def admit_prompts(self, view: SchedulerView, now: float, seqs: int) -> list:
+        """Admit whole prompts from the queue, in its order (priority, then FCFS), while the token
+        budget, batch size and free blocks above the watermark allow; stops at the first that
+        does not fit. Subclasses that order admission differently override this."""
+        waiting = view.waiting
+        budget = self.max_batched_tokens
+        free = view.free_blocks - self.watermark_blocks
+        admitted = []
+        blocks_for = self.capacity.blocks_for
+        max_batch = self.cfg.max_batch_size
+        while waiting:
+            seq = waiting[0]
+            n = seq.prefill_target - seq.prefilled
+            need = blocks_for(seq.prefill_target) - seq.blocks
+            if n > budget or seqs >= max_batch or need > free:
+                break
+            admitted.append((view.admit_next(n, now), n))
+            budget -= n
+            seqs += 1
+            free -= need
+        return admitted
