@@ -6,6 +6,7 @@ tables (iterations per instance, every request's outcome, preemptions, migration
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -57,3 +58,15 @@ def test_trace_events_same_seed_same_bytes(tmp_path):
         simulate(cfg, df)
         out.append((tmp_path / name).read_bytes())
     assert out[0] == out[1]
+
+
+def test_trace_events_file_is_created_with_its_folder_and_normal_permissions(tmp_path):
+    path = tmp_path / "new" / "folder" / "run.json"
+    cfg = cfg_for("vllm")
+    cfg.output.trace_events = str(path)
+    simulate(cfg, poisson_requests(20, rate=10, seed=6))
+    validate_trace_events(json.loads(path.read_text()))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes, not 0600
+    assert [p.name for p in path.parent.iterdir()] == ["run.json"]  # no temporary file left

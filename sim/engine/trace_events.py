@@ -170,8 +170,12 @@ class EventTrace:
         """Atomic (same-folder temp file, then os.replace): readers never see half a file."""
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".trace-", suffix=".tmp")
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # a normal file, not mkstemp's owner-only one
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 # dumps (C encoder, one write) is ~3x faster than json.dump's chunked writes.
                 f.write(json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False))  # strict JSON
