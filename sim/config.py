@@ -140,7 +140,7 @@ class OutputConfig:
     dir: str = ""  # where results go; empty = do not write files
     plots: bool = True
     csv: bool = False
-    timeseries_interval_s: float = 0.5  # sampling period of batch/KV/queue time series
+    timeseries_interval_s: float = 0.5  # sampling period of batch/KV/queue series; 0 = every boundary
     #: write a Chrome/Perfetto trace-event JSON of the run here (iterations, request lifecycles,
     #: preemptions, migrations); empty = none. Open it in ui.perfetto.dev or chrome://tracing
     trace_events: str = ""
@@ -267,12 +267,38 @@ def from_dict(cls, data: dict, path: str = ""):
     return cls(**kwargs)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    silently, so a typo'd duplicate would override the value the user was looking at)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key '{key}' given twice in "
+                                  "one mapping; keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> SimConfig:
     """Load a YAML file (optional) and apply dotted overrides like {"scheduler.policy": "vllm"}."""
     data: dict = {}
     if path:
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config {path}: {'is a folder' if p.is_dir() else 'not found'}; "
+                              "give the path of a YAML file (see examples/)")
+        try:
+            data = yaml.load(p.read_text(), Loader=_StrictLoader) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config {path}:{where}: not valid YAML ({problem})") from None
+        except ConfigError as exc:
+            raise ConfigError(f"config {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():

@@ -15,6 +15,7 @@ import pandas as pd
 
 from sim.catalog import get_gpu, get_model
 from sim.config import ConfigError, SimConfig
+from sim.config_checks import check_config
 from sim.costmodel.factory import make_cost_model
 from sim.engine.clock import SimClock
 from sim.engine.instance import Instance
@@ -126,11 +127,7 @@ def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
 def _schedule_events(cluster: Cluster, router) -> None:
     """Drain and scale-out events from ``cfg.events``."""
     clock = cluster.clock
-    for n, ev in enumerate(cluster.cfg.events):
-        if ev.action not in ("drain", "scale_out"):
-            raise ConfigError(f"events[{n}].action must be 'drain' or 'scale_out', got '{ev.action}'")
-        if ev.action == "drain" and not 0 <= ev.instance < len(cluster.instances):
-            raise ConfigError(f"events[{n}].instance {ev.instance} does not exist")
+    for ev in cluster.cfg.events:  # checked up front by check_config (times, instances, actions)
 
         def fire(_e, ev=ev):
             if ev.action == "scale_out":
@@ -261,6 +258,7 @@ class ArrivalFeed:
 def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     """Replay ``trace`` (a Trace, a DataFrame, or an iterable of arrival-ordered DataFrame chunks)."""
     wall0 = time.perf_counter()
+    check_config(cfg)  # every value, before anything is built
     records = RecordSink()
     cluster = build_cluster(cfg, records)
     router = make_router(cfg.router, cluster.instances)

@@ -1,0 +1,98 @@
+"""Value checks of a whole run configuration, before anything is built or simulated.
+
+The loader (``sim.config``) checks structure and types; this checks meaning: numbers in range,
+no NaN, events that name instances that will exist at their time. One pass, the first problem as
+one line naming the dotted field and what would be valid, so a bad setting never costs a
+simulation (or, worse, runs and gives a number: a negative activation reserve used to double the
+KV cache).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from sim.config import ConfigError, SimConfig
+
+
+def _nan_fields(obj: Any, path: str):
+    """Dotted paths of every NaN float anywhere in a config tree."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from _nan_fields(getattr(obj, f.name), f"{path}.{f.name}" if path else f.name)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _nan_fields(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _nan_fields(v, f"{path}[{i}]")
+    elif isinstance(obj, float) and obj != obj:
+        yield path
+
+
+def _at_least(value: float | int | None, low: float, field: str, strict: bool = False,
+              hint: str = "") -> None:
+    if value is None:
+        return
+    bad = value <= low if strict else value < low
+    if bad or (isinstance(value, float) and math.isinf(value)):
+        op = ">" if strict else ">="
+        raise ConfigError(f"{field}={value!r}: must be a finite number {op} {low:g}{hint}")
+
+
+def check_config(cfg: SimConfig) -> None:
+    """Raise ConfigError for the first meaningless value in ``cfg`` (see the module docstring)."""
+    for path in _nan_fields(cfg, ""):
+        raise ConfigError(f"{path} is NaN: give a number (or leave the field out for its default)")
+    for g, group in enumerate(cfg.cluster):
+        _at_least(group.tp, 1, f"cluster[{g}].tp")
+        _at_least(group.count, 1, f"cluster[{g}].count")
+    s = cfg.scheduler
+    _at_least(s.activation_reserve_gb, 0, "scheduler.activation_reserve_gb")
+    _at_least(s.swap_space_gb, 0, "scheduler.swap_space_gb")
+    _at_least(s.host_link_gbs, 0, "scheduler.host_link_gbs", strict=True,
+              hint=" (GB/s; leave it out for the GPU's PCIe bandwidth)")
+    _at_least(s.block_size, 1, "scheduler.block_size")
+    r = cfg.router
+    _at_least(r.migration_interval_s, 0, "router.migration_interval_s", strict=True)
+    _at_least(r.max_stages, 1, "router.max_stages")
+    _at_least(r.priority_headroom, 0, "router.priority_headroom")
+    _at_least(r.link.bandwidth_gbs, 0, "router.link.bandwidth_gbs", strict=True)
+    _at_least(r.link.latency_s, 0, "router.link.latency_s")
+    _at_least(r.link.jitter_s, 0, "router.link.jitter_s")
+    _at_least(cfg.output.timeseries_interval_s, 0, "output.timeseries_interval_s",
+              hint=" (seconds between samples; 0 samples at every iteration boundary)")
+    t = cfg.trace
+    _at_least(t.max_requests, 1, "trace.max_requests", hint=" (leave it out to replay every request)")
+    _at_least(t.rate, 0, "trace.rate", strict=True, hint=" (requests per second)")
+    if cfg.max_sim_time_s is not None:
+        _at_least(cfg.max_sim_time_s, 0, "max_sim_time_s", strict=True,
+                  hint=" (simulated seconds; leave it out to run until every request ends)")
+    _check_events(cfg)
+
+
+def _check_events(cfg: SimConfig) -> None:
+    """Event times are finite and >= 0; a drain names an instance that exists by then (scale-outs
+    before it count) and leaves at least one instance taking requests."""
+    live = sum(g.count for g in cfg.cluster)
+    exists = live
+    draining: set[int] = set()
+    order = sorted(range(len(cfg.events)), key=lambda n: (cfg.events[n].time_s, n))
+    for n in order:
+        ev = cfg.events[n]
+        _at_least(ev.time_s, 0, f"events[{n}].time_s")
+        if ev.action == "scale_out":
+            if not 0 <= ev.group < len(cfg.cluster):
+                raise ConfigError(f"events[{n}].group {ev.group} does not exist (cluster has "
+                                  f"{len(cfg.cluster)} groups: 0..{len(cfg.cluster) - 1})")
+            exists += 1
+        elif ev.action == "drain":
+            if not 0 <= ev.instance < exists:
+                raise ConfigError(f"events[{n}].instance {ev.instance} does not exist at "
+                                  f"t={ev.time_s:g} s (instances 0..{exists - 1} by then)")
+            draining.add(ev.instance)
+            if len(draining) >= exists:
+                raise ConfigError(f"events[{n}]: draining instance {ev.instance} at t={ev.time_s:g} s "
+                                  "leaves no instance to take requests; scale out first or drain fewer")
+        else:
+            raise ConfigError(f"events[{n}].action must be 'drain' or 'scale_out', got '{ev.action}'")
