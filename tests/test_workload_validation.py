@@ -1,6 +1,7 @@
 """Malformed inputs: each error must name the column (as spelled in the file) and the row."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from sim.workload import TraceError, load_trace
@@ -138,3 +139,38 @@ def test_parquet_rows_have_no_line_numbers(tmp_path):
                   "output_tokens": [1, 1]}).to_parquet(p)
     with pytest.raises(TraceError, match=r"'prompt_tokens' \(canonical format\), row 1: value -2 "):
         load_trace(p)
+
+
+# ------------------------------------------------------------------ values that used to slip through
+def _jsonl(tmp_path, rows):
+    import json as _json
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+@pytest.mark.parametrize("value,needle", [(1e30, "is too large"), (2**63, "is too large"),
+                                          (True, "is true/false")])
+def test_absurd_or_boolean_token_counts_are_refused(tmp_path, value, needle):
+    from sim.workload.loaders import load_trace
+    p = _jsonl(tmp_path, [{"request_id": 0, "arrival_s": 0.0, "prompt_tokens": 5, "output_tokens": 2},
+                          {"request_id": 1, "arrival_s": 1.0, "prompt_tokens": value, "output_tokens": 2}])
+    with pytest.raises(TraceError, match="prompt_tokens") as exc:
+        load_trace(p)
+    assert needle in str(exc.value) and "line 2" in str(exc.value)
+
+
+def test_large_request_ids_stay_exact(tmp_path):
+    from sim.workload.loaders import load_trace
+    p = _jsonl(tmp_path, [{"request_id": 2**53 + i, "arrival_s": float(i), "prompt_tokens": 3,
+                           "output_tokens": 2} for i in range(3)])
+    assert load_trace(p).df.request_id.tolist() == [2**53, 2**53 + 1, 2**53 + 2]
+
+
+def test_parquet_datetime_arrivals_are_seconds_from_the_first(tmp_path):
+    from sim.workload.loaders import load_trace
+    p = tmp_path / "t.parquet"
+    pd.DataFrame({"request_id": [0, 1, 2], "prompt_tokens": [10, 20, 30], "output_tokens": [5, 5, 5],
+                  "arrival_s": pd.to_datetime(["2024-01-01T00:00:00", "2024-01-01T00:00:02.5",
+                                               "2024-01-01T00:01:00"], format="ISO8601")}).to_parquet(p)
+    assert load_trace(p).df.arrival_s.tolist() == [0.0, 2.5, 60.0]

@@ -17,6 +17,8 @@ import pandas as pd
 from .schema import OPTIONAL, REQUEST_KINDS, REQUIRED, Trace, TraceError
 
 STRING_COLUMNS = ("slo_class", "session_id", "prefix_blocks", "kind")
+#: counts and ids at or beyond this are refused: float64 stops being exact, int64 wraps later
+_TOO_LARGE = 2**53
 
 
 @dataclass
@@ -77,12 +79,28 @@ def _first_bad(ctx: Ctx, column: str, s: pd.Series, checks: list) -> None:
                        "Fix or remove those rows.")
 
 
-def tokens(s: pd.Series, ctx: Ctx, column: str, signed: bool = False) -> pd.Series:
+def tokens(s: pd.Series, ctx: Ctx, column: str, signed: bool = False, exact_ids: bool = False) -> pd.Series:
     """Token counts as int64: present, numeric, whole and >= 0 (the >= 1 rule is in finalize).
 
     `signed` allows negative whole numbers (used for `priority`, which is not a count).
+    Integers are kept exact (no trip through float64, which merges ids beyond 2^53); booleans
+    (JSON ``true``) are not numbers; magnitudes of 2^53 or more are refused rather than wrapped.
     """
-    num = pd.to_numeric(s, errors="coerce").astype("float64")
+    if pd.api.types.is_bool_dtype(s.dtype):
+        _first_bad(ctx, column, s, [(np.ones(len(s), bool), "is true/false; expected a whole number")])
+    if s.dtype == object:
+        is_bool = np.fromiter((isinstance(x, (bool, np.bool_)) for x in s), bool, len(s))
+        _first_bad(ctx, column, s, [(is_bool, "is true/false; expected a whole number")])
+    num = pd.to_numeric(s, errors="coerce")
+    if pd.api.types.is_integer_dtype(num.dtype) and not pd.api.types.is_bool_dtype(num.dtype):
+        iv = num.to_numpy()
+        # ids are labels, exact over all of int64; counts beyond 2^53 are nonsense
+        checks_i = [] if exact_ids else [(np.abs(iv) >= _TOO_LARGE, "is too large (2^53 or more)")]
+        if not signed:
+            checks_i.insert(0, (iv < 0, "is negative; token counts must be >= 0"))
+        _first_bad(ctx, column, s, checks_i)
+        return pd.Series(iv.astype(np.int64), index=s.index)
+    num = num.astype("float64")
     missing = s.isna().to_numpy()
     v = num.to_numpy()
     nonnum = np.isnan(v) & ~missing
@@ -91,6 +109,7 @@ def tokens(s: pd.Series, ctx: Ctx, column: str, signed: bool = False) -> pd.Seri
         (missing, "is missing; every request needs a value here"),
         (nonnum, "is not a number; expected a whole number"),
         (~finite & ~np.isnan(v), "is infinite; expected a whole number"),
+        (finite & (np.abs(v) >= _TOO_LARGE), "is too large (2^53 or more)"),
         (finite & (v != np.floor(v)), "is not a whole number"),
     ]
     if not signed:
@@ -101,7 +120,19 @@ def tokens(s: pd.Series, ctx: Ctx, column: str, signed: bool = False) -> pd.Seri
 
 def seconds(s: pd.Series, ctx: Ctx, column: str, scale: float = 1.0,
             nonneg: bool = False) -> pd.Series:
-    """A numeric time column as float64 seconds (`scale` converts e.g. ms -> s)."""
+    """A numeric time column as float64 seconds (`scale` converts e.g. ms -> s). Timestamps
+    (datetime columns, e.g. from Parquet) are wall-clock times: they become seconds since the
+    earliest one, so the run starts at 0; durations become seconds. Their own unit is used
+    whatever it is (it used to be read as raw microseconds); `scale` does not apply to them."""
+    if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_timedelta64_dtype(s.dtype):
+        missing = s.isna().to_numpy()
+        _first_bad(ctx, column, s, [(missing, "is missing; every request needs an arrival time")])
+        if pd.api.types.is_datetime64_any_dtype(s.dtype):
+            t = s.dt.tz_convert("UTC").dt.tz_localize(None) if s.dt.tz is not None else s
+            secs = (t - t.min()).dt.total_seconds()
+        else:
+            secs = s.dt.total_seconds()
+        return pd.Series(secs.to_numpy(dtype=np.float64), index=s.index)
     num = pd.to_numeric(s, errors="coerce").astype("float64")
     missing = s.isna().to_numpy()
     v = num.to_numpy()
@@ -136,7 +167,7 @@ def _drop_or_fail(df: pd.DataFrame, ctx: Ctx, meta: dict, zero_tokens: str) -> p
 def _request_ids(df: pd.DataFrame, ctx: Ctx) -> pd.Series:
     if "request_id" not in df.columns:
         return pd.Series(np.arange(len(df), dtype=np.int64), index=df.index)
-    ids = tokens(df["request_id"], ctx, ctx.col("request_id"))
+    ids = tokens(df["request_id"], ctx, ctx.col("request_id"), exact_ids=True)
     dup = ids.duplicated().to_numpy()
     if dup.any():
         label = df.index[int(dup.argmax())]
