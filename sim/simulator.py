@@ -288,6 +288,12 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
                                           "in live migration at end of simulation")
     requests = records.to_frame()
     first = float(requests["arrival_s"].min()) if len(requests) else 0.0
+    if math.isinf(cutoff) and len(requests):
+        # the run ends when its last request does: a cluster event scheduled after that (a late
+        # scale-out or drain) must not stretch the measured duration and dilute every rate
+        last = np.nanmax(np.concatenate([requests["completion_s"].to_numpy(),
+                                         requests["arrival_s"].to_numpy()]))
+        end = min(end, float(last))
     ts = [row for inst in cluster.instances for row in inst.stats.ts]
     timeseries = pd.DataFrame(ts, columns=TIMESERIES_COLUMNS).sort_values(["time_s", "instance"],
                                                                            kind="stable")

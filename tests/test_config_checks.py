@@ -77,3 +77,16 @@ def test_yaml_problems_are_one_line(tmp_path, text, needle):
 def test_a_folder_as_config_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="is a folder"):
         load_config(tmp_path)
+
+
+def test_an_event_after_the_last_request_does_not_stretch_the_run():
+    df = pd.DataFrame({"request_id": range(5), "arrival_s": [0.0, 0.5, 1.0, 1.5, 2.0],
+                       "prompt_tokens": [100] * 5, "output_tokens": [20] * 5})
+    base = SimConfig()
+    base.cost_model.kind = "roofline"
+    late = SimConfig()
+    late.cost_model.kind = "roofline"
+    late.events = [ClusterEvent(time_s=1e5, action="scale_out", group=0)]
+    a, b = simulate(base, df), simulate(late, df)
+    assert b.sim_duration_s == pytest.approx(a.sim_duration_s, rel=1e-12)
+    assert a.sim_duration_s == pytest.approx(float(a.requests.completion_s.max()), rel=1e-12)
