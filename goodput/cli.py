@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the ``goodput`` console script (pyproject.toml ``[project.scripts]``)."""
-    return run_command(build_parser(), argv)
+    try:
+        return run_command(build_parser(), argv)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's convention, not a traceback
+        print("goodput: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

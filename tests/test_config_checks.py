@@ -90,3 +90,19 @@ def test_an_event_after_the_last_request_does_not_stretch_the_run():
     a, b = simulate(base, df), simulate(late, df)
     assert b.sim_duration_s == pytest.approx(a.sim_duration_s, rel=1e-12)
     assert a.sim_duration_s == pytest.approx(float(a.requests.completion_s.max()), rel=1e-12)
+
+
+def test_ctrl_c_is_one_line_and_exit_130():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "goodput", "simulate", "--rate", "20",
+                             "--num-requests", "2000000", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6.0)  # imports done (slow CI machines too), simulating
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "goodput: interrupted"

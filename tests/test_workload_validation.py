@@ -5,6 +5,9 @@ import pandas as pd
 import pytest
 
 from sim.workload import TraceError, load_trace
+from tests.conftest import REPO
+
+REPO_TRACES = REPO / "traces"
 
 AZ = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 T = ["2023-11-16 18:15:46.0000000", "2023-11-16 18:15:47.0000000",
@@ -174,3 +177,23 @@ def test_parquet_datetime_arrivals_are_seconds_from_the_first(tmp_path):
                   "arrival_s": pd.to_datetime(["2024-01-01T00:00:00", "2024-01-01T00:00:02.5",
                                                "2024-01-01T00:01:00"], format="ISO8601")}).to_parquet(p)
     assert load_trace(p).df.arrival_s.tolist() == [0.0, 2.5, 60.0]
+
+
+@pytest.mark.parametrize("name,content", [
+    ("g.csv.xz", b"garbage\n"), ("g.csv.zip", b"garbage\n"), ("g.csv.bz2", b"garbage\n"),
+    ("g.csv.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"),  # a gzip header, then nothing
+])
+def test_corrupt_compressed_traces_are_one_line(tmp_path, name, content):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(TraceError) as exc:
+        load_trace(p)
+    msg = str(exc.value)
+    assert str(p) in msg and "cannot read" in msg and "\n" not in msg
+
+
+def test_zstd_traces_are_read(tmp_path):
+    src = pd.read_csv(REPO_TRACES / "sample_tiny.csv")
+    p = tmp_path / "t.csv.zst"
+    src.to_csv(p, index=False)
+    assert len(load_trace(p)) == len(src)

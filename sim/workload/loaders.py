@@ -9,7 +9,10 @@ option and counted in `trace.meta['dropped']`.
 from __future__ import annotations
 
 import gzip
+import lzma
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -65,10 +68,16 @@ def read_raw(path: Path, container: str) -> tuple[pd.DataFrame, int | None]:
         return pd.read_parquet(path), None
     except pd.errors.EmptyDataError:
         raise TraceError(f"{path}: the file is empty; a trace needs a header and requests") from None
-    except (ValueError, pd.errors.ParserError, OSError) as e:
+    except ImportError as e:  # e.g. .zst without the zstandard package
+        raise TraceError(f"{path}: reading this compression needs a package that is not installed "
+                         f"({str(e).splitlines()[0]}); install it, or decompress the file first") from None
+    except (ValueError, pd.errors.ParserError, OSError, EOFError, lzma.LZMAError, zlib.error,
+            zipfile.BadZipFile, UnicodeDecodeError) as e:
         if isinstance(e, TraceError):
             raise
-        raise TraceError(f"{path}: cannot read as {container}: {e}") from e
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TraceError(f"{path}: cannot read as {container} ({type(e).__name__}: {first}); "
+                         "is the file complete and of the type its name says?") from None
 
 
 def load_trace(path, format: str = "auto", **opts) -> Trace:
