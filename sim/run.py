@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from sim.config import SimConfig, to_dict
 from sim.engine.tbt import percentile_from_hist
 from sim.metrics import SLO, request_metrics, save_results, summarize
+from sim.outputs import check_replaceable, staged_folder
 from sim.simulator import SimResult, simulate
 
 
@@ -29,7 +31,10 @@ def token_level_summary(result: SimResult) -> dict:
 
 
 def run_and_report(cfg: SimConfig, trace, count: int | None = None) -> SimResult:
-    """Run one simulation; fill ``result.summary``; write files and plots if ``output.dir`` is set."""
+    """Run one simulation; fill ``result.summary``; write files and plots if ``output.dir`` is set
+    (all at once when complete: see sim.outputs)."""
+    if cfg.output.dir:
+        check_replaceable(Path(cfg.output.dir))  # before simulating, not after
     result = simulate(cfg, trace, count)
     result.requests = request_metrics(result.requests)
     slo = slo_of(cfg)
@@ -39,11 +44,14 @@ def run_and_report(cfg: SimConfig, trace, count: int | None = None) -> SimResult
     result.summary["cost_model"] = result.cost_sources
     result.summary["wall_s"] = result.wall_s
     if cfg.output.dir:
-        out = Path(cfg.output.dir)
-        save_results(out, result.requests, result.timeseries, result.instances, result.summary,
-                     csv=cfg.output.csv)
-        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        if cfg.output.plots:
-            from sim.plots import save_all_plots
-            save_all_plots(out, result.requests, result.timeseries, slo)
+        with staged_folder(Path(cfg.output.dir)) as out:
+            save_results(out, result.requests, result.timeseries, result.instances, result.summary,
+                         csv=cfg.output.csv)
+            (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+            if cfg.output.plots:
+                from sim.plots import save_all_plots
+                save_all_plots(out, result.requests, result.timeseries, slo)
+            trace_file = Path(cfg.output.trace_events) if cfg.output.trace_events else None
+            if trace_file is not None and trace_file.parent.resolve() == Path(cfg.output.dir).resolve():
+                os.replace(trace_file, out / trace_file.name)  # published with the other results
     return result
