@@ -256,12 +256,14 @@ def summarize(requests: pd.DataFrame, timeseries: pd.DataFrame | None, instances
     inst = instances
     busy_frac = inst["busy_s"].astype(float) / (dur if dur > 0 else np.nan)
     price = float(inst["price_per_hour"].astype(float).sum())
-    run_cost = price * dur / 3600.0
+    # each instance is billed for its own lifetime in the run (scale-out, drain) when known
+    billed = inst["billed_s"].astype(float) if "billed_s" in inst else pd.Series(dur, inst.index)
+    run_cost = float((inst["price_per_hour"].astype(float) * billed).sum()) / 3600.0
     gpus = (inst["num_gpus"] if "num_gpus" in inst else inst.get("tp", pd.Series(1, inst.index)))
     tdp = inst["tdp_w"].astype(float) if "tdp_w" in inst else pd.Series(np.nan, inst.index)
     watts = tdp * gpus.astype(float)  # catalog tdp_w is per GPU
     busy_kwh = float((watts * inst["busy_s"].astype(float)).sum(min_count=1)) / 3.6e6
-    span_kwh = float(watts.sum(min_count=1)) * dur / 3.6e6
+    span_kwh = float((watts * billed).sum(min_count=1)) / 3.6e6
 
     return _clean({
         "sim_duration_s": dur,

@@ -300,7 +300,12 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     inst_rows = []
     for row, inst in zip(cluster.rows, cluster.instances, strict=True):
         st = inst.stats
-        inst_rows.append({**row, "busy_s": st.busy_s, "iterations": st.iterations,
+        ended = inst.retired_at if inst.retired_at == inst.retired_at else end
+        # billed while it exists within the run: from its start (scale-out) to the run's end or
+        # to when it was drained and empty
+        billed = max(0.0, min(ended, end) - max(row["started_s"], first))
+        inst_rows.append({**row, "ended_s": min(ended, end), "billed_s": billed,
+                          "busy_s": st.busy_s, "iterations": st.iterations,
                           "preemptions": st.preemptions, "swaps": st.swaps,
                           "decode_stall_s": st.stall_s, "stall_iterations": st.stall_iterations})
     tbt_hist = sum(inst.decode.gaps.hist for inst in cluster.instances)

@@ -106,3 +106,25 @@ def test_ctrl_c_is_one_line_and_exit_130():
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "goodput: interrupted"
+
+
+def test_instances_are_billed_for_their_own_lifetime():
+    from sim.metrics import summarize
+    from sim.run import slo_of
+
+    df = pd.DataFrame({"request_id": range(40), "arrival_s": [i * 0.25 for i in range(40)],
+                       "prompt_tokens": [200] * 40, "output_tokens": [30] * 40})
+    cfg = SimConfig(cluster=[InstanceGroupConfig(count=2)])
+    cfg.cost_model.kind = "roofline"
+    cfg.events = [ClusterEvent(time_s=2.0, action="drain", instance=1),
+                  ClusterEvent(time_s=5.0, action="scale_out", group=0)]
+    res = simulate(cfg, df)
+    inst = res.instances.set_index("instance")
+    dur = res.sim_duration_s
+    assert inst.billed_s[0] == pytest.approx(dur)
+    assert 2.0 <= inst.ended_s[1] < 5.0 and inst.billed_s[1] == pytest.approx(inst.ended_s[1])
+    assert inst.billed_s[2] == pytest.approx(dur - 5.0)
+    s = summarize(res.requests, res.timeseries, res.instances, dur, slo_of(cfg))
+    price = inst.price_per_hour
+    assert s["cost"]["run_usd"] == pytest.approx(float((price * inst.billed_s).sum()) / 3600)
+    assert s["cost"]["run_usd"] < float(price.sum()) * dur / 3600  # not every instance all run

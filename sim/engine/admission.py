@@ -9,6 +9,7 @@ methods: blocks through ``KVPool``, queues and load through ``RequestQueues``, t
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
@@ -36,6 +37,7 @@ class Admission:
     stats: InstanceStats
     observers: tuple[InstanceObserver, ...]
     draining: bool
+    retired_at: float
     _run: DecodeRun | None
     _truncatable: bool
     idle: bool  # nothing in flight: the engine waits for a wake() (written by the instance only)
@@ -218,6 +220,7 @@ class Admission:
         """Land a request whose KV arrived here (call at a boundary). It joins the decode set if
         the pool can give it ``blocks``; otherwise it recomputes here. Returns whether it joined."""
         seq.instance = self.index
+        self.retired_at = math.nan  # work arrived (a migration started before a drain)
         if seq.generated == 0:
             raise ValueError("attach: only requests that produced a token carry KV to decode")
         if self.kv.claim(r, seq, blocks):
@@ -234,6 +237,8 @@ class Admission:
     def drain(self) -> list[Sequence]:
         """Stop taking requests; returns the queued ones (no longer counted here) to re-route."""
         self.draining = True
+        if self.idle and not self.has_work() and not self.kv.reserved:
+            self.retired_at = self.clock.now
         out = list(self.queues.waiting)
         self.queues.waiting.clear()
         for seq in out:

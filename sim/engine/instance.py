@@ -72,6 +72,7 @@ class Instance(Admission):
         self.running = self.decode.members
         self.observers = tuple(observers)
         self.draining = False
+        self.retired_at = math.nan  # when a drained instance had nothing left (NaN: never)
         self._coeff_cache: dict[int, tuple[float, float]] = {}
         self._run: DecodeRun | None = None  # the decode run in flight
         self._iteration: tuple[float, float, Plan] | None = None  # a single general iteration
@@ -132,6 +133,8 @@ class Instance(Admission):
         if plan is None:
             self._sample(now, 0)
             self.idle = True
+            if self.draining and not self.has_work() and not self.kv.reserved:
+                self.retired_at = now  # drained and empty: its GPUs are released (and unbilled)
             return
         extra, self._overhead_s = self._overhead_s, 0.0
         members = self.decode.members
