@@ -62,6 +62,12 @@ def check_config(cfg: SimConfig) -> None:
     _at_least(r.link.jitter_s, 0, "router.link.jitter_s")
     _at_least(cfg.output.timeseries_interval_s, 0, "output.timeseries_interval_s",
               hint=" (seconds between samples; 0 samples at every iteration boundary)")
+    _at_least(cfg.slo.ttft_s, 0, "slo.ttft_s", strict=True, hint=" seconds (leave it out for no bound)")
+    _at_least(cfg.slo.tpot_s, 0, "slo.tpot_s", strict=True, hint=" seconds (leave it out for no bound)")
+    target = cfg.slo.attainment_target
+    if not 0 < target <= 1:
+        raise ConfigError(f"slo.attainment_target={target!r}: must be a fraction in (0, 1] "
+                          "(write 0.9 for 90%)")
     t = cfg.trace
     _at_least(t.max_requests, 1, "trace.max_requests", hint=" (leave it out to replay every request)")
     _at_least(t.rate, 0, "trace.rate", strict=True, hint=" (requests per second)")

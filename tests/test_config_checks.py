@@ -27,6 +27,8 @@ def cfg_with(**over) -> SimConfig:
     ({"trace.max_requests": -3}, "trace.max_requests=-3"),
     ({"trace.max_requests": 0}, "trace.max_requests=0"),
     ({"cluster": [{"tp": 0}]}, "cluster[0].tp=0"),
+    ({"slo.ttft_s": -1.0}, "slo.ttft_s=-1.0: must be a finite number > 0"),
+    ({"slo.attainment_target": 90.0}, "write 0.9 for 90%"),
     ({"events": [{"time_s": -5.0, "action": "drain", "instance": 0}]}, "events[0].time_s=-5.0"),
     ({"events": [{"time_s": float("nan"), "action": "scale_out"}]}, "events[0].time_s is NaN"),
 ])
