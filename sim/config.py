@@ -302,17 +302,42 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        _set_dotted(data, dotted, value)
     plugins = data.get("plugins") or []
     if not isinstance(plugins, list):
         raise ConfigError(f"plugins: expected a list of modules or .py files, got {plugins!r}")
     for i, name in enumerate(plugins):
         load_plugin(name, f"plugins[{i}]")  # paths relative to the working folder, as trace.path
     return from_dict(SimConfig, data)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Apply ``a.b.c=value``; a number indexes a list (``cluster.0.count=3``; an absent
+    ``cluster`` is its one default group)."""
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} has {len(node)} entr"
+                                  f"{'y' if len(node) == 1 else 'ies'}; index it 0..{len(node) - 1}")
+            if last:
+                node[int(part)] = value
+                return
+            if not isinstance(node[int(part)], dict):
+                raise ConfigError(f"--set {dotted}: {where} is not a section")
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} is a value, not a section")
+        if last:
+            node[part] = value
+            return
+        if part not in node:
+            node[part] = [{}] if part == "cluster" and parts[i + 1].isdigit() else {}
+        node = node[part]
 
 
 def load_plugin(name: object, where: str = "plugins", base: Path | None = None) -> None:

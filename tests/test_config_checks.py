@@ -130,3 +130,12 @@ def test_instances_are_billed_for_their_own_lifetime():
     price = inst.price_per_hour
     assert s["cost"]["run_usd"] == pytest.approx(float((price * inst.billed_s).sum()) / 3600)
     assert s["cost"]["run_usd"] < float(price.sum()) * dur / 3600  # not every instance all run
+
+
+def test_set_indexes_lists():
+    assert load_config(overrides={"cluster.0.count": 3}).cluster[0].count == 3
+    two = load_config(overrides={"cluster": [{"gpu": "h100"}, {"gpu": "a100-80gb"}],
+                                 "cluster.1.tp": 2})
+    assert [g.tp for g in two.cluster] == [1, 2]
+    with pytest.raises(ConfigError, match=r"--set cluster\.1\.count: cluster has 1 entry; index it 0\.\.0"):
+        load_config(overrides={"cluster.1.count": 3})
