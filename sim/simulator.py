@@ -116,9 +116,7 @@ def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
         raise ConfigError("cluster: at least one instance group is required")
     trace = EventTrace() if cfg.output.trace_events else None
     cluster = Cluster(SimClock(), [], [], cfg, records, trace)
-    for g, group in enumerate(cfg.cluster):
-        if group.count < 1:
-            raise ConfigError(f"cluster[{g}].count must be >= 1")
+    for g, group in enumerate(cfg.cluster):  # counts >= 1: checked by check_config
         for _ in range(group.count):
             cluster.add_instance(g)
     return cluster

@@ -193,15 +193,11 @@ class Instance(Admission):
             self._run = None
             t0, k, a, b, bsz, ctx = run
             first = a + b * ctx
+            dur = k * (first + b * bsz * 0.5 * (k - 1))
             now = self.clock.now
-            # the body of _finish_decode_run, inlined: this is the hottest path of the engine
-            done, overshoot = self.decode.advance(t0, k, 1, first, b * bsz, now)
-            self.queues.remove_work(bsz * k - overshoot)
-            self.stats.iteration(k * (first + b * bsz * 0.5 * (k - 1)), k)
             if self.observers:
-                self._notify_iteration(now - (k * (first + b * bsz * 0.5 * (k - 1))), now, k, bsz, 1)
-            for seq in done:
-                self._complete(seq, now)
+                self._notify_decode_run(now - dur, now, k)
+            self._finish_decode_run(t0, k, first, b * bsz, dur, now)
         else:
             assert self._iteration is not None
             (t0, dur, plan), self._iteration = self._iteration, None
@@ -210,19 +206,18 @@ class Instance(Admission):
 
     def _finish_decode_run(self, t0: float, k: int, d0: float, step: float, dur: float,
                            now: float, q: int = 1) -> None:
-        """Apply k producing iterations of the decode set (gaps d0 + j*step), ending at ``now``."""
+        """Apply k producing iterations of the decode set (gaps d0 + j*step), ending at ``now``
+        (the state only: callers tell observers what the iteration held)."""
         bsz = len(self.running)
         done, overshoot = self.decode.advance(t0, k, q, d0, step, now)
         self.queues.remove_work(bsz * k * q - overshoot)
         self.stats.iteration(dur, k)
-        if self.observers:
-            self._notify_iteration(now - dur, now, k, bsz, q)
         for seq in done:
             self._complete(seq, now)
 
-    def _notify_iteration(self, t0: float, t1: float, k: int, bsz: int, q: int) -> None:
+    def _notify_decode_run(self, t0: float, t1: float, k: int) -> None:
         for ob in self.observers:
-            ob.iteration(self.index, t0, t1, k, 0, 0, bsz, q)
+            ob.iteration(self.index, t0, t1, k, 0, 0, len(self.running), 1)
 
     def _finish_iteration(self, plan: Plan, t0: float, dur: float) -> None:
         """Apply a general iteration: prefill chunks, and a decode step if the plan has one."""
@@ -233,12 +228,7 @@ class Instance(Admission):
             ob.iteration(self.index, t0, now, 1, len(plan.prefills), sum(n for _, n in plan.prefills),
                          len(members) if q else 0, q)
         if q and members:
-            bsz = len(members)
-            done, overshoot = self.decode.advance(t0, 1, q, dur, 0.0, now)
-            self.queues.remove_work(bsz * q - overshoot)
-            self.stats.iteration(dur, 1)
-            for seq in done:
-                self._complete(seq, now)
+            self._finish_decode_run(t0, 1, dur, 0.0, dur, now, q)
         else:
             self.stats.iteration(dur, 1)
             if members:
@@ -297,8 +287,10 @@ class Instance(Admission):
         if run is not None:  # apply the decode steps of the run already done
             j = run.steps_done_by(now)
             if j:
-                self._finish_decode_run(run.t0, j, run.first, run.step, run.span(j),
-                                        run.t0 + run.span(j))
+                end = run.t0 + run.span(j)
+                if self.observers:
+                    self._notify_decode_run(run.t0, end, j)
+                self._finish_decode_run(run.t0, j, run.first, run.step, run.span(j), end)
         self._run = None
         for seq in list(self.decode.members):
             self.decode.leave(seq)

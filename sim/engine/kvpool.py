@@ -128,9 +128,6 @@ class KVPool:
         self.used += seq.blocks
         return seq.blocks * self.block_bytes / self._host_bps
 
-    def host_fits(self, seq: Sequence) -> bool:
-        return self._host_used + seq.blocks <= self.host_total
-
     def check(self, held_outside: int, decode_set_blocks: int) -> None:
         """Conservation: used = blocks held by sequences + reservations (tests call this)."""
         expected = held_outside + decode_set_blocks + self._reserved

@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.config import ConfigError, LinkConfig
+from sim.config import LinkConfig
 
 
 class Link:
     def __init__(self, cfg: LinkConfig, seed: int = 0):
-        if cfg.bandwidth_gbs <= 0:
-            raise ConfigError("link.bandwidth_gbs must be > 0")
-        if cfg.latency_s < 0 or cfg.jitter_s < 0:
-            raise ConfigError("link.latency_s and link.jitter_s must be >= 0")
+        # bandwidth > 0, latency and jitter >= 0: checked with the whole config (sim.config_checks)
         self.bps = cfg.bandwidth_gbs * 1e9
         self.latency = cfg.latency_s
         self.jitter = cfg.jitter_s

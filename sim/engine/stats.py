@@ -34,9 +34,6 @@ class InstanceStats:
         if swapped:
             self.swaps += 1
 
-    def due(self, now: float) -> bool:
-        return now - self.last_sample >= self.interval
-
     def sample(self, now: float, batch: int, prefill_tokens: int, running: int, queued: int,
                used_blocks: int, total_blocks: int) -> None:
         if now - self.last_sample >= self.interval:
