@@ -5,19 +5,27 @@ Scenarios (each in a fresh subprocess so peak RSS is its own):
                vLLM batching, least-outstanding-tokens routing (skipped if ../shared/traces lacks it)
   synth-N      N synthetic requests (Poisson, lognormal lengths like the conv trace) streamed in
                chunks through the same 4-instance cluster, for N = 100k and 1M
+  vidur-N      Vidur's own reference configuration, near saturation: Llama-3.1-70B (the Llama-3-70B
+               architecture) on A100-80GB, 4 instances x TP2, Sarathi-Serve chunk = token budget
+               512, max batch 128, block 16, 3,328 KV blocks per instance (what Vidur computes for
+               it), round robin, Poisson 4 req/s, Azure conversation lengths with each request's
+               total capped at 4,096 tokens by Vidur's rule (the excess taken from prompt and output
+               in proportion), for N = 10k, 100k, 1M (skipped without ../shared/traces)
   *-step       the same with fast-forward off (one event per iteration), for comparison
 
 Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b]
 Prints one line per scenario: requests, wall seconds, requests per wall-second, CPU seconds of the
 simulating process and requests per CPU-second (less sensitive to other load on the machine), peak
-RSS, and the memory per request (peak RSS growth between the two synthetic sizes divided by the extra
-requests), and, for the real trace, how long loading and validating it took (kept out of the req/s
-figure).
+RSS, SimPy events per request, and the machine's load average while it ran; then the memory per
+request (peak RSS growth between two sizes of one scenario divided by the extra requests), how
+flat the per-request cost is from the smallest to the largest size, and the targets. For the real
+trace, how long loading and validating it took is printed apart (kept out of the req/s figure).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -26,6 +34,41 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 AZURE_CONV = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+#: the issue's targets (engine speed): req/s on one core, and the 1M-request run's bounds
+TARGETS = {"vidur": 20_000, "demo": 50_000}
+MAX_1M_S, MAX_1M_MB, FLAT = 60.0, 600.0, 0.10
+
+
+def vidur_lengths(max_tokens: int = 4096):
+    """Azure conversation (prompt, output) pairs with each total capped at ``max_tokens`` the way
+    Vidur's trace length generator does it: the excess is taken from prompt and output in
+    proportion to their share (rounded up), keeping at least one token of each."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_csv(AZURE_CONV, usecols=["ContextTokens", "GeneratedTokens"])
+    p = df["ContextTokens"].to_numpy(np.int64)
+    o = df["GeneratedTokens"].to_numpy(np.int64)
+    total = p + o
+    excess = np.clip(total - max_tokens, 0, None)
+    p2 = np.clip(p - np.ceil(excess * p / total).astype(np.int64), 1, None)
+    o2 = np.clip(o - np.ceil(excess * o / total).astype(np.int64), 1, None)
+    return np.stack([p2, o2], axis=1)
+
+
+def _vidur_config(fast: bool):
+    from sim.config import InstanceGroupConfig, SimConfig
+
+    cfg = SimConfig(cluster=[InstanceGroupConfig(model="llama-3.1-70b", gpu="a100-80gb", tp=2, count=4)])
+    cfg.router.name = "round_robin"
+    cfg.cost_model.kind = "roofline"
+    cfg.fast_forward = fast
+    cfg.output.timeseries_interval_s = 5.0
+    s = cfg.scheduler
+    s.policy, s.max_batch_size, s.block_size, s.num_gpu_blocks = "sarathi", 128, 16, 3328
+    opts = s.section("sarathi")
+    opts.chunk_size = opts.token_budget = 512
+    return cfg
 
 
 def _config(fast: bool, router: str = "round_robin"):
@@ -43,70 +86,122 @@ def run_one(name: str) -> dict:
     """Runs inside the child process."""
     from sim.simulator import simulate
     from sim.workload.generators import synthesize_chunks
+    from sim.workload.lengths import Empirical
     from sim.workload.loaders import load_trace
 
     fast = not name.endswith("-step")
     base = name.removesuffix("-step")
-    cfg = _config(fast)
+    cfg = _vidur_config(fast) if base.startswith("vidur") else _config(fast)
     load_s = None
-    if base == "azure-conv":
+    if base.startswith("vidur"):
+        n = _size(base)
+        requests = synthesize_chunks(n, rate=4.0, prompt_dist=Empirical(vidur_lengths(), "azure-conv"),
+                                     seed=0, chunk=50_000)
+    elif base == "azure-conv":
         t_load = time.perf_counter()
         trace = load_trace(AZURE_CONV)
         load_s = time.perf_counter() - t_load
         n, requests = len(trace), trace
     else:
-        n = int(float(base.split("-")[1].rstrip("k").rstrip("M")) *
-                (1_000_000 if base.endswith("M") else 1_000))
+        n = _size(base)
         requests = synthesize_chunks(n, rate=20.0,
                                      prompt_dist="lognormal:mean=1155,std=1100,min=4,max=8000",
                                      output_dist="lognormal:mean=211,std=160,min=1,max=2000",
                                      seed=0, chunk=50_000)
+    from sim.engine.clock import SimClock
+
+    clocks: list = []
+    init = SimClock.__init__
+
+    def keep(self, *a, **k):  # remember the run's clock to read its event count afterwards
+        init(self, *a, **k)
+        clocks.append(self)
+
+    SimClock.__init__ = keep  # type: ignore[method-assign]
+    load0 = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
     res = simulate(cfg, requests, n)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    load = max(load0, os.getloadavg()[0])
     done = int((res.requests.outcome == "completed").sum())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"scenario": name, "requests": n, "completed": done, "wall_s": wall,
             "req_per_s": n / wall, "cpu_s": cpu, "req_per_cpu_s": n / cpu, "peak_rss_mb": peak_mb,
-            "sim_time_s": res.sim_duration_s, "trace_load_s": load_s}
+            "sim_time_s": res.sim_duration_s, "trace_load_s": load_s,
+            # SimPy numbers every scheduled event from one counter: read it once, at no cost
+            "events_per_req": next(clocks[0]._eid) / n, "load": load}
+
+
+def _size(base: str) -> int:
+    """10k -> 10_000, 1M -> 1_000_000 (the part after the last dash)."""
+    tag = base.rsplit("-", 1)[1]
+    return int(float(tag.rstrip("kM")) * (1_000_000 if tag.endswith("M") else 1_000))
+
+
+def _print_row(row: dict) -> None:
+    print(f"{row['scenario']:<18}{row['requests']:>10,}{row['completed']:>11,}{row['wall_s']:>9.2f}"
+          f"{row['req_per_s']:>10,.0f}{row['cpu_s']:>9.2f}{row['req_per_cpu_s']:>11,.0f}"
+          f"{row['peak_rss_mb']:>9.0f}{row['events_per_req']:>9.1f}{row['load']:>7.2f}", flush=True)
+
+
+def _verdicts(by: dict) -> None:
+    """Memory per request, flatness and the targets, from the rows measured."""
+    for family, small, big in (("synth", "synth-100k", "synth-1M"), ("vidur", "vidur-10k", "vidur-1M")):
+        if small in by and big in by:
+            a, b = by[small], by[big]
+            per_req = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 2**20 / (b["requests"] - a["requests"])
+            us_a, us_b = 1e6 * a["cpu_s"] / a["requests"], 1e6 * b["cpu_s"] / b["requests"]
+            print(f"{family}: memory growth per extra request {per_req:.0f} bytes; CPU per request "
+                  f"{us_a:.1f} us at {a['requests']:,} vs {us_b:.1f} us at {b['requests']:,} "
+                  f"({us_b / us_a - 1:+.1%}, target within {FLAT:.0%})")
+    for label, names, target in (("vidur", ("vidur-10k", "vidur-100k", "vidur-1M"), TARGETS["vidur"]),
+                                 ("demo", ("azure-conv",), TARGETS["demo"])):
+        rows = [by[n] for n in names if n in by]
+        if rows:
+            worst = min(r["req_per_cpu_s"] for r in rows)
+            print(f"target {label}: >= {target:,} req/s on one core: lowest {worst:,.0f} req/cpu-s "
+                  f"({'met' if worst >= target else 'MISSED'}; load {max(r['load'] for r in rows):.2f})")
+    for name in ("synth-1M", "vidur-1M"):
+        if name in by:
+            r = by[name]
+            ok = r["wall_s"] < MAX_1M_S and r["peak_rss_mb"] < MAX_1M_MB
+            print(f"target {name}: < {MAX_1M_S:.0f} s and < {MAX_1M_MB:.0f} MB: {r['wall_s']:.1f} s "
+                  f"({r['cpu_s']:.1f} CPU s), {r['peak_rss_mb']:.0f} MB ({'met' if ok else 'MISSED'})")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes only (100k instead of 1M)")
+    ap.add_argument("--quick", action="store_true", help="small sizes only (no 1M-request runs)")
     ap.add_argument("--scenarios", help="comma-separated subset")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child)))
         return 0
-    names = ["azure-conv", "azure-conv-step", "synth-100k"] + ([] if args.quick else ["synth-1M"])
+    names = ["azure-conv", "azure-conv-step", "synth-100k", "vidur-10k", "vidur-10k-step", "vidur-100k"]
+    if not args.quick:
+        names += ["synth-1M", "vidur-1M"]
     if args.scenarios:
         names = args.scenarios.split(",")
     if not AZURE_CONV.exists():
-        names = [n for n in names if not n.startswith("azure")]
-        print(f"(skipping azure-conv: {AZURE_CONV} not found)")
+        names = [n for n in names if not n.startswith(("azure", "vidur"))]
+        print(f"(skipping azure-conv and vidur: {AZURE_CONV} not found)")
     rows = []
     print(f"{'scenario':<18}{'requests':>10}{'completed':>11}{'wall s':>9}{'req/s':>10}"
-          f"{'cpu s':>9}{'req/cpu-s':>11}{'peak MB':>9}")
+          f"{'cpu s':>9}{'req/cpu-s':>11}{'peak MB':>9}{'ev/req':>9}{'load':>7}")
     for name in names:
         out = subprocess.run([sys.executable, __file__, "--child", name], cwd=REPO, check=True,
                              capture_output=True, text=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{row['scenario']:<18}{row['requests']:>10,}{row['completed']:>11,}{row['wall_s']:>9.2f}"
-              f"{row['req_per_s']:>10,.0f}{row['cpu_s']:>9.2f}{row['req_per_cpu_s']:>11,.0f}"
-              f"{row['peak_rss_mb']:>9.0f}")
+        _print_row(row)
     for row in rows:
         if row.get("trace_load_s") is not None:
             print(f"{row['scenario']}: loading and validating the trace took "
                   f"{row['trace_load_s']:.2f} s (not included above)")
-    by = {r["scenario"]: r for r in rows}
-    if "synth-100k" in by and "synth-1M" in by:
-        extra = by["synth-1M"]["requests"] - by["synth-100k"]["requests"]
-        per_req = (by["synth-1M"]["peak_rss_mb"] - by["synth-100k"]["peak_rss_mb"]) * 2**20 / extra
-        print(f"memory growth per extra request: {per_req:.0f} bytes (the compact per-request "
-              f"result row; engine state is bounded by requests in flight)")
+    _verdicts({r["scenario"]: r for r in rows})
+    print(f"(load: the 1-minute load average while it ran, on {os.cpu_count()} cores; a figure "
+          "above 1 means other work shared the machine, so read req/cpu-s)")
     return 0
 
 

@@ -5,9 +5,11 @@ The simulator asks the cost model, never the other way round: instances get thei
 """
 from __future__ import annotations
 
+import gc
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,6 +255,27 @@ class ArrivalFeed:
         self.cols = None
 
 
+@contextmanager
+def _young_collections_spaced() -> Iterator[None]:
+    """Space out the cyclic collector's young-generation passes while the event loop runs.
+
+    Every iteration allocates short-lived objects (plans, events, tuples) that reference counting
+    frees at once; with the default threshold (700 allocations) the collector walks the young
+    survivors that often and finds nothing to collect, about a sixth of a run's time. What exists
+    at the start (the cluster, the trace chunks, imported modules) is frozen out of the collector's
+    view, young passes run 100x less often, and both are restored afterwards, even on error.
+    Cycles are still collected (nothing is disabled), only later.
+    """
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(old[0] * 100, *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     """Replay ``trace`` (a Trace, a DataFrame, or an iterable of arrival-ordered DataFrame chunks)."""
     wall0 = time.perf_counter()
@@ -271,7 +294,8 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     router.feed_active = lambda: feed.cols is not None
     router.start(clock, cfg.seed, cluster.trace)
     _schedule_events(cluster, router)
-    clock.run(None if math.isinf(cutoff) else cutoff)
+    with _young_collections_spaced():
+        clock.run(None if math.isinf(cutoff) else cutoff)
     if progress is not None:
         progress.close()
     end = clock.now

@@ -8,7 +8,7 @@ they are interchangeable by name in config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -61,6 +61,30 @@ class CostModel(ABC):
     @abstractmethod
     def decode_coefficients(self, batch_size: int) -> tuple[float, float]:
         """(a, b) with decode-iteration time = a + b * total cached context tokens."""
+
+    def iteration_time(self, new_tokens: Sequence[int], context_tokens: Sequence[int],
+                       decodes: int = 0, decode_tokens: int = 1, decode_ctx_sum: int = 0,
+                       decode_ctx_max: int = 0,
+                       decode_contexts: Callable[[], list[int]] | None = None) -> float:
+        """``batch_time`` of an iteration given as its few listed sequences (prompt chunks,
+        recomputes) plus a *decode group*: ``decodes`` running sequences that each compute
+        ``decode_tokens`` new tokens, described by the sum and the largest of their cached
+        contexts rather than one entry each.
+
+        Why: a chunked-prefill engine runs a mixed iteration every few decode steps, and listing
+        a hundred decodes to price each one is most of its simulation cost. A model whose decode
+        work depends on the group only through those totals (roofline, profiled) overrides this
+        in O(listed sequences); the default builds the full ``Batch`` (``decode_contexts()``
+        gives the group's contexts), so any model stays correct.
+        """
+        new, ctx = list(new_tokens), list(context_tokens)
+        if decodes:
+            if decode_contexts is None:
+                raise ValueError("iteration_time: this cost model needs decode_contexts to price "
+                                 "a decode group")
+            new += [decode_tokens] * decodes
+            ctx += decode_contexts()
+        return self.batch_time(Batch(new, ctx))
 
     def describe(self) -> dict:
         """Machine-readable summary of the model, stored with every simulation result."""

@@ -98,7 +98,8 @@ def ring_allreduce_s(nbytes: float, tp: int, link_bytes_per_s: float, latency_s:
 
 
 def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
-                       sm_count: int = 132) -> list[float]:
+                       sm_count: int = 132, decodes: int = 0, decode_ctx_sum: int = 0,
+                       decode_ctx_max: int = 0) -> list[float]:
     """Work of the non-decode sequences (q > 1), per tile class of the attention kernel.
 
     Mechanism: a tile of BLOCK_M query rows streams its KV in blocks of 64 keys up to its last
@@ -108,7 +109,9 @@ def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
     the kernel cuts tiles into chunks and merges partial results: ``split`` and ``items`` (number
     of chunks) carry that cost. ``t128_attn_work`` (query-key pairs) lets the fit weigh the
     causal masking of long prompts. Decodes (q = 1) only enter the split decision of the 16-row
-    class they share; their own cost is the measured decode line.
+    class they share; their own cost is the measured decode line. ``decodes`` more one-token
+    sequences may be given by their totals (context sum and largest context): that is all the
+    split decision reads of them.
     """
     n_cls = len(TILE_CLASSES)
     tot_blocks = [0.0] * n_cls  # every sequence, decodes included (the split decision)
@@ -131,6 +134,11 @@ def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
             own[k][2] += n
             if k == 2:
                 work128 += q * (c + (q + 1) / 2.0)
+    if decodes:  # a one-token tile over c keys streams (c + 1) / KV_BLOCK blocks
+        rows = group
+        k = 0 if rows <= TILE_CLASSES[0] else 1 if rows <= TILE_CLASSES[1] else 2
+        tot_blocks[k] += (decode_ctx_sum + decodes) / KV_BLOCK
+        max_blocks[k] = max(max_blocks[k], -(-(decode_ctx_max + 1) // KV_BLOCK))
     f = []
     target = -(-SPLIT_WAVES * sm_count // max(1, kv_heads))
     for k in range(n_cls):
@@ -241,19 +249,22 @@ class ProfiledCostModel(CostModel):
         """Per-layer (a, b) of a pure decode batch."""
         return self.a_dec(batch_size), self.b_dec(batch_size)
 
-    def layer_time(self, q_lens, ctx_lens) -> float:
-        """Seconds of one decoder layer for the batch (what the profile table measures)."""
+    def layer_time(self, q_lens, ctx_lens, decodes: int = 0, decode_ctx_sum: int = 0,
+                   decode_ctx_max: int = 0) -> float:
+        """Seconds of one decoder layer for the batch (what the profile table measures); the
+        listed sequences plus ``decodes`` one-token sequences given by their context totals."""
         dec = [c for q, c in zip(q_lens, ctx_lens, strict=True) if q == 1]
+        bd, sd = len(dec) + decodes, sum(dec) + decode_ctx_sum
         if len(dec) == len(q_lens):
-            a, b = self.decode_layer(len(dec))
-            return a + b * sum(dec)
-        t = sum(q_lens)
+            a, b = self.decode_layer(bd)
+            return a + b * sd
+        t = sum(q_lens) + decodes
         corr = sum(s * h for s, h in zip(self.lin_scale, lin_scale_basis(t), strict=False))
         out = self.lin(t) * (1.0 + corr)
-        if dec:
-            bd = len(dec)
-            out += self.a_dec(bd) - self.lin(bd) + self.b_dec(bd) * sum(dec)
-        feats = attention_features(q_lens, ctx_lens, self.group, self.kv_heads, self.sm_count)
+        if bd:
+            out += self.a_dec(bd) - self.lin(bd) + self.b_dec(bd) * sd
+        feats = attention_features(q_lens, ctx_lens, self.group, self.kv_heads, self.sm_count,
+                                   decodes, decode_ctx_sum, decode_ctx_max)
         return out + sum(w * x for w, x in zip(self.w, feats, strict=False))
 
     # ---- CostModel API -------------------------------------------------------------------
@@ -282,10 +293,31 @@ class ProfiledCostModel(CostModel):
             return a + b * sum(ctx_lens)
         return self._finish(self._kernels(q_lens, ctx_lens), len(q_lens))
 
-    def _kernels(self, q_lens, ctx_lens) -> float:
-        t = sum(q_lens)
-        return (self.layers * self.layer_time(q_lens, ctx_lens) + self.embed(t)
-                + self.lmhead(logit_rows(q_lens)) + self._allreduce(t))
+    def iteration_time(self, new_tokens, context_tokens, decodes=0, decode_tokens=1,
+                       decode_ctx_sum=0, decode_ctx_max=0, decode_contexts=None) -> float:
+        """As ``batch_time``; one-token decodes enter only through their count, context sum and
+        largest context (the decode line and the kernel's split decision)."""
+        if decodes and decode_tokens != 1:
+            return super().iteration_time(new_tokens, context_tokens, decodes, decode_tokens,
+                                          decode_ctx_sum, decode_ctx_max, decode_contexts)
+        q_lens, ctx_lens = list(new_tokens), list(context_tokens)
+        n = len(q_lens) + decodes
+        if n == 0:
+            raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
+        for q, c in zip(q_lens, ctx_lens, strict=True):
+            if q < 1 or c < 0:
+                raise ValueError(f"batch_time: new_tokens={q}, context_tokens={c}; need "
+                                 "new_tokens >= 1 and context_tokens >= 0 for every sequence")
+        if all(q == 1 for q in q_lens):
+            a, b = self.decode_coefficients(n)
+            return a + b * (sum(ctx_lens) + decode_ctx_sum)
+        return self._finish(self._kernels(q_lens, ctx_lens, decodes, decode_ctx_sum, decode_ctx_max), n)
+
+    def _kernels(self, q_lens, ctx_lens, decodes: int = 0, decode_ctx_sum: int = 0,
+                 decode_ctx_max: int = 0) -> float:
+        t = sum(q_lens) + decodes
+        return (self.layers * self.layer_time(q_lens, ctx_lens, decodes, decode_ctx_sum, decode_ctx_max)
+                + self.embed(t) + self.lmhead(logit_rows(q_lens) + decodes) + self._allreduce(t))
 
     def kernel_time(self, batch: Batch) -> float:
         """The GPU part of ``batch_time``: the profile's prediction without any host term."""

@@ -200,6 +200,28 @@ class RooflineCostModel(CostModel):
         # speculative verify samples q rows; that LM-head work is not counted here.
         return self._context_free_time(batch.total_new_tokens, batch.size) + attn
 
+    def iteration_time(self, new_tokens, context_tokens, decodes=0, decode_tokens=1,
+                       decode_ctx_sum=0, decode_ctx_max=0, decode_contexts=None) -> float:
+        """As ``batch_time``; one-token decodes priced from their context sum (each one's
+        attention is ``(ctx + 1) * rate``, so the group's is ``(sum + count) * rate``)."""
+        if decodes and decode_tokens != 1:
+            return super().iteration_time(new_tokens, context_tokens, decodes, decode_tokens,
+                                          decode_ctx_sum, decode_ctx_max, decode_contexts)
+        attn = (decode_ctx_sum + decodes) * self._decode_rate if decodes else 0.0
+        total = decodes
+        for q, ctx in zip(new_tokens, context_tokens, strict=True):
+            if q < 1 or ctx < 0:
+                raise ValueError(
+                    f"batch_time: new_tokens={q}, context_tokens={ctx}; need new_tokens >= 1 and "
+                    f"context_tokens >= 0 for every sequence"
+                )
+            attn += self._attention_time(q, ctx)
+            total += q
+        size = len(new_tokens) + decodes
+        if size == 0:
+            raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
+        return self._context_free_time(total, size) + attn
+
     def decode_coefficients(self, batch_size: int) -> tuple[float, float]:
         if batch_size < 1:
             raise ValueError(f"decode_coefficients: batch_size={batch_size} must be >= 1")

@@ -18,6 +18,7 @@ from sim.engine.decode_run import DecodeRun
 from sim.engine.decode_set import DecodeSet
 from sim.engine.kvcache import KVCapacity
 from sim.engine.kvpool import KVPool, Reservation
+from sim.engine.mixed_run import MixedRun
 from sim.engine.observer import InstanceObserver
 from sim.engine.policies.base import BatchingPolicy
 from sim.engine.queues import RequestQueues, work_left
@@ -38,7 +39,7 @@ class Admission:
     observers: tuple[InstanceObserver, ...]
     draining: bool
     retired_at: float
-    _run: DecodeRun | None
+    _run: DecodeRun | MixedRun | None
     _truncatable: bool
     idle: bool  # nothing in flight: the engine waits for a wake() (written by the instance only)
     _hooks: list[Callable[[], None]]
@@ -163,17 +164,27 @@ class Admission:
 
     def load_tokens(self, now: float) -> int:
         """Tokens of work still to do here (prefill + decode), exact at any instant."""
-        if self._run is None:
+        run = self._run
+        if run is None:
             return self.queues.outstanding_tokens
-        return self.queues.outstanding_tokens - len(self.running) * self._run.steps_done_by(now)
+        if run.chunk_tokens:  # a MixedRun: its decode tokens and prompt chunks per iteration
+            return self.queues.outstanding_tokens - (run.batch + run.chunk_tokens) * run.steps_done_by(now)
+        return self.queues.outstanding_tokens - len(self.running) * run.steps_done_by(now)
 
     def used_blocks_now(self, now: float) -> int:
-        """KV blocks in use at ``now``, counting blocks taken by the decode steps done in a run."""
-        return self.kv.used + self.kv.phases.blocks_needed(self.decode.tokens, self.steps_done_by(now))
+        """KV blocks in use at ``now``, counting blocks taken by the iterations a run has done
+        (decode steps) or started (prompt chunks)."""
+        run = self._run
+        if run is None:
+            return self.kv.used
+        j = run.steps_done_by(now)
+        grown = self.kv.phases.blocks_needed(self.decode.tokens, j * run.decode_q) if run.decode_q else 0
+        return self.kv.used + grown + run.chunk_blocks_started(j)
 
     def generated_now(self, seq: Sequence, now: float) -> int:
         """Output tokens ``seq`` (in the decode set) has produced by ``now``."""
-        return self.decode.generated(seq, self.steps_done_by(now))
+        run = self._run
+        return self.decode.generated(seq, run.steps_done_by(now) * run.decode_q if run is not None else 0)
 
     # ------------------------------------------------------------------ arrivals and moves
     def submit(self, seq: Sequence) -> None:

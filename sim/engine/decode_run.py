@@ -18,6 +18,18 @@ class DecodeRun(NamedTuple):
     batch: int
     ctx: int
 
+    # what ``MixedRun`` adds (prompt chunks) is nothing here; each decode makes one token a step
+    @property
+    def chunk_tokens(self) -> int:
+        return 0
+
+    @property
+    def decode_q(self) -> int:
+        return 1
+
+    def chunk_blocks_started(self, j: int) -> int:
+        return 0
+
     def span(self, j: int) -> float:
         return j * (self.a + self.b * self.ctx + self.b * self.batch * 0.5 * (j - 1))
 

@@ -24,6 +24,10 @@ class DecodeSet:
         self.index = instance_index
         self.members: list[Sequence] = []  # join order
         self._heap: list[tuple[int, int, Sequence]] = []  # (finish_at, rid, seq); stale entries skipped
+        #: (-(context - tokens), rid, seq): the member with the longest context on top (members
+        #: advance together, so the order only changes when members join or leave); stale
+        #: entries are skipped on top and dropped when the heap outgrows the set
+        self._longest: list[tuple[int, int, Sequence]] = []
         self.tokens = 0  # tokens each member has advanced since the set began
         self.ctx_sum = 0  # stored KV tokens of all members at ``tokens``
         self._new: list[Sequence] = []  # joined since the last producing iteration
@@ -42,6 +46,17 @@ class DecodeSet:
     def context_of(self, seq: Sequence) -> int:
         """KV tokens ``seq`` has stored now (the input context of its next step)."""
         return seq.prompt + seq.gen_base + (self.tokens - seq.token_base) - 1
+
+    def longest_context(self) -> int:
+        """The largest cached context among the members (0 for an empty set), O(log n)."""
+        heap, t = self._longest, self.tokens
+        while heap:
+            neg, _, seq = heap[0]
+            if (seq.state == DECODING and seq.instance == self.index
+                    and seq.prompt + seq.gen_base - seq.token_base == -neg):
+                return t - 1 - neg
+            heapq.heappop(heap)
+        return 0
 
     def contexts(self) -> list[int]:
         base = self.tokens - 1
@@ -80,6 +95,11 @@ class DecodeSet:
         self.members.append(seq)
         self._new.append(seq)
         heapq.heappush(self._heap, (seq.finish_at, seq.rid, seq))
+        longest = self._longest
+        if len(longest) > 2 * len(self.members) + 32:  # mostly entries of members that left
+            longest[:] = [(s.token_base - s.prompt - s.gen_base, s.rid, s) for s in self.members[:-1]]
+            heapq.heapify(longest)
+        heapq.heappush(longest, (t - kv - 1, seq.rid, seq))
 
     def leave(self, seq: Sequence) -> int:
         """Materialise ``seq``'s counters and remove it; returns tokens produced beyond its output
@@ -104,10 +124,11 @@ class DecodeSet:
 
     # ------------------------------------------------------------------ producing iterations
     def advance(self, t0: float, k: int, q: int, d0: float, step: float,
-                now: float) -> tuple[list[Sequence], int]:
-        """Apply k producing iterations of ``q`` tokens each (durations d0 + j*step, the last
-        ending at ``now``); returns the members that finished (already removed) and the tokens
-        they were advanced past their last one."""
+                now: float, durs: list[float] | None = None) -> tuple[list[Sequence], int]:
+        """Apply k producing iterations of ``q`` tokens each (durations d0 + j*step, or the
+        listed ``durs`` when they are not an arithmetic series, the last ending at ``now``);
+        returns the members that finished (already removed) and the tokens they were advanced
+        past their last one."""
         bsz = len(self.members)
         tokens = k * q
         t = self.tokens
@@ -119,7 +140,11 @@ class DecodeSet:
         self.ctx_sum += bsz * tokens
         gaps = self.gaps
         buf = gaps.buf  # (first gap, step, count, tokens seeing each): binned in bulk later
-        d_in = max(d0 + step, d0 + step * (k - 1)) if k > 1 else -math.inf
+        if durs is not None:
+            d0 = durs[0]
+            d_in = max(durs[1:]) if k > 1 else -math.inf
+        else:
+            d_in = max(d0 + step, d0 + step * (k - 1)) if k > 1 else -math.inf
         old_gap = (t0 - self.last_end) + d0
         gaps.push_run_max(self.run_index, old_gap if old_gap > d_in else d_in)
         new = self._new
@@ -134,7 +159,10 @@ class DecodeSet:
                 seq.join_run = nxt
             new.clear()
         if k > 1:
-            buf.append((d0 + step, step, k - 1, bsz))
+            if durs is not None:
+                buf.extend([(d, 0.0, 1, bsz) for d in durs[1:]])
+            else:
+                buf.append((d0 + step, step, k - 1, bsz))
         if q > 1:  # the other tokens of a multi-token step arrive together with the first
             buf.append((0.0, 0.0, k, bsz * (q - 1)))
         if len(buf) >= 8192:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from sim.costmodel.base import Batch, CostModel
+from sim.costmodel.base import CostModel
 from sim.engine.admission import Admission
 from sim.engine.clock import Clock
 from sim.engine.decode_run import DecodeRun
 from sim.engine.decode_set import DecodeSet, nanmax
 from sim.engine.kvcache import KVCapacity
 from sim.engine.kvpool import KVPool
+from sim.engine.mixed_run import MixedRun
 from sim.engine.observer import InstanceObserver
 from sim.engine.policies.base import BatchingPolicy
 from sim.engine.queues import RequestQueues, work_left
@@ -74,7 +75,7 @@ class Instance(Admission):
         self.draining = False
         self.retired_at = math.nan  # when a drained instance had nothing left (NaN: never)
         self._coeff_cache: dict[int, tuple[float, float]] = {}
-        self._run: DecodeRun | None = None  # the decode run in flight
+        self._run: DecodeRun | MixedRun | None = None  # the decode run in flight
         self._iteration: tuple[float, float, Plan] | None = None  # a single general iteration
         self._pending: object = None  # end event of what is in flight; a truncation supersedes it
         self._truncatable = False
@@ -119,6 +120,18 @@ class Instance(Admission):
             ctx.extend(self.decode.contexts())
         return seqs, new, ctx
 
+    def _iteration_time(self, plan: Plan, new: list[int]) -> float:
+        """Duration of a general iteration: its prompt chunks (``new`` tokens each) listed, the
+        decode set priced by its totals (``CostModel.iteration_time``), so the work does not
+        grow with the batch."""
+        ctx = [s.prefilled for s, _ in plan.prefills]
+        q = plan.decode_tokens
+        dset = self.decode
+        if not (q and dset.members):
+            return self.cost.iteration_time(new, ctx)
+        return self.cost.iteration_time(new, ctx, len(dset.members), q, dset.ctx_sum,
+                                        dset.longest_context(), dset.contexts)
+
     def finish_iteration(self, plan: Plan, t0: float, now: float) -> None:
         """Apply one executed iteration of ``plan`` that ran from ``t0`` to ``now`` (step mode)."""
         self._finish_iteration(plan, t0, now - t0)
@@ -139,10 +152,16 @@ class Instance(Admission):
         extra, self._overhead_s = self._overhead_s, 0.0
         members = self.decode.members
         if plan.prefills or plan.decode_tokens != 1:
-            _, new, ctx = self.plan_members(plan)
-            batch = Batch(new, ctx)
-            self._sample(now, batch.total_new_tokens - (len(members) * plan.decode_tokens))
-            dur = extra + self.cost.batch_time(batch)
+            new = [n for _, n in plan.prefills]
+            self._sample(now, sum(new))
+            k = self._mixed_run_length(plan) if self.fast_forward and not self._preempted else 1
+            if k > 1:
+                run = MixedRun.priced(now, plan, k, self.cost, self.decode, self.kv.blocks_for, extra)
+                self._run = run
+                self._truncatable = True
+                self._schedule_end(run.span(k))
+                return
+            dur = extra + self._iteration_time(plan, new)
             self._iteration = (now, dur, plan)
             self._schedule_end(dur)
             return
@@ -171,6 +190,16 @@ class Instance(Admission):
         self._pending = self.clock.call_later(extra + k * (a + b * ctx_sum + b * bsz * 0.5 * (k - 1)),
                                               self._on_iteration_end)
 
+    def _mixed_run_length(self, plan: Plan) -> int:
+        """Iterations of ``plan`` to execute as one run: what the policy says repeats, cut where
+        a decode finishes (the batch changes there)."""
+        if not plan.prefills:
+            return 1
+        k = 1 + self.policy.repeats(self, plan)
+        if k > 1 and plan.decode_tokens and self.decode.members:
+            k = min(k, self.decode.steps_to_completion(plan.decode_tokens))
+        return max(k, 1)
+
     def _schedule_end(self, delay: float) -> None:
         self._pending = self.clock.call_later(delay, self._on_iteration_end)
 
@@ -181,7 +210,10 @@ class Instance(Admission):
         assert run is not None
         j = run.first_boundary_at_or_after(now - run.t0)
         if j < run.k:
-            self._run = DecodeRun(run.t0, j, run.a, run.b, run.batch, run.ctx)
+            if isinstance(run, MixedRun):
+                run.cut(j)
+            else:
+                self._run = DecodeRun(run.t0, j, run.a, run.b, run.batch, run.ctx)
             self._schedule_end(max(0.0, run.t0 + run.span(j) - now))
 
     def _on_iteration_end(self, ev) -> None:
@@ -189,7 +221,10 @@ class Instance(Admission):
             return
         self._truncatable = False
         run = self._run
-        if run is not None:
+        if isinstance(run, MixedRun):
+            self._run = None
+            self._finish_iteration(run.plan, run.t0, run.span(run.k), run.k, run.durs)
+        elif run is not None:
             self._run = None
             t0, k, a, b, bsz, ctx = run
             first = a + b * ctx
@@ -205,38 +240,56 @@ class Instance(Admission):
         self._boundary()
 
     def _finish_decode_run(self, t0: float, k: int, d0: float, step: float, dur: float,
-                           now: float, q: int = 1) -> None:
-        """Apply k producing iterations of the decode set (gaps d0 + j*step), ending at ``now``
-        (the state only: callers tell observers what the iteration held)."""
+                           now: float, q: int = 1, durs: list[float] | None = None) -> None:
+        """Apply k producing iterations of the decode set (gaps d0 + j*step, or ``durs``), ending
+        at ``now`` (the state only: callers tell observers what the iteration held)."""
         bsz = len(self.running)
-        done, overshoot = self.decode.advance(t0, k, q, d0, step, now)
+        done, overshoot = self.decode.advance(t0, k, q, d0, step, now, durs)
         self.queues.remove_work(bsz * k * q - overshoot)
         self.stats.iteration(dur, k)
         for seq in done:
             self._complete(seq, now)
 
+    def _notify_iterations(self, plan: Plan, t0: float, durs: list[float], decodes: int) -> None:
+        """Tell observers about each iteration of ``plan`` (one span each, as a step engine)."""
+        chunks, tokens = len(plan.prefills), sum(n for _, n in plan.prefills)
+        for d in durs:
+            for ob in self.observers:
+                ob.iteration(self.index, t0, t0 + d, 1, chunks, tokens, decodes, plan.decode_tokens)
+            t0 += d
+
     def _notify_decode_run(self, t0: float, t1: float, k: int) -> None:
         for ob in self.observers:
             ob.iteration(self.index, t0, t1, k, 0, 0, len(self.running), 1)
 
-    def _finish_iteration(self, plan: Plan, t0: float, dur: float) -> None:
-        """Apply a general iteration: prefill chunks, and a decode step if the plan has one."""
+    def _finish_iteration(self, plan: Plan, t0: float, dur: float, k: int = 1,
+                          durs: list[float] | None = None) -> None:
+        """Apply a general iteration (or ``k`` identical ones lasting ``durs``, a ``MixedRun``):
+        prefill chunks, and a decode step if the plan has one. A run's prompts and decodes
+        finish only in its last iteration (``BatchingPolicy.repeats``, ``_mixed_run_length``)."""
         now = t0 + dur
         q = plan.decode_tokens
         members = self.decode.members
-        for ob in self.observers:
-            ob.iteration(self.index, t0, now, 1, len(plan.prefills), sum(n for _, n in plan.prefills),
-                         len(members) if q else 0, q)
+        if self.observers:
+            self._notify_iterations(plan, t0, durs or [dur], len(members) if q else 0)
         if q and members:
-            self._finish_decode_run(t0, 1, dur, 0.0, dur, now, q)
+            if durs is None:
+                self._finish_decode_run(t0, 1, dur, 0.0, dur, now, q)
+            else:
+                self._finish_decode_run(t0, k, durs[0], 0.0, dur, now, q, durs)
         else:
-            self.stats.iteration(dur, 1)
+            self.stats.iteration(dur, k)
             if members:
-                self.stats.stall(dur)
+                for d in durs or [dur]:
+                    self.stats.stall(d)
         queues = self.queues
         prefilling = queues.prefilling
         done_work = 0
+        kv = self.kv
         for seq, n in plan.prefills:
+            n *= k
+            if k > 1 and not seq.reserved:  # the chunks of iterations 2..k (a run's first is held)
+                kv.allocate_to(seq, seq.prefilled + n)
             seq.prefilled += n
             done_work += n
             if seq.prefilled < seq.prefill_target:
@@ -284,7 +337,12 @@ class Instance(Admission):
     def drain_unfinished(self, now: float) -> None:
         """Count every request still here as unfinished, with the tokens it produced by ``now``."""
         run = self._run
-        if run is not None:  # apply the decode steps of the run already done
+        if isinstance(run, MixedRun):  # apply the iterations of the run already done
+            j = run.steps_done_by(now)
+            if j:
+                run.cut(j)
+                self._finish_iteration(run.plan, run.t0, run.span(j), j, run.durs)
+        elif run is not None:  # apply the decode steps of the run already done
             j = run.steps_done_by(now)
             if j:
                 end = run.t0 + run.span(j)

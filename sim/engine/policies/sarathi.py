@@ -14,6 +14,9 @@ from sim.config import ConfigError
 from sim.engine.policies.base import BatchingPolicy, register_policy
 from sim.engine.view import Plan, SchedulerView
 
+#: longest run of identical chunked iterations executed as one event (bounds the run's arrays)
+MAX_REPEATS = 256
+
 
 @dataclass
 class SarathiOptions:
@@ -82,3 +85,41 @@ class SarathiPolicy(BatchingPolicy):
         if view.running:
             return Plan([], 1)
         return None
+
+    def repeats(self, view: SchedulerView, plan: Plan) -> int:
+        """Iterations after this one that would carry the same chunks: each prompt keeps getting
+        its chunk while at least that much is left, and nothing else can change the plan without
+        an event the instance sees (an arrival, a decode finishing). The admission loop above
+        stopped on a condition that holds until then: no budget or batch slot left, an empty
+        queue, or a head that does not fit -- and free blocks minus what admitted prompts still
+        need only shrink as the decodes grow. Bounded by the blocks the run's chunks and decode
+        steps take, which must all fit (a step engine would otherwise stop or preempt)."""
+        if not plan.prefills or view.swapped:
+            return 0
+        r = MAX_REPEATS
+        for seq, n in plan.prefills:
+            r = min(r, (seq.prefill_target - seq.prefilled - n) // n)
+        if r <= 0:
+            return 0
+        blocks_for = self.capacity.blocks_for
+        decoding = plan.decode_tokens and view.running
+        step_now = view.decode_step_blocks() if decoding else 0
+        free = view.free_blocks - step_now  # after this iteration's own decode step
+
+        def fits(m: int) -> bool:  # m more iterations: their chunks and decode steps
+            need = sum(blocks_for(s.prefilled + n * (m + 1)) - blocks_for(s.prefilled + n)
+                       for s, n in plan.prefills)
+            if decoding:
+                need += view.decode_step_blocks(m + 1) - step_now
+            return need <= free
+
+        if fits(r):
+            return r
+        lo, hi = 0, r  # fits(lo), not fits(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
