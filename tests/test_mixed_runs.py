@@ -8,6 +8,8 @@ arrivals, load-reading routers and cuts landed inside them, and the run's hand-c
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 
 import sim.engine.instance as instance_mod
@@ -17,7 +19,7 @@ from sim.costmodel.factory import make_cost_model
 from sim.engine.mixed_run import MixedRun
 from sim.engine.view import Plan
 from tests.conftest import poisson_requests
-from tests.test_fast_forward import COLUMNS, MIGRATION_COLUMNS, ROUTERS, assert_same, both, make_cfg
+from tests.test_fast_forward import COLUMNS, MIGRATION_COLUMNS, ROUTERS, assert_same, make_cfg
 
 
 @pytest.fixture
@@ -88,19 +90,37 @@ def test_run_prices_each_iteration_and_bisects_boundaries():
         prefilled, prefill_target = 100, 2000
 
     class NoDecodes:
-        members: list = []
+        members: ClassVar[list] = []
 
     plan = Plan([(Seq(), 300)], decode_tokens=0)
-    run = MixedRun.priced(10.0, plan, 4, cost, NoDecodes(), lambda t: -(-t // 16), extra=0.5)  # type: ignore[arg-type]
-    want = [cost.iteration_time([300], [100 + 300 * j]) for j in range(4)]
+    sizes = [[300], [300], [300], [250]]
+    blocks = lambda t: -(-t // 16)  # noqa: E731
+    run = MixedRun.priced(10.0, plan, sizes, cost, NoDecodes(), blocks, extra=0.5)  # type: ignore[arg-type]
+    want = [cost.iteration_time([n], [100 + 300 * j]) for j, (n,) in enumerate(sizes)]
     want[0] += 0.5
     assert run.durs == want
     assert run.span(4) == pytest.approx(sum(want))
     assert run.steps_done_by(10.0 + want[0]) == 1 and run.steps_done_by(10.0 + want[0] - 1e-9) == 0
     assert run.first_boundary_at_or_after(want[0] + 1e-9) == 2
     assert run.first_boundary_at_or_after(1e9) == 4
+    assert run.work_done(4) == 1150 and run.chunk_tokens(4) == [1150]
     # blocks of chunks 2..j+1 (a step engine allocates a chunk when its iteration starts)
     assert run.chunk_blocks_started(0) == 0
-    assert run.chunk_blocks_started(1) == -(-(100 + 600) // 16) - -(-(100 + 300) // 16)
+    assert run.chunk_blocks_started(1) == blocks(100 + 600) - blocks(100 + 300)
+    assert run.chunk_blocks_started(3) == blocks(100 + 1150) - blocks(100 + 300)
     run.cut(2)
-    assert run.k == 2 and len(run.ends) == 2
+    assert run.k == 2 and len(run.ends) == 2 and run.work_done(2) == 600
+
+
+def test_sarathi_predicts_full_chunks_then_the_last_piece():
+    """One 2,000-token prompt alone on an instance, chunk 512: the run is 512, 512, 512, 464."""
+    from sim.engine.records import RecordSink
+    from sim.engine.sequence import Sequence
+    from sim.simulator import build_cluster
+
+    cfg = sarathi(True, chunk=512, budget=512, count=1, blocks=4000)
+    inst = build_cluster(cfg, RecordSink()).instances[0]
+    inst.submit(Sequence(0, 0.0, 2000, 10))
+    plan = inst.next_plan(0.0)
+    assert [n for _, n in plan.prefills] == [512]
+    assert inst.policy.upcoming(inst, plan) == [[512], [512], [464]]

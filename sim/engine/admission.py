@@ -167,9 +167,7 @@ class Admission:
         run = self._run
         if run is None:
             return self.queues.outstanding_tokens
-        if run.chunk_tokens:  # a MixedRun: its decode tokens and prompt chunks per iteration
-            return self.queues.outstanding_tokens - (run.batch + run.chunk_tokens) * run.steps_done_by(now)
-        return self.queues.outstanding_tokens - len(self.running) * run.steps_done_by(now)
+        return self.queues.outstanding_tokens - run.work_done(run.steps_done_by(now))
 
     def used_blocks_now(self, now: float) -> int:
         """KV blocks in use at ``now``, counting blocks taken by the iterations a run has done

@@ -27,17 +27,34 @@ class Clock(Protocol):
         ...
 
 
+class ScheduledCall:
+    """The least a SimPy environment needs to process an event: its callbacks and that it
+    succeeded. An engine iteration's end is one of these rather than a ``simpy.Timeout`` (which
+    also carries a value, a delay and the environment for processes to wait on): the engine's
+    events are only ever called back, never yielded from, and there are several per request."""
+
+    __slots__ = ("_ok", "callbacks")
+
+    def __init__(self, callback: Callback) -> None:
+        self.callbacks: list[Callback] | None = [callback]
+        self._ok = True
+
+
 class SimClock(simpy.Environment):
     """Discrete-event time: a SimPy environment with the seam's one scheduling call (a subclass
-    rather than a wrapper, so reading ``now`` on the hot path costs no extra indirection)."""
+    rather than a wrapper, so reading ``now`` on the hot path costs no extra indirection).
+    Scheduled calls go through SimPy's own ``schedule`` and are processed by its ``step`` like
+    any event, so SimPy processes and timeouts can share the clock."""
 
     def __init__(self, initial_time: float = 0) -> None:
         super().__init__(initial_time)
-        self._timeout = self.timeout  # bound once: each ``self.timeout`` goes through a descriptor
+        self._schedule = self.schedule  # bound once: each ``self.schedule`` builds a bound method
 
     def call_later(self, delay: float, callback: Callback) -> object:
-        ev = self._timeout(delay)
-        ev.callbacks.append(callback)
+        if delay < 0:
+            raise ValueError(f"call_later: negative delay {delay}")
+        ev = ScheduledCall(callback)
+        self._schedule(ev, simpy.core.NORMAL, delay)  # type: ignore[arg-type]
         return ev
 
 

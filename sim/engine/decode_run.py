@@ -18,14 +18,14 @@ class DecodeRun(NamedTuple):
     batch: int
     ctx: int
 
-    # what ``MixedRun`` adds (prompt chunks) is nothing here; each decode makes one token a step
-    @property
-    def chunk_tokens(self) -> int:
-        return 0
-
+    # the reads ``MixedRun`` also offers: each decode makes one token a step, no prompt chunks
     @property
     def decode_q(self) -> int:
         return 1
+
+    def work_done(self, j: int) -> int:
+        """Tokens of work the first j iterations did (one per member each)."""
+        return self.batch * j
 
     def chunk_blocks_started(self, j: int) -> int:
         return 0

@@ -154,12 +154,12 @@ class Instance(Admission):
         if plan.prefills or plan.decode_tokens != 1:
             new = [n for _, n in plan.prefills]
             self._sample(now, sum(new))
-            k = self._mixed_run_length(plan) if self.fast_forward and not self._preempted else 1
-            if k > 1:
-                run = MixedRun.priced(now, plan, k, self.cost, self.decode, self.kv.blocks_for, extra)
+            sizes = self._mixed_run_sizes(plan, new) if self.fast_forward and not self._preempted else None
+            if sizes is not None:
+                run = MixedRun.priced(now, plan, sizes, self.cost, self.decode, self.kv.blocks_for, extra)
                 self._run = run
                 self._truncatable = True
-                self._schedule_end(run.span(k))
+                self._schedule_end(run.span(run.k))
                 return
             dur = extra + self._iteration_time(plan, new)
             self._iteration = (now, dur, plan)
@@ -190,15 +190,15 @@ class Instance(Admission):
         self._pending = self.clock.call_later(extra + k * (a + b * ctx_sum + b * bsz * 0.5 * (k - 1)),
                                               self._on_iteration_end)
 
-    def _mixed_run_length(self, plan: Plan) -> int:
-        """Iterations of ``plan`` to execute as one run: what the policy says repeats, cut where
-        a decode finishes (the batch changes there)."""
+    def _mixed_run_sizes(self, plan: Plan, first: list[int]) -> list[list[int]] | None:
+        """Chunk sizes of the iterations from this one to execute as one run: what the policy
+        predicts, cut where a decode finishes (the batch changes there); None for a single one."""
         if not plan.prefills:
-            return 1
-        k = 1 + self.policy.repeats(self, plan)
-        if k > 1 and plan.decode_tokens and self.decode.members:
-            k = min(k, self.decode.steps_to_completion(plan.decode_tokens))
-        return max(k, 1)
+            return None
+        sizes = [first, *self.policy.upcoming(self, plan)]
+        if plan.decode_tokens and self.decode.members:
+            del sizes[self.decode.steps_to_completion(plan.decode_tokens):]
+        return sizes if len(sizes) > 1 else None
 
     def _schedule_end(self, delay: float) -> None:
         self._pending = self.clock.call_later(delay, self._on_iteration_end)
@@ -223,7 +223,7 @@ class Instance(Admission):
         run = self._run
         if isinstance(run, MixedRun):
             self._run = None
-            self._finish_iteration(run.plan, run.t0, run.span(run.k), run.k, run.durs)
+            self._finish_iteration(run.plan, run.t0, run.span(run.k), run)
         elif run is not None:
             self._run = None
             t0, k, a, b, bsz, ctx = run
@@ -250,45 +250,47 @@ class Instance(Admission):
         for seq in done:
             self._complete(seq, now)
 
-    def _notify_iterations(self, plan: Plan, t0: float, durs: list[float], decodes: int) -> None:
-        """Tell observers about each iteration of ``plan`` (one span each, as a step engine)."""
-        chunks, tokens = len(plan.prefills), sum(n for _, n in plan.prefills)
-        for d in durs:
+    def _notify_iterations(self, sizes: list[list[int]], t0: float, durs: list[float], decodes: int,
+                           q: int) -> None:
+        """Tell observers about each iteration (one span each, as a step engine)."""
+        for row, d in zip(sizes, durs, strict=True):
             for ob in self.observers:
-                ob.iteration(self.index, t0, t0 + d, 1, chunks, tokens, decodes, plan.decode_tokens)
+                ob.iteration(self.index, t0, t0 + d, 1, len(row), sum(row), decodes, q)
             t0 += d
 
     def _notify_decode_run(self, t0: float, t1: float, k: int) -> None:
         for ob in self.observers:
             ob.iteration(self.index, t0, t1, k, 0, 0, len(self.running), 1)
 
-    def _finish_iteration(self, plan: Plan, t0: float, dur: float, k: int = 1,
-                          durs: list[float] | None = None) -> None:
-        """Apply a general iteration (or ``k`` identical ones lasting ``durs``, a ``MixedRun``):
-        prefill chunks, and a decode step if the plan has one. A run's prompts and decodes
-        finish only in its last iteration (``BatchingPolicy.repeats``, ``_mixed_run_length``)."""
+    def _finish_iteration(self, plan: Plan, t0: float, dur: float, run: MixedRun | None = None) -> None:
+        """Apply a general iteration (or the ``run`` of them that ``plan`` begins): prefill
+        chunks, and a decode step if the plan has one. A run's prompts and decodes finish only in
+        its last iteration (``BatchingPolicy.upcoming``, ``_mixed_run_sizes``)."""
         now = t0 + dur
         q = plan.decode_tokens
         members = self.decode.members
+        durs = run.durs if run is not None else [dur]
+        k = len(durs)
         if self.observers:
-            self._notify_iterations(plan, t0, durs or [dur], len(members) if q else 0)
+            self._notify_iterations(run.sizes if run is not None else [[n for _, n in plan.prefills]],
+                                    t0, durs, len(members) if q else 0, q)
         if q and members:
-            if durs is None:
+            if run is None:
                 self._finish_decode_run(t0, 1, dur, 0.0, dur, now, q)
             else:
                 self._finish_decode_run(t0, k, durs[0], 0.0, dur, now, q, durs)
         else:
             self.stats.iteration(dur, k)
             if members:
-                for d in durs or [dur]:
+                for d in durs:
                     self.stats.stall(d)
         queues = self.queues
         prefilling = queues.prefilling
         done_work = 0
         kv = self.kv
-        for seq, n in plan.prefills:
-            n *= k
-            if k > 1 and not seq.reserved:  # the chunks of iterations 2..k (a run's first is held)
+        tokens = run.chunk_tokens(k) if run is not None else [n for _, n in plan.prefills]
+        for (seq, n0), n in zip(plan.prefills, tokens, strict=True):
+            if n != n0 and not seq.reserved:  # the chunks of iterations 2..k (a run's first is held)
                 kv.allocate_to(seq, seq.prefilled + n)
             seq.prefilled += n
             done_work += n
@@ -341,7 +343,7 @@ class Instance(Admission):
             j = run.steps_done_by(now)
             if j:
                 run.cut(j)
-                self._finish_iteration(run.plan, run.t0, run.span(j), j, run.durs)
+                self._finish_iteration(run.plan, run.t0, run.span(j), run)
         elif run is not None:  # apply the decode steps of the run already done
             j = run.steps_done_by(now)
             if j:

@@ -79,17 +79,19 @@ class BatchingPolicy(ABC):
         """
         return view.waiting[0] is seq
 
-    def repeats(self, view: SchedulerView, plan: Plan) -> int:
-        """How many more iterations after the one ``plan`` describes this policy would plan
-        identically -- the same prompt chunks, each again of the same size, with the same decode
-        step -- if meanwhile no request arrives, moves or finishes decoding (the instance bounds
-        those itself). Called right after ``schedule`` returned ``plan``.
+    def upcoming(self, view: SchedulerView, plan: Plan) -> list[list[int]]:
+        """The iterations after the one ``plan`` describes that this policy would plan with the
+        same prompt chunks and decode step, if meanwhile no request arrives, moves or finishes
+        decoding (the instance bounds those itself): for each, every chunk's tokens, aligned with
+        ``plan.prefills`` (each at least 1). Stop at the iteration in which a prompt finishes (it
+        joins the decodes after it) or before one whose plan would differ in any other way.
+        Called right after ``schedule`` returned ``plan``.
 
-        0, the default, is always correct: the instance asks again at every boundary. A policy
-        that answers lets the instance execute those iterations as one run (``MixedRun``); the
-        answer must be exact, and fast-forward tests compare it with step mode.
+        ``[]``, the default, is always correct: the instance asks again at every boundary. A
+        policy that answers lets the instance execute those iterations as one run
+        (``MixedRun``); the answer must be exact, and fast-forward tests compare it with step mode.
         """
-        return 0
+        return []
 
     def landing_tokens(self, seq: Sequence, kv_tokens: int) -> int:
         """KV tokens a request arriving with ``kv_tokens`` must hold here (migration, transfer)."""

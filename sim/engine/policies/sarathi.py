@@ -14,8 +14,8 @@ from sim.config import ConfigError
 from sim.engine.policies.base import BatchingPolicy, register_policy
 from sim.engine.view import Plan, SchedulerView
 
-#: longest run of identical chunked iterations executed as one event (bounds the run's arrays)
-MAX_REPEATS = 256
+#: most chunked iterations predicted at once (bounds a run's arrays)
+MAX_RUN = 256
 
 
 @dataclass
@@ -86,40 +86,77 @@ class SarathiPolicy(BatchingPolicy):
             return Plan([], 1)
         return None
 
-    def repeats(self, view: SchedulerView, plan: Plan) -> int:
-        """Iterations after this one that would carry the same chunks: each prompt keeps getting
-        its chunk while at least that much is left, and nothing else can change the plan without
-        an event the instance sees (an arrival, a decode finishing). The admission loop above
-        stopped on a condition that holds until then: no budget or batch slot left, an empty
-        queue, or a head that does not fit -- and free blocks minus what admitted prompts still
-        need only shrink as the decodes grow. Bounded by the blocks the run's chunks and decode
-        steps take, which must all fit (a step engine would otherwise stop or preempt)."""
-        if not plan.prefills or view.swapped:
-            return 0
-        r = MAX_REPEATS
-        for seq, n in plan.prefills:
-            r = min(r, (seq.prefill_target - seq.prefilled - n) // n)
-        if r <= 0:
-            return 0
+    def upcoming(self, view: SchedulerView, plan: Plan) -> list[list[int]]:
+        """The following iterations, worked out by replaying ``schedule``'s rules on the state
+        each would start from: the same prompts in order (full chunks, then the last piece), the
+        decodes' KV growing step by step, no preemption, and no admission -- the loop above
+        stopped on a condition that lasts until an event the instance sees (an arrival to an
+        empty queue, a decode finishing): no budget or batch slot, or a head that does not fit
+        (free blocks minus what admitted prompts still need only shrink as decodes grow). A
+        prefilling request left out of ``plan`` that would get a chunk, or a chunk that would not
+        fit, ends the prediction before that iteration."""
+        chunks = plan.prefills
+        if not chunks or view.swapped:
+            return []
+        prefilling = list(view.prefilling)
+        in_plan = {id(s): i for i, (s, _) in enumerate(chunks)}
+        if len(in_plan) != len(chunks):
+            return []
+        done = [s.prefilled + n for s, n in chunks]  # computed tokens after this iteration
+        if any(d >= s.prefill_target for d, (s, _) in zip(done, chunks, strict=True)):
+            return []  # a prompt finishes now: the batch changes after this iteration
         blocks_for = self.capacity.blocks_for
-        decoding = plan.decode_tokens and view.running
-        step_now = view.decode_step_blocks() if decoding else 0
-        free = view.free_blocks - step_now  # after this iteration's own decode step
-
-        def fits(m: int) -> bool:  # m more iterations: their chunks and decode steps
-            need = sum(blocks_for(s.prefilled + n * (m + 1)) - blocks_for(s.prefilled + n)
-                       for s, n in plan.prefills)
-            if decoding:
-                need += view.decode_step_blocks(m + 1) - step_now
-            return need <= free
-
-        if fits(r):
-            return r
-        lo, hi = 0, r  # fits(lo), not fits(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if fits(mid):
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        chunk_size, running = self.chunk_size, len(view.running)
+        decoding = bool(plan.decode_tokens and running)
+        seqs = running + len(prefilling)
+        admit_possible = bool(view.waiting) and seqs < self.max_running
+        head_whole = blocks_for(view.waiting[0].prefill_target) - view.waiting[0].blocks \
+            if admit_possible else 0
+        # free blocks when iteration j starts: this one's decode step is still to be taken
+        step0 = view.decode_step_blocks() if decoding else 0
+        free = view.free_blocks - step0
+        held = {id(s): s.blocks for s in prefilling}
+        for (s, _), d in zip(chunks, done, strict=True):
+            held[id(s)] = blocks_for(d)
+        grown = step0  # decode blocks taken by iterations 0 .. j-1
+        out: list[list[int]] = []
+        while len(out) < MAX_RUN:
+            j = len(out) + 1
+            step = view.decode_step_blocks(j + 1) - grown if decoding else 0
+            if step > free:
+                break  # a step engine would preempt here
+            room = free - step
+            budget = self.token_budget - running
+            row = [0] * len(chunks)
+            for s in prefilling:
+                if budget <= 0:
+                    break
+                i = in_plan.get(id(s))
+                prefilled = done[i] if i is not None else s.prefilled
+                n = min(chunk_size, s.prefill_target - prefilled, budget)
+                need = blocks_for(prefilled + n) - held[id(s)]
+                if need > room:
+                    break
+                if i is None:
+                    return out  # a prompt left out of this plan would get a chunk
+                row[i] = n
+                room -= need
+                budget -= n
+            if 0 in row:
+                break  # a prompt of the plan would get no chunk
+            if budget > 0 and admit_possible:
+                pending = sum(blocks_for(s.prefill_target) - held[id(s)] for s in prefilling)
+                for i, (s, _) in enumerate(chunks):  # the chunks planned above are held by then
+                    pending -= blocks_for(done[i] + row[i]) - held[id(s)]
+                if head_whole + pending <= room - self.watermark_blocks:
+                    break  # the head would be admitted
+            out.append(row)
+            for i, (s, _) in enumerate(chunks):
+                free -= blocks_for(done[i] + row[i]) - held[id(s)]
+                done[i] += row[i]
+                held[id(s)] = blocks_for(done[i])
+            free -= step
+            grown += step
+            if any(d >= s.prefill_target for d, (s, _) in zip(done, chunks, strict=True)):
+                break  # a prompt finished in this one
+        return out
