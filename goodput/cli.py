@@ -14,6 +14,7 @@ rest of the command still works.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
@@ -93,11 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the ``goodput`` console script (pyproject.toml ``[project.scripts]``)."""
+    previous = _exit_on_sigterm()
     try:
         return run_command(build_parser(), argv)
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's convention, not a traceback
         print("goodput: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:  # `kill PID`: the same, so worker processes are stopped on the way out
+        print("goodput: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """Raised by SIGTERM; a BaseException, so no ``except Exception`` on the way swallows it."""
+
+
+def _exit_on_sigterm():
+    """Turn SIGTERM into ``_Terminated`` (cleanup runs: the planner's pool stops its workers);
+    returns the previous handler, or None where handlers cannot be set (not the main thread)."""
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ import each other without cycles (the ``planner-acyclic`` contract in pyproject.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from planner.errors import PlannerError
 from planner.ilp import InstanceType, Solution
 from planner.plan import Plan, PlanGroup, PlanSlice
-from planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES, Slicing
+from planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES, Slicing, parse_edges
 
 
 @dataclass
@@ -46,6 +48,44 @@ class PlanOptions:
     verify_rounds: int = 6  # re-simulations after the first (see planner.prove)
     verify_requests: int | None = None
     derate_step: float = 0.1
+
+
+def _positive(value, name: str, allow_none: bool = False, low: float = 0.0,
+              strict: bool = True, hint: str = "") -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value > low if strict else value >= low)
+    if not ok:
+        raise PlannerError(f"{name}={value!r}: must be a finite number {'>' if strict else '>='} "
+                           f"{low:g}{hint}")
+
+
+def check_options(opts: PlanOptions) -> None:
+    """PlannerError naming the option (as its ``goodput plan`` flag) for the first meaningless
+    value, before any capacity is measured: a bad value must not cost a search."""
+    _positive(opts.ttft_s, "--ttft-slo", hint=" seconds")
+    _positive(opts.tpot_s, "--tpot-slo", allow_none=True, hint=" seconds")
+    a = opts.attainment_target
+    if not (isinstance(a, (int, float)) and 0 < a <= 1):
+        raise PlannerError(f"--attainment={a!r}: must be a fraction in (0, 1] (write 0.9 for 90%)")
+    _positive(opts.power_budget_w, "--power-budget", allow_none=True, hint=" W")
+    _positive(opts.rel_tol, "--rel-tol")
+    _positive(opts.span_e2e, "span_e2e")
+    _positive(opts.verify_rounds, "--verify-rounds", strict=False,
+              hint=" (re-simulations after the first; 0 = verify once)")
+    _positive(opts.slice_factor, "--slice-factor", low=1, strict=False)
+    _positive(opts.min_probe_requests, "--min-probe-requests", low=20, strict=False)
+    _positive(opts.max_probe_requests, "--max-probe-requests", low=opts.min_probe_requests,
+              strict=False)
+    if opts.workers is not None:
+        _positive(opts.workers, "--workers", low=1, strict=False,
+                  hint=" (worker processes; leave it out for one per CPU)")
+    _positive(opts.verify_requests, "verify_requests", allow_none=True, low=1, strict=False)
+    parse_edges(opts.input_edges, "--input-edges")
+    parse_edges(opts.output_edges, "--output-edges")
+    if not 0 < opts.derate_step < 1:
+        raise PlannerError(f"derate_step={opts.derate_step!r}: must be a fraction in (0, 1)")
 
 
 def slice_inputs(slicing: Slicing, cap: dict, reasons: dict, derate: float = 1.0):

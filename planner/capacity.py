@@ -21,6 +21,7 @@ source and catalogs), so a change to any of them re-measures and nothing stale i
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -152,21 +153,64 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "goodput"
 
 
+def _valid_entry(d: object) -> str:
+    """'' if ``d`` is a well-formed cache entry, else what is wrong with it (a negative, NaN or
+    non-numeric capacity is corrupt: it is re-measured, never trusted)."""
+    if not isinstance(d, dict):
+        return f"holds a {type(d).__name__}, not an object"
+    want = {f.name for f in dataclasses.fields(CapacityResult)} - {"cached"}
+    if set(d) != want:
+        return f"has fields {sorted(d)}, expected {sorted(want)}"
+    for name in ("rate", "zero_load_attainment", "wall_s"):
+        v = d[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            return f"{name}={v!r} is not a finite number >= 0"
+    if d["zero_load_attainment"] > 1:
+        return f"zero_load_attainment={d['zero_load_attainment']!r} is above 1"
+    if not isinstance(d["limit"], str) or not isinstance(d["cost_source"], str):
+        return "limit and cost_source must be strings"
+    if not isinstance(d["probes"], list) or not all(
+            isinstance(p, list) and len(p) >= 2 for p in d["probes"]):
+        return "probes must be a list of [rate, attainment, ...] lists"
+    return ""
+
+
 class CapacityCache:
-    """One JSON file per search under ``<dir>/capacity``; writes are atomic (temp file + rename)."""
+    """One JSON file per search under ``<dir>/capacity``; writes are atomic (temp file + rename).
+
+    Entries are validated when read: a corrupt one (unreadable, wrong fields, a negative or NaN
+    capacity) is listed in ``corrupt`` (path and reason, for the log) and re-measured.
+    ``lock(key)`` is a per-entry OS file lock: two plans that need the same capacity measure it
+    once, the second reading what the first wrote."""
 
     def __init__(self, directory: str | Path | None = None, enabled: bool = True):
         self.dir = Path(directory or default_cache_dir()) / "capacity"
         self.enabled = enabled
+        self.corrupt: list[str] = []
 
     def get(self, key: str) -> CapacityResult | None:
         path = self.dir / f"{key}.json"
-        if not self.enabled or not path.exists():
+        if not self.enabled or not path.is_file():
             return None
         try:
-            return CapacityResult.from_dict(json.loads(path.read_text()))
-        except (ValueError, TypeError):
-            return None  # a corrupt or old-format entry is simply re-measured
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+            why = f"unreadable ({type(exc).__name__})"
+        else:
+            why = _valid_entry(d)
+            if not why:
+                return CapacityResult.from_dict(d)
+        self.corrupt.append(f"{path}: {why}")
+        return None
+
+    def lock(self, key: str):
+        """The file lock of entry ``key`` (a context manager; a no-op when the cache is off)."""
+        if not self.enabled:
+            return contextlib.nullcontext()
+        from filelock import FileLock
+
+        (self.dir / "locks").mkdir(parents=True, exist_ok=True)
+        return FileLock(self.dir / "locks" / f"{key}.lock", thread_local=False)
 
     def put(self, key: str, result: CapacityResult) -> None:
         if not self.enabled:
@@ -337,8 +381,13 @@ def search_capacity(task: CapacityTask) -> CapacityResult:
 def _run_and_store(item) -> dict:
     """Worker entry point (module level so process pools and Ray can ship it)."""
     task, key, cache_dir, enabled = item
-    result = search_capacity(task)
-    CapacityCache(cache_dir, enabled).put(key, result)
+    cache = CapacityCache(cache_dir, enabled)
+    with cache.lock(key):  # another plan measuring this entry: wait, then reuse its result
+        done = cache.get(key)
+        if done is not None:
+            return {**done.to_dict(), "cached": True}
+        result = search_capacity(task)
+        cache.put(key, result)
     return result.to_dict()
 
 

@@ -8,6 +8,7 @@ branch (the simulator itself never imports the planner).
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def _availability(text: str | None) -> dict | None:
         except ValueError:
             raise PlannerError(f"--availability {k.strip()}: {v!r} is not a whole number") from None
     from sim.catalog import get_gpu
-    return {get_gpu(k).name: v for k, v in out.items()}
+    try:
+        return {get_gpu(k).name: v for k, v in out.items()}
+    except ValueError as exc:  # the catalog's 'unknown GPU'
+        raise PlannerError(f"--availability: {exc}") from None
 
 
 def load_planning_trace(path: str, fmt: str | None = None, rate: float | None = None,
@@ -48,6 +52,11 @@ def load_planning_trace(path: str, fmt: str | None = None, rate: float | None = 
     from sim.config import TraceConfig
     from sim.inputs import build_trace
 
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise PlannerError(f"--rate={rate!r}: must be a finite number > 0 (requests per second)")
+    if max_requests is not None and max_requests < 1:
+        raise PlannerError(f"--max-requests={max_requests!r}: must be >= 1 (leave it out to plan "
+                           "for every request)")
     cfg = TraceConfig(path=path, format=fmt or "auto", rate=rate, max_requests=max_requests)
     trace, _ = build_trace(cfg, seed)
     return trace
@@ -135,13 +144,22 @@ def shares_table(plan) -> pd.DataFrame:
 
 
 def cmd_plan(args) -> int:
+    from planner.assemble import check_options
+    from sim.outputs import folder_lock
+
+    t0 = time.perf_counter()
+    opts = options_from_args(args)
+    check_options(opts)  # every option before the trace is read or a capacity measured
+    with folder_lock(Path(args.out)):  # two plans into one folder: the second is refused
+        return _plan(args, opts, t0)
+
+
+def _plan(args, opts, t0: float) -> int:
     from planner import plots
     from planner.baselines import best_single_type, savings
     from planner.pipeline import make_plan, slice_inputs
     from planner.sweep import slo_sweep
 
-    t0 = time.perf_counter()
-    opts = options_from_args(args)
     trace = load_planning_trace(args.trace, args.trace_format, args.rate, args.max_requests,
                                 args.seed)
     out = make_plan(trace, opts, log=lambda s: print(f"[plan] {s}", flush=True))

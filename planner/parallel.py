@@ -8,13 +8,17 @@ way, and every job is seeded by its inputs, so the backend never changes the num
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from planner.errors import PlannerError
 
 BACKENDS = ("local", "ray")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def default_workers() -> int:
@@ -36,8 +40,42 @@ def run_parallel(fn: Callable, items: Sequence, backend: str = "local",
     n = min(workers or default_workers(), len(items))
     if n == 1:
         return [fn(x) for x in items]
-    with ProcessPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(fn, items))
+    pool = ProcessPoolExecutor(max_workers=n, initializer=_worker_init, initargs=(os.getpid(),))
+    try:
+        results = list(pool.map(fn, items))
+    except BaseException:  # Ctrl-C, SIGTERM (goodput turns it into SystemExit), a failed job
+        _terminate(pool)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _worker_init(parent: int) -> None:
+    """Workers leave Ctrl-C to the parent (which stops them: one message, not one traceback per
+    worker) and die with it, even when it is killed outright (Linux: PR_SET_PDEATHSIG)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked parent's handler would print a traceback
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker now: queued jobs are cancelled and running ones killed."""
+    procs = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
 
 
 def _run_ray(fn: Callable, items: list) -> list:

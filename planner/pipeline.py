@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from planner.assemble import PlanOptions, build_plan, slice_inputs, trace_meta
+from planner.assemble import PlanOptions, build_plan, check_options, slice_inputs, trace_meta
 from planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure
 from planner.errors import PlannerError
 from planner.ilp import InstanceType, solve
@@ -47,11 +47,17 @@ def instance_types(model: str, gpus: list[str], tps: list[int], scheduler: dict 
         raise PlannerError("gpus: give at least one GPU type, e.g. l4,a10g,h100")
     if not tps or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in tps):
         raise PlannerError(f"tp: degrees must be whole numbers >= 1, got {tps!r}")
-    m = get_model(model)
+    try:
+        m = get_model(model)
+    except ValueError as exc:  # the catalog's 'unknown model' (a plain ValueError)
+        raise PlannerError(f"--model: {exc}") from None
     sched = from_dict(SchedulerConfig, scheduler or {}, "scheduler")
     types, unfit = [], []
     for name in gpus:
-        g = get_gpu(name)
+        try:
+            g = get_gpu(name)
+        except ValueError as exc:
+            raise PlannerError(f"--gpus: {exc}") from None
         for tp in tps:
             try:
                 kv_capacity(m, g, tp, sched.block_size, sched.gpu_memory_utilization,
@@ -80,6 +86,8 @@ def measure_capacities(slicing: Slicing, types: list[InstanceType], opts: PlanOp
     log(f"capacity: {len(tasks)} searches ({len(slicing.buckets)} buckets x {len(types)} "
         f"types), backend={opts.backend}, cache={cache.dir if cache.enabled else 'off'}")
     results = measure(tasks, cache, opts.backend, opts.workers)
+    for entry in cache.corrupt:
+        log(f"capacity cache: corrupt entry ignored and re-measured: {entry}")
     log(f"capacity: {sum(r.cached for r in results)} from cache, "
         f"{sum(not r.cached for r in results)} searched")
     rows: list[dict] = []
@@ -97,6 +105,7 @@ def measure_capacities(slicing: Slicing, types: list[InstanceType], opts: PlanOp
 
 def make_plan(trace, opts: PlanOptions, log: Callable = lambda s: None) -> PlanOutcome:
     """Plan (and unless ``opts.verify`` is False, prove) the cheapest cluster for ``trace``."""
+    check_options(opts)
     slicing = make_slices(trace, opts.input_edges, opts.output_edges, opts.slice_factor)
     log(f"trace: {slicing.requests} requests at {slicing.total_rate:.3f} req/s -> "
         f"{len(slicing.buckets)} buckets, {len(slicing.slices)} slices")

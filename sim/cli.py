@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from sim.config import ConfigError, SimConfig, load_config, to_dict
+from sim.config_checks import check_config
 from sim.workload.cli import add_trace_subcommands
 
 _SIM_FLAGS = {  # flag dest -> dotted config path
@@ -62,6 +63,7 @@ def config_from_args(args) -> SimConfig:
                               "edit cluster[] in the config for several groups")
         for k, v in group_over.items():
             setattr(cfg.cluster[0], _GROUP_FLAGS[k], v)
+    check_config(cfg)  # every value, before the trace is read or anything simulated
     return cfg
 
 

@@ -287,9 +287,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     data: dict = {}
     if path:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config {path}: {'is a folder' if p.is_dir() else 'not found'}; "
-                              "give the path of a YAML file (see examples/)")
+        if not p.is_file():  # False for a FIFO or a device too: they would block
+            why = ("is a folder" if p.is_dir() else "not found" if not p.exists()
+                   else "is not a regular file (a FIFO or device)")
+            raise ConfigError(f"config {path}: {why}; give the path of a YAML file (see examples/)")
         try:
             data = yaml.load(p.read_text(), Loader=_StrictLoader) or {}
         except yaml.YAMLError as exc:
@@ -315,11 +316,15 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     """Apply ``a.b.c=value``; a number indexes a list (``cluster.0.count=3``; an absent
     ``cluster`` is its one default group)."""
     parts = dotted.split(".")
+    _check_path(dotted, parts)
     node: Any = data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         where = ".".join(parts[: i + 1])
         if isinstance(node, list):
+            if not node:
+                raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} has no entries; give the "
+                                  f"whole list (--set {'.'.join(parts[:i])}='[...]') or edit the config")
             if not part.isdigit() or int(part) >= len(node):
                 raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} has {len(node)} entr"
                                   f"{'y' if len(node) == 1 else 'ies'}; index it 0..{len(node) - 1}")
@@ -336,8 +341,33 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
             node[part] = value
             return
         if part not in node:
-            node[part] = [{}] if part == "cluster" and parts[i + 1].isdigit() else {}
+            node[part] = ([{}] if part == "cluster" else []) if parts[i + 1].isdigit() else {}
         node = node[part]
+
+
+def _check_path(dotted: str, parts: list[str]) -> None:
+    """``--set seed.x=1``: a dotted key must not descend into a plain value (unknown names are
+    left to ``from_dict``, which lists the valid ones)."""
+    typ: Any = SimConfig
+    for i, part in enumerate(parts):
+        if typing.get_origin(typ) is list:
+            if not part.isdigit():
+                raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} is a list; index it "
+                                  f"with a number ({'.'.join(parts[:i])}.0...)")
+            (typ,) = typing.get_args(typ)
+            continue
+        if not dataclasses.is_dataclass(typ) or i == len(parts) - 1:
+            return
+        hints = typing.get_type_hints(typ)
+        if part not in hints or part == "sections":
+            return  # unknown field or a strategy section: reported by from_dict
+        typ = hints[part]
+        if typing.get_origin(typ) in (typing.Union, types.UnionType):
+            typ = next(a for a in typing.get_args(typ) if a is not type(None))
+        if not dataclasses.is_dataclass(typ) and typing.get_origin(typ) is not list:
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"--set {dotted}: {where} is a value, not a section; write "
+                              f"--set {where}=VALUE")
 
 
 def load_plugin(name: object, where: str = "plugins", base: Path | None = None) -> None:

@@ -40,6 +40,19 @@ def _at_least(value: float | int | None, low: float, field: str, strict: bool = 
         raise ConfigError(f"{field}={value!r}: must be a finite number {op} {low:g}{hint}")
 
 
+#: most instances one run may hold (cluster counts plus scale-outs): 100,000 took minutes just to
+#: build, for a question a representative slice of the cluster answers in seconds
+MAX_INSTANCES = 10_000
+
+
+def _fraction(value: float, field: str, open_low: bool = False, open_high: bool = False) -> None:
+    low_ok = value > 0 if open_low else value >= 0
+    high_ok = value < 1 if open_high else value <= 1
+    if not (low_ok and high_ok):
+        lo, hi = "(0" if open_low else "[0", "1)" if open_high else "1]"
+        raise ConfigError(f"{field}={value!r}: must be a fraction in {lo}, {hi} (write 0.9 for 90%)")
+
+
 def check_config(cfg: SimConfig) -> None:
     """Raise ConfigError for the first meaningless value in ``cfg`` (see the module docstring)."""
     for path in _nan_fields(cfg, ""):
@@ -47,16 +60,33 @@ def check_config(cfg: SimConfig) -> None:
     for g, group in enumerate(cfg.cluster):
         _at_least(group.tp, 1, f"cluster[{g}].tp")
         _at_least(group.count, 1, f"cluster[{g}].count")
+    total = sum(g.count for g in cfg.cluster) + sum(e.action == "scale_out" for e in cfg.events)
+    if total > MAX_INSTANCES:
+        big = max(range(len(cfg.cluster)), key=lambda g: cfg.cluster[g].count)
+        raise ConfigError(f"cluster[{big}].count={cfg.cluster[big].count}: {total} instances in "
+                          f"all, more than the {MAX_INSTANCES} one run simulates; simulate a "
+                          "representative part (fewer instances on a proportionally thinned "
+                          "trace, e.g. trace.rate scaled down as much)")
     s = cfg.scheduler
     _at_least(s.activation_reserve_gb, 0, "scheduler.activation_reserve_gb")
     _at_least(s.swap_space_gb, 0, "scheduler.swap_space_gb")
     _at_least(s.host_link_gbs, 0, "scheduler.host_link_gbs", strict=True,
               hint=" (GB/s; leave it out for the GPU's PCIe bandwidth)")
     _at_least(s.block_size, 1, "scheduler.block_size")
+    _at_least(s.max_batch_size, 1, "scheduler.max_batch_size")
+    _at_least(s.max_batched_tokens, 1, "scheduler.max_batched_tokens",
+              hint=" (leave it out for max(model context, 2048))")
+    _at_least(s.num_gpu_blocks, 1, "scheduler.num_gpu_blocks",
+              hint=" (leave it out to size the KV cache from memory)")
+    _fraction(s.gpu_memory_utilization, "scheduler.gpu_memory_utilization", open_low=True)
+    _fraction(s.watermark, "scheduler.watermark", open_high=True)
     r = cfg.router
     _at_least(r.migration_interval_s, 0, "router.migration_interval_s", strict=True)
     _at_least(r.max_stages, 1, "router.max_stages")
     _at_least(r.priority_headroom, 0, "router.priority_headroom")
+    for name in ("migrate_out_freeness", "migrate_in_freeness"):
+        _at_least(getattr(r, name), 0, f"router.{name}",
+                  hint=" (free KV blocks per request hosted)")
     _at_least(r.link.bandwidth_gbs, 0, "router.link.bandwidth_gbs", strict=True)
     _at_least(r.link.latency_s, 0, "router.link.latency_s")
     _at_least(r.link.jitter_s, 0, "router.link.jitter_s")
@@ -71,6 +101,12 @@ def check_config(cfg: SimConfig) -> None:
     t = cfg.trace
     _at_least(t.max_requests, 1, "trace.max_requests", hint=" (leave it out to replay every request)")
     _at_least(t.rate, 0, "trace.rate", strict=True, hint=" (requests per second)")
+    _at_least(t.num_requests, 1, "trace.num_requests")
+    _at_least(t.cv, 0, "trace.cv", strict=True, hint=" (coefficient of variation of gaps)")
+    _at_least(t.start_s, 0, "trace.start_s")
+    if t.end_s is not None:
+        _at_least(t.end_s, t.start_s or 0.0, "trace.end_s", strict=True,
+                  hint=" (seconds; after trace.start_s)")
     if cfg.max_sim_time_s is not None:
         _at_least(cfg.max_sim_time_s, 0, "max_sim_time_s", strict=True,
                   hint=" (simulated seconds; leave it out to run until every request ends)")

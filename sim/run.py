@@ -8,7 +8,7 @@ from pathlib import Path
 from sim.config import SimConfig, to_dict
 from sim.engine.tbt import percentile_from_hist
 from sim.metrics import SLO, request_metrics, save_results, summarize
-from sim.outputs import check_replaceable, staged_folder
+from sim.outputs import check_replaceable, folder_lock, staged_folder
 from sim.simulator import SimResult, simulate
 
 
@@ -33,8 +33,14 @@ def token_level_summary(result: SimResult) -> dict:
 def run_and_report(cfg: SimConfig, trace, count: int | None = None) -> SimResult:
     """Run one simulation; fill ``result.summary``; write files and plots if ``output.dir`` is set
     (all at once when complete: see sim.outputs)."""
-    if cfg.output.dir:
+    if not cfg.output.dir:
+        return _run(cfg, trace, count)
+    with folder_lock(Path(cfg.output.dir)):  # a second run on this folder is refused, not raced
         check_replaceable(Path(cfg.output.dir))  # before simulating, not after
+        return _run(cfg, trace, count)
+
+
+def _run(cfg: SimConfig, trace, count: int | None) -> SimResult:
     result = simulate(cfg, trace, count)
     result.requests = request_metrics(result.requests)
     slo = slo_of(cfg)

@@ -8,6 +8,9 @@ mapper does not use are listed in `trace.meta['ignored_columns']` instead of van
 """
 from __future__ import annotations
 
+import contextlib
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -37,6 +40,9 @@ FORMAT_OPTS = {
 }
 COMMON_OPTS = ("sort", "zero_tokens")
 MOONCAKE_BLOCK_TOKENS = 512
+#: element types a hash_ids list may hold (bool is an int subclass but not a block id)
+_NP_INTS = frozenset({np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                      np.uint64})
 
 
 class NeedsRate(TraceError):
@@ -179,7 +185,16 @@ def load_mooncake(raw: pd.DataFrame, ctx: Ctx, opts: dict) -> Trace:
         used.append("hash_ids")
         blocks = []
         for label, h in raw["hash_ids"].items():
+            if isinstance(h, str) and h.lstrip().startswith("["):  # a JSON list in a CSV cell
+                with contextlib.suppress(ValueError):  # else reported below as not a list
+                    h = json.loads(h)
             if isinstance(h, (list, tuple, np.ndarray)):
+                ok = (h.dtype.kind in "iu" if isinstance(h, np.ndarray) and h.dtype != object
+                      else all(type(x) is int or type(x) in _NP_INTS for x in h))
+                if not ok:
+                    bad = [x for x in h if type(x) is not int and type(x) not in _NP_INTS]
+                    raise ctx.fail("hash_ids", label, f"element {bad[0]!r} is not a whole number",
+                                   "hash_ids must be a flat JSON list of integer block ids.")
                 blocks.append(" ".join(str(int(x)) for x in h))
             elif h is None or (isinstance(h, float) and np.isnan(h)):
                 blocks.append("")

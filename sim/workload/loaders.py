@@ -9,16 +9,21 @@ option and counted in `trace.meta['dropped']`.
 from __future__ import annotations
 
 import gzip
-import lzma
-import warnings
-import zipfile
-import zlib
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from .formats import COMMON_OPTS, FORMAT_OPTS, FORMATS, LOADERS, SIGNATURES, NeedsRate, detect
+from .rawio import (
+    DECODE_ERRORS,
+    check_csv_header,
+    check_lines,
+    open_binary,
+    read_jsonl,
+    require_regular,
+)
 from .schema import Trace, TraceError
 from .validate import STRING_COLUMNS, Ctx
 
@@ -53,28 +58,29 @@ def container_of(path: Path, fmt: str = "auto") -> str:
 
 
 def read_raw(path: Path, container: str) -> tuple[pd.DataFrame, int | None]:
-    """The file as a DataFrame plus the file line number of data row 0 (for error messages)."""
+    """The file as a DataFrame plus the file line number of data row 0 (for error messages).
+
+    Text files are first streamed once by ``rawio`` (line length, CSV header names); JSON lines
+    are parsed there. Every failure to read is a one-line TraceError."""
     try:
         if container == "csv":
+            check_csv_header(path, check_lines(path, container))
             return pd.read_csv(path, dtype=_STR_DTYPES, low_memory=False,
                                skipinitialspace=True), 2
         if container == "jsonl":
-            with warnings.catch_warnings():
-                # pandas 3 deprecates these (dtype=False already implies them); pandas 2 needs
-                # them, or Mooncake's integer `timestamp` column is parsed as epoch dates.
-                warnings.filterwarnings("ignore", message=".*(convert_dates|keep_default_dates)")
-                return pd.read_json(path, lines=True, dtype=False, convert_dates=False,
-                                    keep_default_dates=False), 1
+            return read_jsonl(path), 1
+        if any(path.name.lower().endswith(c) for c in COMPRESSIONS):
+            with open_binary(path) as fh:
+                return pd.read_parquet(io.BytesIO(fh.read())), None
         return pd.read_parquet(path), None
+    except TraceError:
+        raise
     except pd.errors.EmptyDataError:
         raise TraceError(f"{path}: the file is empty; a trace needs a header and requests") from None
     except ImportError as e:  # e.g. .zst without the zstandard package
         raise TraceError(f"{path}: reading this compression needs a package that is not installed "
                          f"({str(e).splitlines()[0]}); install it, or decompress the file first") from None
-    except (ValueError, pd.errors.ParserError, OSError, EOFError, lzma.LZMAError, zlib.error,
-            zipfile.BadZipFile, UnicodeDecodeError) as e:
-        if isinstance(e, TraceError):
-            raise
+    except (ValueError, TypeError, pd.errors.ParserError, OverflowError, *DECODE_ERRORS) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TraceError(f"{path}: cannot read as {container} ({type(e).__name__}: {first}); "
                          "is the file complete and of the type its name says?") from None
@@ -93,13 +99,16 @@ def load_trace(path, format: str = "auto", **opts) -> Trace:
     path = Path(path)
     if format != "auto" and format not in FORMATS:
         raise TraceError(f"format={format!r} is not known; use 'auto' or one of {list(FORMATS)}")
-    if not path.exists():
-        raise TraceError(f"{path}: no such trace file")
-    if path.is_file() and path.stat().st_size == 0:
+    require_regular(path)  # a FIFO or device would block or never end
+    if path.stat().st_size == 0:
         raise TraceError(f"{path}: the file is empty; a trace needs a header and requests")
     container = container_of(path, format)
     raw, line_offset = read_raw(path, container)
     raw.columns = [str(c).strip() for c in raw.columns]
+    dup = raw.columns[raw.columns.duplicated()]
+    if len(dup):
+        raise TraceError(f"{path}: two columns are named {dup[0]!r} (after trimming spaces); "
+                         "rename or remove one")
     fmt = detect(raw.columns, str(path)) if format == "auto" else format
     opts = {k: v for k, v in opts.items() if v is not None}
     allowed = COMMON_OPTS + FORMAT_OPTS[fmt]
