@@ -71,7 +71,7 @@ class TokenGaps:
     def flush(self) -> None:
         if not self.buf:
             return
-        first, step, count, weight = (np.array(c) for c in zip(*self.buf, strict=True))
+        first, step, count, weight = np.array(self.buf, dtype=np.float64).T
         self.buf.clear()
         last = first + step * (count - 1)
         b0, b1 = _bins(first), _bins(last)
@@ -80,6 +80,7 @@ class TokenGaps:
         for f, st, n, w, lo, hi in zip(first[~same], step[~same], count[~same], weight[~same],
                                        b0[~same], b1[~same], strict=True):
             done = 0  # values j in [0, n) below each bin's upper edge
+            n = int(n)
             for b in range(lo, hi):
                 below = min(n, max(0, math.ceil((EDGES[b + 1] - f) / st)))
                 self._hist[b] += w * (below - done)

@@ -98,65 +98,71 @@ class SarathiPolicy(BatchingPolicy):
         chunks = plan.prefills
         if not chunks or view.swapped:
             return []
-        prefilling = list(view.prefilling)
-        in_plan = {id(s): i for i, (s, _) in enumerate(chunks)}
-        if len(in_plan) != len(chunks):
-            return []
+        m = len(chunks)
         done = [s.prefilled + n for s, n in chunks]  # computed tokens after this iteration
-        if any(d >= s.prefill_target for d, (s, _) in zip(done, chunks, strict=True)):
-            return []  # a prompt finishes now: the batch changes after this iteration
-        blocks_for = self.capacity.blocks_for
+        target = [s.prefill_target for s, _ in chunks]
+        for d, t in zip(done, target, strict=True):
+            if d >= t:
+                return []  # a prompt finishes now: the batch changes after this iteration
+        bs = self.capacity.block_size
+        prefilling = view.prefilling
+        # each prefilling request as (index in the plan or -1, the request)
+        pos = {id(s): i for i, (s, _) in enumerate(chunks)}
+        order = [(pos.get(id(s), -1), s) for s in prefilling]
+        held = [-(-d // bs) for d in done]  # blocks of the plan's prompts once this one is done
         chunk_size, running = self.chunk_size, len(view.running)
+        budget0 = self.token_budget - running
         decoding = bool(plan.decode_tokens and running)
-        seqs = running + len(prefilling)
-        admit_possible = bool(view.waiting) and seqs < self.max_running
-        head_whole = blocks_for(view.waiting[0].prefill_target) - view.waiting[0].blocks \
-            if admit_possible else 0
-        # free blocks when iteration j starts: this one's decode step is still to be taken
+        admit = bool(view.waiting) and running + len(prefilling) < self.max_running
+        if admit:
+            head = view.waiting[0]
+            # blocks the head needs plus what prefilling prompts still need, once this one is done
+            need_all = (-(-head.prefill_target // bs) - head.blocks
+                        + sum(-(-s.prefill_target // bs) - (held[i] if i >= 0 else s.blocks)
+                              for i, s in order))
         step0 = view.decode_step_blocks() if decoding else 0
-        free = view.free_blocks - step0
-        held = {id(s): s.blocks for s in prefilling}
-        for (s, _), d in zip(chunks, done, strict=True):
-            held[id(s)] = blocks_for(d)
-        grown = step0  # decode blocks taken by iterations 0 .. j-1
+        free = view.free_blocks - step0  # free blocks when the next iteration starts
+        grown = step0  # decode blocks taken by the iterations so far
+        water = self.watermark_blocks
         out: list[list[int]] = []
         while len(out) < MAX_RUN:
-            j = len(out) + 1
-            step = view.decode_step_blocks(j + 1) - grown if decoding else 0
+            step = view.decode_step_blocks(len(out) + 2) - grown if decoding else 0
             if step > free:
                 break  # a step engine would preempt here
             room = free - step
-            budget = self.token_budget - running
-            row = [0] * len(chunks)
-            for s in prefilling:
+            budget = budget0
+            row = [0] * m
+            taken = 0  # blocks the chunks of this iteration take
+            for i, s in order:
                 if budget <= 0:
                     break
-                i = in_plan.get(id(s))
-                prefilled = done[i] if i is not None else s.prefilled
-                n = min(chunk_size, s.prefill_target - prefilled, budget)
-                need = blocks_for(prefilled + n) - held[id(s)]
+                if i < 0:
+                    n = min(chunk_size, s.prefill_target - s.prefilled, budget)
+                    if -(-(s.prefilled + n) // bs) - s.blocks > room:
+                        break
+                    return out  # a prompt left out of this plan would get a chunk
+                n = min(chunk_size, target[i] - done[i], budget)
+                need = -(-(done[i] + n) // bs) - held[i]
                 if need > room:
                     break
-                if i is None:
-                    return out  # a prompt left out of this plan would get a chunk
                 row[i] = n
                 room -= need
+                taken += need
                 budget -= n
             if 0 in row:
                 break  # a prompt of the plan would get no chunk
-            if budget > 0 and admit_possible:
-                pending = sum(blocks_for(s.prefill_target) - held[id(s)] for s in prefilling)
-                for i, (s, _) in enumerate(chunks):  # the chunks planned above are held by then
-                    pending -= blocks_for(done[i] + row[i]) - held[id(s)]
-                if head_whole + pending <= room - self.watermark_blocks:
-                    break  # the head would be admitted
+            if admit and budget > 0 and need_all - taken <= room - water:
+                break  # the head would be admitted
             out.append(row)
-            for i, (s, _) in enumerate(chunks):
-                free -= blocks_for(done[i] + row[i]) - held[id(s)]
+            finished = False
+            for i in range(m):
                 done[i] += row[i]
-                held[id(s)] = blocks_for(done[i])
-            free -= step
+                held[i] = -(-done[i] // bs)
+                finished = finished or done[i] >= target[i]
+            if admit:
+                need_all -= taken
+            free -= taken + step
             grown += step
-            if any(d >= s.prefill_target for d, (s, _) in zip(done, chunks, strict=True)):
+            if finished:
                 break  # a prompt finished in this one
         return out
