@@ -27,6 +27,11 @@ class InstanceGroupConfig:
     name: str = ""
     #: which requests this group serves (used by plans from the planner): slo_class or '' for all
     serves: list[str] = field(default_factory=list)
+    #: mixed (prompts and decodes), prefill (prompts only; each request's KV then moves to a
+    #: decode instance) or decode (takes only prefilled requests): DistServe / Splitwise pools
+    role: str = "mixed"
+    #: this group's batching policy ('' = scheduler.policy), so pools can batch differently
+    policy: str = ""
 
 
 @dataclass
@@ -69,6 +74,24 @@ class LinkConfig:
     bandwidth_gbs: float = 25.0  # GB/s (25 GB/s = 200 Gb/s InfiniBand)
     latency_s: float = 20e-6
     jitter_s: float = 0.0  # std-dev of a normal delay added per transfer (truncated at 0)
+
+
+@dataclass
+class NetworkConfig:
+    """How KV moves from prefill to decode instances (used when the cluster has pools)."""
+
+    #: nodes, GPUs and links (sim.network.Topology.from_config; docs/network.md); empty = every
+    #: group on its own nodes of 8 GPUs of its type, InfiniBand NDR between nodes
+    topology: dict[str, Any] = field(default_factory=dict)
+    #: after_prefill | layer_by_layer (overlapped with the last prefill iteration) | pull
+    kv_transfer: str = "after_prefill"
+    #: how a prefilled request picks its decode instance: least_loaded (fewest KV blocks in use
+    #: or reserved, DistServe/Splitwise join-the-shortest-queue) | round_robin
+    decode_dispatch: str = "least_loaded"
+    message_bytes: int = 1 << 20  # transfer unit for loss and retransmission
+    #: fail a transfer stalled this long on a partitioned link (None: wait for recovery)
+    stall_timeout_s: float | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -159,6 +182,7 @@ class SimConfig:
     #: advance over runs of unchanged decode iterations in closed form (False = one event per step)
     fast_forward: bool = True
     events: list[ClusterEvent] = field(default_factory=list)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     #: stop simulating at this simulated time (requests still running are counted 'unfinished')
     max_sim_time_s: float | None = None
     progress: bool = False

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from sim.config import ConfigError, SimConfig
+from sim.pool_checks import check_pools
 
 
 def _nan_fields(obj: Any, path: str):
@@ -111,6 +112,7 @@ def check_config(cfg: SimConfig) -> None:
         _at_least(cfg.max_sim_time_s, 0, "max_sim_time_s", strict=True,
                   hint=" (simulated seconds; leave it out to run until every request ends)")
     _check_events(cfg)
+    check_pools(cfg)
 
 
 def _check_events(cfg: SimConfig) -> None:

@@ -62,6 +62,12 @@ REQUEST_SCHEMA: tuple[Column, ...] = (
     Column("slo_class", "category", False, "default", "the trace's SLO class"),
     Column("migrations", "int64", False, 0, "live migrations of its KV cache"),
     Column("migrated_bytes", "float64", False, 0.0, "bytes moved by those migrations"),
+    Column("prefill_instance", "int64", False, -1,
+           "instance whose prefill produced the first token (-1: none)"),
+    Column("kv_handoff_s", "float64", False, _NAN,
+           "prefill-only instance finished the prompt and handed its KV on, s (NaN: not disaggregated)"),
+    Column("kv_landed_s", "float64", False, _NAN, "its KV landed on the decode instance, s"),
+    Column("kv_transfer_bytes", "float64", False, 0.0, "KV bytes moved prefill -> decode"),
 )
 
 #: column names in frame order

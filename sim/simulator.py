@@ -5,6 +5,7 @@ The simulator asks the cost model, never the other way round: instances get thei
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import time
@@ -20,6 +21,7 @@ from sim.config import ConfigError, SimConfig
 from sim.config_checks import check_config
 from sim.costmodel.factory import make_cost_model
 from sim.engine.clock import SimClock
+from sim.engine.disagg import DecodeCapacityFreed, KVDispatcher, build_dispatcher, link_table
 from sim.engine.instance import Instance
 from sim.engine.kvcache import kv_capacity
 from sim.engine.observer import NullObserver
@@ -47,6 +49,9 @@ class SimResult:
     #: histogram over every token's time-between-tokens (bins: sim.engine.tbt.EDGES)
     tbt_hist: np.ndarray | None = None
     migration: dict = field(default_factory=dict)
+    #: disaggregated pools: per-link traffic (sim.engine.disagg.link_table) and KV hand-off counts
+    links: pd.DataFrame | None = None
+    kv_transfer: dict = field(default_factory=dict)
 
 
 class TraceObserver(NullObserver):
@@ -84,6 +89,7 @@ class Cluster:
     cfg: SimConfig
     records: RecordSink
     trace: EventTrace | None = None
+    dispatcher: KVDispatcher | None = None  # prefill -> decode KV hand-off (pools only)
 
     def add_instance(self, g: int) -> Instance:
         """Start one more instance of cluster group ``g`` (used at build time and by scale-out)."""
@@ -97,16 +103,25 @@ class Cluster:
         cost = make_cost_model(model, gpu, group.tp, cfg.cost_model)
         name = group.name or f"{model.name}@{gpu.name}x{group.tp}"
         idx = len(self.instances)
-        observers = (TraceObserver(self.trace),) if self.trace is not None else ()
+        observers: tuple = (TraceObserver(self.trace),) if self.trace is not None else ()
+        if self.dispatcher is not None and group.role != "prefill":
+            observers += (DecodeCapacityFreed(self.dispatcher),)
+        if group.policy:
+            sched = dataclasses.replace(sched, policy=group.policy)
         if self.trace is not None:
             self.trace.instance(idx, name)
         inst = Instance(self.clock, idx, name, cost, cap, make_policy(sched, cap, model.max_context),
                         self.records, cfg.fast_forward, cfg.output.timeseries_interval_s,
                         model.max_context, host_link_gbs=sched.host_link_gbs or gpu.pcie_gbs,
-                        swap_space_gb=sched.swap_space_gb, observers=observers)
+                        swap_space_gb=sched.swap_space_gb, observers=observers, role=group.role)
+        if self.dispatcher is not None:
+            if group.role == "prefill":
+                inst.handoff = self.dispatcher
+            else:
+                self.dispatcher.decode_instances.append(inst)
         self.instances.append(inst)
         self.rows.append({"instance": idx, "group": name, "gpu": gpu.name, "model": model.name,
-                          "tp": group.tp, "num_gpus": group.tp,
+                          "tp": group.tp, "num_gpus": group.tp, "role": group.role,
                           "price_per_hour": gpu.price_per_hour * group.tp, "tdp_w": gpu.tdp_w,
                           "kv_blocks": cap.total_blocks, "kv_tokens": cap.total_tokens,
                           "cost_source": cost.source, "started_s": self.clock.now})
@@ -118,6 +133,8 @@ def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
         raise ConfigError("cluster: at least one instance group is required")
     trace = EventTrace() if cfg.output.trace_events else None
     cluster = Cluster(SimClock(), [], [], cfg, records, trace)
+    if any(g.role == "prefill" for g in cfg.cluster):
+        cluster.dispatcher = build_dispatcher(cfg, cluster.clock)
     for g, group in enumerate(cfg.cluster):  # counts >= 1: checked by check_config
         for _ in range(group.count):
             cluster.add_instance(g)
@@ -331,6 +348,12 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
                           "preemptions": st.preemptions, "swaps": st.swaps,
                           "decode_stall_s": st.stall_s, "stall_iterations": st.stall_iterations})
     tbt_hist = sum(inst.decode.gaps.hist for inst in cluster.instances)
+    links, kv_transfer = None, {}
+    if cluster.dispatcher is not None:
+        d = cluster.dispatcher
+        links = link_table(d.fabric, clock.now)
+        kv_transfer = {"transfers": d.transfers, "failed": d.failed, "bytes": d.bytes,
+                       "mode": d.mode, "waiting_at_end": len(d.waiting)}
     if cluster.trace is not None:
         cluster.trace.write(cfg.output.trace_events)
     return SimResult(requests=requests, timeseries=timeseries.reset_index(drop=True),
@@ -339,4 +362,5 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
                      cost_sources={r["group"]: r["cost_source"] for r in cluster.rows},
                      tbt_hist=tbt_hist,
                      migration={"completed": manager.completed, "aborted": manager.aborted,
-                                "bytes": manager.bytes} if manager else {})
+                                "bytes": manager.bytes} if manager else {},
+                     links=links, kv_transfer=kv_transfer)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
+from typing import Protocol
 
 from sim.engine.clock import Clock
 from sim.engine.decode_run import DecodeRun
@@ -22,8 +23,20 @@ from sim.engine.mixed_run import MixedRun
 from sim.engine.observer import InstanceObserver
 from sim.engine.policies.base import BatchingPolicy
 from sim.engine.queues import RequestQueues, work_left
-from sim.engine.sequence import DECODING, PREFILLING, REJECTED, WAITING, Sequence
+from sim.engine.sequence import DECODING, PREFILLING, REJECTED, TRANSFERRING, WAITING, Sequence
 from sim.engine.stats import InstanceStats
+
+
+class KVHandoff(Protocol):
+    """Where a prefill-only instance sends prefilled requests (sim.engine.disagg.KVDispatcher)."""
+
+    early: bool  # wants ``prefill_finishing`` (layer-by-layer transfer)
+
+    def prefill_finishing(self, src: Admission, seq: Sequence, t0: float, t1: float) -> None: ...
+
+    def prefilled(self, src: Admission, seq: Sequence) -> None: ...
+
+    def reject_reason(self, seq: Sequence) -> str: ...
 
 
 class Admission:
@@ -45,6 +58,8 @@ class Admission:
     _hooks: list[Callable[[], None]]
     _overhead_s: float
     _preempted: bool
+    outgoing: dict[int, Sequence]
+    handoff: KVHandoff | None  # where a prefill-only instance hands prefilled requests
 
     def _truncate(self, now: float) -> None:
         raise NotImplementedError
@@ -156,7 +171,7 @@ class Admission:
         return len(self.running) + self.queues.hosted()
 
     def has_work(self) -> bool:
-        return bool(self.decode.members or self.queues.hosted())
+        return bool(self.decode.members or self.queues.hosted() or self.outgoing)
 
     def steps_done_by(self, now: float) -> int:
         """Decode iterations of the in-flight run already finished at ``now``."""
@@ -192,6 +207,8 @@ class Admission:
             for ob in self.observers:
                 ob.queued(seq, self.index, self.clock.now)
         reason = self.policy.reject_reason(self, seq)
+        if not reason and self.handoff is not None:
+            reason = self.handoff.reject_reason(seq)
         if reason:
             self._end(seq, REJECTED, self.clock.now, reason)
             return
@@ -200,6 +217,25 @@ class Admission:
         queues.enqueue(seq)
         if self._truncatable and self.policy.arrival_may_change_plan(self, seq):
             self._truncate(self.clock.now)
+
+    def hand_off(self, seq: Sequence, now: float) -> int:
+        """A prefill-only instance finished ``seq``'s prompt: it keeps the KV until the request
+        lands on a decode instance; returns the decode work that leaves with it."""
+        assert self.handoff is not None
+        seq.state = TRANSFERRING
+        seq.kv_handoff = now
+        self.outgoing[seq.rid] = seq
+        self.handoff.prefilled(self, seq)
+        return seq.output - seq.generated
+
+    def release_outgoing(self, seq: Sequence) -> None:
+        """The KV of a handed-off request has landed elsewhere (or is given up): free it here."""
+        del self.outgoing[seq.rid]
+        self.kv.free_from(seq)
+        if self.draining and self.idle and not self.has_work() and not self.kv.reserved:
+            self.retired_at = self.clock.now
+        elif self.idle and self.queues.waiting:
+            self.wake()  # the blocks it held may admit a queued prompt
 
     def requeue_for_recompute(self, seq: Sequence) -> None:
         """``seq`` holds no KV here: its next prefill recomputes prompt + generated tokens."""
@@ -219,8 +255,13 @@ class Admission:
         return seq.prompt + seq.generated - 1
 
     def reserve_incoming(self, blocks: int) -> Reservation:
-        """Hold blocks for a request on its way here, so it is sure to fit when it lands."""
-        return self.kv.reserve(blocks)
+        """Hold blocks for a request on its way here, so it is sure to fit when it lands. Fewer
+        free blocks can change the next plan (a decode step that no longer fits preempts), so a
+        run in flight ends at its next boundary, where a step engine would first see them."""
+        r = self.kv.reserve(blocks)
+        if self._truncatable:
+            self._truncate(self.clock.now)
+        return r
 
     def cancel_incoming(self, r: Reservation) -> None:
         self.kv.release(r)
@@ -236,12 +277,20 @@ class Admission:
             self.queues.add_work(seq.output - seq.generated)
             self.decode.join(seq)
             return True
+        self.recompute_incoming(seq)
+        return False
+
+    def recompute_incoming(self, seq: Sequence) -> None:
+        """A request that arrived here without usable KV (it did not fit, or its transfer
+        failed) recomputes its prompt and tokens here; counted as a preemption."""
+        seq.instance = self.index
         seq.state = WAITING
         seq.preemptions += 1
         seq.prefill_target = seq.prefilled = 0  # nothing left of the old prefill to count
         self.queues.add_work(seq.output - seq.generated)
         self.requeue_for_recompute(seq)
-        return False
+        if self.idle:
+            self.wake()
 
     def drain(self) -> list[Sequence]:
         """Stop taking requests; returns the queued ones (no longer counted here) to re-route."""

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 
 from sim.costmodel.base import CostModel
-from sim.engine.admission import Admission
+from sim.engine.admission import Admission, KVHandoff
 from sim.engine.clock import Clock
 from sim.engine.decode_run import DecodeRun
 from sim.engine.decode_set import DecodeSet, nanmax
@@ -49,7 +49,7 @@ class Instance(Admission):
                  capacity: KVCapacity, policy: BatchingPolicy, records: RecordSink, fast_forward: bool = True,
                  timeseries_interval_s: float = 0.5, max_context: int | None = None,
                  host_link_gbs: float = 25.0, swap_space_gb: float = 0.0,
-                 observers: tuple[InstanceObserver, ...] = ()):
+                 observers: tuple[InstanceObserver, ...] = (), role: str = "mixed"):
         self.clock = clock
         self.index = index
         self.group = group
@@ -83,6 +83,11 @@ class Instance(Admission):
         self._hooks: list[Callable[[], None]] = []  # run at the next boundary (migration, drain)
         self._overhead_s = 0.0  # one-off time charged to the next iteration (swap transfers)
         self._preempted = False  # a preemption happened while planning this boundary
+        #: mixed | prefill | decode (disaggregated pools); routers send new requests to the first two
+        self.role = role
+        #: where a prefill-only instance hands prefilled requests (a KVDispatcher), else None
+        self.handoff: KVHandoff | None = None
+        self.outgoing: dict[int, Sequence] = {}  # handed off, KV still held here until it lands
 
     # ------------------------------------------------------------------ planning (shared)
     def next_plan(self, now: float) -> Plan | None:
@@ -99,7 +104,8 @@ class Instance(Admission):
             if plan is not None:
                 return plan
             q = self.queues
-            if q.waiting and not self.decode.members and not q.prefilling and not self.kv.reserved:
+            if q.waiting and not self.decode.members and not q.prefilling and not self.kv.reserved \
+                    and not self.outgoing:
                 # nothing runs yet the head cannot be scheduled: it never will be
                 seq = q.waiting.popleft()
                 self.kv.free_from(seq)
@@ -164,6 +170,10 @@ class Instance(Admission):
             dur = extra + self._iteration_time(plan, new)
             self._iteration = (now, dur, plan)
             self._schedule_end(dur)
+            if self.handoff is not None and self.handoff.early:
+                for seq, n in plan.prefills:  # layer-by-layer KV can leave as this one computes
+                    if seq.prefilled + n >= seq.prefill_target and seq.generated + 1 < seq.output:
+                        self.handoff.prefill_finishing(self, seq, now, now + dur)
             return
         bsz, ctx_sum = len(members), self.decode.ctx_sum
         ab = self._coeff_cache.get(bsz)
@@ -198,6 +208,12 @@ class Instance(Admission):
         sizes = [first, *self.policy.upcoming(self, plan)]
         if plan.decode_tokens and self.decode.members:
             del sizes[self.decode.steps_to_completion(plan.decode_tokens):]
+        if len(sizes) > 1 and self.handoff is not None and self.handoff.early:
+            # the iteration that finishes a prompt runs alone: its KV leaves as it computes
+            totals = [sum(col) for col in zip(*sizes, strict=True)]
+            chunks = zip(plan.prefills, totals, strict=True)
+            if any(s.prefilled + n >= s.prefill_target for (s, _), n in chunks):
+                sizes.pop()
         return sizes if len(sizes) > 1 else None
 
     def _schedule_end(self, delay: float) -> None:
@@ -308,8 +324,11 @@ class Instance(Admission):
             seq.generated += 1
             done_work += 1
             seq.last_token = now
+            seq.prefill_instance = self.index
             if seq.generated >= seq.output:
                 self._complete(seq, now)
+            elif self.handoff is not None:
+                done_work += self.hand_off(seq, now)
             else:
                 self.decode.join(seq)
         queues.remove_work(done_work)
@@ -355,6 +374,9 @@ class Instance(Admission):
         for seq in list(self.decode.members):
             self.decode.leave(seq)
             self._end(seq, UNFINISHED, now, "still running at end of simulation")
+        for seq in self.outgoing.values():
+            self._end(seq, UNFINISHED, now, "KV on its way to a decode instance at end of simulation")
+        self.outgoing.clear()
         q = self.queues
         for group, reason in ((q.prefilling, "still in prefill at end of simulation"),
                               (q.swapped, "swapped out at end of simulation"),
@@ -365,7 +387,8 @@ class Instance(Admission):
 
     def check_conservation(self) -> None:
         """KV blocks held by sequences + reservations equal the pool's count (tests call this)."""
-        held = sum(s.blocks for s in self.queues.prefilling) + sum(s.blocks for s in self.queues.waiting)
+        held = sum(s.blocks for s in self.queues.prefilling) + sum(s.blocks for s in self.queues.waiting) \
+            + sum(s.blocks for s in self.outgoing.values())
         dset = self.decode
         in_set = sum(s.blocks if s.reserved else -(-dset.context_of(s) // self.bs) for s in dset.members)
         self.kv.check(held, in_set)

@@ -52,6 +52,10 @@ class RecordSink:
         i["priority"].append(seq.priority)
         i["slo_class"].append(seq.slo_class)
         i["migrations"].append(seq.migrations)
+        i["prefill_instance"].append(seq.prefill_instance)
+        f["kv_handoff_s"].append(seq.kv_handoff)
+        f["kv_landed_s"].append(seq.kv_landed)
+        f["kv_transfer_bytes"].append(seq.kv_bytes)
 
     def add_unarrived(self, rids, arrivals, prompts, outputs, priorities, slo_codes, reason: str) -> None:
         """Requests the run never reached (arrival after ``max_sim_time_s``): counted unfinished."""
@@ -61,27 +65,36 @@ class RecordSink:
         nan = np.full(n, np.nan)
         zeros = np.zeros(n, dtype=np.int64)
         for col, vals in (("arrival_s", arrivals), ("first_scheduled_s", nan), ("first_token_s", nan),
-                          ("completion_s", nan), ("max_tbt_s", nan), ("migrated_bytes", zeros)):
+                          ("completion_s", nan), ("max_tbt_s", nan), ("migrated_bytes", zeros),
+                          ("kv_handoff_s", nan), ("kv_landed_s", nan), ("kv_transfer_bytes", zeros)):
             self.f[col].extend(np.asarray(vals, dtype=np.float64).tolist())
         code = self.reason_code(reason)
         for col, vals in (("request_id", rids), ("instance", zeros - 1), ("prompt_tokens", prompts),
                           ("output_tokens", outputs), ("generated_tokens", zeros),
                           ("preemptions", zeros), ("outcome", zeros + UNFINISHED),
                           ("reject_reason", zeros + code),
-                          ("priority", priorities), ("slo_class", slo_codes), ("migrations", zeros)):
+                          ("priority", priorities), ("slo_class", slo_codes), ("migrations", zeros),
+                          ("prefill_instance", zeros - 1)):
             self.i[col].extend(np.asarray(vals, dtype=np.int64).tolist())
 
     def __len__(self) -> int:
         return len(self.i["request_id"])
 
     def to_frame(self) -> pd.DataFrame:
-        data = {c: np.frombuffer(self.f[c], dtype=np.float64) if len(self.f[c]) else np.zeros(0)
-                for c in _FLOAT_COLS}
-        data.update({c: np.frombuffer(self.i[c], dtype=np.int64) if len(self.i[c]) else
-                     np.zeros(0, dtype=np.int64) for c in _INT_COLS})
-        df = pd.DataFrame(data)
-        for col, names in (("outcome", list(OUTCOMES)), ("reject_reason", self.reasons),
-                           ("slo_class", self.slo_classes)):
-            df[col] = pd.Categorical.from_codes(df[col].to_numpy(), categories=pd.Index(names))
-        order = list(REQUEST_COLUMNS)
-        return df[order].sort_values("request_id", kind="stable").reset_index(drop=True)
+        """The records as a table sorted by request id. Each column is sorted straight from its
+        buffer into the frame (one copy per column, no consolidated block, no re-sort), so a
+        million-request run peaks at about twice the buffers rather than four times."""
+        ids = np.frombuffer(self.i["request_id"], dtype=np.int64) if len(self) else np.zeros(0, np.int64)
+        order = np.argsort(ids, kind="stable")
+        categories = {"outcome": list(OUTCOMES), "reject_reason": self.reasons,
+                      "slo_class": self.slo_classes}
+        data: dict[str, object] = {}
+        for col in REQUEST_COLUMNS:
+            buf, dtype = (self.f[col], np.float64) if col in self.f else (self.i[col], np.int64)
+            values = np.frombuffer(buf, dtype=dtype)[order] if len(buf) else np.zeros(0, dtype)
+            if col in categories:
+                data[col] = pd.Categorical.from_codes(values.astype(np.int64, copy=False),
+                                                     categories=pd.Index(categories[col]))
+            else:
+                data[col] = values
+        return pd.DataFrame(data, copy=False)

@@ -23,9 +23,11 @@ class Router(ABC):
         self.feed_active = lambda: False  # set by the simulator: are arrivals still to come?
 
     def candidates(self) -> list:
-        live = [i for i in self.instances if not i.draining]
+        """Instances that take new prompts: not draining, not decode-only (a pool's decode
+        instances receive prefilled requests from sim.engine.disagg instead)."""
+        live = [i for i in self.instances if not i.draining and i.role != "decode"]
         if not live:
-            raise RuntimeError("every instance is draining: no instance can take new requests")
+            raise RuntimeError("every instance that takes prompts is draining: none can take new requests")
         return live
 
     @abstractmethod
@@ -48,7 +50,7 @@ class RoundRobinRouter(Router):
         for _ in range(n):
             inst = self.instances[self._next % n]
             self._next = (self._next + 1) % n
-            if not inst.draining:
+            if not inst.draining and inst.role != "decode":
                 return inst
         return self.candidates()[0]
 

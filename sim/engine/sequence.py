@@ -17,8 +17,8 @@ from sim.schema import OUTCOMES as OUTCOMES
 from sim.schema import REJECTED as REJECTED
 from sim.schema import UNFINISHED as UNFINISHED
 
-# lifecycle states
-WAITING, PREFILLING, DECODING, DONE = 0, 1, 2, 3
+# lifecycle states (TRANSFERRING: prefilled, its KV on the way to a decode instance)
+WAITING, PREFILLING, DECODING, DONE, TRANSFERRING = 0, 1, 2, 3, 4
 
 
 class Sequence:
@@ -33,6 +33,9 @@ class Sequence:
         "instance",
         "join_run",
         "kind",
+        "kv_bytes",
+        "kv_handoff",
+        "kv_landed",
         "last_token",
         "max_tbt",
         "migrated_bytes",
@@ -41,6 +44,7 @@ class Sequence:
         "output",
         "phase",
         "preemptions",
+        "prefill_instance",
         "prefill_target",
         "prefilled",
         "priority",
@@ -85,6 +89,11 @@ class Sequence:
         self.reserved = False  # KV reserved up front (Orca/static): the decode set does not grow it
         self.swapped = False  # KV sits in host memory after a swap preemption
         self.migration: object | None = None  # the live migration moving this request, if any
+        # disaggregated prefill/decode (sim.engine.disagg)
+        self.prefill_instance = -1  # the instance whose prefill produced the first token
+        self.kv_handoff = math.nan  # when a prefill-only instance handed the KV on
+        self.kv_landed = math.nan  # when it landed on the decode instance
+        self.kv_bytes = 0.0
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"Sequence(rid={self.rid}, prompt={self.prompt}, output={self.output}, "
