@@ -45,9 +45,17 @@ class PlanOptions:
     cache_dir: str | None = None
     use_cache: bool = True
     verify: bool = True
-    verify_rounds: int = 6  # re-simulations after the first (see planner.prove)
+    verify_rounds: int = 20  # re-simulations after the first (see planner.prove)
     verify_requests: int | None = None
-    derate_step: float = 0.1
+    derate_step: float = 0.05  # the smallest cut of a failing pair's capacity per round
+    verify_baseline: bool = True  # also prove the best single type, for verified savings
+    max_minutes: float | None = None  # wall-clock budget of the proof (best verified so far)
+    #: GPU name -> (USD per GPU-hour, where that price comes from); catalog price otherwise
+    prices: dict = field(default_factory=dict)
+    #: provision for this percentile of the per-window arrival rate instead of the mean
+    rate_percentile: float | None = None
+    window_s: float = 300.0  # window of the burstiness figures and of rate_percentile
+    progress: bool = False  # tqdm bars for capacity searches and verification rounds
 
 
 def _positive(value, name: str, allow_none: bool = False, low: float = 0.0,
@@ -84,6 +92,11 @@ def check_options(opts: PlanOptions) -> None:
     _positive(opts.verify_requests, "verify_requests", allow_none=True, low=1, strict=False)
     parse_edges(opts.input_edges, "--input-edges")
     parse_edges(opts.output_edges, "--output-edges")
+    _positive(opts.max_minutes, "--max-minutes", allow_none=True, hint=" minutes")
+    _positive(opts.window_s, "--window", hint=" seconds")
+    p = opts.rate_percentile
+    if p is not None and not (isinstance(p, (int, float)) and 0 < p <= 100):
+        raise PlannerError(f"--rate-percentile={p!r}: must be a percentile in (0, 100], e.g. 95")
     if not 0 < opts.derate_step < 1:
         raise PlannerError(f"derate_step={opts.derate_step!r}: must be a fraction in (0, 1)")
 

@@ -82,6 +82,18 @@ def add_plan_subcommands(sub) -> None:
     p.add_argument("--tp", default="1", help="comma-separated TP degrees, each a separate type")
     p.add_argument("--availability", help="max GPUs per type, e.g. h100=8,a10g=16")
     p.add_argument("--power-budget", type=float, help="max total TDP of the plan, W")
+    p.add_argument("--price", action="append", metavar="GPU=USD",
+                   help="USD per GPU-hour for a GPU, e.g. h100=4.50 (repeatable; overrides "
+                        "--prices and the catalog)")
+    p.add_argument("--prices", metavar="FILE", help="price file: YAML/JSON gpu -> USD or gpu -> "
+                                                    "{on_demand: USD, spot: USD}")
+    p.add_argument("--price-kind", choices=("on-demand", "spot"), default="on-demand",
+                   help="which column of --prices to use (default on-demand)")
+    p.add_argument("--rate-percentile", type=float, metavar="P",
+                   help="provision for the P-th percentile of the per-window arrival rate "
+                        "instead of the mean (e.g. 95); the proof replays the real timestamps")
+    p.add_argument("--window", type=float, default=300.0,
+                   help="window (s) for --rate-percentile and the peak-to-mean figure (300)")
     p.add_argument("--input-edges", help="input-length bucket edges (tokens), e.g. 256,1024,4096")
     p.add_argument("--output-edges", help="output-length bucket edges (tokens), e.g. 64,256,512")
     p.add_argument("--slice-factor", type=int, default=1, help="slices per bucket (default 1)")
@@ -104,11 +116,16 @@ def add_plan_subcommands(sub) -> None:
                                        "$GOODPUT_CACHE_DIR)")
     p.add_argument("--no-cache", action="store_true", help="re-measure every capacity")
     p.add_argument("--no-verify", action="store_true", help="skip the re-simulation")
-    p.add_argument("--verify-rounds", type=int, default=6,
-                   help="max re-simulations after the first while searching for a plan that meets "
-                        "the target (default 6)")
-    p.add_argument("--sweep-tpot", help="extra TPOT bounds (s) for the cost-against-SLO plot, "
-                                        "e.g. 0.04,0.08,0.12")
+    p.add_argument("--verify-rounds", type=int, default=20,
+                   help="max re-simulations after the first while converging on a plan that "
+                        "meets the target (default 20)")
+    p.add_argument("--max-minutes", type=float,
+                   help="wall-clock budget of the proof: stop and return the best plan so far")
+    p.add_argument("--sweep", action="append", metavar="PARAM=V1,V2",
+                   help="verified cost frontier over tpot, ttft (s) or attainment, e.g. "
+                        "tpot=0.04,0.08,0.12 (repeatable); writes frontier.csv/.png")
+    p.add_argument("--sweep-tpot", help="same as --sweep tpot=...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/plan", help="directory for plan.yaml, CSVs, plots")
     p.add_argument("--no-plots", action="store_true")
@@ -132,7 +149,16 @@ def options_from_args(args):
         max_probe_requests=args.max_probe_requests,
         rel_tol=args.rel_tol, seed=args.seed, backend=args.backend, workers=args.workers,
         cache_dir=args.cache_dir, use_cache=not args.no_cache, verify=not args.no_verify,
-        verify_rounds=args.verify_rounds)
+        verify_rounds=args.verify_rounds, max_minutes=args.max_minutes,
+        prices=_prices(args), rate_percentile=args.rate_percentile, window_s=args.window,
+        progress=not args.no_progress)
+
+
+def _prices(args) -> dict:
+    from planner.prices import load_price_file, parse_price_flags
+
+    prices = load_price_file(args.prices, args.price_kind) if args.prices else {}
+    return {**prices, **parse_price_flags(args.price)}
 
 
 def shares_table(plan) -> pd.DataFrame:
@@ -155,51 +181,27 @@ def cmd_plan(args) -> int:
 
 
 def _plan(args, opts, t0: float) -> int:
-    from planner import plots
-    from planner.baselines import best_single_type, savings
-    from planner.pipeline import make_plan, slice_inputs
-    from planner.sweep import slo_sweep
+    from planner.pipeline import make_plan
+    from planner.report import headline, write_outputs
+    from planner.sweep import parse_sweeps
 
+    sweeps = parse_sweeps((args.sweep or []) + ([f"tpot={args.sweep_tpot}"] if args.sweep_tpot
+                                                else []))
     trace = load_planning_trace(args.trace, args.trace_format, args.rate, args.max_requests,
                                 args.seed)
-    out = make_plan(trace, opts, log=lambda s: print(f"[plan] {s}", flush=True))
-    plan = out.plan
+    log = lambda s: print(f"[plan] {s}", flush=True)  # noqa: E731
+    out = make_plan(trace, opts, log=log)
     print("\nslice shares per instance type:")
-    print(shares_table(plan).to_string(index=False))
-    print("\nplan:")
-    print(plan.table())
-    rates, scap, _ = slice_inputs(out.slicing, out.cap, out.reasons)
-    best = best_single_type(out.types, rates, scap, opts.availability, opts.power_budget_w,
-                            opts.solver)
-    ilp_cost = plan.verification[0]["cost_per_hour"] if plan.verification else plan.cost_per_hour
-    if best is None:
-        print("\nbaseline: no single instance type serves every slice within the SLO")
-    else:
-        sv = savings(ilp_cost, best[1].cost_per_hour)
-        print(f"\nbaseline (ILP, before re-simulation): best single type {best[0].key} x "
-              f"{best[1].counts.get(best[0].key, 0)} = ${best[1].cost_per_hour:.2f}/h; mixed "
-              f"${ilp_cost:.2f}/h ({sv:.1%} saved)")
-    if out.check is not None:
-        for v in plan.verification[1:]:
-            print(f"verification round {v['round']}: {v['action']} -> ${v['cost_per_hour']:.2f}/h, "
-                  f"attainment {v['attainment']:.1%}")
-        print(out.check.text())
-    dest = Path(args.out)
-    plan.save(dest / "plan.yaml")
-    out.capacities.to_csv(dest / "capacities.csv", index=False)
-    if out.check is not None:
-        out.check.per_slice.to_csv(dest / "attainment_per_slice.csv", index=False)
-    if not args.no_plots:
-        sweep_vals = [opts.tpot_s, *_csv(args.sweep_tpot, float, "sweep-tpot")]
-        sweep = slo_sweep(out.slicing, opts, sweep_vals, known={opts.tpot_s: (out.cap, out.reasons)},
-                          log=lambda s: print(f"[sweep] {s}", flush=True))
-        sweep.to_csv(dest / "cost_vs_slo.csv", index=False)
-        plots.cost_vs_slo(sweep, dest / "cost_vs_slo.png")
-        plots.load_per_type(plan, dest / "load_per_type.png")
-        if out.check is not None:
-            plots.attainment_per_slice(out.check.per_slice, out.check.target,
-                                       dest / "attainment_per_slice.png",
-                                       order=[s.bucket for s in plan.slices])
+    print(shares_table(out.plan).to_string(index=False))
+    print(headline(out))
+    front = None
+    if sweeps:
+        from planner.sweep import frontier, frontier_table
+
+        front = frontier(trace, opts, sweeps, log=lambda s: print(f"[sweep] {s}", flush=True))
+        print("\nfrontier (every point re-simulated; ilp_only_cost is the ILP before it):")
+        print(frontier_table(front))
+    dest = write_outputs(out, Path(args.out), front, plots=not args.no_plots)
     print(f"\nplan written to {(dest / 'plan.yaml').resolve()} "
           f"({time.perf_counter() - t0:.1f} s end to end)")
     return 0 if out.check is None or out.check.meets_target else 1

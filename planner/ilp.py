@@ -117,8 +117,11 @@ def check_slices(rates: dict[str, float], cap: dict[str, dict[str, float]],
 def solve(types: list[InstanceType], rates: dict[str, float], cap: dict[str, dict[str, float]],
           availability: dict[str, int] | None = None, power_budget_w: float | None = None,
           assignment: str = "fractional", solver: str = "cbc", time_limit: float | None = None,
-          reasons: dict[str, dict[str, str]] | None = None) -> Solution:
-    """Solve the ILP. ``cap[slice][type_key]`` in req/s; ``availability`` maps GPU name -> GPUs."""
+          reasons: dict[str, dict[str, str]] | None = None,
+          min_counts: dict[str, int] | None = None) -> Solution:
+    """Solve the ILP. ``cap[slice][type_key]`` in req/s; ``availability`` maps GPU name -> GPUs;
+    ``min_counts`` (type key -> instances) are lower bounds, which the proof uses to keep
+    instances it added."""
     if not types:
         raise PlannerError("no instance types to choose from")
     if assignment not in ("fractional", "whole"):
@@ -140,7 +143,9 @@ def solve(types: list[InstanceType], rates: dict[str, float], cap: dict[str, dic
     backend, solver_name = _solver(solver, time_limit)
 
     prob = pulp.LpProblem("melange", pulp.LpMinimize)
-    n = {t.key: new_var(prob, f"n_{i}", 0, None, "Integer") for i, t in enumerate(types)}
+    floor = min_counts or {}
+    n = {t.key: new_var(prob, f"n_{i}", int(floor.get(t.key, 0)), None, "Integer")
+         for i, t in enumerate(types)}
     cat = "Binary" if assignment == "whole" else "Continuous"
     x: dict[tuple[str, str], pulp.LpVariable] = {}  # (slice, type) -> share of the slice
     load: dict[str, list[pulp.LpAffineExpression]] = {t.key: [] for t in types}  # instances' worth

@@ -8,6 +8,7 @@ way, and every job is seeded by its inputs, so the backend never changes the num
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -26,8 +27,9 @@ def default_workers() -> int:
 
 
 def run_parallel(fn: Callable, items: Sequence, backend: str = "local",
-                 workers: int | None = None) -> list:
-    """``[fn(x) for x in items]``, computed in parallel on ``backend``."""
+                 workers: int | None = None, progress: str | None = None) -> list:
+    """``[fn(x) for x in items]``, computed in parallel on ``backend``; with ``progress`` (a
+    label) a tqdm bar on stderr counts finished jobs."""
     if backend not in BACKENDS:
         raise PlannerError(f"backend={backend!r} is not known; choose one of {list(BACKENDS)}")
     if workers is not None and workers < 1:
@@ -38,16 +40,42 @@ def run_parallel(fn: Callable, items: Sequence, backend: str = "local",
     if backend == "ray":
         return _run_ray(fn, items)
     n = min(workers or default_workers(), len(items))
+    wrap = _bar(progress, len(items))
     if n == 1:
-        return [fn(x) for x in items]
+        return list(wrap(fn(x) for x in items))
     pool = ProcessPoolExecutor(max_workers=n, initializer=_worker_init, initargs=(os.getpid(),))
     try:
-        results = list(pool.map(fn, items))
+        results = list(wrap(pool.map(fn, items)))
     except BaseException:  # Ctrl-C, SIGTERM (goodput turns it into SystemExit), a failed job
         _terminate(pool)
         raise
     pool.shutdown(wait=True)
     return results
+
+
+_LABEL: list[str] = []  # set by ``progress_bars``: a bar for run_parallel calls inside it
+
+
+@contextlib.contextmanager
+def progress_bars(label: str | None):
+    """Within the block, run_parallel calls without their own label show a bar named ``label``
+    (how the planner gets a bar over capacity.measure without changing its signature)."""
+    if label:
+        _LABEL.append(label)
+    try:
+        yield
+    finally:
+        if label:
+            _LABEL.pop()
+
+
+def _bar(label: str | None, total: int) -> Callable:
+    label = label or (_LABEL[-1] if _LABEL else None)
+    if not label:
+        return lambda it: it
+    from tqdm import tqdm
+
+    return lambda it: tqdm(it, total=total, desc=label, unit="job", leave=False, disable=None)
 
 
 def _worker_init(parent: int) -> None:

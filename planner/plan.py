@@ -56,6 +56,9 @@ class Plan:
     trace: dict = field(default_factory=dict)  # source, requests, rate, duration_s
     solver: dict = field(default_factory=dict)
     verification: list[dict] = field(default_factory=list)
+    #: headline figures (verified cost/attainment, ILP-only cost, verified baseline, savings,
+    #: prices and their sources, burstiness); written by planner.pipeline.make_plan
+    summary: dict = field(default_factory=dict)
     seed: int = 0
     version: int = PLAN_VERSION
 

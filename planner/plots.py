@@ -1,4 +1,4 @@
-"""Planner figures: cost against SLO, load per GPU type, attainment per slice.
+"""Planner figures: the verified cost frontier, load per GPU type, attainment per slice.
 
 Same approach as sim.plots: Figure + Agg canvas, never pyplot, so no display or global figure
 registry is involved.
@@ -17,20 +17,31 @@ def _figure(width: float = 6.0, height: float = 3.8) -> Figure:
     return new_figure(1, 1, width, height)
 
 
-def cost_vs_slo(sweep: pd.DataFrame, path) -> Path:
-    """``sweep``: tpot_s, mixed_cost, single_cost (NaN where no single type serves everything)."""
-    fig = _figure()
-    ax = fig.add_subplot()
-    x = sweep["tpot_s"] * 1e3
-    ax.plot(x, sweep["mixed_cost"], "o-", label="mixed (Mélange ILP)")
-    if "single_cost" in sweep and sweep["single_cost"].notna().any():
-        ax.plot(x, sweep["single_cost"], "s--", label="best single type")
-    ax.set_xlabel("TPOT SLO (ms)")
-    ax.set_ylabel("cluster cost ($/h)")
-    ax.set_ylim(bottom=0)
-    ax.set_title("Cost against SLO (ILP, before re-simulation)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+def frontier(df: pd.DataFrame, path) -> Path:
+    """One panel per swept parameter: verified cost (filled where proved), the verified best
+    single type, and the ILP-only cost (dashed, labelled so)."""
+    params = list(dict.fromkeys(df["param"]))
+    fig = new_figure(max(1, len(params)), 1, 5.0, 3.8)
+    for k, param in enumerate(params):
+        ax = fig.add_subplot(1, len(params), k + 1)
+        d = df[df["param"] == param].sort_values("value")
+        x = d["value"] * (1e3 if param in ("tpot", "ttft") else 1.0)
+        ax.plot(x, d["cost"], "o-", color="tab:blue", label="verified plan")
+        bad = d[~d["verified"].astype(bool)]
+        if len(bad):
+            ax.plot(bad["value"] * (1e3 if param in ("tpot", "ttft") else 1.0), bad["cost"], "x",
+                    color="tab:red", ms=9, label="NOT proved")
+        if d["baseline_cost"].notna().any():
+            ax.plot(x, d["baseline_cost"], "s--", color="tab:orange",
+                    label="verified best single type")
+        ax.plot(x, d["ilp_only_cost"], ":", color="grey", label="ILP only (not verified)")
+        ax.set_xlabel({"tpot": "TPOT SLO (ms)", "ttft": "TTFT SLO (ms)",
+                       "attainment": "attainment target"}[param])
+        ax.set_ylabel("cluster cost ($/h)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Cost frontier (each point re-simulated)")
     return save_figure(fig, path)
 
 
@@ -44,7 +55,9 @@ def load_per_type(plan, path) -> Path:
     ax.bar([p + 0.2 for p in pos], [g.load for g in plan.groups], 0.4, label="planned load")
     ax.set_xticks(list(pos), keys, rotation=20)
     ax.set_ylabel("instances")
-    ax.set_title(f"Load per GPU type (${plan.cost_per_hour:.2f}/h)")
+    proved = plan.summary.get("verified")
+    tag = "verified" if proved else ("NOT proved" if proved is False else "ILP only")
+    ax.set_title(f"Load per GPU type (${plan.cost_per_hour:.2f}/h, {tag})")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     return save_figure(fig, path)

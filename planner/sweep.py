@@ -1,9 +1,10 @@
-"""Cost against SLO: the mixed and the best single-type cost at several TPOT bounds.
+"""The frontier: verified cost against the TTFT/TPOT bounds and against the attainment target.
 
-Each point re-measures capacities at that bound (cached, so repeated sweeps are cheap) and solves
-the ILP; points are not re-simulated, so they are the ILP's costs before any capacity the
-verification loop would add. A bound no configuration can meet for some slice is reported as a
-missing point with the reason, not dropped silently.
+``frontier`` re-plans at every point (capacities cached, so points that share an SLO are cheap)
+and proves each point by simulation exactly as ``goodput plan`` does: a row's ``cost`` is the
+verified plan's, ``ilp_only_cost`` is the ILP's before any re-simulation (labelled so), and
+``verified`` says whether the point met its target. A bound no configuration can meet for some
+slice is a row with the reason in ``note``, not dropped silently.
 """
 from __future__ import annotations
 
@@ -13,36 +14,68 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from planner.baselines import best_single_type
 from planner.errors import PlannerError
-from planner.ilp import solve
-from planner.pipeline import PlanOptions, instance_types, measure_capacities, slice_inputs
-from planner.slices import Slicing
+from planner.pipeline import PlanOptions, make_plan
+
+#: sweep parameter -> PlanOptions field
+PARAMS = {"tpot": "tpot_s", "ttft": "ttft_s", "attainment": "attainment_target"}
 
 
-def slo_sweep(slicing: Slicing, opts: PlanOptions, tpot_values, log: Callable = lambda s: None,
-              known: dict | None = None) -> pd.DataFrame:
-    """One row per TPOT bound; ``known`` maps a bound to (cap, reasons) already measured."""
-    types, _ = instance_types(opts.model, opts.gpus, opts.tps, opts.scheduler)
-    rows = []
-    for v in sorted({float(x) for x in tpot_values}):
-        o = replace(opts, tpot_s=v)
-        if known and v in known:
-            cap, reasons = known[v]
-        else:
-            cap, reasons, _ = measure_capacities(slicing, types, o, log)
-        rates, scap, sreasons = slice_inputs(slicing, cap, reasons)
-        row = {"tpot_s": v, "mixed_cost": np.nan, "single_cost": np.nan, "single_type": "",
-               "note": ""}
+def parse_sweeps(items: list[str] | None) -> dict[str, list[float]]:
+    """``['tpot=0.04,0.08', 'attainment=0.8,0.95']`` -> {'tpot': [...], 'attainment': [...]}."""
+    out: dict[str, list[float]] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise PlannerError(f"--sweep expects PARAM=V1,V2 with PARAM one of {sorted(PARAMS)}; "
+                               f"got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip().lower()
+        if k not in PARAMS:
+            raise PlannerError(f"--sweep {k!r}: unknown parameter; use one of {sorted(PARAMS)}")
         try:
-            sol = solve(types, rates, scap, o.availability, o.power_budget_w, o.assignment,
-                        o.solver, reasons=sreasons)
-            row["mixed_cost"] = sol.cost_per_hour
-            row["mix"] = " + ".join(f"{n} {g}" for g, n in sol.counts.items())
-            best = best_single_type(types, rates, scap, o.availability, o.power_budget_w, o.solver)
-            if best is not None:
-                row["single_cost"], row["single_type"] = best[1].cost_per_hour, best[0].key
-        except PlannerError as exc:
-            row["note"] = str(exc)
-        rows.append(row)
+            vals = [float(x) for x in v.split(",") if x.strip()]
+        except ValueError:
+            raise PlannerError(f"--sweep {k}: cannot parse {v!r} as comma-separated numbers") \
+                from None
+        if not vals:
+            raise PlannerError(f"--sweep {k}: give at least one value")
+        out.setdefault(k, []).extend(vals)
+    return out
+
+
+def frontier(trace, opts: PlanOptions, sweeps: dict[str, list[float]],
+             log: Callable = lambda s: None, known: dict | None = None) -> pd.DataFrame:
+    """One verified plan per (parameter, value); ``known`` maps (param, value) to an outcome."""
+    rows = []
+    for param, values in sweeps.items():
+        for v in sorted(set(values)):
+            o = replace(opts, verify_baseline=True)
+            setattr(o, PARAMS[param], v)
+            row = {"param": param, "value": v, "cost": np.nan, "attainment": np.nan,
+                   "verified": False, "ilp_only_cost": np.nan, "baseline_cost": np.nan,
+                   "baseline_type": "", "mix": "", "note": ""}
+            try:
+                out = (known or {}).get((param, v)) or make_plan(trace, o, log)
+            except PlannerError as exc:
+                row["note"] = str(exc)
+                rows.append(row)
+                continue
+            s = out.plan.summary
+            row.update(cost=out.plan.cost_per_hour, verified=out.verified,
+                       attainment=out.check.attainment if out.check is not None else np.nan,
+                       ilp_only_cost=out.ilp_cost, baseline_type=s.get("baseline_type") or "",
+                       mix=" + ".join(f"{g.count} {g.key}" for g in out.plan.groups))
+            if s.get("baseline_cost_per_hour") is not None:
+                row["baseline_cost"] = s["baseline_cost_per_hour"]
+            if not out.verified:
+                row["note"] = "not proved within the budget"
+            log(f"frontier {param}={v:g}: ${row['cost']:.2f}/h verified={row['verified']} "
+                f"(ILP only ${row['ilp_only_cost']:.2f}/h)")
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def frontier_table(df: pd.DataFrame) -> str:
+    cols = ["param", "value", "cost", "attainment", "verified", "baseline_cost", "ilp_only_cost",
+            "mix", "note"]
+    return df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -106,11 +106,13 @@ def test_failed_verification_searches_for_a_proved_plan(tmp_path):
     plan, check = prove(plan, trace, out.slicing, out.types, inflated, out.reasons, o,
                         logs.append)
     v = plan.verification
-    assert v[0]["action"] == "initial plan" and not v[0]["meets_target"]
+    assert v[0]["action"] == "initial plan (ILP)" and not v[0]["meets_target"]
     assert check.meets_target and v[-1]["meets_target"] and len(v) >= 2
     assert all(not r["meets_target"] for r in v[:-1])  # it stops at the first proved plan
     assert plan.cost_per_hour > before
-    assert all(r["action"].startswith(("re-solved", "+1", "best single type")) for r in v[1:])
+    assert all(r["action"].startswith(("re-solved", "+1")) for r in v[1:])
+    costs = [r["cost_per_hour"] for r in v]
+    assert costs == sorted(costs)  # derating is monotone, so the cost never falls
     assert any("below target" in line for line in logs)
 
 
@@ -130,13 +132,14 @@ def test_unproved_plan_is_reported_not_hidden(tmp_path):
 
 
 def test_model_that_fits_nowhere_names_every_gpu():
-    # 70B weights are 141 GB: 70.6 GB per GPU at TP-2 exceeds even an H100's 72 GB usable
+    # 70B weights are 141 GB: no 24 GB GPU holds them at TP-1; an H100 (79.2 GiB as CUDA reports
+    # it) holds them at TP-2 with room for KV, as vLLM and Vidur run it
     with pytest.raises(PlannerError, match=r"llama-3\.1-70b does not fit on any allowed "
                                            r"configuration: .*on l4 x tp=1: weights need 141\.1 GB"
                                            r".*on a10g x tp=1"):
         instance_types("llama-3.1-70b", ["l4", "a10g"], [1])
     types, unfit = instance_types("llama-3.1-70b", ["l4", "h100"], [1, 2, 4])
-    assert [t.key for t in types] == ["h100-sxm-tp4"] and len(unfit) == 5
+    assert [t.key for t in types] == ["h100-sxm-tp2", "h100-sxm-tp4"] and len(unfit) == 4
 
 
 def test_unmeetable_slo_names_slice_and_limit(tmp_path):
