@@ -48,6 +48,7 @@ def test_every_model_is_consistent_and_cited(name):
 def test_every_gpu_is_cited_and_positive(name):
     g = get_gpu(name)
     assert g.source and "datasheet" in g.source.lower()
+    assert g.memory_source and "nvidia-smi" in g.memory_source
     assert min(g.memory_gb, g.bf16_tflops, g.mem_bw_tbs, g.pcie_gbs, g.tdp_w, g.price_per_hour) > 0
     assert g.nvlink_gbs >= 0
 
@@ -97,10 +98,22 @@ def test_architecture_details_from_configs():
 
 def test_gpu_figures_are_dense_and_unidirectional():
     h100 = get_gpu("h100-sxm")
-    assert (h100.bf16_tflops, h100.mem_bw_tbs, h100.memory_gb, h100.nvlink_gbs) == (989, 3.35, 80, 450)
+    assert (h100.bf16_tflops, h100.mem_bw_tbs, h100.nvlink_gbs) == (989, 3.35, 450)
     for name in ("l4", "a10g", "l40s"):
         assert get_gpu(name).nvlink_gbs == 0
-    assert get_gpu("h200").memory_bytes == 141e9
+
+
+def test_gpu_memory_is_in_the_units_the_hardware_reports():
+    # Issue 16: "80 GB" of HBM is 80 GiB, not 80e9 bytes; the driver shows it in MiB.
+    assert get_gpu("a100-80gb").memory_bytes == 80 * 2**30
+    assert get_gpu("a100-40gb").memory_bytes == 40 * 2**30
+    h100, h200 = get_gpu("h100-sxm"), get_gpu("h200")
+    assert (h100.memory_mib, h200.memory_mib) == (81559, 143771)  # nvidia-smi memory.total
+    # where measured, the CUDA total (what vLLM sizes against) from the profiles' provenance
+    assert h100.memory_bytes == 85_017_493_504 and h200.memory_bytes == 150_109_880_320
+    assert h100.memory_bytes < h100.memory_mib * 2**20 < 80.0 * 2**30
+    for g in gpus().values():  # never below the old decimal reading of the datasheet
+        assert g.memory_bytes > 0.99 * round(g.memory_gib) * 1e9
 
 
 @pytest.mark.parametrize("alias,canonical", [

@@ -13,7 +13,9 @@ short. ``goodput fidelity calibrate`` fits this form on the runs' iteration logs
 launch gaps between graph pieces and a profile's systematic kernel bias. The term depends on
 the batch size only, so pure-decode batches keep the linear form the fast-forward needs.
 The file lives at ``profiler/profiles/<gpu>/engine.json``; ``cost_model.engine`` chooses it
-(``auto``: that file when present; ``none``: the profile alone; or a path).
+(``auto``: that file when present, else the term carried from a GPU that has one -- see
+``engine_for``/``carried_engine``; ``own``: only the GPU's own file; ``none``: the profile alone;
+or a path).
 """
 from __future__ import annotations
 
@@ -78,3 +80,39 @@ def resolve_engine(setting: str, profiles_root: Path, gpu: str) -> EngineOverhea
         path = Path(profiles_root) / gpu / ENGINE_FILE
         return EngineOverhead.load(path) if path.exists() else None
     return EngineOverhead.load(s)
+
+
+def carried_engine(profiles_root: Path, gpu: str) -> EngineOverhead | None:
+    """The engine term of a GPU without its own fidelity run, carried from one that has one.
+
+    Rule (docs/costmodel.md): the fitted host terms (``per_iteration_s``, ``per_seq_s``) are
+    CPU time of the same engine code -- scheduling, input preparation, the sampled-token copy --
+    and do not depend on which GPU runs the kernels, so they carry over unchanged;
+    ``kernel_scale`` (launch gaps between graph pieces, relative to kernel time) carries over
+    unchanged too. The source is the ``engine.json`` of the reference GPU (h200) when present,
+    else the first one under the same profiles root; only that root is searched, so a private
+    profiles root never silently borrows the shipped fit.
+    """
+    root = Path(profiles_root)
+    found = sorted(p for p in root.glob(f"*/{ENGINE_FILE}") if p.parent.name != gpu)
+    if not found:
+        return None
+    src = next((p for p in found if p.parent.name == "h200"), found[0])
+    eng = EngineOverhead.load(src)
+    info = {**eng.info, "carried_from": src.parent.name, "carried_to": gpu,
+            "carry_rule": "host terms and kernel_scale unchanged (docs/costmodel.md)"}
+    return EngineOverhead(eng.kernel_scale, eng.per_iteration_s, eng.per_seq_s,
+                          f"{eng.name}(carried from {src.parent.name})", eng.path, info)
+
+
+def engine_for(setting: str, profiles_root: Path, gpu: str) -> EngineOverhead | None:
+    """``cost_model.engine`` as the cost models apply it: like ``resolve_engine``, except that
+    ``auto`` on a GPU without its own ``engine.json`` carries another GPU's (``carried_engine``);
+    ``own`` takes only the GPU's own file (the old ``auto``)."""
+    s = (setting or "auto").strip().lower()
+    if s == "own":
+        return resolve_engine("auto", profiles_root, gpu)
+    if s == "auto":
+        own = resolve_engine("auto", profiles_root, gpu)
+        return own if own is not None else carried_engine(profiles_root, gpu)
+    return resolve_engine(setting, profiles_root, gpu)

@@ -32,8 +32,10 @@ def make_cost_model(model: ModelSpec, gpu: GPUSpec, tp: int, cfg: CostModelConfi
         raise ConfigError(f"unknown cost_model.kind '{cfg.kind}'; choose one of {list(KINDS)}")
     if tp < 1:
         raise ConfigError("cluster[].tp must be >= 1")
+    #: MoE expert parallelism (ep = tp); a config field the lead wires in (cost_model or cluster)
+    ep = bool(getattr(cfg, "expert_parallel", False))
     if kind == "roofline":
-        return RooflineCostModel(model, gpu, tp)
+        return RooflineCostModel(model, gpu, tp, expert_parallel=ep)
     prof = _profiled_module()
     path = Path(cfg.profile_dir) if cfg.profile_dir else None
     if path is None and prof is not None:
@@ -45,7 +47,8 @@ def make_cost_model(model: ModelSpec, gpu: GPUSpec, tp: int, cfg: CostModelConfi
             f"cost_model.kind=profiled but no profile exists for {model.name} on {gpu.name} tp={tp}; "
             "run `goodput profile run` on that GPU, set cost_model.profile_dir, or use kind=auto")
     if prof is not None and hasattr(prof, "calibrated_roofline"):
-        calibrated = prof.calibrated_roofline(model, gpu, tp, root=profiles_root())
+        calibrated = prof.calibrated_roofline(model, gpu, tp, root=profiles_root(),
+                                              engine=cfg.engine, expert_parallel=ep)
         if calibrated is not None:
             return calibrated
-    return RooflineCostModel(model, gpu, tp)
+    return RooflineCostModel(model, gpu, tp, expert_parallel=ep)

@@ -23,11 +23,18 @@ import math
 from pathlib import Path
 
 from sim.costmodel.base import Batch, CostModel
-from sim.costmodel.collectives import CollectivesTable, collectives_path, formula_s
-from sim.costmodel.engine import EngineOverhead, resolve_engine
+from sim.costmodel.collectives import CollectivesTable, formula_s
+from sim.costmodel.engine import EngineOverhead, engine_for
+from sim.costmodel.profile_lookup import (
+    FIT_FILE,
+    _display_path,
+    _floor_rule,
+    _measured_collectives,
+    calibrated_roofline,
+    find_profile,
+)
 from sim.costmodel.profile_store import PROFILES_ROOT
 
-FIT_FILE = "fit.json"
 #: Tile heights of the paged attention kernel's launches (profiler/paged_attention.py): a
 #: sequence with q * G query rows runs in the first class that holds them; keys in blocks of 64.
 TILE_CLASSES = (16, 64, 128)
@@ -181,6 +188,13 @@ class ProfiledCostModel(CostModel):
         self.overhead_c = (float(fit["overhead"]["c0"]), float(fit["overhead"]["c1"]))
         ar = fit.get("allreduce") or {}
         self.ar = (float(ar.get("link_bytes_per_s", 1.0)), float(ar.get("latency_s", 0.0)))
+        #: the estimate for sizes the measured table does not cover: the per-call floor and bus
+        #: bandwidth of sim.costmodel.tp_estimate (measured TP2 floor, ring-step rule) when
+        #: fit.json holds only the old roofline estimate (~10 us per call)
+        self.ar_rule = _floor_rule(fit, self.tp)
+        if self.ar_rule is not None:
+            self.ar = (self.ar_rule.bus_eff * self.ar_rule.link_bytes_per_s,
+                       self.ar_rule.floor(self.tp))
         #: measured collectives of this GPU at world = tp (``goodput profile collectives``);
         #: when set, its all-reduce replaces the estimate above
         if collectives is not None and (collectives.world != self.tp
@@ -219,7 +233,7 @@ class ProfiledCostModel(CostModel):
         root = parents[2] if len(parents) >= 3 else fit_path.parent  # <root>/<gpu>/<model>/tp<k>
         return cls(fit, fit_path.parent,
                    collectives=_measured_collectives(fit, fit_path.parent, collectives_root),
-                   engine=resolve_engine(engine, root, fit["gpu"]))
+                   engine=engine_for(engine, root, fit["gpu"]))
 
     # ---- pieces --------------------------------------------------------------------------
     def _allreduce(self, tokens: int) -> float:
@@ -330,8 +344,10 @@ class ProfiledCostModel(CostModel):
         return self._kernels(q_lens, ctx_lens)
 
     def describe(self) -> dict:
+        from sim.costmodel.errors import profiled_error
+
         f = self.fit
-        return {
+        return {**profiled_error(self),
             "source": self.source,
             "gpu": f["gpu"], "model": f["model"], "tp": self.tp,
             "profile_dir": str(self.path) if self.path else None,
@@ -342,73 +358,22 @@ class ProfiledCostModel(CostModel):
             "measured_on": f.get("measured_on"),
         }
 
+    def _allreduce_time(self, tokens: int) -> float:
+        """The all-reduce share of an iteration (the name the roofline uses, for errors.py)."""
+        return self._allreduce(tokens)
+
     def _allreduce_source(self) -> str:
-        if self.collectives is None:
-            return (self.fit.get("allreduce") or {}).get("source", "none (tp=1)")
         est = (self.fit.get("allreduce") or {}).get("source", "estimated")
+        if self.ar_rule is not None:
+            est = (f"estimated: {self.ar_rule.describe(self.tp)['rule']} (replaces fit.json's "
+                   f"'{est}')")
+        if self.collectives is None:
+            return est if self.tp > 1 else "none (tp=1)"
         return (f"measured from {self._ar_measured_from / 2**20:.0f} MiB per message "
                 f"({_display_path(self.collectives.path)}, "
                 f"{self.collectives.date or 'date unknown'}); smaller messages {est} "
                 "(the eager sweep times host launches there)")
 
 
-def _display_path(path) -> str:
-    """The table's path relative to the repository (or the working directory) when under it."""
-    if path is None:
-        return "in memory"
-    p = Path(path).resolve()
-    for base in (PROFILES_ROOT.parents[1], Path.cwd()):
-        try:
-            return str(p.relative_to(base.resolve()))
-        except ValueError:
-            continue
-    return str(p)
-
-
-def _measured_collectives(fit: dict, profile_dir: Path, root=None) -> CollectivesTable | None:
-    """The measured table for this profile's GPU and TP degree, or None (see ``from_dir``)."""
-    tp = int(fit["tp"])
-    if tp <= 1:
-        return None
-    if root is None:
-        parents = Path(profile_dir).resolve().parents
-        if len(parents) < 3:
-            return None
-        root = parents[2]  # <root>/<gpu>/<model>/tp<k>
-    path = collectives_path(root, fit["gpu"], tp)
-    if not path.exists():
-        return None
-    table = CollectivesTable.from_csv(path)
-    return table if "all_reduce" in table.curves else None
-
-
-def _canonical(kind: str, name: str) -> str:
-    from sim.catalog import get_gpu, get_model
-
-    try:
-        return (get_gpu(name) if kind == "gpu" else get_model(name)).name.lower()
-    except ValueError:
-        return name.strip().lower()
-
-
-def find_profile(gpu: str, model: str, tp: int, root: Path | None = None) -> Path | None:
-    """The fitted profile directory for (gpu, model, tp), or None when none is shipped."""
-    root = Path(root) if root else PROFILES_ROOT
-    path = root / _canonical("gpu", gpu) / _canonical("model", model) / f"tp{int(tp)}"
-    return path if (path / FIT_FILE).exists() else None
-
-
-def calibrated_roofline(model, gpu, tp: int, root: Path | None = None):
-    """Roofline with efficiencies fitted on the profiled GPUs, for GPUs without a profile.
-
-    Returns None when no calibration has been made (``goodput profile calibrate``).
-    """
-    from sim.costmodel.roofline import RooflineCostModel, RooflineParams
-
-    path = (Path(root) if root else PROFILES_ROOT) / "calibration.json"
-    if not path.exists():
-        return None
-    cal = json.loads(path.read_text())
-    cm = RooflineCostModel(model, gpu, tp, RooflineParams(**cal["params"]))
-    cm.source = f"roofline(calibrated from {','.join(cal['gpus'])})"
-    return cm
+__all__ = ["FIT_FILE", "PROFILES_ROOT", "ProfiledCostModel", "attention_features",
+           "calibrated_roofline", "find_profile", "logit_rows", "ring_allreduce_s"]

@@ -4,18 +4,25 @@ Why a roofline: before any profile exists for a (model, GPU, TP) triple, the pla
 a first answer that moves the right way with every knob -- more tokens, more context, more GPUs,
 a faster memory system. Each kernel class is charged ``max(compute time, memory time)`` against
 the GPU's datasheet peaks scaled by named efficiency factors (``RooflineParams``); those factors
-are the handles a later calibration step fits to measured profiles.
+are the handles calibration (profiler/calibrate.py) fits to measured profiles.
 
 What one iteration costs (per GPU of a TP group, all layers):
 
-* linear layers (QKV, O, MLP; MoE: router + experts) -- FLOPs ``2 * params/tp * T`` for T new
-  tokens vs. streaming the weights once. For MoE only the top-k experts' FLOPs count, and bytes
-  cover the experts the batch actually touches (expected distinct experts under uniform routing,
-  at most all of them).
+* linear layers (QKV, O, MLP; MoE: router, shared and routed experts) -- FLOPs
+  ``2 * params/tp * T`` for T new tokens vs. streaming the weights once. For MoE only the top-k
+  experts' FLOPs count, and bytes cover the experts the batch actually touches (expected
+  distinct experts under uniform routing). With ``expert_parallel`` each rank holds
+  ``experts/tp`` whole experts instead of a 1/tp slice of each, computes its share of the
+  routed tokens and exchanges them with two all-to-alls per MoE layer (dispatch, combine).
 * attention -- per sequence, ``max(flops, KV bytes)``; see ``_attention_time``.
 * LM head (one logit row per sequence) and the embedding gather.
-* TP all-reduce, two per layer, ring algorithm over NVLink (or PCIe where the GPU has none).
-* a constant per-iteration overhead (CPU scheduling and kernel launch).
+* per-layer and per-sequence fixed costs (``layer_launch_s``, ``per_seq_layer_s``): kernel
+  launch floors that do not shrink with TP, and per-sequence work (attention tiles, rotary, KV
+  writes, sampling) that the FLOP/byte counts miss; fitted by calibration.
+* TP all-reduces, ``2 x layers + 1`` per iteration, each a per-call latency floor plus bytes
+  over the link (``sim.costmodel.tp_estimate``: measured TP2 table, ring-step rule beyond it).
+* host time: ``iteration_overhead_s``, or, when an ``EngineOverhead`` is given, that engine's
+  ``(1 + kernel_scale) * kernels + per_iteration_s + per_seq_s * n`` (sim.costmodel.engine).
 
 Decode linearity (the CostModel contract): for ``q = 1`` both attention terms are proportional to
 ``ctx + 1``, so the per-sequence max is ``(ctx + 1) * rate`` with one constant ``rate``; everything
@@ -29,6 +36,8 @@ from numbers import Integral
 
 from sim.catalog import GPUSpec, ModelSpec
 from sim.costmodel.base import Batch, CostModel
+from sim.costmodel.engine import EngineOverhead
+from sim.costmodel.tp_estimate import TPAllReduce, tp_allreduce
 
 
 @dataclass(frozen=True)
@@ -50,20 +59,35 @@ class RooflineParams:
     #: Fraction of datasheet memory bandwidth reached when streaming weights / KV cache. Streaming
     #: kernels typically sustain 80-90% of the spec figure.
     memory_bw_efficiency: float = 0.8
-    #: Fraction of the per-direction link bandwidth a ring all-reduce achieves (NCCL bus bandwidth
-    #: vs. link speed). Also applied to PCIe when the GPU has no NVLink.
+    #: Fraction of the per-direction link bandwidth a ring all-reduce achieves, and the per-call
+    #: all-reduce latency at TP2 (seconds): the old priors. The roofline uses them only with
+    #: ``allreduce_rule="params"``; by default (``"measured"``) it takes both from the measured
+    #: H200 TP2 table (sim.costmodel.tp_estimate: bus efficiency 0.78, floor ~40 us, plus the
+    #: ring-step rule above TP2). The profiler's fit.json estimate still records these priors.
     nvlink_efficiency: float = 0.7
-    #: Fixed latency of one all-reduce, seconds. Intra-node small-message all-reduces cost on the
-    #: order of ten microseconds; decode-time messages are small, so this term usually dominates.
     allreduce_latency_s: float = 10e-6
+    #: ``measured`` (the tp_estimate rule) or ``params`` (the two fields above, same ring rule).
+    allreduce_rule: str = "measured"
     #: Per-iteration time outside GPU kernels (scheduling, input preparation, launch, sampling),
     #: seconds. The vLLM v0.6.0 performance post shows this CPU-side work was a large share of a
     #: Llama-3-8B step on H100 before it was overlapped; 1 ms is a prior for a modern engine.
+    #: Replaced by the engine's host terms when an EngineOverhead is attached.
     iteration_overhead_s: float = 1e-3
+    #: Fixed GPU time per decoder layer per iteration (launch floors of the layer's ~10 kernels,
+    #: norms, rotary), seconds. Prior 0; calibration fits it on the profiles.
+    layer_launch_s: float = 0.0
+    #: GPU time per sequence per layer beyond its FLOPs/bytes (attention tile setup, KV-cache
+    #: write, paged-table reads), seconds. Prior 0; calibration fits it on the profiles.
+    per_seq_layer_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "allreduce_rule":
+                if value not in ("measured", "params"):
+                    raise ValueError(f"RooflineParams.allreduce_rule={value!r}: 'measured' or "
+                                     "'params'")
+                continue
             if f.name.endswith("_efficiency"):
                 if not 0.0 < value <= 1.0:
                     raise ValueError(
@@ -87,9 +111,13 @@ class RooflineCostModel(CostModel):
     """Roofline estimate of one iteration of ``model`` on a TP group of ``tp`` x ``gpu``."""
 
     source = "roofline"
+    #: calibration.json content when built by ``calibrated_roofline`` (errors.py reads it)
+    calibration: dict | None = None
 
     def __init__(
-        self, model: ModelSpec, gpu: GPUSpec, tp: int = 1, params: RooflineParams = RooflineParams()
+        self, model: ModelSpec, gpu: GPUSpec, tp: int = 1, params: RooflineParams = RooflineParams(),
+        engine: EngineOverhead | None = None, expert_parallel: bool = False,
+        allreduce: TPAllReduce | None = None,
     ) -> None:
         if not _is_whole_number(tp) or tp < 1:
             raise ValueError(f"tp={tp!r}: tensor parallelism must be a positive integer")
@@ -100,7 +128,12 @@ class RooflineCostModel(CostModel):
                 f"tp={tp} does not divide the {model.heads} attention heads of '{model.name}'; "
                 f"use one of {ok}"
             )
+        moe = model.experts > 1
+        if expert_parallel and (not moe or model.experts % tp):
+            raise ValueError(f"expert_parallel needs an MoE model whose {model.experts} experts "
+                             f"divide over tp={tp}")
         self.model, self.gpu, self.tp, self.params = model, gpu, tp, params
+        self.engine, self.ep = engine, (tp if expert_parallel else 1)
         p = params
         peak = gpu.bf16_tflops * 1e12
         self._gemm_rate = peak * p.gemm_flops_efficiency  # FLOP/s
@@ -108,15 +141,14 @@ class RooflineCostModel(CostModel):
         self._bw = gpu.mem_bw_tbs * 1e12 * p.memory_bw_efficiency  # bytes/s
         self._bpp = model.bytes_per_param
 
-        # Linear-layer parameters held by one rank, per layer.
-        moe = model.experts > 1
-        dense = model.attention_params_per_layer()
-        if moe:
-            dense += model.hidden_size * model.experts  # router
-        else:
-            dense += model.ffn_params_per_expert()
-        self._dense_params = dense / tp
-        self._expert_params = model.ffn_params_per_expert() / tp if moe else 0.0
+        # Linear-layer parameters held by one rank, per layer (TP-sharded parts).
+        attn = model.attention_params_per_layer()
+        self._dense_params = (attn + model.dense_ffn_params()) / tp  # a dense layer
+        self._moe_dense_params = (attn + model.hidden_size * model.experts
+                                  + model.shared_ffn_params()) / tp if moe else 0.0
+        self._expert_params = model.ffn_params_per_expert() / (1 if self.ep > 1 else tp)
+        self._n_dense = model.layers - model.moe_layers
+        self._n_moe = model.moe_layers
         self._lm_head_params = model.vocab_size * model.hidden_size / tp
 
         # Attention: FLOPs per (query token x attended token), all layers, one rank.
@@ -127,28 +159,35 @@ class RooflineCostModel(CostModel):
         self._decode_rate = max(
             self._attn_flops_coef / self._attn_rate, self._kv_bytes / self._bw
         )
-
-        link_gbs = gpu.nvlink_gbs if gpu.nvlink_gbs > 0 else gpu.pcie_gbs
-        if tp > 1 and link_gbs <= 0:
+        if tp > 1 and gpu.nvlink_gbs <= 0 and gpu.pcie_gbs <= 0:
             raise ValueError(
                 f"GPU '{gpu.name}' has nvlink_gbs=0 and pcie_gbs={gpu.pcie_gbs}: no link for "
                 f"tp={tp}; set pcie_gbs in gpus.yaml or use tp=1"
             )
-        self._link = link_gbs * 1e9 * p.nvlink_efficiency if tp > 1 else 0.0
+        self.allreduce = allreduce if allreduce is not None else tp_allreduce(gpu)
+        if p.allreduce_rule == "params":
+            from dataclasses import replace
+
+            self.allreduce = replace(self.allreduce, bus_eff=p.nvlink_efficiency,
+                                     floor_s=p.allreduce_latency_s, measured_world=2,
+                                     measured_on="RooflineParams", measured=None)
         self._coeff_cache: dict[int, tuple[float, float]] = {}
 
     # ---- pieces of one iteration -------------------------------------------------------------
     def _linear_time(self, tokens: int) -> float:
         """Weight GEMMs of all layers for ``tokens`` new tokens."""
-        m, bw = self.model, self._bw
-        t = max(2.0 * self._dense_params * tokens / self._gemm_rate,
-                self._dense_params * self._bpp / bw)
-        if m.experts > 1:
-            k, e = m.experts_top_k, m.experts
-            touched = e * (1.0 - (1.0 - k / e) ** tokens)  # expected distinct experts, <= e
-            t += max(2.0 * k * self._expert_params * tokens / self._gemm_rate,
-                     touched * self._expert_params * self._bpp / bw)
-        return m.layers * t
+        m, bw, rate, bpp = self.model, self._bw, self._gemm_rate, self._bpp
+        t = self._n_dense * max(2.0 * self._dense_params * tokens / rate,
+                                self._dense_params * bpp / bw)
+        if self._n_moe:
+            k, e, ep = m.experts_top_k, m.experts, self.ep
+            touched = e * (1.0 - (1.0 - k / e) ** tokens) / ep  # expected distinct local experts
+            moe = max(2.0 * self._moe_dense_params * tokens / rate,
+                      self._moe_dense_params * bpp / bw)
+            moe += max(2.0 * k * self._expert_params * tokens / ep / rate,
+                       touched * self._expert_params * bpp / bw)
+            t += self._n_moe * moe
+        return t
 
     def _lm_head_time(self, logit_rows: int) -> float:
         """Vocabulary projection for the rows that are sampled (one per sequence)."""
@@ -156,19 +195,36 @@ class RooflineCostModel(CostModel):
                    self._lm_head_params * self._bpp / self._bw)
 
     def _allreduce_time(self, tokens: int) -> float:
-        """Two ring all-reduces per layer of the ``tokens x hidden`` activations."""
+        """All-reduces of the ``tokens x hidden`` activations: two per layer and one for the
+        vocab-parallel embedding; with expert parallelism an MoE layer's MLP all-reduce is
+        replaced by a dispatch and a combine all-to-all of the routed token copies."""
         if self.tp == 1:
             return 0.0
-        nbytes = tokens * self.model.hidden_size * self._bpp
-        one = (self.params.allreduce_latency_s
-               + 2.0 * (self.tp - 1) / self.tp * nbytes / self._link)
-        return 2 * self.model.layers * one
+        m, ar = self.model, self.allreduce
+        nbytes = tokens * m.hidden_size * self._bpp
+        one = ar.time(nbytes, self.tp)
+        if self.ep == 1:
+            return (2 * m.layers + 1) * one
+        # all-to-all: each rank sends (ep-1)/ep of its k routed copies; same floor per call
+        a2a = ar.floor(self.tp) + (m.experts_top_k * nbytes * (self.ep - 1) / self.ep
+                                   / (ar.bus_eff * ar.link_bytes_per_s))
+        return (2 * m.layers + 1 - self._n_moe) * one + 2 * self._n_moe * a2a
+
+    def _fixed_gpu_time(self, sequences: int) -> float:
+        p = self.params
+        return self.model.layers * (p.layer_launch_s + p.per_seq_layer_s * sequences)
 
     def _context_free_time(self, tokens: int, sequences: int) -> float:
-        """Everything except attention: depends only on token and sequence counts."""
+        """GPU work except attention: depends only on token and sequence counts."""
         embed = tokens * self.model.hidden_size * self._bpp / self._bw  # row gather
         return (self._linear_time(tokens) + self._lm_head_time(sequences) + embed
-                + self._allreduce_time(tokens) + self.params.iteration_overhead_s)
+                + self._allreduce_time(tokens) + self._fixed_gpu_time(sequences))
+
+    def _finish(self, kernel_s: float, sequences: int) -> float:
+        """GPU time plus the host: the attached engine's terms, else the roofline's overhead."""
+        if self.engine is not None:
+            return self.engine.apply(kernel_s, sequences)
+        return kernel_s + self.params.iteration_overhead_s
 
     def _attention_time(self, q: int, ctx: int) -> float:
         """One sequence computing ``q`` tokens over ``ctx`` cached ones, all layers.
@@ -184,21 +240,26 @@ class RooflineCostModel(CostModel):
         flops = self._attn_flops_coef * q * (ctx + (q + 1) / 2.0)
         return max(flops / self._attn_rate, (ctx + q) * self._kv_bytes / self._bw)
 
+    @staticmethod
+    def _check(q: int, ctx: int) -> None:
+        if q < 1 or ctx < 0:
+            raise ValueError(
+                f"batch_time: new_tokens={q}, context_tokens={ctx}; need new_tokens >= 1 and "
+                f"context_tokens >= 0 for every sequence"
+            )
+
     # ---- CostModel API ------------------------------------------------------------------------
     def batch_time(self, batch: Batch) -> float:
         if batch.size == 0:
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
         attn = 0.0
         for q, ctx in zip(batch.new_tokens, batch.context_tokens, strict=True):
-            if q < 1 or ctx < 0:
-                raise ValueError(
-                    f"batch_time: new_tokens={q}, context_tokens={ctx}; need new_tokens >= 1 and "
-                    f"context_tokens >= 0 for every sequence"
-                )
+            self._check(q, ctx)
             attn += self._attention_time(q, ctx)
         # One sampled row per sequence: engines compute logits only where they sample. A
         # speculative verify samples q rows; that LM-head work is not counted here.
-        return self._context_free_time(batch.total_new_tokens, batch.size) + attn
+        kernels = self._context_free_time(batch.total_new_tokens, batch.size) + attn
+        return self._finish(kernels, batch.size)
 
     def iteration_time(self, new_tokens, context_tokens, decodes=0, decode_tokens=1,
                        decode_ctx_sum=0, decode_ctx_max=0, decode_contexts=None) -> float:
@@ -210,33 +271,40 @@ class RooflineCostModel(CostModel):
         attn = (decode_ctx_sum + decodes) * self._decode_rate if decodes else 0.0
         total = decodes
         for q, ctx in zip(new_tokens, context_tokens, strict=True):
-            if q < 1 or ctx < 0:
-                raise ValueError(
-                    f"batch_time: new_tokens={q}, context_tokens={ctx}; need new_tokens >= 1 and "
-                    f"context_tokens >= 0 for every sequence"
-                )
+            self._check(q, ctx)
             attn += self._attention_time(q, ctx)
             total += q
         size = len(new_tokens) + decodes
         if size == 0:
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
-        return self._context_free_time(total, size) + attn
+        return self._finish(self._context_free_time(total, size) + attn, size)
 
     def decode_coefficients(self, batch_size: int) -> tuple[float, float]:
         if batch_size < 1:
             raise ValueError(f"decode_coefficients: batch_size={batch_size} must be >= 1")
         cached = self._coeff_cache.get(batch_size)
         if cached is None:
-            b = self._decode_rate
-            a = self._context_free_time(batch_size, batch_size) + batch_size * b
+            rate = self._decode_rate
+            a = self._finish(self._context_free_time(batch_size, batch_size) + batch_size * rate,
+                             batch_size)
+            b = rate * (1.0 + (self.engine.kernel_scale if self.engine is not None else 0.0))
             cached = self._coeff_cache[batch_size] = (a, b)
         return cached
 
     def describe(self) -> dict:
-        return {
+        from sim.costmodel.errors import roofline_error
+
+        d = {
             "source": self.source,
             "model": self.model.name,
             "gpu": self.gpu.name,
             "tp": self.tp,
+            "expert_parallel": self.ep > 1,
             "params": asdict(self.params),
+            "engine": (self.engine.to_dict() if self.engine is not None
+                       else f"iteration_overhead_s={self.params.iteration_overhead_s}"),
         }
+        if self.tp > 1:
+            d["allreduce"] = self.allreduce.describe(self.tp)
+        d.update(roofline_error(self))
+        return d
