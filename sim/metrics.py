@@ -355,6 +355,14 @@ def format_summary(s: dict) -> str:
                                        ("$/M out tok", _fmt(cost["usd_per_million_output_tokens"])),
                                        ("$/M tok", _fmt(cost["usd_per_million_total_tokens"])),
                                        ("kWh busy@TDP", _fmt(en["busy_at_tdp_kwh"]))]))
+    d = s.get("disaggregation")
+    if d:
+        link = d.get("busiest_link") or {}
+        lines.append(f"{'kv hand-off':<12}" + kv([
+            ("mode", d["mode"]), ("requests", _fmt(d["handed_off"])), ("GB", _fmt(d["bytes"] / 1e9)),
+            ("p50 s", _fmt(d["kv_handoff_s"]["p50"])), ("p99 s", _fmt(d["kv_handoff_s"]["p99"])),
+            ("failed", _fmt(d["failed"])),
+            ("busiest link", f"{link.get('link', '-')} {_fmt(link.get('utilisation'), pct=True)}")]))
     lines.append(f"{'latency (s)':<32}" + "".join(f"{h:>10}" for h in ("mean", "p50", "p90", "p99")))
     for name, st in s["latency"].items():
         lines.append(f"  {name:<30}" + "".join(f"{_fmt(st[k]):>10}" for k in ("mean", "p50", "p90", "p99")))

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from sim.config import SimConfig, to_dict
 from sim.engine.tbt import percentile_from_hist
 from sim.metrics import SLO, request_metrics, save_results, summarize
@@ -30,6 +32,29 @@ def token_level_summary(result: SimResult) -> dict:
     return out
 
 
+def pool_summary(result: SimResult) -> dict:
+    """Disaggregated pools: where completed requests' time to a decoding batch went (queueing,
+    prefill, KV hand-off including any wait for decode room), KV bytes moved, the busiest link."""
+    q = result.requests
+    done = q[(q["outcome"] == "completed") & q["kv_landed_s"].notna()]
+
+    def stats(x) -> dict:
+        x = np.asarray(x, dtype=float)
+        if not len(x):
+            return {"mean": None, "p50": None, "p99": None}
+        return {"mean": float(x.mean()), "p50": float(np.percentile(x, 50)),
+                "p99": float(np.percentile(x, 99))}
+
+    links = result.links
+    busiest = (links.sort_values("utilisation", ascending=False).iloc[0].to_dict()
+               if links is not None and len(links) else None)
+    return {**result.kv_transfer, "handed_off": len(done),
+            "queue_s": stats(done["first_scheduled_s"] - done["arrival_s"]),
+            "prefill_s": stats(done["first_token_s"] - done["first_scheduled_s"]),
+            "kv_handoff_s": stats(done["kv_landed_s"] - done["kv_handoff_s"]),
+            "busiest_link": busiest}
+
+
 def run_and_report(cfg: SimConfig, trace, count: int | None = None) -> SimResult:
     """Run one simulation; fill ``result.summary``; write files and plots if ``output.dir`` is set
     (all at once when complete: see sim.outputs)."""
@@ -47,6 +72,8 @@ def _run(cfg: SimConfig, trace, count: int | None) -> SimResult:
     result.summary = summarize(result.requests, result.timeseries, result.instances,
                                result.sim_duration_s, slo)
     result.summary["tokens"] = token_level_summary(result)
+    if result.kv_transfer:
+        result.summary["disaggregation"] = pool_summary(result)
     result.summary["cost_model"] = result.cost_sources
     result.summary["wall_s"] = result.wall_s
     if cfg.output.dir:
@@ -54,6 +81,8 @@ def _run(cfg: SimConfig, trace, count: int | None) -> SimResult:
             save_results(out, result.requests, result.timeseries, result.instances, result.summary,
                          csv=cfg.output.csv)
             (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+            if result.links is not None:
+                result.links.to_csv(out / "links.csv", index=False)
             if cfg.output.plots:
                 from sim.plots import save_all_plots
                 save_all_plots(out, result.requests, result.timeseries, slo)
