@@ -272,3 +272,19 @@ def test_jitter_is_added_once_per_hop_and_never_negative():
     assert min(lat) >= 0.01 and sum(lat) / len(lat) == pytest.approx(0.011, rel=0.01)
     assert all(r.latency_s == 0 for r in f.records if r.dst == "n0.g0")
     assert f.estimate(A0, B0, 0.0) == pytest.approx(0.011)
+
+
+def test_a_flow_too_short_for_the_clock_to_resolve_still_lands():
+    """Late in a run the clock's resolution is coarse: at t = 1e4 s a 1-millibyte rest on a
+    50 GB/s link would end 2e-14 s later, below one clock step (1.8e-12 s). It must land, not
+    re-fire at the same instant forever (it once did, hanging a disaggregated run)."""
+    topo = Topology.from_config({"nodes": 2, "gpus_per_node": 1, "gpu": "h100-sxm"})
+    clock = SimClock()
+    fabric = Fabric(clock, topo)
+    landed = []
+    clock.call_later(1e4, lambda _e: fabric.submit(GpuId(0, 0), GpuId(1, 0), 1e-3, landed.append))
+    for _ in range(1000):  # a handful of events, not an endless loop at one instant
+        if landed or clock.peek() == float("inf"):
+            break
+        clock.step()
+    assert landed and landed[0].ok

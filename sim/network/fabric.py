@@ -235,8 +235,11 @@ class Fabric:
             t.blocked = blocked
         # done = every byte sent (a flow blocked at the very instant its last byte left still lands;
         # a zero-byte message that never could move has not been sampled and keeps waiting)
+        # also done: a flow whose rest would take less time than the clock can resolve at ``now``
+        # (its end event would fire at this same instant again and again, moving nothing)
         for t in [t for t in self._active.values()
-                  if t.sampled and t.remaining <= _EPS * max(1.0, t.record.wire_bytes)]:
+                  if t.sampled and (t.remaining <= _EPS * max(1.0, t.record.wire_bytes)
+                                    or (t.rate > 0 and now + t.remaining / t.rate <= now))]:
             self._finish_transmission(t, now)
         self._share(now)
 
