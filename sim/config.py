@@ -96,12 +96,20 @@ class NetworkConfig:
 
 @dataclass
 class ClusterEvent:
-    """A change to the cluster during the run: drain an instance or scale out by one."""
+    """A change to the cluster during the run (docs/reliability.md, fault injection): drain an
+    instance, scale out by one, fail / recover an instance, slow one down (a straggler), or
+    degrade / partition / restore network links."""
 
     time_s: float = 0.0
-    action: str = "drain"  # drain | scale_out
-    instance: int = 0  # drain: which instance
+    #: drain | scale_out | fail | recover | slow | degrade_link | partition_link | restore_link
+    action: str = "drain"
+    instance: int = 0  # drain, fail, recover, slow: which instance
     group: int = 0  # scale_out: which cluster[] group the new instance copies
+    #: slow: iteration time multiplier (1 restores); degrade_link: bandwidth multiplier in (0, 1]
+    factor: float = 1.0
+    #: link events: fabric link ids (``n0.nic0.tx``) or ``node:N`` for all of node N's NIC links;
+    #: empty = the live-migration link (degrade only)
+    links: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -116,27 +116,70 @@ def check_config(cfg: SimConfig) -> None:
 
 
 def _check_events(cfg: SimConfig) -> None:
-    """Event times are finite and >= 0; a drain names an instance that exists by then (scale-outs
-    before it count) and leaves at least one instance taking requests."""
-    live = sum(g.count for g in cfg.cluster)
-    exists = live
-    draining: set[int] = set()
+    """Event times are finite and >= 0; an event names an instance that exists by then
+    (scale-outs before it count); draining and failed instances leave at least one instance
+    taking requests; fault events fit the cluster (docs/reliability.md, fault injection)."""
+    exists = sum(g.count for g in cfg.cluster)
+    out: set[int] = set()  # draining or failed
+    failed: set[int] = set()
+    pools = any(g.role == "prefill" for g in cfg.cluster)
+    llumnix = cfg.router.name == "llumnix"
     order = sorted(range(len(cfg.events)), key=lambda n: (cfg.events[n].time_s, n))
     for n in order:
         ev = cfg.events[n]
         _at_least(ev.time_s, 0, f"events[{n}].time_s")
+        at = f"events[{n}]"
         if ev.action == "scale_out":
             if not 0 <= ev.group < len(cfg.cluster):
-                raise ConfigError(f"events[{n}].group {ev.group} does not exist (cluster has "
+                raise ConfigError(f"{at}.group {ev.group} does not exist (cluster has "
                                   f"{len(cfg.cluster)} groups: 0..{len(cfg.cluster) - 1})")
             exists += 1
-        elif ev.action == "drain":
-            if not 0 <= ev.instance < exists:
-                raise ConfigError(f"events[{n}].instance {ev.instance} does not exist at "
-                                  f"t={ev.time_s:g} s (instances 0..{exists - 1} by then)")
-            draining.add(ev.instance)
-            if len(draining) >= exists:
-                raise ConfigError(f"events[{n}]: draining instance {ev.instance} at t={ev.time_s:g} s "
-                                  "leaves no instance to take requests; scale out first or drain fewer")
-        else:
-            raise ConfigError(f"events[{n}].action must be 'drain' or 'scale_out', got '{ev.action}'")
+            continue
+        if ev.action not in EVENT_ACTIONS:
+            raise ConfigError(f"{at}.action must be one of {', '.join(EVENT_ACTIONS)}, got '{ev.action}'")
+        if ev.action.endswith("_link"):
+            _check_link_event(ev, at, pools, llumnix)
+            continue
+        if not 0 <= ev.instance < exists:
+            raise ConfigError(f"{at}.instance {ev.instance} does not exist at "
+                              f"t={ev.time_s:g} s (instances 0..{exists - 1} by then)")
+        if ev.action == "slow":
+            _at_least(ev.factor, 0, f"{at}.factor", strict=True,
+                      hint=" (iteration time multiplier: 2 = twice as slow, 1 restores)")
+        elif ev.action == "recover":
+            if ev.instance not in failed:
+                raise ConfigError(f"{at}: instance {ev.instance} recovers at t={ev.time_s:g} s "
+                                  "but has not failed before; add a 'fail' event first")
+            failed.discard(ev.instance)
+            out.discard(ev.instance)
+        else:  # drain or fail
+            if ev.action == "fail":
+                if pools or llumnix:
+                    raise ConfigError(f"{at}: instance failures are modelled for colocated clusters "
+                                      "without live migration; not with prefill/decode pools or llumnix")
+                failed.add(ev.instance)
+            out.add(ev.instance)
+            if len(out) >= exists:
+                raise ConfigError(f"{at}: {ev.action} of instance {ev.instance} at t={ev.time_s:g} s "
+                                  "leaves no instance to take requests; scale out first, recover "
+                                  "one, or stop fewer")
+
+
+EVENT_ACTIONS = ("drain", "scale_out", "fail", "recover", "slow", "degrade_link", "partition_link",
+                 "restore_link")
+
+
+def _check_link_event(ev, at: str, pools: bool, llumnix: bool) -> None:
+    if ev.action == "degrade_link" and not 0 < ev.factor <= 1:
+        raise ConfigError(f"{at}.factor={ev.factor!r}: a degraded link keeps a fraction (0, 1] of "
+                          "its bandwidth; use partition_link to cut it")
+    if pools:
+        if not ev.links:
+            raise ConfigError(f"{at}.links: name the fabric links (ids like n0.nic0.tx, or node:N)")
+        return
+    if not llumnix:
+        raise ConfigError(f"{at}: link events need a network: prefill/decode pools (their fabric) "
+                          "or the llumnix router (its live-migration link)")
+    if ev.action == "partition_link" or ev.links:
+        raise ConfigError(f"{at}: the live-migration link can only be degraded or restored as a "
+                          "whole (leave links empty); partitions are modelled on the pools' fabric")

@@ -52,6 +52,8 @@ class SimResult:
     #: disaggregated pools: per-link traffic (sim.engine.disagg.link_table) and KV hand-off counts
     links: pd.DataFrame | None = None
     kv_transfer: dict = field(default_factory=dict)
+    #: injected faults: failures, requests they affected, tokens those recompute
+    faults: dict = field(default_factory=dict)
 
 
 class TraceObserver(NullObserver):
@@ -141,22 +143,72 @@ def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
     return cluster
 
 
-def _schedule_events(cluster: Cluster, router) -> None:
-    """Drain and scale-out events from ``cfg.events``."""
+def _schedule_events(cluster: Cluster, router, faults: dict) -> None:
+    """Cluster events and injected faults from ``cfg.events`` (checked up front by check_config;
+    link ids are checked here, before the run starts)."""
     clock = cluster.clock
-    for ev in cluster.cfg.events:  # checked up front by check_config (times, instances, actions)
+    fabric = cluster.dispatcher.fabric if cluster.dispatcher is not None else None
+    for n, ev in enumerate(cluster.cfg.events):
+        links = _event_links(fabric, ev, n) if ev.action.endswith("_link") else []
 
-        def fire(_e, ev=ev):
+        def fire(_e, ev=ev, links=links):
+            now = clock.now
             if ev.action == "scale_out":
                 cluster.add_instance(ev.group)
-                return
-            # queued requests go elsewhere at once; running ones migrate (Llumnix) or finish here
-            for seq in cluster.instances[ev.instance].drain():
-                dst = router.choose(seq, clock.now)
-                dst.submit(seq)
-                dst.wake()
+            elif ev.action in ("drain", "fail"):
+                inst = cluster.instances[ev.instance]
+                # queued requests go elsewhere at once; running ones migrate (Llumnix) or finish
+                # here on a drain, and lose their KV and recompute elsewhere on a failure
+                moved = inst.drain() if ev.action == "drain" else inst.fail(now)
+                if ev.action == "fail":
+                    faults["failures"] += 1
+                    faults["requests_affected"] += len(moved)
+                    faults["recompute_tokens"] += sum(s.prefill_target for s in moved)
+                for seq in moved:
+                    dst = router.choose(seq, now)
+                    dst.submit(seq)
+                    dst.wake()
+            elif ev.action == "recover":
+                cluster.instances[ev.instance].recover(now)
+            elif ev.action == "slow":
+                cluster.instances[ev.instance].slow_down(ev.factor)
+            elif fabric is not None:
+                if ev.action == "degrade_link":
+                    fabric.degrade(links, ev.factor)
+                elif ev.action == "partition_link":
+                    fabric.partition(links)
+                else:
+                    fabric.restore(links)
+            else:  # the live-migration link
+                manager = getattr(router, "manager", None)
+                if manager is not None:
+                    manager.link.scale(ev.factor if ev.action == "degrade_link" else 1.0)
 
         clock.call_later(max(0.0, ev.time_s), fire)
+
+
+def _event_links(fabric, ev, n: int) -> list[str]:
+    """The fabric link ids a link event names (``node:N`` = node N's NIC links)."""
+    if fabric is None:
+        return []
+    known = fabric.topology.links()
+    out: list[str] = []
+    for name in ev.links:
+        if name.startswith("node:"):
+            node = name.split(":", 1)[1]
+            if not node.isdigit() or int(node) >= len(fabric.topology.nodes):
+                raise ConfigError(f"events[{n}].links: {name!r} names no node (nodes 0.."
+                                  f"{len(fabric.topology.nodes) - 1})")
+            out += fabric.topology.node_links(int(node))
+        elif name in known:
+            out.append(name)
+        else:
+            raise ConfigError(f"events[{n}].links: no link {name!r}; ids look like "
+                              f"{', '.join(sorted(known)[:3])} ... (see links.csv of a run) or node:N")
+    if not out:
+        raise ConfigError(f"events[{n}].links: name the fabric links (ids or node:N) to "
+                          f"{ev.action.split('_')[0]}")
+    return out
 
 
 def _as_chunks(trace) -> Iterable[pd.DataFrame]:
@@ -310,7 +362,8 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     feed = ArrivalFeed(clock, _as_chunks(trace), router, records, cutoff, progress)
     router.feed_active = lambda: feed.cols is not None
     router.start(clock, cfg.seed, cluster.trace)
-    _schedule_events(cluster, router)
+    faults = {"failures": 0, "requests_affected": 0, "recompute_tokens": 0}
+    _schedule_events(cluster, router, faults)
     with _young_collections_spaced():
         clock.run(None if math.isinf(cutoff) else cutoff)
     if progress is not None:
@@ -342,10 +395,10 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
         ended = inst.retired_at if inst.retired_at == inst.retired_at else end
         # billed while it exists within the run: from its start (scale-out) to the run's end or
         # to when it was drained and empty
-        billed = max(0.0, min(ended, end) - max(row["started_s"], first))
+        billed = max(0.0, min(ended, end) - max(row["started_s"], first) - inst.downtime_until(end))
         inst_rows.append({**row, "ended_s": min(ended, end), "billed_s": billed,
                           "busy_s": st.busy_s, "iterations": st.iterations,
-                          "preemptions": st.preemptions, "swaps": st.swaps,
+                          "preemptions": st.preemptions, "swaps": st.swaps, "failures": st.failures,
                           "decode_stall_s": st.stall_s, "stall_iterations": st.stall_iterations})
     tbt_hist = sum(inst.decode.gaps.hist for inst in cluster.instances)
     links, kv_transfer = None, {}
@@ -363,4 +416,5 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
                      tbt_hist=tbt_hist,
                      migration={"completed": manager.completed, "aborted": manager.aborted,
                                 "bytes": manager.bytes} if manager else {},
-                     links=links, kv_transfer=kv_transfer)
+                     links=links, kv_transfer=kv_transfer,
+                     faults=faults if any(e.action not in ("drain", "scale_out") for e in cfg.events) else {})

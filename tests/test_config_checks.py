@@ -51,7 +51,7 @@ def test_draining_every_instance_is_refused_with_the_fix():
     cfg = SimConfig(cluster=[InstanceGroupConfig(count=2)])
     cfg.events = [ClusterEvent(time_s=1.0, action="drain", instance=0),
                   ClusterEvent(time_s=2.0, action="drain", instance=1)]
-    with pytest.raises(ConfigError, match=r"events\[1\]: draining instance 1 .* leaves no instance"):
+    with pytest.raises(ConfigError, match=r"events\[1\]: drain of instance 1 .* leaves no instance"):
         simulate(cfg, ONE)
 
 

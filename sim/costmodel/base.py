@@ -86,6 +86,13 @@ class CostModel(ABC):
             ctx += decode_contexts()
         return self.batch_time(Batch(new, ctx))
 
+    def verify_time(self, decodes: int, q: int, ctx_sum: int, ctx_max: int,
+                    contexts: Callable[[], list[int]] | None = None) -> float:
+        """One iteration in which ``decodes`` sequences each compute ``q`` tokens (a speculative
+        verify of q - 1 drafts), given by their context sum and longest context. Roofline and
+        profiled models price it from those totals; the default lists ``contexts()``."""
+        return self.iteration_time([], [], decodes, q, ctx_sum, ctx_max, contexts)
+
     def describe(self) -> dict:
         """Machine-readable summary of the model, stored with every simulation result."""
         return {"source": self.source}

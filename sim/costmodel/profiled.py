@@ -327,6 +327,14 @@ class ProfiledCostModel(CostModel):
             return a + b * (sum(ctx_lens) + decode_ctx_sum)
         return self._finish(self._kernels(q_lens, ctx_lens, decodes, decode_ctx_sum, decode_ctx_max), n)
 
+    def verify_time(self, decodes, q, ctx_sum, ctx_max, contexts=None) -> float:
+        """From the group's totals (``sim.costmodel.speculative.profiled_verify_time``)."""
+        if q == 1:
+            return super().verify_time(decodes, q, ctx_sum, ctx_max, contexts)
+        from sim.costmodel.speculative import profiled_verify_time
+
+        return profiled_verify_time(self, decodes, q, ctx_sum, ctx_max)
+
     def _kernels(self, q_lens, ctx_lens, decodes: int = 0, decode_ctx_sum: int = 0,
                  decode_ctx_max: int = 0) -> float:
         t = sum(q_lens) + decodes

@@ -279,6 +279,13 @@ class RooflineCostModel(CostModel):
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
         return self._finish(self._context_free_time(total, size) + attn, size)
 
+    def verify_time(self, decodes, q, ctx_sum, ctx_max, contexts=None) -> float:
+        """From the group's totals where one roofline side bounds every sequence's attention."""
+        from sim.costmodel.speculative import roofline_verify_time
+
+        t = roofline_verify_time(self, decodes, q, ctx_sum, ctx_max, contexts) if q > 1 else None
+        return t if t is not None else super().verify_time(decodes, q, ctx_sum, ctx_max, contexts)
+
     def decode_coefficients(self, batch_size: int) -> tuple[float, float]:
         if batch_size < 1:
             raise ValueError(f"decode_coefficients: batch_size={batch_size} must be >= 1")

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Protocol
 
+from sim.costmodel.base import CostModel
+from sim.costmodel.scaled import ScaledCostModel
 from sim.engine.clock import Clock
 from sim.engine.decode_run import DecodeRun
 from sim.engine.decode_set import DecodeSet
@@ -59,9 +61,18 @@ class Admission:
     _overhead_s: float
     _preempted: bool
     outgoing: dict[int, Sequence]
+    cost: CostModel
+    base_cost: CostModel  # the cost model before any slow-down
+    _coeff_cache: dict[int, tuple[float, float]]
+    failed: bool
+    down_since: float
+    downtime_s: float
     handoff: KVHandoff | None  # where a prefill-only instance hands prefilled requests
 
     def _truncate(self, now: float) -> None:
+        raise NotImplementedError
+
+    def settle_in_flight(self, now: float) -> None:
         raise NotImplementedError
 
     def _boundary(self) -> None:
@@ -303,6 +314,63 @@ class Admission:
             self.queues.remove_work(work_left(seq))
         return out
 
+    # ------------------------------------------------------------------ faults
+    def fail(self, now: float) -> list[Sequence]:
+        """The instance fails at ``now``: what it was computing is lost with its GPU and host
+        memory. Tokens already produced stay produced (they reached the user); every request
+        here is returned, holding no KV, to be routed elsewhere and recompute its prompt and
+        tokens (counted as a preemption). It takes nothing new until ``recover``, and is not
+        billed while down."""
+        self.settle_in_flight(now)
+        self._hooks.clear()
+        lost = []
+        for seq in list(self.decode.members):
+            self.decode.leave(seq)
+            lost.append(seq)
+        q = self.queues
+        lost += q.prefilling + list(q.swapped) + list(q.waiting)
+        q.prefilling.clear()
+        q.swapped.clear()
+        q.waiting.clear()
+        for seq in lost:
+            if seq.swapped:
+                self.kv.drop_swapped(seq)
+                seq.swapped = False
+            else:
+                self.kv.free_from(seq)
+            q.remove_work(work_left(seq))
+            seq.reserved = False
+            seq.state = WAITING
+            seq.preemptions += 1
+            seq.prefill_target = seq.prompt + seq.generated if seq.generated else seq.prompt
+            seq.prefilled = 0
+        self.failed = self.draining = True
+        self.idle = True
+        self.down_since = now
+        self.stats.failures += 1
+        return lost
+
+    def recover(self, now: float) -> None:
+        """A failed instance is back, empty, and takes requests again."""
+        if not self.failed:
+            return
+        self.failed = self.draining = False
+        self.downtime_s += now - self.down_since
+        self.down_since = math.nan
+
+    def slow_down(self, factor: float) -> None:
+        """From the next iteration on, every iteration takes ``factor`` x the base cost model's
+        time (1 restores it): a straggler."""
+        def apply() -> None:
+            self.cost = self.base_cost if factor == 1 else ScaledCostModel(self.base_cost, factor)
+            self._coeff_cache.clear()
+        self.at_next_boundary(apply)
+
+    def downtime_until(self, now: float) -> float:
+        """Seconds this instance has been failed by ``now`` (not billed)."""
+        down = self.downtime_s
+        return down + (now - self.down_since) if self.failed else down
+
     def at_next_boundary(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` at the next iteration boundary (truncating a decode run in flight)."""
         self._hooks.append(fn)
@@ -313,6 +381,6 @@ class Admission:
 
     def wake(self) -> None:
         """Called after requests were queued here; starts the engine if it was idle."""
-        if self.idle:
+        if self.idle and not self.failed:
             self.idle = False
             self._boundary()

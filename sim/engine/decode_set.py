@@ -34,6 +34,8 @@ class DecodeSet:
         self.gaps = TokenGaps()
         self.run_index = 0
         self.last_end = math.nan  # when the last producing iteration ended
+        #: bumped whenever a member joins or leaves (speculation re-decides its length on a change)
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.members)
@@ -88,6 +90,7 @@ class DecodeSet:
         seq.gen_base = seq.generated
         seq.finish_at = t + seq.output - seq.generated
         seq.join_run = -1  # its first gap is measured from its own last token
+        self.epoch += 1
         self.ctx_sum += kv
         if not seq.reserved:
             seq.phase = (t - kv) % self.pool.block_size
@@ -107,6 +110,7 @@ class DecodeSet:
         advanced = self.tokens - seq.token_base
         produced = seq.gen_base + advanced
         kv = seq.prompt + produced - 1
+        self.epoch += 1
         self.ctx_sum -= kv
         if not seq.reserved:
             self.pool.settle(seq, kv)
@@ -124,13 +128,15 @@ class DecodeSet:
 
     # ------------------------------------------------------------------ producing iterations
     def advance(self, t0: float, k: int, q: int, d0: float, step: float,
-                now: float, durs: list[float] | None = None) -> tuple[list[Sequence], int]:
+                now: float, durs: list[float] | None = None,
+                total: int | None = None) -> tuple[list[Sequence], int]:
         """Apply k producing iterations of ``q`` tokens each (durations d0 + j*step, or the
         listed ``durs`` when they are not an arithmetic series, the last ending at ``now``);
         returns the members that finished (already removed) and the tokens they were advanced
-        past their last one."""
+        past their last one. ``total`` (speculative runs) gives the tokens of all k iterations
+        together when they differ from one iteration to the next (each at least 1)."""
         bsz = len(self.members)
-        tokens = k * q
+        tokens = k * q if total is None else total
         t = self.tokens
         blocks = self.phases.blocks_needed(t, tokens) if self.phases.size else 0
         if blocks:
@@ -163,7 +169,10 @@ class DecodeSet:
                 buf.extend([(d, 0.0, 1, bsz) for d in durs[1:]])
             else:
                 buf.append((d0 + step, step, k - 1, bsz))
-        if q > 1:  # the other tokens of a multi-token step arrive together with the first
+        if total is not None:  # as below, for steps of varying tokens
+            if tokens > k:
+                buf.append((0.0, 0.0, 1, bsz * (tokens - k)))
+        elif q > 1:  # the other tokens of a multi-token step arrive together with the first
             buf.append((0.0, 0.0, k, bsz * (q - 1)))
         if len(buf) >= 8192:
             gaps.flush()

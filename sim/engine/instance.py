@@ -54,6 +54,10 @@ class Instance(Admission):
         self.index = index
         self.group = group
         self.cost = cost_model
+        self.base_cost = cost_model  # what ``slow_down`` scales
+        self.failed = False
+        self.down_since = math.nan
+        self.downtime_s = 0.0
         self.capacity = capacity
         self.policy = policy
         self.records = records
@@ -355,8 +359,10 @@ class Instance(Admission):
                           len(q.waiting) + len(q.swapped), self.kv.used, self.kv.total)
 
     # ------------------------------------------------------------------ end of run
-    def drain_unfinished(self, now: float) -> None:
-        """Count every request still here as unfinished, with the tokens it produced by ``now``."""
+    def settle_in_flight(self, now: float) -> None:
+        """Stop what is executing: apply the iterations of a run that ended by ``now`` (a step
+        engine has applied them), drop the one in progress, schedule nothing more (the end of
+        the run, an instance failure)."""
         run = self._run
         if isinstance(run, MixedRun):  # apply the iterations of the run already done
             j = run.steps_done_by(now)
@@ -370,7 +376,12 @@ class Instance(Admission):
                 if self.observers:
                     self._notify_decode_run(run.t0, end, j)
                 self._finish_decode_run(run.t0, j, run.first, run.step, run.span(j), end)
-        self._run = None
+        self._run = self._iteration = self._pending = None
+        self._truncatable = False
+
+    def drain_unfinished(self, now: float) -> None:
+        """Count every request still here as unfinished, with the tokens it produced by ``now``."""
+        self.settle_in_flight(now)
         for seq in list(self.decode.members):
             self.decode.leave(seq)
             self._end(seq, UNFINISHED, now, "still running at end of simulation")

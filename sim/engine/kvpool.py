@@ -122,6 +122,11 @@ class KVPool:
         self.used -= seq.blocks
         return seq.blocks * self.block_bytes / self._host_bps
 
+    def drop_swapped(self, seq: Sequence) -> None:
+        """Forget ``seq``'s host copy (its instance failed: host memory is lost with it)."""
+        self._host_used -= seq.blocks
+        seq.blocks = 0
+
     def swap_in(self, seq: Sequence) -> float:
         """Bring ``seq``'s swapped blocks back to the GPU; returns the transfer seconds."""
         self._host_used -= seq.blocks

@@ -15,6 +15,7 @@ class InstanceStats:
         self.iterations = 0
         self.preemptions = 0
         self.swaps = 0
+        self.failures = 0
         self.stall_s = 0.0  # time running decodes were paused by prefill-only iterations
         self.stall_iterations = 0
         self.interval = timeseries_interval_s

@@ -60,10 +60,13 @@ class _Reserving(BatchingPolicy):
             seq = waiting[0]
             reserve = self.reserve_tokens(seq)
             need = self.capacity.blocks_for(reserve)
-            if seq.prompt > budget or need > free:
+            # the whole (re)prefill in one iteration: the prompt, plus the tokens already produced
+            # when it recomputes after losing its KV (a failed instance, a landing that did not fit)
+            n = seq.prefill_target - seq.prefilled
+            if n > budget or need > free:
                 break
-            admitted.append((view.admit_next(seq.prompt, now, reserve_tokens=reserve), seq.prompt))
-            budget -= seq.prompt
+            admitted.append((view.admit_next(n, now, reserve_tokens=reserve), n))
+            budget -= n
             free -= need
             seqs += 1
         return admitted
