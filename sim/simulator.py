@@ -30,6 +30,7 @@ from sim.engine.records import RecordSink
 from sim.engine.routers import make_router
 from sim.engine.sequence import UNFINISHED, Sequence
 from sim.engine.trace_events import EventTrace
+from sim.invariants import check_run
 from sim.workload.schema import Trace
 
 TIMESERIES_COLUMNS = ["time_s", "instance", "batch_size", "prefill_tokens", "running", "waiting",
@@ -237,6 +238,7 @@ class ArrivalFeed:
         #: the current chunk as lists: ids, arrivals, prompts, outputs, priorities, SLO classes
         self.cols: tuple[list, list, list, list, list, list] | None = None
         self.i = self.n = 0
+        self.rows = 0  # requests read from the trace (each must end up with exactly one record)
         if self._next_chunk():
             self._schedule()
 
@@ -256,6 +258,7 @@ class ArrivalFeed:
                          chunk["priority"].to_numpy().tolist() if "priority" in chunk else [0] * n,
                          self._class_codes(chunk, n))
             self.i, self.n = 0, n
+            self.rows += n
             return True
         return False
 
@@ -310,6 +313,12 @@ class ArrivalFeed:
             inst.wake()
         if self.cols is not None:
             self._schedule()
+
+    def finish(self) -> None:
+        """At the end of the run: requests still to arrive (an arrival due exactly at the cut,
+        which the clock stops before) are counted unfinished like those after it."""
+        if self.cols is not None:
+            self._count_unarrived()
 
     def _count_unarrived(self) -> None:
         """Requests after ``max_sim_time_s`` never arrive; they are counted as unfinished."""
@@ -369,6 +378,9 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     if progress is not None:
         progress.close()
     end = clock.now
+    feed.finish()
+    # nothing left to happen (a cut can leave transfers and migrations in flight, holding blocks)
+    complete_run = clock.peek() == math.inf and all(not i.has_work() for i in cluster.instances)
     for inst in cluster.instances:
         inst.drain_unfinished(end)
     manager = getattr(router, "manager", None)
@@ -379,6 +391,7 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
                 cluster.trace.request_end(seq.rid, seq.instance, end, "unfinished",
                                           "in live migration at end of simulation")
     requests = records.to_frame()
+    check_run(requests, feed.rows, cluster.instances if complete_run else [])
     first = float(requests["arrival_s"].min()) if len(requests) else 0.0
     if math.isinf(cutoff) and len(requests):
         # the run ends when its last request does: a cluster event scheduled after that (a late
