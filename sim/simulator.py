@@ -412,7 +412,8 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
         inst_rows.append({**row, "ended_s": min(ended, end), "billed_s": billed,
                           "busy_s": st.busy_s, "iterations": st.iterations,
                           "preemptions": st.preemptions, "swaps": st.swaps, "failures": st.failures,
-                          "decode_stall_s": st.stall_s, "stall_iterations": st.stall_iterations})
+                          "decode_stall_s": st.stall_s, "stall_iterations": st.stall_iterations,
+                          **(inst.spec.summary() if inst.spec.active else {})})
     tbt_hist = sum(inst.decode.gaps.hist for inst in cluster.instances)
     links, kv_transfer = None, {}
     if cluster.dispatcher is not None:

@@ -28,5 +28,8 @@ class ScaledCostModel(CostModel):
         return self.factor * self.inner.iteration_time(new_tokens, context_tokens, decodes, decode_tokens,
                                                        decode_ctx_sum, decode_ctx_max, decode_contexts)
 
+    def verify_time(self, decodes, q, ctx_sum, ctx_max, contexts=None) -> float:
+        return self.factor * self.inner.verify_time(decodes, q, ctx_sum, ctx_max, contexts)
+
     def describe(self) -> dict:
         return {**self.inner.describe(), "slowed_by": self.factor}

@@ -54,7 +54,7 @@ class Admission:
     observers: tuple[InstanceObserver, ...]
     draining: bool
     retired_at: float
-    _run: DecodeRun | MixedRun | None
+    _run: DecodeRun | MixedRun | None  # a SpecRun is a MixedRun
     _truncatable: bool
     idle: bool  # nothing in flight: the engine waits for a wake() (written by the instance only)
     _hooks: list[Callable[[], None]]

@@ -1,19 +1,11 @@
 """One serving instance: the iteration loop and fast-forward, over a KV pool, queues and a policy.
 
 At every iteration boundary the policy forms a ``Plan`` (sequences and the tokens each advances).
-A plan that is *pure decode* and would repeat unchanged (no arrival, completion, block shortage or
-chunk boundary in between) is executed as one closed-form run of k iterations (fast-forward, see
-``DecodeRun``). An event that could change the plan (an arrival the policy might admit, a
-migration, a drain) truncates the run at the first iteration boundary at or after it, which is
-exactly where a step-by-step engine would first see it, so the instance always advances to its
-next external event in one call. ``fast_forward=False`` runs one event per iteration; tests check
-both give the same per-request results.
-
-State has one owner each: KV blocks belong to ``KVPool``, the queues and the load account to
-``RequestQueues``, the decode set's progress to ``DecodeSet``, counters to ``InstanceStats``.
-Migration, drain, KV transfer and the real-GPU serving loop use the public operations below
-(``detach``, ``attach``, ``requeue_for_recompute``, ``drain``, ``next_plan``/``finish_iteration``);
-policies see the ``SchedulerView`` part only.
+A plan that repeats unchanged runs as one event of k iterations (``DecodeRun``; ``SpecRun`` when
+speculating, ``MixedRun`` for predictable chunked prefills); an event that could change the plan
+truncates it at the first boundary at or after it, where a step engine would first see it.
+``fast_forward=False`` runs one event per iteration; tests check both agree per request. State has
+one owner each: ``KVPool``, ``RequestQueues``, ``DecodeSet``, ``InstanceStats``, ``Speculation``.
 """
 from __future__ import annotations
 
@@ -32,14 +24,9 @@ from sim.engine.observer import InstanceObserver
 from sim.engine.policies.base import BatchingPolicy
 from sim.engine.queues import RequestQueues, work_left
 from sim.engine.records import RecordSink
-from sim.engine.sequence import (
-    COMPLETED,
-    DONE,
-    OUTCOMES,
-    REJECTED,
-    UNFINISHED,
-    Sequence,
-)
+from sim.engine.sequence import COMPLETED, DONE, OUTCOMES, REJECTED, UNFINISHED, Sequence
+from sim.engine.speculation import make_speculation
+from sim.engine.speculation_run import SpecRun, finish_spec_run, plan_spec_run
 from sim.engine.stats import InstanceStats
 from sim.engine.view import Plan
 
@@ -70,6 +57,7 @@ class Instance(Admission):
         self.queues = RequestQueues()
         self.decode = DecodeSet(self.kv, index)
         self.stats = InstanceStats(index, timeseries_interval_s)
+        self.spec = make_speculation(policy.cfg, cost_model)  # speculative decoding (method none: off)
         # the policy's read-only view of the queues (the owners' containers, never rebound)
         self.waiting = self.queues.waiting
         self.swapped = self.queues.swapped
@@ -166,8 +154,8 @@ class Instance(Admission):
             self._sample(now, sum(new))
             sizes = self._mixed_run_sizes(plan, new) if self.fast_forward and not self._preempted else None
             if sizes is not None:
-                run = MixedRun.priced(now, plan, sizes, self.cost, self.decode, self.kv.blocks_for, extra)
-                self._run = run
+                self._run = run = MixedRun.priced(now, plan, sizes, self.cost, self.decode,
+                                                  self.kv.blocks_for, extra)
                 self._truncatable = True
                 self._schedule_end(run.span(run.k))
                 return
@@ -186,19 +174,20 @@ class Instance(Admission):
         a, b = ab
         if now - stats.last_sample >= stats.interval:
             self._sample(now, 0)
+        if self.spec.active and (spec := plan_spec_run(self, now, extra, self.fast_forward)) is not None:
+            self._run, self._truncatable = spec, spec.k > 1
+            self._schedule_end(spec.span(spec.k))
+            return
         k = 1
         # A boundary that preempted is not a repeating plan: the blocks it freed can change the
         # next decision (vLLM resumes a swapped request as soon as they fit), so it runs once.
         if self.fast_forward and not self._preempted:
             dset = self.decode
             k = dset.steps_to_completion()
-            kv = self.kv
-            growing = kv.phases.size
-            free = kv.total - kv.used
+            growing, free = self.kv.phases.size, self.kv.total - self.kv.used
             if growing and free < growing * (k // self.bs + 1):
                 k = min(k, dset.steps_until_shortage(free))
-            if k < 1:
-                k = 1
+            k = max(k, 1)
         self._run = DecodeRun(now + extra, k, a, b, bsz, ctx_sum)
         self._truncatable = k > 1
         self._pending = self.clock.call_later(extra + k * (a + b * ctx_sum + b * bsz * 0.5 * (k - 1)),
@@ -243,7 +232,7 @@ class Instance(Admission):
         run = self._run
         if isinstance(run, MixedRun):
             self._run = None
-            self._finish_iteration(run.plan, run.t0, run.span(run.k), run)
+            self._finish_run(run)
         elif run is not None:
             self._run = None
             t0, k, a, b, bsz, ctx = run
@@ -258,6 +247,13 @@ class Instance(Admission):
             (t0, dur, plan), self._iteration = self._iteration, None
             self._finish_iteration(plan, t0, dur)
         self._boundary()
+
+    def _finish_run(self, run: MixedRun) -> None:
+        """Apply a mixed or speculative run (ending after its ``run.k`` iterations)."""
+        if isinstance(run, SpecRun):
+            finish_spec_run(self, run, run.t0 + run.span(run.k))
+        else:
+            self._finish_iteration(run.plan, run.t0, run.span(run.k), run)
 
     def _finish_decode_run(self, t0: float, k: int, d0: float, step: float, dur: float,
                            now: float, q: int = 1, durs: list[float] | None = None) -> None:
@@ -365,10 +361,10 @@ class Instance(Admission):
         the run, an instance failure)."""
         run = self._run
         if isinstance(run, MixedRun):  # apply the iterations of the run already done
-            j = run.steps_done_by(now)
+            j = run.steps_by(now)
             if j:
                 run.cut(j)
-                self._finish_iteration(run.plan, run.t0, run.span(j), run)
+                self._finish_run(run)
         elif run is not None:  # apply the decode steps of the run already done
             j = run.steps_done_by(now)
             if j:

@@ -92,6 +92,10 @@ class MixedRun:
     def steps_done_by(self, now: float) -> int:
         return bisect.bisect_right(self.ends, now - self.t0)
 
+    def steps_by(self, now: float) -> int:
+        """Iterations done by ``now`` (``SpecRun`` counts ``steps_done_by`` in tokens)."""
+        return bisect.bisect_right(self.ends, now - self.t0)
+
     def work_done(self, j: int) -> int:
         """Tokens of work (prompt chunks and decode tokens) the first j iterations did."""
         return self.work[j]

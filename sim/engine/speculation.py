@@ -105,14 +105,17 @@ class SpeculationLength(ABC):
         return 0
 
     @abstractmethod
-    def choose_k(self, spec: Speculation, batch: int, ctx_sum: int, ctx_max: int) -> int: ...
+    def choose_k(self, spec: Speculation, batch: int, ctx_sum: int, ctx_max: int,
+                 contexts: Callable[[], list[int]] | None = None) -> int:
+        """k for a batch of ``batch`` sequences holding ``ctx_sum`` context tokens (the longest
+        ``ctx_max``; ``contexts()`` lists them for cost models that price one by one)."""
 
 
 @register_speculator
 class NoSpeculation(SpeculationLength):
     name = "none"
 
-    def choose_k(self, spec, batch, ctx_sum, ctx_max) -> int:
+    def choose_k(self, spec, batch, ctx_sum, ctx_max, contexts=None) -> int:
         return 0
 
 
@@ -134,7 +137,7 @@ class FixedK(SpeculationLength):
     def max_k(self) -> int:
         return self.options.k
 
-    def choose_k(self, spec, batch, ctx_sum, ctx_max) -> int:
+    def choose_k(self, spec, batch, ctx_sum, ctx_max, contexts=None) -> int:
         return self.options.k
 
 
@@ -160,10 +163,10 @@ class SmartSpec(SpeculationLength):
     def max_k(self) -> int:
         return self.options.max_k
 
-    def choose_k(self, spec, batch, ctx_sum, ctx_max) -> int:
+    def choose_k(self, spec, batch, ctx_sum, ctx_max, contexts=None) -> int:
         best, best_k = 0.0, 0
         for k in range(self.options.max_k + 1):
-            t = sum(spec.step_time(k, batch, ctx_sum, ctx_max))
+            t = sum(spec.step_time(k, batch, ctx_sum, ctx_max, contexts))
             rate = spec.acceptance.expected(k) / t
             if rate > best * (1.0 + 1e-12):  # ties go to the shorter draft
                 best, best_k = rate, k
@@ -182,6 +185,7 @@ class Speculation:
         self.strategy = strategy
         self.acceptance = Acceptance(cfg.alpha)
         self.active = strategy.name != "none"
+        self.slow = 1.0  # the draft's slow-down (a straggler instance, see ``use_cost``)
         self.carry = 0  # fraction of a token owed to the batch, in Acceptance.UNITS
         self.k = 0
         self._epoch = -1  # decode-set epoch the current k was chosen at
@@ -193,13 +197,20 @@ class Speculation:
         self.draft_s = 0.0  # time spent drafting
         self.verify_s = 0.0  # time spent in verify iterations
 
-    def choose(self, epoch: int, batch: int, ctx_sum: int, ctx_max: int) -> int:
+    def choose(self, epoch: int, batch: int, ctx_sum: int, ctx_max: int,
+               contexts: Callable[[], list[int]] | None = None) -> int:
         """k for the step starting now: re-decided when the decode set changed (a join or leave),
         which only happens at a boundary both step and fast-forward mode stop at."""
         if epoch != self._epoch:
             self._epoch = epoch
-            self.k = self.strategy.choose_k(self, batch, ctx_sum, ctx_max)
+            self.k = self.strategy.choose_k(self, batch, ctx_sum, ctx_max, contexts)
         return self.k
+
+    def use_cost(self, target: CostModel) -> None:
+        """The instance's cost model now (a straggler's is slowed: its draft passes are too)."""
+        if target is not self.target:
+            self.target = target
+            self.slow = float(getattr(target, "factor", 1.0))
 
     def step_time(self, k: int, batch: int, ctx_sum: int, ctx_max: int,
                   contexts: Callable[[], list[int]] | None = None) -> tuple[float, float]:
@@ -216,6 +227,7 @@ class Speculation:
             a, b = self.draft.decode_coefficients(batch)
             # pass i attends to the context plus the i tokens drafted before it
             draft = k * a + b * (k * ctx_sum + batch * k * (k - 1) // 2)
+        draft *= self.slow
         return draft, tgt.verify_time(batch, k + 1, ctx_sum, ctx_max, contexts)
 
     def record(self, steps: int, batch: int, k: int, emitted: int, draft_s: float, verify_s: float) -> None:

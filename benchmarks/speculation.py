@@ -1,0 +1,88 @@
+"""When does speculative decoding help under load? Llama-3.1-8B on one H100, drafted by
+Llama-3.2-1B, alpha = 0.8: no speculation, fixed k = 2 and 4, and SmartSpec's adaptive k, from a
+light load to overload (docs/speculation.md quotes the output).
+
+The cost model is the measured H100 profile when shipped (``cost_model.kind = auto``; the draft
+then uses its own H100 profile), else the roofline; ``--kind roofline`` forces the roofline.
+Requests: Poisson arrivals, lognormal prompts (mean 512) and outputs (mean 256).
+Columns: mean TPOT, output throughput, mean tokens per speculative step (per sequence), draft
+acceptance (accepted / proposed), the share of speculative time spent drafting, mean k.
+
+Usage: python benchmarks/speculation.py [--kind auto|roofline] [--alpha 0.8] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import sim.simulator as simulator  # noqa: E402
+from sim.config import load_config  # noqa: E402
+from sim.metrics import request_metrics  # noqa: E402
+from sim.workload.generators import synthesize  # noqa: E402
+
+METHODS = {"none": {"method": "none"}, "fixed k=2": {"method": "fixed", "fixed.k": 2},
+           "fixed k=4": {"method": "fixed", "fixed.k": 4}, "smartspec": {"method": "smartspec"}}
+
+
+def run(rate: float, method: dict, kind: str, alpha: float, n: int, seed: int = 0):
+    over = {"cluster": [{"model": "llama-3.1-8b", "gpu": "h100"}], "cost_model.kind": kind,
+            "scheduler.speculation.alpha": alpha, "scheduler.speculation.draft_model": "llama-3.2-1b",
+            **{f"scheduler.speculation.{k}": v for k, v in method.items()}}
+    cfg = load_config(overrides=over)
+    trace = synthesize(n, rate, "lognormal:mean=512,std=400,min=16,max=4096",
+                       "lognormal:mean=256,std=200,min=2,max=2048", seed=seed)
+    seen = []
+    build = simulator.build_cluster
+
+    def capture(c, records):  # keep the instances for their speculation counters
+        seen.append(build(c, records))
+        return seen[-1]
+
+    simulator.build_cluster = capture
+    try:
+        res = simulator.simulate(cfg, trace)
+    finally:
+        simulator.build_cluster = build
+    m = request_metrics(res.requests)
+    done = m[m.outcome == "completed"]
+    spec = seen[0].instances[0].spec
+    s = spec.summary()
+    mean_k = spec.drafted / spec.seq_steps if spec.seq_steps else 0.0
+    return {"tpot_ms": 1e3 * done.tpot_s.mean(), "p99_tpot_ms": 1e3 * done.tpot_s.quantile(0.99),
+            "tok_s": done.generated_tokens.sum() / res.sim_duration_s, "per_step": s["spec_tokens_per_step"],
+            "accept": s["spec_acceptance"], "draft": s["spec_draft_share"], "k": mean_k,
+            "source": res.cost_sources, "wall": res.wall_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kind", default="auto", choices=["auto", "roofline"])
+    ap.add_argument("--alpha", type=float, default=0.8)
+    ap.add_argument("--quick", action="store_true", help="fewer requests and loads")
+    args = ap.parse_args()
+    rates = [1, 8, 24] if args.quick else [1, 4, 8, 16, 24, 32, 48, 64, 96]
+    n = 200 if args.quick else 1000
+    t0 = time.perf_counter()
+    first = True
+    print("| req/s | method | TPOT mean (ms) | TPOT P99 (ms) | throughput (tok/s) | tokens/step | "
+          "acceptance | draft share | mean k |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for rate in rates:
+        for name, method in METHODS.items():
+            r = run(rate, method, args.kind, args.alpha, n)
+            if first:
+                print(f"<!-- cost model: {r['source']} -->")
+                first = False
+            fmt = (lambda x: "-" if x != x else f"{x:.2f}")  # noqa: E731
+            print(f"| {rate} | {name} | {r['tpot_ms']:.2f} | {r['p99_tpot_ms']:.2f} | {r['tok_s']:.0f} | "
+                  f"{fmt(r['per_step'])} | {fmt(r['accept'])} | {fmt(r['draft'])} | {r['k']:.2f} |")
+    print(f"\n{len(rates) * len(METHODS)} runs of {n} requests in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
