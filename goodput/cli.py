@@ -14,15 +14,27 @@ rest of the command still works.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import signal
 import sys
 from collections.abc import Callable
 
-from goodput import __version__
-from sim.cli import add_sim_subcommands, run_command, run_simulate
-
 DESCRIPTION = ("Simulate, profile and plan LLM serving clusters: which design, which GPUs, how "
                "many, at what cost, meeting which SLOs.")
+
+#: subcommand -> (its line in `goodput --help`, the top-level package it needs). `goodput CMD`
+#: builds CMD's parser alone and lists the others by these lines, so `goodput --help` and
+#: `goodput simulate --help` import neither pandas nor the planner or the profiler.
+GROUPS = {
+    "simulate": ("simulate a serving cluster on a trace", "sim"),
+    "trace": ("inspect, generate and convert request traces", "sim"),
+    "profile": ("measure a GPU and fit a profiled cost model", "profiler"),
+    "fidelity": ("measure the simulator's error against real serving on a GPU "
+                 "(design / run / compare / report)", "profiler"),
+    "plan": ("cheapest GPU mix that meets TTFT/TPOT SLOs (Mélange ILP, proved by simulation)",
+             "planner"),
+}
 
 
 def _missing_optional(exc: ImportError, module: str) -> bool:
@@ -62,41 +74,113 @@ def _fidelity_group() -> Callable | None:
     return add_fidelity_subcommands
 
 
-def _wire_plan_into_simulate(simulate: argparse.ArgumentParser, cmd_simulate_plan) -> None:
-    """``goodput simulate --plan plan.yaml --trace T``: the planner re-simulates its plan."""
+def _wire_plan_into_simulate(simulate: argparse.ArgumentParser) -> None:
+    """``goodput simulate --plan plan.yaml --trace T``: the planner re-simulates its plan (the
+    planner is imported only when --plan is given)."""
+    from sim.cli import run_simulate
+
     simulate.add_argument("--plan", help="plan.yaml from `goodput plan`: re-simulate that "
                                          "deployment")
 
     def simulate_or_plan(args) -> int:
-        if args.plan:
-            return cmd_simulate_plan(args)
-        return run_simulate(args)
+        if not args.plan:
+            return run_simulate(args)
+        from planner.cli import cmd_simulate_plan
+
+        if args.out and not args.force:
+            from pathlib import Path
+
+            from sim.outputs import holds_results
+            from sim.run import existing_results_error
+
+            if holds_results(Path(args.out)):
+                raise existing_results_error(Path(args.out))
+        return cmd_simulate_plan(args)
 
     simulate.set_defaults(func=simulate_or_plan)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="goodput", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_sim_subcommands(sub)
-    simulate = sub.choices["simulate"]
-    for group in (_profile_group(), _fidelity_group()):
-        if group is not None:
-            group(sub)
+def _available(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _add_group(sub, name: str) -> bool:
+    """Add subcommand ``name``'s full parser; False where its optional dependencies are missing."""
+    if name == "simulate":
+        from sim.cli import add_simulate_subcommand
+
+        simulate = add_simulate_subcommand(sub)
+        if _available("planner"):
+            _wire_plan_into_simulate(simulate)
+        return True
+    if name == "trace":
+        from sim.workload.cli import add_trace_subcommands
+
+        add_trace_subcommands(sub)
+        return True
+    group = {"profile": _profile_group, "fidelity": _fidelity_group}.get(name)
+    if group is not None:
+        add = group()
+        if add is not None:
+            add(sub)
+        return add is not None
     plan = _plan_group()
     if plan is not None:
-        add_plan_subcommands, cmd_simulate_plan = plan
-        add_plan_subcommands(sub)
-        _wire_plan_into_simulate(simulate, cmd_simulate_plan)
+        plan[0](sub)
+    return plan is not None
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the version (importlib.metadata, ~40 ms) only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show the version and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from goodput import __version__
+
+        print(f"{parser.prog} {__version__}")
+        parser.exit()
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names (the first word not an option), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``goodput`` parser. With ``argv``, only the subcommand it names is built in full (the
+    others are listed by name and help line); without, every group is built."""
+    parser = argparse.ArgumentParser(prog="goodput", description=DESCRIPTION)
+    parser.add_argument("--version", action=_Version)
+    sub = parser.add_subparsers(dest="command", required=True)
+    wanted = None if argv is None else _command_of(argv)
+    for name, (line, package) in GROUPS.items():
+        if argv is None or name == wanted:
+            _add_group(sub, name)
+        elif package == "sim" or _available(package):
+            sub.add_parser(name, help=line, add_help=False)
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point of the ``goodput`` console script (pyproject.toml ``[project.scripts]``)."""
+    from sim.cli import run_command
+
     previous = _exit_on_sigterm()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return run_command(build_parser(), argv)
+        rc = run_command(build_parser(argv), argv)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return rc
+    except BrokenPipeError:  # `goodput trace stats T | head`: the reader left; exit quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush raises nothing
+        return 141  # 128 + SIGPIPE, as a command killed by the closed pipe reports
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's convention, not a traceback
         print("goodput: interrupted", file=sys.stderr)
         return 130

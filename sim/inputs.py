@@ -10,17 +10,20 @@ from sim.workload.schema import Trace, TraceError
 STREAM_THRESHOLD = 200_000
 
 
-def build_trace(cfg: TraceConfig, seed: int = 0):
-    """Return (requests, count): a Trace, or an iterator of DataFrame chunks for huge synthetic runs."""
+def build_trace(cfg: TraceConfig, seed: int = 0, **load_opts):
+    """Return (requests, count): a Trace, or an iterator of DataFrame chunks for huge synthetic runs.
+
+    ``load_opts`` (``sort``, ``zero_tokens``: ``goodput simulate --sort / --zero-tokens``) go to
+    ``load_trace`` for a trace file."""
     if cfg.path:
         try:
-            trace = load_trace(cfg.path, cfg.format)
+            trace = load_trace(cfg.path, cfg.format, **load_opts)
         except TraceError as exc:
             if "no timestamps" not in str(exc) or cfg.rate is None:
                 raise
             # a length-only trace: arrivals are synthesized at trace.rate
             trace = load_trace(cfg.path, cfg.format, rate=cfg.rate, arrival=cfg.arrival,
-                               cv=cfg.cv if cfg.arrival == "gamma" else None, seed=seed)
+                               cv=cfg.cv if cfg.arrival == "gamma" else None, seed=seed, **load_opts)
         if cfg.start_s is not None or cfg.end_s is not None:
             trace = time_slice(trace, cfg.start_s or 0.0, cfg.end_s)
         if cfg.rate is not None and "arrivals" not in trace.meta and len(trace) > 1:

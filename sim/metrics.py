@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from sim.schema import COMPLETED, OPTIONAL_DEFAULTS, OUTCOMES, REJECTED, REQUIRED_COLUMNS, UNFINISHED
+from sim.summary_text import format_summary  # noqa: F401  (re-exported: planner, tests)
 
 #: the request table's columns and outcomes are defined once, in sim.schema
 REQUIRED = REQUIRED_COLUMNS
@@ -178,12 +179,30 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _stats(values: np.ndarray) -> dict:
+def pct_key(q: float) -> str:
+    """Summary key of percentile ``q``: 50 -> 'p50', 99.9 -> 'p99.9'."""
+    return f"p{q:g}"
+
+
+def parse_percentiles(text: str) -> tuple[float, ...]:
+    """'50,90,99' -> (50.0, 90.0, 99.0); MetricsError naming --percentiles otherwise."""
+    try:
+        qs = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise MetricsError(f"--percentiles {text!r}: give comma-separated numbers in (0, 100], "
+                           "e.g. --percentiles 50,90,99") from None
+    if not qs or any(not 0 < q <= 100 for q in qs):
+        raise MetricsError(f"--percentiles {text!r}: each must be in (0, 100], e.g. 50,90,99")
+    return qs
+
+
+def _stats(values: np.ndarray, percentiles=PERCENTILES) -> dict:
     v = values[~np.isnan(values)]
     if v.size == 0:
-        return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
-    pct = np.percentile(v, PERCENTILES)
-    return {"mean": _num(v.mean()), **{f"p{p}": _num(q) for p, q in zip(PERCENTILES, pct, strict=True)}}
+        return {"mean": None, **{pct_key(p): None for p in percentiles}}
+    pct = np.percentile(v, percentiles)
+    return {"mean": _num(v.mean()),
+            **{pct_key(p): _num(q) for p, q in zip(percentiles, pct, strict=True)}}
 
 
 def _time_weighted(ts: pd.DataFrame, value: pd.Series) -> pd.Series:
@@ -219,10 +238,11 @@ def _timeseries_summary(ts: pd.DataFrame | None) -> dict:
 
 
 def summarize(requests: pd.DataFrame, timeseries: pd.DataFrame | None, instances: pd.DataFrame,
-              sim_duration_s: float, slo: SLO) -> dict:
+              sim_duration_s: float, slo: SLO, percentiles=PERCENTILES) -> dict:
     """All headline numbers of one run as a JSON-ready nested dict (NaN becomes None).
 
-    ``requests`` may be raw simulator output or already passed through request_metrics.
+    ``requests`` may be raw simulator output or already passed through request_metrics;
+    ``percentiles`` are the latency percentiles reported (keys 'p50', 'p99.9', ...).
     """
     dur = float(sim_duration_s)
     if not math.isfinite(dur) or dur < 0:
@@ -270,7 +290,7 @@ def summarize(requests: pd.DataFrame, timeseries: pd.DataFrame | None, instances
         "counts": counts,
         "throughput": {"completed_req_per_s": per_s(n_done), "output_tok_per_s": per_s(out_tokens),
                        "total_tok_per_s": per_s(total_tokens)},
-        "latency": {c: _stats(df[c].to_numpy(dtype=float)[done]) for c in LATENCY_COLUMNS},
+        "latency": {c: _stats(df[c].to_numpy(dtype=float)[done], percentiles) for c in LATENCY_COLUMNS},
         "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s,
                 "attainment_target": slo.attainment_target, "met": n_met,
                 "attainment": attainment,
@@ -307,66 +327,6 @@ def _clean(x):
     if isinstance(x, (float, np.floating)):
         return _num(x)
     return x
-
-
-def _fmt(v, pct: bool = False) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if pct:
-        return f"{100 * v:.1f}%"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
-
-
-def format_summary(s: dict) -> str:
-    """Compact aligned text for the terminal; the JSON summary stays the source of truth."""
-    c, t, slo, cost = s["counts"], s["throughput"], s["slo"], s["cost"]
-    ts, en = s["timeseries"], s["energy_upper_bound"]
-    kv = lambda pairs: "  ".join(f"{k} {v}" for k, v in pairs)  # noqa: E731
-    rej = ", ".join(f"{k}={v}" for k, v in c["rejected_by_reason"].items())
-    bound = lambda b: "-" if b is None else f"{b:g}s"  # noqa: E731
-    lines = [
-        f"{'requests':<12}" + kv([("total", _fmt(c["total"])), ("completed", _fmt(c["completed"])),
-                                  ("rejected", _fmt(c["rejected"]) + (f" ({rej})" if rej else "")),
-                                  ("unfinished", _fmt(c["unfinished"]))]),
-        f"{'throughput':<12}" + kv([("req/s", _fmt(t["completed_req_per_s"])),
-                                    ("out tok/s", _fmt(t["output_tok_per_s"])),
-                                    ("total tok/s", _fmt(t["total_tok_per_s"]))]),
-        f"{'slo':<12}" + kv([("ttft<=", bound(slo["ttft_s"])), ("tpot<=", bound(slo["tpot_s"])),
-                             ("attainment", _fmt(slo["attainment"], pct=True)),
-                             ("target", _fmt(slo["attainment_target"], pct=True)),
-                             ("met", _fmt(slo["meets_target"])),
-                             ("goodput req/s", _fmt(slo["goodput_req_per_s"]))]),
-    ]
-    if len(slo["per_class"]) > 1:
-        lines += [f"{'':<12}class {k}: {_fmt(v['attainment'], pct=True)} of {v['requests']:,}"
-                  for k, v in slo["per_class"].items()]
-    lines.append(f"{'cluster':<12}" + kv([
-        ("busy", _fmt(s["utilisation"]["mean_busy_fraction"], pct=True)),
-        ("kv mean", _fmt(ts["kv_mean_used_fraction"], pct=True)),
-        ("kv max", _fmt(ts["kv_max_used_fraction"], pct=True)),
-        ("batch", _fmt(ts["mean_batch_size"])), ("preempt", _fmt(s["preemptions"])),
-        ("migrations", _fmt(s["migrations"]))]))
-    lines.append(f"{'cost':<12}" + kv([("$/h", _fmt(cost["cluster_usd_per_hour"])),
-                                       ("run $", _fmt(cost["run_usd"])),
-                                       ("$/M out tok", _fmt(cost["usd_per_million_output_tokens"])),
-                                       ("$/M tok", _fmt(cost["usd_per_million_total_tokens"])),
-                                       ("kWh busy@TDP", _fmt(en["busy_at_tdp_kwh"]))]))
-    d = s.get("disaggregation")
-    if d:
-        link = d.get("busiest_link") or {}
-        lines.append(f"{'kv hand-off':<12}" + kv([
-            ("mode", d["mode"]), ("requests", _fmt(d["handed_off"])), ("GB", _fmt(d["bytes"] / 1e9)),
-            ("p50 s", _fmt(d["kv_handoff_s"]["p50"])), ("p99 s", _fmt(d["kv_handoff_s"]["p99"])),
-            ("failed", _fmt(d["failed"])),
-            ("busiest link", f"{link.get('link', '-')} {_fmt(link.get('utilisation'), pct=True)}")]))
-    lines.append(f"{'latency (s)':<32}" + "".join(f"{h:>10}" for h in ("mean", "p50", "p90", "p99")))
-    for name, st in s["latency"].items():
-        lines.append(f"  {name:<30}" + "".join(f"{_fmt(st[k]):>10}" for k in ("mean", "p50", "p90", "p99")))
-    return "\n".join(lines)
 
 
 def save_results(out_dir, requests: pd.DataFrame, timeseries: pd.DataFrame | None,

@@ -5,7 +5,8 @@ that folder put in the place of ``output.dir`` (two renames on one filesystem). 
 writing leaves the previous results untouched (and a ``.<name>.partial-*`` folder to delete). A
 folder that holds anything other than a goodput run's files is never replaced: that is checked
 before the simulation starts, so a typo'd ``--out ~`` costs nothing. ``folder_lock`` keeps two
-runs from writing one folder at once: the second is refused before it simulates.
+runs from writing one folder at once: the second is refused before it simulates. An earlier
+run's results are replaced only when asked (``goodput simulate --force``; ``holds_results``).
 """
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ def check_replaceable(out: Path) -> bool:
         raise ConfigError(f"output.dir {out}: holds files a goodput run did not write ({shown}); "
                           "give an empty or new folder, so nothing of yours is replaced")
     return True
+
+
+def holds_results(out: Path) -> bool:
+    """True if ``out`` holds an earlier run's results (any file a run writes; an empty folder or
+    one with only a lock does not); ConfigError as check_replaceable for a user's folder."""
+    if not check_replaceable(Path(out)):
+        return False
+    return any(is_run_file(p.name) and not p.name.endswith(".lock") for p in Path(out).iterdir())
 
 
 @contextmanager

@@ -1,4 +1,8 @@
-"""Simulate, then derive metrics, summary, files and plots: what ``goodput simulate`` prints."""
+"""Simulate, then derive metrics, summary, files and plots: what ``goodput simulate`` prints.
+
+The summary also carries ``provenance`` (what made the run: sim.provenance) and ``load``
+(offered load against what the cluster processed, and the headroom beside busy time).
+"""
 from __future__ import annotations
 
 import json
@@ -7,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.config import SimConfig, to_dict
+from sim.config import ConfigError, SimConfig, to_dict
 from sim.engine.tbt import percentile_from_hist
-from sim.metrics import SLO, request_metrics, save_results, summarize
-from sim.outputs import check_replaceable, folder_lock, staged_folder
+from sim.metrics import PERCENTILES, SLO, _num, request_metrics, save_results, summarize
+from sim.outputs import folder_lock, holds_results, staged_folder
 from sim.simulator import SimResult, simulate
 
 
@@ -18,12 +22,12 @@ def slo_of(cfg: SimConfig) -> SLO:
     return SLO(cfg.slo.ttft_s, cfg.slo.tpot_s, cfg.slo.attainment_target)
 
 
-def token_level_summary(result: SimResult) -> dict:
+def token_level_summary(result: SimResult, percentiles=PERCENTILES) -> dict:
     """Time-between-tokens over every generated token, decode stalls and migrations."""
     hist = result.tbt_hist
     inst = result.instances
-    pct = {f"tbt_p{q}_s": percentile_from_hist(hist, q) if hist is not None else None
-           for q in (50, 90, 99)}
+    pct = {f"tbt_p{q:g}_s": percentile_from_hist(hist, q) if hist is not None else None
+           for q in percentiles}
     out: dict = {k: (None if v is None or v != v else v) for k, v in pct.items()}
     out["decode_stall_s"] = float(inst["decode_stall_s"].sum()) if "decode_stall_s" in inst else 0.0
     out["stall_iterations"] = int(inst["stall_iterations"].sum()) if "stall_iterations" in inst else 0
@@ -55,27 +59,76 @@ def pool_summary(result: SimResult) -> dict:
             "busiest_link": busiest}
 
 
-def run_and_report(cfg: SimConfig, trace, count: int | None = None) -> SimResult:
+def load_summary(result: SimResult, cfg: SimConfig, summary: dict) -> dict:
+    """Offered load (prompt + output tokens per second of the trace's arrivals) against what the
+    cluster processed, and the headroom beside busy time.
+
+    ``busy`` only says an instance had *some* batch running; ``headroom`` estimates the share of
+    batch capacity left unused: 1 - max(busy x mean batch when busy / max_batch_size, mean KV
+    blocks used). A cluster busy 97% with 3 of 256 batch slots filled has ~99% headroom.
+    """
+    q = result.requests
+    arrivals = q["arrival_s"].to_numpy(dtype=float)
+    tokens = float(q["prompt_tokens"].astype(float).sum() + q["output_tokens"].astype(float).sum())
+    span = float(arrivals.max() - arrivals.min()) if len(arrivals) > 1 else 0.0
+    offered = tokens / span if span > 0 else None
+    processed = summary["throughput"]["total_tok_per_s"]
+    busy = summary["utilisation"]["mean_busy_fraction"]
+    ts = summary["timeseries"]
+    fill = (ts["mean_batch_size_when_busy"] / cfg.scheduler.max_batch_size
+            if ts["mean_batch_size_when_busy"] is not None and cfg.scheduler.max_batch_size else None)
+    used = [x for x in (busy * fill if busy is not None and fill is not None else None,
+                        ts["kv_mean_used_fraction"]) if x is not None]
+    return {"offered_req_per_s": _num(len(arrivals) / span) if span > 0 else None,
+            "offered_tok_per_s": _num(offered) if offered is not None else None,
+            "processed_tok_per_s": processed,
+            "processed_fraction": (_num(processed / offered) if offered and processed is not None
+                                   else None),
+            "busy_fraction": busy, "batch_fill_when_busy": _num(fill) if fill is not None else None,
+            "headroom": _num(min(1.0, max(0.0, 1.0 - max(used)))) if used else None}
+
+
+def run_and_report(cfg: SimConfig, trace, count: int | None = None, *, force: bool = True,
+                   provenance: dict | None = None, percentiles=PERCENTILES) -> SimResult:
     """Run one simulation; fill ``result.summary``; write files and plots if ``output.dir`` is set
-    (all at once when complete: see sim.outputs)."""
+    (all at once when complete: see sim.outputs).
+
+    ``force=False`` refuses an ``output.dir`` that holds an earlier run's results (``goodput
+    simulate`` without ``--force``); the default replaces them, as notebooks re-running a cell
+    expect. ``provenance`` is the record of sim.provenance.collect (collected here if None);
+    ``percentiles`` are the latency percentiles of the summary.
+    """
     if not cfg.output.dir:
-        return _run(cfg, trace, count)
-    with folder_lock(Path(cfg.output.dir)):  # a second run on this folder is refused, not raced
-        check_replaceable(Path(cfg.output.dir))  # before simulating, not after
-        return _run(cfg, trace, count)
+        return _run(cfg, trace, count, provenance, percentiles)
+    out = Path(cfg.output.dir)
+    with folder_lock(out):  # a second run on this folder is refused, not raced
+        if holds_results(out) and not force:  # before simulating, not after
+            raise existing_results_error(out)
+        return _run(cfg, trace, count, provenance, percentiles)
 
 
-def _run(cfg: SimConfig, trace, count: int | None) -> SimResult:
+def existing_results_error(out: Path) -> ConfigError:
+    return ConfigError(f"output.dir {out}: holds the results of an earlier run; pass --force to "
+                       "replace them, or give a new folder (--out)")
+
+
+def _run(cfg: SimConfig, trace, count: int | None, provenance: dict | None,
+         percentiles) -> SimResult:
+    from sim.provenance import collect
+
+    prov = provenance if provenance is not None else collect(cfg, trace)
     result = simulate(cfg, trace, count)
     result.requests = request_metrics(result.requests)
     slo = slo_of(cfg)
     result.summary = summarize(result.requests, result.timeseries, result.instances,
-                               result.sim_duration_s, slo)
-    result.summary["tokens"] = token_level_summary(result)
+                               result.sim_duration_s, slo, percentiles=percentiles)
+    result.summary["tokens"] = token_level_summary(result, percentiles)
+    result.summary["load"] = load_summary(result, cfg, result.summary)
     if result.kv_transfer:
         result.summary["disaggregation"] = pool_summary(result)
     result.summary["cost_model"] = result.cost_sources
     result.summary["wall_s"] = result.wall_s
+    result.summary["provenance"] = {**prov, "cost_sources": result.cost_sources}
     if cfg.output.dir:
         with staged_folder(Path(cfg.output.dir)) as out:
             save_results(out, result.requests, result.timeseries, result.instances, result.summary,

@@ -45,3 +45,39 @@ def test_a_failure_while_writing_leaves_the_earlier_results(tmp_path):
         raise RuntimeError("killed while writing")
     assert (out / "summary.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+
+
+RUN = ["simulate", "--rate", "4", "--num-requests", "3", "--no-progress", "--no-plots",
+       "--cost-model", "roofline"]
+
+
+def test_the_cli_refuses_earlier_results_without_force(tmp_path, capsys):
+    from goodput.cli import main
+
+    out = tmp_path / "res"
+    out.mkdir()  # an empty folder is not "earlier results": used as is
+    assert main([*RUN, "--out", str(out), "--seed", "1"]) == 0
+    before = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main([*RUN, "--out", str(out), "--seed", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--force" in err and "Traceback" not in err, err
+    assert (out / "summary.json").read_bytes() == before  # untouched
+    assert main([*RUN, "--out", str(out), "--seed", "2", "--force"]) == 0
+    assert json.loads((out / "config.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]  # crash-safe replace, no leftovers
+
+
+def test_the_api_refuses_earlier_results_when_force_is_false(tmp_path):
+    out = tmp_path / "res"
+    run_and_report(cfg(out, seed=1), ONE)
+    with pytest.raises(ConfigError, match="pass --force"):
+        run_and_report(cfg(out, seed=2), ONE, force=False)
+
+
+def test_a_run_without_out_says_nothing_was_saved(capsys):
+    from goodput.cli import main
+
+    assert main(RUN) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("results not saved (no --out)") and "--out DIR" in last

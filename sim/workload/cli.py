@@ -12,17 +12,14 @@ import functools
 import json
 import sys
 
-from .formats import FORMATS
-from .generators import rescale, synthesize_chunks, time_slice
-from .lengths import SPEC_HELP
-from .loaders import load_trace, save_trace, write_chunks
-from .schema import Trace, TraceError
-from .stats import format_stats, trace_stats
+from .formats import FORMATS  # the package (sim.workload) is loaded by now, pandas with it
 
 
 def _friendly(fn):
     @functools.wraps(fn)
     def wrapper(args) -> int:
+        from .schema import TraceError
+
         try:
             return fn(args)
         except TraceError as e:
@@ -54,7 +51,9 @@ def _load_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="length-only traces: arrival seed")
 
 
-def _load(path: str, args) -> Trace:
+def _load(path: str, args):
+    from .loaders import load_trace
+
     return load_trace(path, args.format, sort=args.sort or None, zero_tokens=args.zero_tokens,
                       burstgpt_failed=args.burstgpt_failed, model=args.model,
                       log_type=args.log_type, rate=args.rate, arrival=args.arrival, cv=args.cv,
@@ -64,6 +63,8 @@ def _load(path: str, args) -> Trace:
 @_friendly
 def cmd_stats(args) -> int:
     """Print a trace's size, rate, burstiness and length percentiles (or JSON with --json)."""
+    from .stats import format_stats, trace_stats
+
     s = trace_stats(_load(args.file, args))
     if args.json:
         print(json.dumps(s, indent=2, default=str))
@@ -75,6 +76,9 @@ def cmd_stats(args) -> int:
 @_friendly
 def cmd_generate(args) -> int:
     """Write a synthetic trace; streams chunks so 10^6+ requests need little memory."""
+    from .generators import synthesize_chunks
+    from .loaders import write_chunks
+
     n = write_chunks(synthesize_chunks(args.n, args.rate, args.prompt, args.output,
                                        args.arrival, args.cv, args.seed, chunk=args.chunk),
                      args.out, float_format=args.float_format)
@@ -85,6 +89,9 @@ def cmd_generate(args) -> int:
 @_friendly
 def cmd_convert(args) -> int:
     """Any supported format -> canonical file, optionally cut to a window and/or re-rated."""
+    from .generators import rescale, time_slice
+    from .loaders import save_trace
+
     trace = _load(args.input, args)
     if args.start is not None or args.end is not None:
         trace = time_slice(trace, args.start or 0.0, args.end)
@@ -102,6 +109,8 @@ def add_trace_subcommands(subparsers) -> argparse.ArgumentParser:
 
     Each leaf parser sets `func` to its handler: call `args.func(args)` after parsing.
     """
+    from .lengths import SPEC_HELP  # imports pandas: `goodput trace` is loaded only when asked
+
     trace = subparsers.add_parser("trace", help="inspect, generate and convert request traces")
     sub = trace.add_subparsers(dest="trace_cmd", required=True, metavar="{stats,generate,convert}")
 
