@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +70,9 @@ def measured_points(root: Path, gpus=None, per_profile: int = 80, seed: int = 0)
 
 def _params(x) -> RooflineParams:
     eff = [1 / (1 + math.exp(-v)) for v in x[:N_EFF]]
-    return RooflineParams(**dict(zip(FITTED, [*eff, *(math.exp(v) for v in x[N_EFF:])],
-                                     strict=True)))
+    kw: dict[str, Any] = dict(zip(FITTED, [*eff, *(math.exp(v) for v in x[N_EFF:])],
+                                  strict=True))
+    return RooflineParams(**kw)
 
 
 def phase(batch: Batch) -> str:

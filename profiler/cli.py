@@ -15,6 +15,18 @@ from sim.costmodel.profile_store import PROFILES_ROOT
 DEFAULT_ROOT = PROFILES_ROOT
 
 
+def require_device(device: str, command: str, cpu_hint: str = "--device cpu") -> None:
+    """One clear line instead of a traceback deep in torch when ``device`` cannot be used."""
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"profile {command} measures with torch, which is not installed; "
+                         "pip install 'goodput[profiler]' (or torch) first") from None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"profile {command}: no CUDA GPU is visible to torch (--device "
+                         f"defaults to cuda); run it on a GPU machine, or pass {cpu_hint}")
+
+
 def _cmd_run(args) -> int:
     from profiler.fit import fit_profile
     from profiler.run import RunConfig, run_profile
@@ -22,12 +34,13 @@ def _cmd_run(args) -> int:
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not models:
         raise ValueError("--model: give one model name or a comma-separated list")
+    require_device(args.device, "run", "--device cpu --model tiny-cpu --quick for the CPU mode")
     for m in models:
         cfg = RunConfig(model=m, tp=args.tp, gpu_name=args.gpu_name, device=args.device,
                         out_root=Path(args.out), quick=args.quick, depth=args.depth,
                         seed=args.seed, budget_s=args.budget_s,
                         validate_full_depth=args.validate_full_depth,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, attention=args.attention)
         out = run_profile(cfg)
         print(f"profile written to {out}")
         if not args.no_fit:
@@ -39,6 +52,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_bandwidth(args) -> int:
+    require_device(args.device, "bandwidth")
     from profiler.run import run_copy_bandwidth
 
     print(f"copy bandwidth written to {run_copy_bandwidth(args.device, args.gpu_name, args.out)}")
@@ -59,6 +73,7 @@ def _parse_bytes(text: str) -> int:
 
 
 def _cmd_collectives(args) -> int:
+    require_device(args.device, "collectives", "--device cpu (gloo)")
     from profiler.collectives import DEFAULT_SIZES, run_collectives
 
     if args.sizes:
@@ -130,6 +145,9 @@ def add_profile_subcommands(subparsers) -> None:
                    help="stop a model after this many seconds (rerun resumes)")
     r.add_argument("--validate-full-depth", action="store_true",
                    help="also time a full-depth forward and compare (small models)")
+    r.add_argument("--attention", default="fastest", choices=["fastest", "triton"],
+                   help="time each batch with the faster of the Triton paged kernel and torch "
+                        "SDPA (fastest), or with the Triton kernel alone")
     r.add_argument("--no-fit", action="store_true", help="measure only")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_run)

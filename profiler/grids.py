@@ -67,19 +67,32 @@ class GridConfig:
     random_batches: int = 40
     lmhead_rows: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
     overhead_batches: tuple = (1, 16, 64, 256)
+    #: Prompts beyond max_tokens up to the context limit (sparse), one prompt each, with the
+    #: linear and embedding sweeps at the same T: long prefill is measured, not extrapolated.
+    long_prompts: tuple = (24576, 32768, 49152, 65536, 98304, 131072)
+    #: Chunked prefill over a long cached prefix: (chunk, prefix); each alone and with 16 decodes
+    long_chunks: tuple = ((512, 32768), (2048, 32768), (8192, 32768), (2048, 65536),
+                          (8192, 65536), (512, 122880), (2048, 122880), (8192, 122880))
+    #: Decode at long contexts: these batch sizes at these contexts too (the log-spaced decode
+    #: contexts already hold 65536 and the limit); beyond the KV budget they are infeasible
+    long_decode_batches: tuple = (1, 2, 4, 8, 16, 32)
+    long_decode_ctx: tuple = (32768, 49152, 98304)
 
 
 QUICK = GridConfig(max_tokens=2048, batch_sizes=(1, 4, 16, 64, 256),
                    decode_ctx_per_octave=0.34, linear_per_octave=2, verify_batches=(1, 16),
                    verify_k=(1, 4, 8), verify_ctx=(256,), random_batches=8,
-                   lmhead_rows=(1, 16, 256, 2048), overhead_batches=(1, 64))
+                   lmhead_rows=(1, 16, 256, 2048), overhead_batches=(1, 64), long_prompts=(),
+                   long_chunks=(), long_decode_batches=())
 
 
 #: The CPU mode's grid (tiny synthetic model): every kind of point, a few seconds in total.
 CPU_TINY = GridConfig(max_tokens=512, batch_sizes=(1, 2, 4, 8, 16, 32, 64),
                       linear_per_octave=2, verify_batches=(1, 8), verify_k=(1, 2, 4, 8),
                       verify_ctx=(64,), random_batches=10, lmhead_rows=(1, 8, 64, 512),
-                      overhead_batches=(1, 16))
+                      overhead_batches=(1, 16), long_prompts=(768, 1024),
+                      long_chunks=((128, 768),), long_decode_batches=(1, 4),
+                      long_decode_ctx=(900,))
 
 
 def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
@@ -94,9 +107,10 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
     budget_tok = token_budget if token_budget is not None else 1 << 62
     pts: list[Point] = []
     max_t = cfg.max_tokens
-    for t in linear_grid(max_t, cfg.linear_per_octave):
+    longs = [p for p in cfg.long_prompts if max_t < p <= max_context]
+    for t in linear_grid(max_t, cfg.linear_per_octave) + longs:
         pts.append(Point("linear", "sweep", f"T={t}"))
-    for t in log_grid(1, max_t, 2):
+    for t in log_grid(1, max_t, 2) + longs:
         pts.append(Point("embed", "sweep", f"T={t}"))
     for n in cfg.lmhead_rows:
         pts.append(Point("lmhead", "sweep", f"N={n}"))
@@ -107,7 +121,7 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
         pts.append(Point("batch", sub, encode(groups)))
 
     # Prefill: one prompt of each length, then equal-length prompt batches.
-    for p in log_grid(16, min(max_t, max_context), 2):
+    for p in log_grid(16, min(max_t, max_context), 2) + longs:
         batch("prefill", [(1, p, 0)])
     for n in (2, 4, 8, 16, 32, 64):
         for p in (32, 128, 512, 2048):
@@ -124,7 +138,11 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
         extra = []
         if len(feasible) < 4 and limit >= 16:
             extra = [round(float(x)) for x in np.geomspace(16, limit, 4)]
-        for c in sorted(set(ctxs) | set(extra)):
+        long = [c for c in cfg.long_decode_ctx if c < max_context] \
+            if b in cfg.long_decode_batches else []
+        if cfg.long_decode_batches and feasible and limit > 1.5 * feasible[-1]:
+            long.append(limit)  # the longest context the KV budget allows at this B
+        for c in sorted(set(ctxs) | set(extra) | set(long)):
             batch("decode", [(b, 1, c)])
     # Speculative verify: B sequences x (k + 1) query tokens.
     for b in cfg.verify_batches:
@@ -140,6 +158,10 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
                     continue
                 groups = [(1, chunk, pre)] + ([(nd, 1, min(1024, max_context - 1))] if nd else [])
                 batch("mixed", groups)
+    for chunk, pre in cfg.long_chunks:  # long cached prefixes (chunk <= max_t is not required)
+        if chunk + pre <= max_context:
+            batch("mixed", [(1, chunk, pre)])
+            batch("mixed", [(1, chunk, pre), (16, 1, min(1024, max_context - 1))])
     # Random compositions (seeded), as a scheduler under load produces them.
     rng = np.random.default_rng(seed)
     for _ in range(cfg.random_batches):

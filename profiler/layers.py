@@ -102,10 +102,16 @@ class DecoderLayer:
         x, res = add_rmsnorm(h, res, self.norm2)
         return self._mlp(x), res
 
-    def forward(self, h, res, meta: AttnMeta, cos_sin, attention: bool = True):
+    def forward(self, h, res, meta: AttnMeta, cos_sin, attention: bool = True, attn_fn=None):
         q, res = self.pre_attention(h, res, meta.positions, meta.slots, cos_sin)
-        # attention=False times everything but the attention kernel (the "linear" sweep).
-        a = paged_attention(q, self.k_cache, self.v_cache, meta, self.scale) if attention else q
+        # attention=False times everything but the attention kernel (the "linear" sweep);
+        # attn_fn(q, layer, meta) replaces the Triton kernel (profiler.attention_backends).
+        if not attention:
+            a = q
+        elif attn_fn is not None:
+            a = attn_fn(q, self, meta)
+        else:
+            a = paged_attention(q, self.k_cache, self.v_cache, meta, self.scale)
         return self.post_attention(a, res)
 
 
@@ -122,9 +128,9 @@ class LayerStack:
         #: CUDA graphs need static shapes; the MoE expert loop has data-dependent ones.
         self.capturable = s.experts == 1
 
-    def forward(self, h, res, meta: AttnMeta, attention: bool = True):
+    def forward(self, h, res, meta: AttnMeta, attention: bool = True, attn_fn=None):
         for layer in self.layers:
-            h, res = layer.forward(h, res, meta, self.cos_sin, attention)
+            h, res = layer.forward(h, res, meta, self.cos_sin, attention, attn_fn)
         return h
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from profiler import provenance
+from profiler.attention_backends import AttentionSelector, contiguous_pages
 from profiler.batches import InfeasiblePoint, build_meta, decode, draw_pages, kv_tokens
 from profiler.collectives import ALLREDUCE_ESTIMATED, measure_copy_bandwidth
 from profiler.grids import CPU_TINY, QUICK, GridConfig, Point, build_grid
@@ -46,6 +47,9 @@ class RunConfig:
     #: exceed it, so CI exercises the infeasible-point path.
     cpu_memory_gb: float = 0.01
     validate_full_depth: bool = False
+    #: "fastest": each batch row is timed with the faster of the Triton paged kernel and torch
+    #: SDPA (profiler.attention_backends); "triton": the Triton kernel alone (profiles before it)
+    attention: str = "fastest"
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -132,6 +136,15 @@ class Profiler:
                                   ).to(torch.bfloat16)
         self.tokens = torch.randint(0, self.s.vocab, (max_rows,), generator=gen,
                                     device=self.device)
+        self.selector: AttentionSelector | None = None
+        if cfg.attention == "fastest":
+            self.q_in = torch.randn(max_rows, self.s.q_heads, self.s.head_dim, generator=gen,
+                                    device=self.device).to(torch.bfloat16)
+            budget = self.point_budget_s / 3
+            self.selector = AttentionSelector(self.device, lambda fn: time_fn(
+                fn, self.device, graph=self.stack.capturable, budget_s=budget).median_s)
+        elif cfg.attention != "triton":
+            raise ValueError(f"attention='{cfg.attention}': use 'fastest' or 'triton'")
 
     # ---------------------------------------------------------------- one point
     def _meta(self, code: str, seed: int):
@@ -165,11 +178,24 @@ class Profiler:
                 f"{kvt} KV tokens exceed the full model's capacity on this GPU "
                 f"({self.kv_capacity} tokens at {MEMORY_UTILIZATION:.0%} of memory)")
         meta = self._meta(p.code, zlib.crc32(p.code.encode()))
-        if p.kind == "overhead":
+        if p.kind == "overhead":  # host time around the Triton-kernel forward
             return {**base, "timing": self._overhead(p.code, meta, new)}
-        t = time_fn(lambda: self.stack.forward(self.h_in[:new], self.res_in[:new], meta),
+        attn_fn, note = None, ""
+        if self.selector is not None:
+            ch = self.selector.choose(p.code, self.stack.layers[0], self.q_in[:new], meta)
+            if ch.kind == "sdpa":
+                pages = contiguous_pages(p.code)
+                if pages.size > self.pool_blocks:
+                    raise InfeasiblePoint(f"needs {pages.size} KV pages, pool holds "
+                                          f"{self.pool_blocks}")
+                meta = build_meta(p.code, self.s.group, self.s.kv_heads, self.s.head_dim,
+                                  self.pool_blocks, self.device, self.sm_count, 0, pages=pages)
+                attn_fn = AttentionSelector.attn_fn(ch, p.code)
+            note = "attn=" + ch.label
+        t = time_fn(lambda: self.stack.forward(self.h_in[:new], self.res_in[:new], meta,
+                                               attn_fn=attn_fn),
                     self.device, graph=graph, budget_s=self.point_budget_s)
-        return {**base, "timing": t.scaled(1 / depth)}
+        return {**base, "timing": t.scaled(1 / depth), "note": note}
 
     def _overhead(self, code, meta, new):
         """Host time per iteration around a captured forward (see measure.iteration_overhead)."""
@@ -211,6 +237,18 @@ def _allreduce_estimate(gpu: str, tp: int) -> dict | None:
                        "link = catalog NVLink GB/s x RooflineParams.nvlink_efficiency"}
 
 
+def _measure_retry(prof: Profiler, p: Point) -> dict:
+    """``prof.measure(p)``, retried once after freeing the allocator's cache on out-of-memory
+    (graph pools of a 128k-token point can leave the cache too fragmented for the next one)."""
+    try:
+        return prof.measure(p)
+    except torch.OutOfMemoryError:
+        if not prof.cuda:
+            raise
+    torch.cuda.empty_cache()
+    return prof.measure(p)
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
@@ -236,6 +274,7 @@ def run_profile(cfg: RunConfig) -> Path:
         "sm_count": prof.sm_count,
         "grid": asdict(prof.grid_cfg), "quick": cfg.quick, "seed": cfg.seed,
         "allreduce": _allreduce_estimate(prof.gpu, cfg.tp),
+        "attention_mode": cfg.attention,
         "timing": "CUDA graph replays between CUDA events, median of rounds" if prof.cuda
         else "time.perf_counter on the CPU, median of rounds",
         "provenance": info,
@@ -246,6 +285,10 @@ def run_profile(cfg: RunConfig) -> Path:
         meta["previous_runs"] = [
             *before.pop("previous_runs", []),
             {k: before.get(k) for k in ("status", "run_seconds", "provenance")}]
+        if prof.selector is not None:  # keep the earlier rows' kernel choices
+            prof.selector.log.update((before.get("attention") or {}).get("per_shape", {}))
+    if prof.selector is not None:
+        meta["attention"] = prof.selector.provenance()
     _write_json(out / "provenance.json", meta)
     todo = [p for p in prof.grid if p.key not in done]
     new_file = not table.exists()
@@ -256,6 +299,7 @@ def run_profile(cfg: RunConfig) -> Path:
         bar = tqdm(total=len(prof.grid), initial=len(prof.grid) - len(todo),
                    desc=f"{prof.gpu}/{prof.spec.name}/tp{cfg.tp}", unit="pt")
     stopped = False
+    last_save = time.time()
     with table.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         if new_file:
@@ -266,10 +310,11 @@ def run_profile(cfg: RunConfig) -> Path:
                 break
             row = {"kind": p.kind, "subkind": p.subkind, "code": p.code}
             try:
-                r = prof.measure(p)
+                r = _measure_retry(prof, p)
                 t = r.pop("timing")
+                note = r.pop("note", "")
                 row.update(r, status="ok", median_s=f"{t.median_s:.6e}", p10_s=f"{t.p10_s:.6e}",
-                           p90_s=f"{t.p90_s:.6e}", rounds=t.rounds, calls=t.calls, note="")
+                           p90_s=f"{t.p90_s:.6e}", rounds=t.rounds, calls=t.calls, note=note)
             except InfeasiblePoint as exc:
                 row.update(status="infeasible", note=str(exc))
             except torch.OutOfMemoryError as exc:
@@ -280,6 +325,9 @@ def run_profile(cfg: RunConfig) -> Path:
                 row.setdefault(col, "")
             w.writerow(row)
             f.flush()
+            if prof.selector is not None and time.time() - last_save > 20:
+                _write_json(out / "provenance.json", meta)  # the choices so far (a kill keeps them)
+                last_save = time.time()
             if bar:
                 bar.update(1)
     if bar:

@@ -16,9 +16,10 @@ from sim.costmodel.base import Batch
 from sim.costmodel.profiled import ProfiledCostModel, attention_features, calibrated_roofline, find_profile
 
 LAYERS, GROUP = 3, 4
-# attention feature weights, per class (launch, blocks, tiles, split, items) and t128_attn_work
+# attention feature weights, per class (launch, blocks, tiles, split, items), t128_attn_work
+# and t128_prefix_work
 W = [2e-6, 3e-8, 1e-7, 4e-6, 2e-8, 5e-6, 2e-8, 3e-7, 3e-6, 1e-8,
-     4e-6, 6e-8, 3e-8, 2e-6, 1e-8, 2e-12]
+     4e-6, 6e-8, 3e-8, 2e-6, 1e-8, 2e-12, 1e-12]
 
 
 def lin(t):

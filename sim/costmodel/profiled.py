@@ -46,7 +46,8 @@ MAX_VERIFY_TOKENS = 9
 SPLIT_WAVES = 4
 MIN_CHUNK_BLOCKS = 4
 _PER_CLASS = ("launch", "blocks", "tiles", "split", "items")
-FEATURES = (*(f"t{bm}_{name}" for bm in TILE_CLASSES for name in _PER_CLASS), "t128_attn_work")
+FEATURES = (*(f"t{bm}_{name}" for bm in TILE_CLASSES for name in _PER_CLASS), "t128_attn_work",
+            "t128_prefix_work")
 
 
 #: Knots (log2 of the new-token count) of the fitted relative correction of lin(T). One knot:
@@ -115,16 +116,19 @@ def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
     the balanced chunk size (``total blocks / (4 waves x SMs / KV heads)``, at least 4 blocks),
     the kernel cuts tiles into chunks and merges partial results: ``split`` and ``items`` (number
     of chunks) carry that cost. ``t128_attn_work`` (query-key pairs) lets the fit weigh the
-    causal masking of long prompts. Decodes (q = 1) only enter the split decision of the 16-row
-    class they share; their own cost is the measured decode line. ``decodes`` more one-token
-    sequences may be given by their totals (context sum and largest context): that is all the
-    split decision reads of them.
+    causal masking of long prompts; ``t128_prefix_work`` (the pairs against a cached prefix,
+    q x ctx) lets it price chunks over a cached prefix apart from fresh prompts, since the
+    fastest kernels differ there (profiler.attention_backends; fit.json files written before
+    this feature have one coefficient fewer and ignore it). Decodes (q = 1) only enter the
+    split decision of the 16-row class they share; their own cost is the measured decode
+    line. ``decodes`` more one-token sequences may be given by their totals (context sum and
+    largest context): that is all the split decision reads of them.
     """
     n_cls = len(TILE_CLASSES)
     tot_blocks = [0.0] * n_cls  # every sequence, decodes included (the split decision)
     max_blocks = [0] * n_cls
     own = [[0.0, 0.0, 0.0] for _ in range(n_cls)]  # non-decode: present, blocks, tiles
-    work128 = 0.0
+    work128 = prefix128 = 0.0
     for q, c in zip(q_lens, ctx_lens, strict=True):
         rows = q * group
         k = 0 if rows <= TILE_CLASSES[0] else 1 if rows <= TILE_CLASSES[1] else 2
@@ -141,6 +145,7 @@ def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
             own[k][2] += n
             if k == 2:
                 work128 += q * (c + (q + 1) / 2.0)
+                prefix128 += float(q * c)
     if decodes:  # a one-token tile over c keys streams (c + 1) / KV_BLOCK blocks
         rows = group
         k = 0 if rows <= TILE_CLASSES[0] else 1 if rows <= TILE_CLASSES[1] else 2
@@ -154,7 +159,7 @@ def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
         split = 1.0 if present and max_blocks[k] > chunk else 0.0
         items = split * (blocks / chunk + tiles / 2.0)
         f += [present, blocks, tiles, split, items]
-    return [*f, work128]
+    return [*f, work128, prefix128]
 
 
 def logit_rows(q_lens) -> int:
