@@ -129,6 +129,9 @@ def add_plan_subcommands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/plan", help="directory for plan.yaml, CSVs, plots")
     p.add_argument("--no-plots", action="store_true")
+    from planner.placement_cli import add_disagg_arguments
+
+    add_disagg_arguments(p)  # --disaggregated: DistServe placement search (planner.placement)
     p.set_defaults(func=cmd_plan)
 
 
@@ -173,6 +176,11 @@ def cmd_plan(args) -> int:
     from planner.assemble import check_options
     from sim.outputs import folder_lock
 
+    if getattr(args, "disaggregated", False):
+        from planner.placement_cli import cmd_plan_disagg
+
+        with folder_lock(Path(args.out)):
+            return cmd_plan_disagg(args, _csv(args.gpus, str, "gpus"), load_planning_trace)
     t0 = time.perf_counter()
     opts = options_from_args(args)
     check_options(opts)  # every option before the trace is read or a capacity measured

@@ -9,16 +9,18 @@ What exists here is the optimisation, which is exact given per-phase capacities:
 ``solve_phase_split`` maximises z (req/s) subject to z <= sum_p n_p * prompt_cap_p,
 z <= sum_t m_t * token_cap_t, and the budget, with integer machine counts (PuLP, CBC).
 
-What does not exist yet is an honest source of those capacities. A prompt machine's capacity
-needs TTFT including the KV transfer to a token machine; a token machine's capacity needs decode
-iterations fed by transferred KV caches rather than local prefills. Both need the disaggregated
-prefill/decode simulation (separate pools, a KV-transfer link model, a two-stage router), which
-the simulator does not have. ``plan_phase_split`` therefore raises PlannerError naming exactly
-that, instead of estimating capacities from the colocated simulation, which would be the number
-Splitwise exists to beat.
+``plan_phase_split`` measures those capacities by simulation (planner.placement): a prompt
+machine's capacity is the largest rate one prefill-only instance of that type sustains with TTFT
+attainment at the target, its KV handed over the modelled fabric to a decode pool that is never
+the bottleneck; a token machine's is the largest rate one decode-only instance sustains with TPOT
+attainment at the target (TPOT counted from the first token, so the KV hand-off is in it), fed by
+enough prompt machines. Then it solves, and re-simulates the chosen pools once (``check``).
+Mixed (colocated) machines are not in the optimisation: compare against planner.capacity's
+colocated capacity at the same budget (benchmarks/splitwise.py does).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -26,10 +28,6 @@ import pulp
 
 from planner.errors import PlannerError
 from planner.ilp import InstanceType, cbc, new_var
-
-MISSING = ("the disaggregated prefill/decode simulation: prompt-only and token-only instance "
-           "pools, a KV-cache transfer model between them (link bandwidth and latency per GPU "
-           "pair), and a two-stage router; sim/ simulates colocated instances only")
 
 
 @dataclass
@@ -78,10 +76,69 @@ def solve_phase_split(types: list[InstanceType], prompt_cap: dict[str, float],
                               time.perf_counter() - t0)
 
 
+@dataclass
+class PhaseSplitPlan:
+    solution: PhaseSplitSolution
+    prompt_cap: dict[str, float]  # type key -> req/s of one prompt machine
+    token_cap: dict[str, float]  # type key -> req/s of one token machine
+    check: object | None  # planner.placement.Check of the chosen pools at solution.throughput
+
+
+def measure_phase_caps(lengths, model: str, ttft_s: float, tpot_s: float, types: list[InstanceType],
+                       **task_options) -> tuple[dict[str, float], dict[str, float]]:
+    """Prompt and token capacity (req/s) of one machine of each type, by simulation."""
+    from planner.placement import PlacementTask, decode_capacity, prefill_capacity
+
+    def task(prefill_gpu: str, decode_gpu: str) -> PlacementTask:
+        return PlacementTask(model, prefill_gpu, decode_gpu, lengths, ttft_s, tpot_s,
+                             **task_options)
+
+    prompt = {t.key: prefill_capacity(task(t.gpu, t.gpu), t.tp) for t in types}
+    feed = max(prompt.values(), key=lambda c: c.rate)
+    token = {t.key: decode_capacity(task(feed.gpu, t.gpu), t.tp, feed) for t in types}
+    return {k: c.rate for k, c in prompt.items()}, {k: c.rate for k, c in token.items()}
+
+
 def plan_phase_split(trace, model: str, ttft_s: float, tpot_s: float, gpus: list[str],
-                     cost_budget: float | None = None, power_budget_w: float | None = None):
-    """Not available until the simulator can run disaggregated prefill/decode pools."""
-    raise PlannerError(f"phase-split (Splitwise) provisioning for {model} on {gpus} needs "
-                       f"per-phase capacities measured by simulation, which needs {MISSING}. "
-                       f"solve_phase_split() takes such capacities once they can be measured; "
-                       f"until then use the colocated plan (goodput plan)")
+                     cost_budget: float | None = None, power_budget_w: float | None = None,
+                     tps: tuple[int, ...] = (1,), verify: bool = True,
+                     **task_options) -> PhaseSplitPlan:
+    """Splitwise provisioning: measure per-phase capacities of every (GPU, TP) machine type by
+    simulation, maximise throughput within the budget, re-simulate the chosen pools once."""
+    from sim.catalog import get_gpu
+
+    if not gpus:
+        raise PlannerError("phase split: give at least one GPU type")
+    try:
+        specs = [get_gpu(g) for g in gpus]
+    except ValueError as exc:
+        raise PlannerError(f"phase split: {exc}") from None
+    types = [InstanceType(g.name, tp, g.price_per_hour, g.tdp_w) for g in specs for tp in tps]
+    df = trace.df if hasattr(trace, "df") else trace
+    lengths = df[["prompt_tokens", "output_tokens"]].to_numpy()
+    prompt_cap, token_cap = measure_phase_caps(lengths, model, ttft_s, tpot_s, types,
+                                               **task_options)
+    if not any(prompt_cap.values()) or not any(token_cap.values()):
+        raise PlannerError(f"phase split: no machine type meets the SLO in the "
+                           f"{'prompt' if not any(prompt_cap.values()) else 'token'} phase "
+                           f"(TTFT {ttft_s} s, TPOT {tpot_s} s) for {model} on {gpus}")
+    sol = solve_phase_split(types, prompt_cap, token_cap, cost_budget, power_budget_w)
+    check = None
+    if verify and sol.throughput > 0:
+        check = verify_split(sol, types, lengths, model, ttft_s, tpot_s, **task_options)
+    return PhaseSplitPlan(sol, prompt_cap, token_cap, check)
+
+
+def verify_split(sol: PhaseSplitSolution, types: list[InstanceType], lengths, model: str,
+                 ttft_s: float, tpot_s: float, rate: float | None = None, **task_options):
+    """One full simulation of the solution's pools at ``rate`` (default: its throughput)."""
+    from planner.placement import PlacementTask, Sample, config, run_check
+
+    by = {t.key: t for t in types}
+    groups = ([("prefill", by[k].gpu, by[k].tp, n) for k, n in sol.prompt.items()]
+              + [("decode", by[k].gpu, by[k].tp, n) for k, n in sol.token.items()])
+    task = PlacementTask(model, groups[0][1], groups[-1][1], lengths, ttft_s, tpot_s,
+                         **task_options)
+    r = rate or sol.throughput
+    n = min(task.max_requests, max(task.min_requests, math.ceil(task.verify_span_s * r)))
+    return run_check(config(task, groups), Sample(task).at(r, n), task)

@@ -1,4 +1,4 @@
-"""Phase split: the optimisation solved by hand, and the honest refusal to invent capacities."""
+"""Phase split: the optimisation solved by hand, and capacities measured by simulation."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +6,7 @@ import pytest
 from planner.errors import PlannerError
 from planner.ilp import InstanceType
 from planner.phase_split import plan_phase_split, solve_phase_split
+from tests.conftest import poisson_requests
 
 A = InstanceType("a", 1, 1.0, 100.0)  # good at prompts: 10 req/s of prefill, 2 of decode
 B = InstanceType("b", 1, 2.0, 300.0)  # good at tokens: 4 req/s of prefill, 10 of decode
@@ -37,7 +38,27 @@ def test_budget_required_and_positive():
         solve_phase_split([A, B], PROMPT, TOKEN, power_budget_w=0)
 
 
-def test_plan_phase_split_says_what_is_missing():
-    with pytest.raises(PlannerError, match=r"disaggregated prefill/decode simulation.*KV-cache "
-                                           r"transfer"):
-        plan_phase_split(None, "llama-3.1-8b", 0.5, 0.05, ["l4", "h100"], cost_budget=100)
+SMALL = {"cost_model": "roofline", "min_requests": 40, "max_requests": 300,
+         "span_lifetimes": 10.0, "min_span_s": 5.0, "verify_span_s": 20.0, "rel_tol": 0.2}
+
+
+def test_plan_phase_split_measures_capacities_by_simulation():
+    trace = poisson_requests(200, 5.0, prompt=(50, 1500), output=(5, 100))
+    plan = plan_phase_split(trace, "llama-3.2-1b", 0.1, 0.01, ["h100", "a100-80gb"],
+                            cost_budget=12.0, **SMALL)
+    assert set(plan.prompt_cap) == {"h100-sxm-tp1", "a100-80gb-tp1"}
+    assert all(v > 0 for v in plan.prompt_cap.values()) and all(v > 0 for v in plan.token_cap.values())
+    sol = plan.solution
+    assert sol.cost_per_hour <= 12.0 and sol.throughput > 0
+    # the ILP's throughput is what the measured capacities allow
+    assert sol.throughput <= sum(plan.prompt_cap[k] * n for k, n in sol.prompt.items()) + 1e-6
+    assert sol.throughput <= sum(plan.token_cap[k] * n for k, n in sol.token.items()) + 1e-6
+    assert plan.check is not None and 0 <= plan.check.attainment <= 1
+
+
+def test_plan_phase_split_bad_input():
+    trace = poisson_requests(50, 5.0)
+    with pytest.raises(PlannerError, match="at least one GPU"):
+        plan_phase_split(trace, "llama-3.2-1b", 0.1, 0.01, [], cost_budget=10)
+    with pytest.raises(PlannerError, match=r"phase split: .*unknown"):
+        plan_phase_split(trace, "llama-3.2-1b", 0.1, 0.01, ["nope"], cost_budget=10)
