@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(VENV)/bin/goodput simulate --config examples/demo.yaml --trace $(DEMO_TRACE) --out results/demo
+	$(VENV)/bin/goodput simulate --config examples/demo.yaml --trace $(DEMO_TRACE) --out results/demo --force
 
 test: venv
 	$(PY) -m pytest -q -n 2
