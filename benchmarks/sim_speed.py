@@ -11,6 +11,8 @@ Scenarios (each in a fresh subprocess so peak RSS is its own):
                it), round robin, Poisson 4 req/s, Azure conversation lengths with each request's
                total capped at 4,096 tokens by Vidur's rule (the excess taken from prompt and output
                in proportion), for N = 10k, 100k, 1M (skipped without ../shared/traces)
+  spec-conv    the azure-conv scenario with SmartSpec speculative decoding (Llama-3.2-1B draft,
+               acceptance 0.8, k = 0..8 chosen per batch)
   *-step       the same with fast-forward off (one event per iteration), for comparison
 
 Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b]
@@ -92,6 +94,10 @@ def run_one(name: str) -> dict:
     fast = not name.endswith("-step")
     base = name.removesuffix("-step")
     cfg = _vidur_config(fast) if base.startswith("vidur") else _config(fast)
+    if base == "spec-conv":
+        spec = cfg.scheduler.section("speculation")
+        spec.method, spec.alpha, spec.draft_model = "smartspec", 0.8, "llama-3.2-1b"
+        base = "azure-conv"
     load_s = None
     if base.startswith("vidur"):
         n = _size(base)
@@ -178,13 +184,14 @@ def main() -> int:
     if args.child:
         print(json.dumps(run_one(args.child)))
         return 0
-    names = ["azure-conv", "azure-conv-step", "synth-100k", "vidur-10k", "vidur-10k-step", "vidur-100k"]
+    names = ["azure-conv", "azure-conv-step", "spec-conv", "spec-conv-step", "synth-100k", "vidur-10k",
+             "vidur-10k-step", "vidur-100k"]
     if not args.quick:
         names += ["synth-1M", "vidur-1M"]
     if args.scenarios:
         names = args.scenarios.split(",")
     if not AZURE_CONV.exists():
-        names = [n for n in names if not n.startswith(("azure", "vidur"))]
+        names = [n for n in names if not n.startswith(("azure", "vidur", "spec"))]
         print(f"(skipping azure-conv and vidur: {AZURE_CONV} not found)")
     rows = []
     print(f"{'scenario':<18}{'requests':>10}{'completed':>11}{'wall s':>9}{'req/s':>10}"
