@@ -9,7 +9,7 @@ import dataclasses
 import gc
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -28,10 +28,10 @@ from sim.engine.observer import NullObserver
 from sim.engine.policies import make_policy
 from sim.engine.records import RecordSink
 from sim.engine.routers import make_router
-from sim.engine.sequence import UNFINISHED, Sequence
+from sim.engine.sequence import UNFINISHED
 from sim.engine.trace_events import EventTrace
+from sim.feed import ArrivalFeed, as_chunks
 from sim.invariants import check_run
-from sim.workload.schema import Trace
 
 TIMESERIES_COLUMNS = ["time_s", "instance", "batch_size", "prefill_tokens", "running", "waiting",
                       "kv_used_blocks", "kv_total_blocks"]
@@ -212,127 +212,6 @@ def _event_links(fabric, ev, n: int) -> list[str]:
     return out
 
 
-def _as_chunks(trace) -> Iterable[pd.DataFrame]:
-    if isinstance(trace, Trace):
-        return trace.chunks()
-    if isinstance(trace, pd.DataFrame):
-        return [trace]
-    return trace
-
-
-class ArrivalFeed:
-    """Replays the trace chunk by chunk as SimPy timeouts, one event per distinct arrival time.
-
-    Requests arriving at the same instant are all queued before any instance is woken, so they
-    can share one prefill batch, as in a real engine.
-    """
-
-    def __init__(self, clock: SimClock, chunks, router, records: RecordSink, cutoff: float,
-                 progress=None):
-        self.clock, self.router, self.records = clock, router, records
-        self.chunks = iter(chunks)
-        self.cutoff = cutoff
-        self.progress = progress
-        self.slo_codes = {name: i for i, name in enumerate(records.slo_classes)}
-        self.last_arrival = -math.inf
-        #: the current chunk as lists: ids, arrivals, prompts, outputs, priorities, SLO classes
-        self.cols: tuple[list, list, list, list, list, list] | None = None
-        self.i = self.n = 0
-        self.rows = 0  # requests read from the trace (each must end up with exactly one record)
-        if self._next_chunk():
-            self._schedule()
-
-    def _next_chunk(self) -> bool:
-        for chunk in self.chunks:
-            n = len(chunk)
-            if n == 0:
-                continue
-            arr = chunk["arrival_s"].to_numpy(dtype=np.float64).tolist()
-            if arr[0] < self.last_arrival:
-                raise ValueError("trace chunks are not in arrival order (arrival_s decreases between "
-                                 "chunks); sort the trace by arrival time")
-            self.last_arrival = arr[-1]
-            self.cols = (chunk["request_id"].to_numpy().tolist(), arr,
-                         chunk["prompt_tokens"].to_numpy().tolist(),
-                         chunk["output_tokens"].to_numpy().tolist(),
-                         chunk["priority"].to_numpy().tolist() if "priority" in chunk else [0] * n,
-                         self._class_codes(chunk, n))
-            self.i, self.n = 0, n
-            self.rows += n
-            return True
-        return False
-
-    def _class_codes(self, chunk: pd.DataFrame, n: int) -> list[int]:
-        if "slo_class" not in chunk:
-            return [0] * n
-        codes = []
-        for c in chunk["slo_class"].astype(str).tolist():
-            code = self.slo_codes.get(c)
-            if code is None:
-                code = self.slo_codes[c] = len(self.records.slo_classes)
-                self.records.slo_classes.append(c)
-            codes.append(code)
-        return codes
-
-    def _current(self) -> tuple[list, list, list, list, list, list]:
-        cols = self.cols
-        assert cols is not None, "the feed has no chunk left"
-        return cols
-
-    def _schedule(self) -> None:
-        t = self._current()[1][self.i]
-        if t > self.cutoff:
-            self._count_unarrived()
-            return
-        self.clock.call_later(max(0.0, t - self.clock.now), self._on_arrival)
-
-    def _on_arrival(self, _ev) -> None:
-        now = self.clock.now
-        rids, arr, prompts, outputs, prios, classes = self._current()
-        woken = []
-        choose = self.router.choose
-        while True:
-            i = self.i
-            t = arr[i]
-            if t > now:
-                break
-            seq = Sequence(rids[i], t, prompts[i], outputs[i], prios[i], classes[i])
-            inst = choose(seq, now)
-            inst.submit(seq)
-            if inst.idle:
-                woken.append(inst)
-            self.i = i + 1
-            if self.i == self.n:
-                if self.progress is not None:
-                    self.progress.update(self.n)
-                if not self._next_chunk():
-                    self.cols = None
-                    break
-                rids, arr, prompts, outputs, prios, classes = self._current()
-        for inst in woken:
-            inst.wake()
-        if self.cols is not None:
-            self._schedule()
-
-    def finish(self) -> None:
-        """At the end of the run: requests still to arrive (an arrival due exactly at the cut,
-        which the clock stops before) are counted unfinished like those after it."""
-        if self.cols is not None:
-            self._count_unarrived()
-
-    def _count_unarrived(self) -> None:
-        """Requests after ``max_sim_time_s`` never arrive; they are counted as unfinished."""
-        reason = "arrives after max_sim_time_s"
-        rids, arr, prompts, outputs, prios, classes = self._current()
-        i = self.i
-        self.records.add_unarrived(rids[i:], arr[i:], prompts[i:], outputs[i:], prios[i:], classes[i:],
-                                   reason)
-        while self._next_chunk():
-            rids, arr, prompts, outputs, prios, classes = self._current()
-            self.records.add_unarrived(rids, arr, prompts, outputs, prios, classes, reason)
-        self.cols = None
-
-
 @contextmanager
 def _young_collections_spaced() -> Iterator[None]:
     """Space out the cyclic collector's young-generation passes while the event loop runs.
@@ -368,7 +247,7 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
         from tqdm import tqdm
         progress = tqdm(total=total or (len(trace) if hasattr(trace, "__len__") else None),
                         unit="req", desc="simulating", mininterval=0.5)
-    feed = ArrivalFeed(clock, _as_chunks(trace), router, records, cutoff, progress)
+    feed = ArrivalFeed(clock, as_chunks(trace), router, records, cutoff, progress)
     router.feed_active = lambda: feed.cols is not None
     router.start(clock, cfg.seed, cluster.trace)
     faults = {"failures": 0, "requests_affected": 0, "recompute_tokens": 0}
