@@ -56,3 +56,22 @@ def test_draft_cost_model_follows_the_target():
     d = draft_cost_model(prof, draft, get_gpu)
     assert isinstance(d, ProfiledCostModel) and d.fit["model"] == "llama-3.2-1b"
     assert d.decode_coefficients(8)[0] < prof.decode_coefficients(8)[0]
+
+
+def test_roofline_verify_line_equals_verify_time():
+    """The line a run of speculative steps is priced by is the roofline's verify time itself."""
+    from sim.catalog import get_gpu, get_model
+    from sim.config import CostModelConfig
+    from sim.costmodel.factory import make_cost_model
+    from sim.costmodel.scaled import ScaledCostModel
+
+    for model, gpu, tp in (("llama-3.1-8b", "h100", 1), ("llama-3.1-70b", "a100-80gb", 2)):
+        cost = make_cost_model(get_model(model), get_gpu(gpu), tp, CostModelConfig(kind="roofline"))
+        for c in (cost, ScaledCostModel(cost, 1.7)):
+            for batch, q in ((1, 2), (16, 5), (128, 9)):
+                line = c.verify_coefficients(batch, q)
+                assert line is not None
+                a, b = line
+                for ctx in (0, 1000 * batch, 37_000 * batch):
+                    direct = c.verify_time(batch, q, ctx, ctx // batch)
+                    assert a + b * ctx == pytest.approx(direct, rel=1e-12)

@@ -286,6 +286,25 @@ class RooflineCostModel(CostModel):
         t = roofline_verify_time(self, decodes, q, ctx_sum, ctx_max, contexts) if q > 1 else None
         return t if t is not None else super().verify_time(decodes, q, ctx_sum, ctx_max, contexts)
 
+    def verify_coefficients(self, decodes: int, q: int) -> tuple[float, float] | None:
+        """(a, b) with ``verify_time(decodes, q, ctx_sum, ...) == a + b * ctx_sum`` when one roofline
+        side bounds every sequence's attention at any context (as ``verify_time`` prices it), so a
+        run of speculative steps is priced by arithmetic; None when the sides cross."""
+        if q < 2:
+            return None
+        f_slope = self._attn_flops_coef * q / self._attn_rate
+        f_icpt = f_slope * (q + 1) / 2.0
+        b_slope = self._kv_bytes / self._bw
+        b_icpt = b_slope * q
+        if f_slope <= b_slope and f_icpt <= b_icpt:
+            slope, icpt = b_slope, decodes * q * b_slope
+        elif f_slope >= b_slope and f_icpt >= b_icpt:
+            slope, icpt = f_slope, decodes * f_icpt
+        else:
+            return None
+        scale = 1.0 + self.engine.kernel_scale if self.engine is not None else 1.0
+        return self._finish(self._context_free_time(decodes * q, decodes) + icpt, decodes), scale * slope
+
     def decode_coefficients(self, batch_size: int) -> tuple[float, float]:
         if batch_size < 1:
             raise ValueError(f"decode_coefficients: batch_size={batch_size} must be >= 1")

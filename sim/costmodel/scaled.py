@@ -31,5 +31,9 @@ class ScaledCostModel(CostModel):
     def verify_time(self, decodes, q, ctx_sum, ctx_max, contexts=None) -> float:
         return self.factor * self.inner.verify_time(decodes, q, ctx_sum, ctx_max, contexts)
 
+    def verify_coefficients(self, decodes: int, q: int) -> tuple[float, float] | None:
+        line = getattr(self.inner, "verify_coefficients", lambda d, q: None)(decodes, q)
+        return None if line is None else (self.factor * line[0], self.factor * line[1])
+
     def describe(self) -> dict:
         return {**self.inner.describe(), "slowed_by": self.factor}

@@ -230,6 +230,23 @@ class Speculation:
         draft *= self.slow
         return draft, tgt.verify_time(batch, k + 1, ctx_sum, ctx_max, contexts)
 
+    def step_line(self, k: int, batch: int) -> tuple[float, float, float, float] | None:
+        """(draft a, draft b, verify a, verify b): a step of k drafts takes ``draft a + draft b x
+        ctx_sum`` drafting and ``verify a + verify b x ctx_sum`` verifying, when the target prices
+        verifies by a line (``verify_coefficients``; the roofline where one side bounds
+        attention); None otherwise (each step is priced on its own)."""
+        line = getattr(self.target, "verify_coefficients", None)
+        verify = line(batch, k + 1) if line is not None else None
+        if verify is None or k < 1:
+            return None
+        if self.cfg.draft_pass_s is not None:
+            da, db = k * self.cfg.draft_pass_s, 0.0
+        else:
+            assert self.draft is not None
+            a, b = self.draft.decode_coefficients(batch)
+            da, db = k * a + b * (batch * k * (k - 1) // 2), b * k
+        return da * self.slow, db * self.slow, verify[0], verify[1]
+
     def record(self, steps: int, batch: int, k: int, emitted: int, draft_s: float, verify_s: float) -> None:
         self.steps += steps
         self.seq_steps += steps * batch

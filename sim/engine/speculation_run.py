@@ -82,13 +82,19 @@ def plan_spec_run(inst: Instance, now: float, extra: float, fast: bool) -> SpecR
         else:
             steps = 1
         cum = [(c0 + j * eu) // units for j in range(steps + 1)]
-    step_time = spec.step_time
-    durs, draft = [], []
-    for j in range(len(cum) - 1):
-        t = cum[j]
-        d, v = step_time(k, bsz, ctx_sum + bsz * t, ctx_max + t, _contexts_after(dset, t))
-        durs.append(d + v)
-        draft.append(d)
+    line = spec.step_line(k, bsz)
+    if line is not None:  # priced by arithmetic: the same expression in step and fast-forward mode
+        da, db, va, vb = line
+        draft = [da + db * (ctx_sum + bsz * t) for t in cum[:-1]]
+        durs = [d + va + vb * (ctx_sum + bsz * t) for d, t in zip(draft, cum, strict=False)]
+    else:
+        step_time = spec.step_time
+        durs, draft = [], []
+        for j in range(len(cum) - 1):
+            t = cum[j]
+            d, v = step_time(k, bsz, ctx_sum + bsz * t, ctx_max + t, _contexts_after(dset, t))
+            durs.append(d + v)
+            draft.append(d)
     durs[0] += extra
     return SpecRun(now, k, bsz, c0, eu, cum, durs, draft, kv.blocks_for)
 
