@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from itertools import accumulate
 
 from sim.costmodel.base import CostModel
 from sim.engine.decode_set import DecodeSet
@@ -38,15 +39,13 @@ class MixedRun:
         #: tokens of one iteration in all, as ``DecodeRun`` has them
         self.decode_q = plan.decode_tokens if decodes else 0
         self.batch = decodes * self.decode_q
-        ends, acc = [], 0.0
-        work, done = [0], 0
-        for d, row in zip(durs, sizes, strict=True):
-            acc += d
-            ends.append(acc)
-            done += sum(row) + self.batch
-            work.append(done)
-        self.ends = ends
-        self.work = work  # tokens of work (chunks + decodes) done by the end of iteration j
+        if len(sizes) != len(durs):
+            raise ValueError("MixedRun: one row of chunk sizes per iteration duration")
+        self.ends = list(accumulate(durs))  # the same left-to-right sums as a loop, at C speed
+        b = self.batch
+        #: tokens of work (chunks + decodes) done by the end of iteration j
+        self.work = (list(accumulate((sum(row) + b for row in sizes), initial=0)) if plan.prefills
+                     else list(range(0, b * len(durs) + 1, b)) if b else [0] * (len(durs) + 1))
         #: each chunk's computed tokens when the run began (before its first iteration)
         self.starts = [seq.prefilled for seq, _ in plan.prefills]
         self.blocks_for = blocks_for

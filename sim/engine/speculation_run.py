@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from sim.engine.instance import Instance
 
 
+#: a speculative step's prompt chunks: none (shared, never mutated)
+_NO_CHUNKS: list[int] = []
+
+
 class SpecRun(MixedRun):
     """A ``MixedRun`` of speculative decode steps (no prompt chunks), counted in tokens."""
 
@@ -34,7 +38,7 @@ class SpecRun(MixedRun):
 
     def __init__(self, t0: float, spec_k: int, batch: int, c0: int, eu: int, cum: list[int],
                  durs: list[float], draft: list[float], blocks_for):
-        super().__init__(t0, DECODE_ONLY, [[] for _ in durs], durs, blocks_for, batch)
+        super().__init__(t0, DECODE_ONLY, [_NO_CHUNKS] * len(durs), durs, blocks_for, batch)
         self.spec_k = spec_k  # drafts per sequence per step
         self.c0, self.eu = c0, eu
         self.cum = cum  # tokens each member advanced by the end of step j (cum[0] = 0)
