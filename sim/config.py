@@ -58,13 +58,7 @@ class SchedulerConfig:
 
     def section(self, name: str) -> Any:
         """The options of policy ``name`` (its defaults if the config did not set them)."""
-        opts = self.sections.get(name)
-        if opts is None:
-            cls = registered_sections(SchedulerConfig).get(name)
-            if cls is None:
-                raise ConfigError(f"scheduler.{name}: no policy named '{name}' has options")
-            opts = self.sections[name] = cls()
-        return opts
+        return section_options(self, name, "scheduler", "policy")
 
 
 @dataclass
@@ -222,6 +216,29 @@ def registered_sections(owner: type) -> dict[str, type]:
     if owner is SchedulerConfig:
         import sim.engine.policies  # noqa: F401  (importing registers the built-in policies)
     return _SECTIONS.get(owner, {})
+
+
+def section_options(cfg: Any, name: str, where: str, what: str) -> Any:
+    """The options of strategy ``name`` held by ``cfg`` (a config with registered sections and a
+    ``sections`` dict): what the config set, else the options' defaults, kept for next time."""
+    opts = cfg.sections.get(name)
+    if opts is None:
+        cls = registered_sections(type(cfg)).get(name)
+        if cls is None:
+            raise ConfigError(f"{where}.{name}: no {what} named '{name}' has options")
+        opts = cfg.sections[name] = cls()
+    return opts
+
+
+def register_strategy(registry: dict[str, Any], owner: type, cls: Any, what: str) -> Any:
+    """Make strategy class ``cls`` available by its ``name`` in ``registry``, with its ``Options``
+    as a section of config class ``owner`` (batching policies, speculation methods)."""
+    if cls.name in registry and registry[cls.name] is not cls:
+        raise ValueError(f"a {what} named '{cls.name}' is already registered")
+    registry[cls.name] = cls
+    if cls.Options is not None:
+        register_section(owner, cls.name, cls.Options)
+    return cls
 
 
 def _coerce(value: Any, typ: Any, path: str) -> Any:

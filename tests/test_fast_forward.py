@@ -52,9 +52,11 @@ def make_cfg(fast, *, router="round_robin", policy="vllm", preemption="recompute
     return cfg
 
 
-def both(df, **kw):
-    """(fast-forward result, step result) of one scenario, each checked for conservation."""
-    fast, step = simulate(make_cfg(True, **kw), df), simulate(make_cfg(False, **kw), df)
+def both(df, make=None, **kw):
+    """(fast-forward result, step result) of one scenario, each checked for conservation;
+    ``make(fast, **kw)`` builds the config (``make_cfg`` unless given)."""
+    make = make or make_cfg
+    fast, step = simulate(make(True, **kw), df), simulate(make(False, **kw), df)
     for name, res in (("fast-forward", fast), ("step", step)):
         assert_conserved(df, res, name)
     return fast, step

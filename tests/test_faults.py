@@ -10,7 +10,7 @@ import pytest
 from sim.config import ClusterEvent, ConfigError, load_config
 from sim.simulator import simulate
 from tests.conftest import poisson_requests
-from tests.test_fast_forward import COLUMNS, assert_conserved, assert_same, make_cfg
+from tests.test_fast_forward import COLUMNS, assert_same, both, make_cfg
 from tests.test_pools import pools_cfg
 
 FAULTS = [
@@ -19,13 +19,6 @@ FAULTS = [
     {"time_s": 14.0, "action": "recover", "instance": 1},
     {"time_s": 20.0, "action": "slow", "instance": 0, "factor": 1.0},
 ]
-
-
-def both(df, **kw):
-    fast, step = simulate(make_cfg(True, **kw), df), simulate(make_cfg(False, **kw), df)
-    for name, res in (("fast-forward", fast), ("step", step)):
-        assert_conserved(df, res, name)
-    return fast, step
 
 
 @pytest.mark.parametrize("router", ["round_robin", "least_outstanding_tokens", "least_kv", "power_of_two"])

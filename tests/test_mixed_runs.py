@@ -19,7 +19,7 @@ from sim.costmodel.factory import make_cost_model
 from sim.engine.mixed_run import MixedRun
 from sim.engine.view import Plan
 from tests.conftest import poisson_requests
-from tests.test_fast_forward import COLUMNS, MIGRATION_COLUMNS, ROUTERS, assert_same, make_cfg
+from tests.test_fast_forward import COLUMNS, MIGRATION_COLUMNS, ROUTERS, assert_same, both, make_cfg
 
 
 @pytest.fixture
@@ -45,13 +45,7 @@ def sarathi(fast, chunk=128, budget=256, **kw):
 
 
 def both_sarathi(df, **kw):
-    from sim.simulator import simulate
-    from tests.test_fast_forward import assert_conserved
-
-    fast, step = simulate(sarathi(True, **kw), df), simulate(sarathi(False, **kw), df)
-    for name, res in (("fast-forward", fast), ("step", step)):
-        assert_conserved(df, res, name)
-    return fast, step
+    return both(df, make=sarathi, **kw)
 
 
 @pytest.mark.parametrize("preemption", ["recompute", "swap"])

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, SchedulerConfig, register_section, registered_sections
+from sim.config import ConfigError, SchedulerConfig, register_section, register_strategy, section_options
 from sim.costmodel.base import CostModel
 from sim.costmodel.speculative import draft_cost_model, target_model_name
 
@@ -48,13 +48,7 @@ class SpeculationConfig:
     sections: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
 
     def section(self, name: str) -> Any:
-        opts = self.sections.get(name)
-        if opts is None:
-            cls = registered_sections(SpeculationConfig).get(name)
-            if cls is None:
-                raise ConfigError(f"scheduler.speculation.{name}: no method named '{name}' has options")
-            opts = self.sections[name] = cls()
-        return opts
+        return section_options(self, name, "scheduler.speculation", "method")
 
 
 register_section(SchedulerConfig, "speculation", SpeculationConfig)
@@ -84,12 +78,8 @@ SPECULATORS: dict[str, type[SpeculationLength]] = {}
 
 
 def register_speculator(cls: type[SpeculationLength]) -> type[SpeculationLength]:
-    if cls.name in SPECULATORS and SPECULATORS[cls.name] is not cls:
-        raise ValueError(f"a speculation method named '{cls.name}' is already registered")
-    SPECULATORS[cls.name] = cls
-    if cls.Options is not None:
-        register_section(SpeculationConfig, cls.name, cls.Options)
-    return cls
+    """Class decorator: make a speculation method available by its ``name``, with its section."""
+    return register_strategy(SPECULATORS, SpeculationConfig, cls, "speculation method")
 
 
 class SpeculationLength(ABC):

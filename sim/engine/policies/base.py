@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from sim.config import ConfigError, SchedulerConfig, register_section
+from sim.config import ConfigError, SchedulerConfig, register_strategy
 from sim.engine.kvcache import KVCapacity
 from sim.engine.sequence import Sequence
 from sim.engine.view import Plan, SchedulerView
@@ -27,12 +27,7 @@ POLICIES: dict[str, type[BatchingPolicy]] = {}
 
 def register_policy(cls: type[BatchingPolicy]) -> type[BatchingPolicy]:
     """Class decorator: make a policy available by its ``name``, with its options section."""
-    if cls.name in POLICIES and POLICIES[cls.name] is not cls:
-        raise ValueError(f"a batching policy named '{cls.name}' is already registered")
-    POLICIES[cls.name] = cls
-    if cls.Options is not None:
-        register_section(SchedulerConfig, cls.name, cls.Options)
-    return cls
+    return register_strategy(POLICIES, SchedulerConfig, cls, "batching policy")
 
 
 class BatchingPolicy(ABC):
