@@ -171,16 +171,23 @@ def prove(plan: Plan, trace, slicing, types, cap: dict, reasons: dict, opts: Pla
     return replace(fail_plan, verification=history), fail_check
 
 
+def _new_solution(resolved: Callable, seen: set[str], log: Callable, what: str) -> Plan | None:
+    """The re-solved plan if it is one not tried yet (None if tried or infeasible, logged)."""
+    try:
+        nxt = resolved()
+    except PlannerError as exc:
+        log(f"verify: re-solve with {what} infeasible: {exc}")
+        return None
+    return nxt if _signature(nxt) not in seen else None
+
+
 def _next(cand: Plan, state: ProofState, pairs: pd.DataFrame, target: float, changed: list[str],
           seen: set[str], resolved: Callable, types, opts: PlanOptions, log: Callable):
     """The next candidate: the re-solve under tighter capacities, else one with added instances."""
     what = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-    try:
-        nxt = resolved()
-        if _signature(nxt) not in seen:
-            return nxt, f"re-solved with capacities of {what or 'unchanged pairs'}"
-    except PlannerError as exc:
-        log(f"verify: re-solve with derated capacities infeasible: {exc}")
+    nxt = _new_solution(resolved, seen, log, "derated capacities")
+    if nxt is not None:
+        return nxt, f"re-solved with capacities of {what or 'unchanged pairs'}"
     failing = [k for k in _failing_types(pairs, target) if _fits(cand, types, opts, {k: 1})]
     if not failing:
         return None, ""
@@ -192,12 +199,9 @@ def _next(cand: Plan, state: ProofState, pairs: pd.DataFrame, target: float, cha
     for k, n in add.items():
         state.floor[k] = max(state.floor.get(k, 0), counts.get(k, 0) + n)
     text = ", ".join(f"+{n} {k}" for k, n in add.items())
-    try:
-        nxt = resolved()
-        if _signature(nxt) not in seen:
-            return nxt, f"{text} (where slices fail), re-solved"
-    except PlannerError as exc:
-        log(f"verify: re-solve with added instances infeasible: {exc}")
+    nxt = _new_solution(resolved, seen, log, "added instances")
+    if nxt is not None:
+        return nxt, f"{text} (where slices fail), re-solved"
     # the same shares, more instances: less load on every instance of the failing types (a
     # failing type serves a slice, so it is one of the plan's groups)
     nxt = replace(cand, groups=[replace(g, count=g.count + add.get(g.key, 0))
