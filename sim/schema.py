@@ -7,10 +7,10 @@ all of them take the names from here. (The *input* boundary, the canonical trace
 schema in ``sim.workload.schema``.)
 
 Storage: the sink keeps each column in an ``array.array`` of float64 (``FLOAT_COLUMNS``) or int64
-(``INT_COLUMNS``). The three categorical columns are stored as int64 codes and become
+(``INT_COLUMNS``). The four categorical columns are stored as int64 codes and become
 ``pandas.Categorical`` in the frame: ``outcome`` (codes index ``OUTCOMES``), ``reject_reason``
 (codes index the sink's reason list, 0 = "") and ``slo_class`` (codes index the trace's SLO
-class names, 0 = "default").
+class names, 0 = "default") and ``kind`` (codes index ``REQUEST_KINDS``).
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from typing import Any
 #: outcome codes stored in the records, and their names (index = code)
 COMPLETED, REJECTED, UNFINISHED = 0, 1, 2
 OUTCOMES = ("completed", "rejected", "unfinished")
+#: request kinds stored in the records (index = the code ``Sequence.kind`` holds)
+GENERATE, EMBED, RAG = 0, 1, 2
+REQUEST_KINDS = ("generate", "embed", "rag")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ REQUEST_SCHEMA: tuple[Column, ...] = (
            "prefill-only instance finished the prompt and handed its KV on, s (NaN: not disaggregated)"),
     Column("kv_landed_s", "float64", False, _NAN, "its KV landed on the decode instance, s"),
     Column("kv_transfer_bytes", "float64", False, 0.0, "KV bytes moved prefill -> decode"),
+    Column("cached_tokens", "int64", False, 0,
+           "prompt tokens served from the prefix cache (not prefilled) at its last admission"),
+    Column("kind", "category", False, "generate", "request kind (one of REQUEST_KINDS)"),
 )
 
 #: column names in frame order
@@ -92,6 +98,7 @@ __all__ = [
     "OUTCOMES",
     "REJECTED",
     "REQUEST_COLUMNS",
+    "REQUEST_KINDS",
     "REQUEST_SCHEMA",
     "REQUIRED_COLUMNS",
     "UNFINISHED",

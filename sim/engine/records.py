@@ -15,14 +15,14 @@ import pandas as pd
 from sim.engine.sequence import OUTCOMES, UNFINISHED, Sequence
 from sim.schema import FLOAT_COLUMNS as _FLOAT_COLS
 from sim.schema import INT_COLUMNS as _INT_COLS
-from sim.schema import REQUEST_COLUMNS
+from sim.schema import REQUEST_COLUMNS, REQUEST_KINDS
 
 #: the order values are stored in each request's stretch of the buffers (sim.schema names them)
 _F_ORDER = ("arrival_s", "first_scheduled_s", "first_token_s", "completion_s", "max_tbt_s",
             "migrated_bytes", "kv_handoff_s", "kv_landed_s", "kv_transfer_bytes")
 _I_ORDER = ("request_id", "instance", "prompt_tokens", "output_tokens", "generated_tokens",
             "preemptions", "outcome", "reject_reason", "priority", "slo_class", "migrations",
-            "prefill_instance")
+            "prefill_instance", "cached_tokens", "kind")
 assert sorted(_F_ORDER) == sorted(_FLOAT_COLS) and sorted(_I_ORDER) == sorted(_INT_COLS)
 
 
@@ -49,7 +49,7 @@ class RecordSink:
                         seq.migrated_bytes, seq.kv_handoff, seq.kv_landed, seq.kv_bytes))
         self._i.extend((seq.rid, seq.instance, seq.prompt, seq.output, seq.generated, seq.preemptions,
                         outcome, self.reason_code(reason) if reason else 0, seq.priority,
-                        seq.slo_class, seq.migrations, seq.prefill_instance))
+                        seq.slo_class, seq.migrations, seq.prefill_instance, seq.cached, seq.kind))
 
     def add_unarrived(self, rids, arrivals, prompts, outputs, priorities, slo_codes, reason: str) -> None:
         """Requests the run never reached (arrival after ``max_sim_time_s``): counted unfinished."""
@@ -82,7 +82,7 @@ class RecordSink:
             np.zeros((0, len(_I_ORDER)), dtype=np.int64)
         order = np.argsort(iv[:, 0], kind="stable")
         categories = {"outcome": list(OUTCOMES), "reject_reason": self.reasons,
-                      "slo_class": self.slo_classes}
+                      "slo_class": self.slo_classes, "kind": list(REQUEST_KINDS)}
         data: dict[str, object] = {}
         for col in REQUEST_COLUMNS:
             if col in _F_ORDER:

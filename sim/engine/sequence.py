@@ -25,6 +25,9 @@ class Sequence:
     __slots__ = (
         "arrival",
         "blocks",
+        "cache_node",
+        "cached",
+        "client",
         "finish_at",
         "first_scheduled",
         "first_token",
@@ -47,11 +50,13 @@ class Sequence:
         "prefill_instance",
         "prefill_target",
         "prefilled",
+        "prefix",
         "priority",
         "prompt",
         "reserved",
         "rid",
         "row",
+        "shared",
         "slo_class",
         "state",
         "swapped",
@@ -94,6 +99,14 @@ class Sequence:
         self.kv_handoff = math.nan  # when a prefill-only instance handed the KV on
         self.kv_landed = math.nan  # when it landed on the decode instance
         self.kv_bytes = 0.0
+        # prefix caching (sim.engine.prefix_cache; written by KVPool only)
+        self.prefix: tuple[int, ...] | None = None  # the trace's prefix block ids (None: none)
+        self.cache_node: object | None = None  # deepest prefix-cache node it references
+        self.shared = 0  # of ``blocks``, those owned by the prefix cache (counted once there)
+        self.cached = 0  # prompt tokens the cache served at its last admission (records)
+        #: who is told when this request ends (a session, closed-loop client or compound
+        #: request driver; sim.clients / sim.compound), or None
+        self.client: object | None = None
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"Sequence(rid={self.rid}, prompt={self.prompt}, output={self.output}, "
