@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from sim.config_clients import ClientsConfig, RetrievalConfig
+
 
 @dataclass
 class InstanceGroupConfig:
@@ -108,7 +110,7 @@ class ClusterEvent:
 
 @dataclass
 class RouterConfig:
-    #: round_robin | least_outstanding_tokens | least_kv | power_of_two | llumnix
+    #: round_robin | least_outstanding_tokens | least_kv | power_of_two | prefix_aware | llumnix
     name: str = "round_robin"
     seed: int = 0
     # --- Llumnix ---
@@ -140,6 +142,8 @@ class SLOConfig:
     ttft_s: float | None = None
     tpot_s: float | None = None
     attainment_target: float = 0.9
+    #: bound on a whole request's latency (arrival to last token; all steps of a rag request)
+    e2e_s: float | None = None
 
 
 @dataclass
@@ -191,6 +195,10 @@ class SimConfig:
     #: modules (``pkg.module``) or ``.py`` files imported before the config is read, so that the
     #: policies and routers they register (and their option sections) can be named here
     plugins: list[str] = field(default_factory=list)
+    #: open or closed-loop clients and think time; the rag requests' retrieval service
+    #: (sim.config_clients, docs/compound.md)
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
 
 class ConfigError(ValueError):

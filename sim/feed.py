@@ -3,19 +3,26 @@
 Kept apart from the cluster (``sim.simulator``) because it is the one place requests enter a
 run: each becomes a ``Sequence`` routed at its arrival time, and the ones a cut never reaches
 are recorded as unfinished, so every row read has exactly one record (``sim.invariants``).
+Rows that need more than that (a session's turns, closed-loop clients, embed and rag requests)
+go to the request driver (``sim.clients``); a chunk with none of them takes the plain path. In
+a closed loop the driver pulls rows (``pull``) instead of the clock releasing them.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from sim.engine.clock import SimClock
 from sim.engine.records import RecordSink
-from sim.engine.sequence import Sequence
+from sim.engine.sequence import UNFINISHED, Sequence
 from sim.workload.schema import Trace
+
+if TYPE_CHECKING:
+    from sim.clients import ChunkExtras, Clients
 
 
 def as_chunks(trace) -> Iterable[pd.DataFrame]:
@@ -26,6 +33,16 @@ def as_chunks(trace) -> Iterable[pd.DataFrame]:
     return trace
 
 
+def _prefixes(chunk: pd.DataFrame) -> list[tuple[int, ...] | None] | None:
+    """The chunk's ``prefix_blocks`` (space-separated block ids) as tuples; None if it has none."""
+    if "prefix_blocks" not in chunk:
+        return None
+    col = chunk["prefix_blocks"].astype(str).tolist()
+    if not any(col):
+        return None
+    return [tuple(int(b) for b in c.split()) if c else None for c in col]
+
+
 class ArrivalFeed:
     """Replays the trace chunk by chunk as SimPy timeouts, one event per distinct arrival time.
 
@@ -34,8 +51,13 @@ class ArrivalFeed:
     """
 
     def __init__(self, clock: SimClock, chunks, router, records: RecordSink, cutoff: float,
-                 progress=None):
+                 progress=None, clients: Clients | None = None):
         self.clock, self.router, self.records = clock, router, records
+        #: the request driver (sim.clients.Clients), or None: every row is a plain arrival
+        self.clients = clients
+        self.closed = clients is not None and clients.closed
+        #: the current chunk's driver columns (None: no row of it needs the driver)
+        self.extras: ChunkExtras | None = None
         self.chunks = iter(chunks)
         self.cutoff = cutoff
         self.progress = progress
@@ -44,8 +66,12 @@ class ArrivalFeed:
         #: the current chunk as lists: ids, arrivals, prompts, outputs, priorities, SLO classes
         self.cols: tuple[list, list, list, list, list, list] | None = None
         self.i = self.n = 0
+        #: the current chunk's prefix block ids per request (None: the trace has none)
+        self.prefixes: list[tuple[int, ...] | None] | None = None
         self.rows = 0  # requests read from the trace (each must end up with exactly one record)
-        if self._next_chunk():
+        if clients is not None:
+            clients.feed = self
+        if self._next_chunk() and not self.closed:
             self._schedule()
 
     def _next_chunk(self) -> bool:
@@ -63,6 +89,8 @@ class ArrivalFeed:
                          chunk["output_tokens"].to_numpy().tolist(),
                          chunk["priority"].to_numpy().tolist() if "priority" in chunk else [0] * n,
                          self._class_codes(chunk, n))
+            self.prefixes = _prefixes(chunk)
+            self.extras = self.clients.chunk(chunk, self.cols[0]) if self.clients is not None else None
             self.i, self.n = 0, n
             self.rows += n
             return True
@@ -92,21 +120,51 @@ class ArrivalFeed:
             return
         self.clock.call_later(max(0.0, t - self.clock.now), self._on_arrival)
 
+    def _request(self, i: int):
+        """Row ``i`` of the current chunk as the driver's ``Request``."""
+        rids, arr, prompts, outputs, prios, classes = self._current()
+        assert self.clients is not None and self.extras is not None
+        return self.clients.request(self.extras, i, rids[i], arr[i], prompts[i], outputs[i],
+                                    prios[i], classes[i],
+                                    self.prefixes[i] if self.prefixes is not None else None)
+
+    def pull(self):
+        """Closed loop: the next row as a ``Request`` (None when the trace is exhausted)."""
+        if self.cols is None:
+            return None
+        req = self._request(self.i)
+        self.i += 1
+        if self.i == self.n:
+            if self.progress is not None:
+                self.progress.update(self.n)
+            if not self._next_chunk():
+                self.cols = None
+        return req
+
     def _on_arrival(self, _ev) -> None:
         now = self.clock.now
         rids, arr, prompts, outputs, prios, classes = self._current()
         woken = []
         choose = self.router.choose
+        special = self.extras.special if self.extras is not None else None
         while True:
             i = self.i
             t = arr[i]
             if t > now:
                 break
-            seq = Sequence(rids[i], t, prompts[i], outputs[i], prios[i], classes[i])
-            inst = choose(seq, now)
-            inst.submit(seq)
-            if inst.idle:
-                woken.append(inst)
+            if special is not None and special[i]:
+                assert self.clients is not None
+                inst = self.clients.arrive(self._request(i))
+                if inst is not None and inst.idle:
+                    woken.append(inst)
+            else:
+                seq = Sequence(rids[i], t, prompts[i], outputs[i], prios[i], classes[i])
+                if self.prefixes is not None:
+                    seq.prefix = self.prefixes[i]
+                inst = choose(seq, now)
+                inst.submit(seq)
+                if inst.idle:
+                    woken.append(inst)
             self.i = i + 1
             if self.i == self.n:
                 if self.progress is not None:
@@ -115,6 +173,7 @@ class ArrivalFeed:
                     self.cols = None
                     break
                 rids, arr, prompts, outputs, prios, classes = self._current()
+                special = self.extras.special if self.extras is not None else None
         for inst in woken:
             inst.wake()
         if self.cols is not None:
@@ -127,13 +186,30 @@ class ArrivalFeed:
             self._count_unarrived()
 
     def _count_unarrived(self) -> None:
-        """Requests after ``max_sim_time_s`` never arrive; they are counted as unfinished."""
-        reason = "arrives after max_sim_time_s"
-        rids, arr, prompts, outputs, prios, classes = self._current()
-        i = self.i
-        self.records.add_unarrived(rids[i:], arr[i:], prompts[i:], outputs[i:], prios[i:], classes[i:],
-                                   reason)
+        """Requests after ``max_sim_time_s`` never arrive (in a closed loop: no client took
+        them by then); they are counted as unfinished."""
+        reason = "not sent by max_sim_time_s (closed loop)" if self.closed else \
+            "arrives after max_sim_time_s"
+        self._add_unarrived(self.i, reason)
         while self._next_chunk():
-            rids, arr, prompts, outputs, prios, classes = self._current()
-            self.records.add_unarrived(rids, arr, prompts, outputs, prios, classes, reason)
+            self._add_unarrived(0, reason)
         self.cols = None
+
+    def _add_unarrived(self, lo: int, reason: str) -> None:
+        """Rows ``lo:`` of the current chunk, unfinished; embed and rag rows one by one, so
+        their records keep their kind."""
+        rids, arr, prompts, outputs, prios, classes = self._current()
+        kinds = self.extras.kind if self.extras is not None else None
+        if kinds is None or not any(kinds[lo:]):
+            self.records.add_unarrived(rids[lo:], arr[lo:], prompts[lo:], outputs[lo:], prios[lo:],
+                                       classes[lo:], reason)
+            return
+        plain = [i for i in range(lo, self.n) if not kinds[i]]
+        pick = lambda col: [col[i] for i in plain]  # noqa: E731
+        self.records.add_unarrived(pick(rids), pick(arr), pick(prompts), pick(outputs),
+                                   pick(prios), pick(classes), reason)
+        for i in range(lo, self.n):
+            if kinds[i]:
+                RecordSink.add(self.records, Sequence(rids[i], arr[i], prompts[i], outputs[i],
+                                                      prios[i], classes[i], kinds[i]),
+                               UNFINISHED, reason=reason)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.compound_metrics import compound_summary, write_steps
 from sim.config import ConfigError, SimConfig, to_dict
 from sim.engine.tbt import percentile_from_hist
 from sim.metrics import PERCENTILES, SLO, _num, request_metrics, save_results, summarize
 from sim.outputs import folder_lock, holds_results, staged_folder
+from sim.prefix_metrics import prefix_summary
 from sim.simulator import SimResult, simulate
 
 
@@ -124,8 +126,14 @@ def _run(cfg: SimConfig, trace, count: int | None, provenance: dict | None,
                                result.sim_duration_s, slo, percentiles=percentiles)
     result.summary["tokens"] = token_level_summary(result, percentiles)
     result.summary["load"] = load_summary(result, cfg, result.summary)
+    compound = compound_summary(result.requests, result.steps, result.clients, cfg.slo,
+                                result.sim_duration_s, percentiles)
+    if compound is not None:  # sessions, closed loop, embed / rag requests (docs/compound.md)
+        result.summary["compound"] = compound
     if result.kv_transfer:
         result.summary["disaggregation"] = pool_summary(result)
+    if cfg.scheduler.section("prefix_cache").enabled:
+        result.summary["prefix_cache"] = prefix_summary(result.requests, result.instances)
     result.summary["cost_model"] = result.cost_sources
     result.summary["wall_s"] = result.wall_s
     result.summary["provenance"] = {**prov, "cost_sources": result.cost_sources}
@@ -136,6 +144,7 @@ def _run(cfg: SimConfig, trace, count: int | None, provenance: dict | None,
             (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
             if result.links is not None:
                 result.links.to_csv(out / "links.csv", index=False)
+            write_steps(out, result.steps, cfg.output.csv)
             if cfg.output.plots:
                 from sim.plots import save_all_plots
                 save_all_plots(out, result.requests, result.timeseries, slo)

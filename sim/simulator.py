@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from sim.catalog import get_gpu, get_model
+from sim.clients import ClientRecords, Clients
 from sim.config import ConfigError, SimConfig
 from sim.config_checks import check_config
+from sim.config_clients import check_clients
 from sim.costmodel.factory import make_cost_model
 from sim.engine.clock import SimClock
 from sim.engine.disagg import DecodeCapacityFreed, KVDispatcher, build_dispatcher, link_table
@@ -55,6 +57,10 @@ class SimResult:
     kv_transfer: dict = field(default_factory=dict)
     #: injected faults: failures, requests they affected, tokens those recompute
     faults: dict = field(default_factory=dict)
+    #: one row per step of every rag request (sim.compound.STEP_COLUMNS); None: no rag request
+    steps: pd.DataFrame | None = None
+    #: the request driver: client mode, sessions, closed loop, retrieval (sim.clients.Clients.info)
+    clients: dict = field(default_factory=dict)
 
 
 class TraceObserver(NullObserver):
@@ -93,6 +99,8 @@ class Cluster:
     records: RecordSink
     trace: EventTrace | None = None
     dispatcher: KVDispatcher | None = None  # prefill -> decode KV hand-off (pools only)
+    #: tokens per prefix block of the trace (its format's; None: the prefix cache's default)
+    prefix_unit_tokens: int | None = None
 
     def add_instance(self, g: int) -> Instance:
         """Start one more instance of cluster group ``g`` (used at build time and by scale-out)."""
@@ -116,7 +124,8 @@ class Cluster:
         inst = Instance(self.clock, idx, name, cost, cap, make_policy(sched, cap, model.max_context),
                         self.records, cfg.fast_forward, cfg.output.timeseries_interval_s,
                         model.max_context, host_link_gbs=sched.host_link_gbs or gpu.pcie_gbs,
-                        swap_space_gb=sched.swap_space_gb, observers=observers, role=group.role)
+                        swap_space_gb=sched.swap_space_gb, observers=observers, role=group.role,
+                        prefix_unit_tokens=self.prefix_unit_tokens)
         if self.dispatcher is not None:
             if group.role == "prefill":
                 inst.handoff = self.dispatcher
@@ -131,11 +140,11 @@ class Cluster:
         return inst
 
 
-def build_cluster(cfg: SimConfig, records: RecordSink) -> Cluster:
+def build_cluster(cfg: SimConfig, records: RecordSink, prefix_unit_tokens: int | None = None) -> Cluster:
     if not cfg.cluster:
         raise ConfigError("cluster: at least one instance group is required")
     trace = EventTrace() if cfg.output.trace_events else None
-    cluster = Cluster(SimClock(), [], [], cfg, records, trace)
+    cluster = Cluster(SimClock(), [], [], cfg, records, trace, prefix_unit_tokens=prefix_unit_tokens)
     if any(g.role == "prefill" for g in cfg.cluster):
         cluster.dispatcher = build_dispatcher(cfg, cluster.clock)
     for g, group in enumerate(cfg.cluster):  # counts >= 1: checked by check_config
@@ -237,8 +246,9 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     """Replay ``trace`` (a Trace, a DataFrame, or an iterable of arrival-ordered DataFrame chunks)."""
     wall0 = time.perf_counter()
     check_config(cfg)  # every value, before anything is built
-    records = RecordSink()
-    cluster = build_cluster(cfg, records)
+    check_clients(cfg)
+    records = ClientRecords()  # hands the ends of session, closed-loop and compound requests on
+    cluster = build_cluster(cfg, records, getattr(trace, "meta", {}).get("prefix_block_tokens"))
     router = make_router(cfg.router, cluster.instances)
     clock = cluster.clock
     cutoff = cfg.max_sim_time_s if cfg.max_sim_time_s is not None else math.inf
@@ -247,9 +257,11 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
         from tqdm import tqdm
         progress = tqdm(total=total or (len(trace) if hasattr(trace, "__len__") else None),
                         unit="req", desc="simulating", mininterval=0.5)
-    feed = ArrivalFeed(clock, as_chunks(trace), router, records, cutoff, progress)
-    router.feed_active = lambda: feed.cols is not None
+    clients = Clients(clock, router, records, cfg)
+    feed = ArrivalFeed(clock, as_chunks(trace), router, records, cutoff, progress, clients)
+    router.feed_active = lambda: feed.cols is not None or clients.active()
     router.start(clock, cfg.seed, cluster.trace)
+    clients.start()
     faults = {"failures": 0, "requests_affected": 0, "recompute_tokens": 0}
     _schedule_events(cluster, router, faults)
     with _young_collections_spaced():
@@ -269,8 +281,11 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
             if cluster.trace is not None:
                 cluster.trace.request_end(seq.rid, seq.instance, end, "unfinished",
                                           "in live migration at end of simulation")
+    clients.finish(end)  # rows still to be sent, rag requests between steps
     requests = records.to_frame()
-    check_run(requests, feed.rows, cluster.instances if complete_run else [])
+    steps = clients.steps.to_frame() if clients.steps.rows else None
+    check_run(requests, feed.rows, cluster.instances if complete_run else [], steps,
+              clients.steps.calls_created)
     first = float(requests["arrival_s"].min()) if len(requests) else 0.0
     if math.isinf(cutoff) and len(requests):
         # the run ends when its last request does: a cluster event scheduled after that (a late
@@ -292,7 +307,8 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
                           "busy_s": st.busy_s, "iterations": st.iterations,
                           "preemptions": st.preemptions, "swaps": st.swaps, "failures": st.failures,
                           "decode_stall_s": st.stall_s, "stall_iterations": st.stall_iterations,
-                          **(inst.spec.summary() if inst.spec.active else {})})
+                          **(inst.spec.summary() if inst.spec.active else {}),
+                          **(inst.kv.cache.counters() if inst.kv.cache is not None else {})})
     tbt_hist = sum(inst.decode.gaps.hist for inst in cluster.instances)
     links, kv_transfer = None, {}
     if cluster.dispatcher is not None:
@@ -309,5 +325,5 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
                      tbt_hist=tbt_hist,
                      migration={"completed": manager.completed, "aborted": manager.aborted,
                                 "bytes": manager.bytes} if manager else {},
-                     links=links, kv_transfer=kv_transfer,
+                     links=links, kv_transfer=kv_transfer, steps=steps, clients=clients.info(),
                      faults=faults if any(e.action not in ("drain", "scale_out") for e in cfg.events) else {})

@@ -68,6 +68,14 @@ def format_summary(s: dict) -> str:
             ("p50 s", _fmt(d["kv_handoff_s"]["p50"])), ("p99 s", _fmt(d["kv_handoff_s"]["p99"])),
             ("failed", _fmt(d["failed"])),
             ("busiest link", f"{link.get('link', '-')} {_fmt(link.get('utilisation'), pct=True)}")]))
+    pc = s.get("prefix_cache")
+    if pc:
+        lines.append(f"{'prefix cache':<12}" + kv([
+            ("requests hit", _fmt(pc["request_hit_rate"], pct=True)),
+            ("prompt tokens cached", _fmt(pc["token_hit_rate"], pct=True)),
+            ("tokens saved", _fmt(pc["cached_tokens"])),
+            ("evicted GB", _fmt(pc["gpu_evicted_gb"])),
+            ("reloaded GB", _fmt(pc["reloaded_host_gb"] + pc["reloaded_remote_gb"]))]))
     load = s.get("load")
     if load:
         lines.append(f"{'load':<12}" + kv([
@@ -77,6 +85,9 @@ def format_summary(s: dict) -> str:
             ("busy", _fmt(load["busy_fraction"], pct=True)),
             ("batch fill", _fmt(load["batch_fill_when_busy"], pct=True)),
             ("headroom", _fmt(load["headroom"], pct=True))]))
+    if s.get("compound"):  # sessions, closed loop, embed / rag (docs/compound.md)
+        from sim.compound_metrics import compound_text
+        lines += compound_text(s["compound"])
     cols = list(next(iter(s["latency"].values()), {"mean": None}))
     lines.append(f"{'latency (ms)':<32}" + "".join(f"{h:>10}" for h in cols))
     for name, st in s["latency"].items():

@@ -89,10 +89,21 @@ def trace_cases(draw):
         col = draw(st.sampled_from(sorted(cells)))
         i = draw(st.integers(0, n - 1))
         cells[col][i] = draw(HOSTILE)
+    hash_ids = draw(st.lists(st.lists(st.integers(0, 2**40), max_size=4, unique=True),
+                             min_size=n, max_size=n))
+    hash_ids = [_valid_blocks(h, p, i) for i, (h, p) in enumerate(zip(hash_ids, prompt, strict=True))]
     return {"fmt": fmt, "container": container, "compression": draw(st.sampled_from(COMPRESSIONS)),
             "cells": cells, "hostile": hostile, "ticks": ticks, "prompt": prompt, "output": output,
-            "hash_ids": draw(st.lists(st.lists(st.integers(0, 2**40), max_size=4),
-                                      min_size=n, max_size=n))}
+            "hash_ids": hash_ids}
+
+
+def _valid_blocks(ids: list[int], prompt: int, row: int) -> list[int]:
+    """Drawn ids made to obey the prefix-block rules (sim/workload/prefix.py): at most one per
+    512-token block of the prompt, and a partial last block gets an id no other row uses."""
+    ids = ids[: -(-prompt // 512)]
+    if ids and len(ids) * 512 > prompt:
+        ids[-1] = 2**41 + row
+    return ids
 
 
 def _arrival_cell(fmt: str, v):

@@ -32,8 +32,8 @@ def audit(monkeypatch):
     clusters, short = [], []
     build, complete, boundary = simulator.build_cluster, Instance._complete, Instance._boundary
 
-    def keep(cfg, records):
-        cluster = build(cfg, records)
+    def keep(cfg, records, *args):
+        cluster = build(cfg, records, *args)
         clusters.append(cluster)
         return cluster
 

@@ -39,8 +39,8 @@ def run_capturing(cfg, df):
     seen = []
     build = simulator.build_cluster
 
-    def capture(c, records):
-        cluster = build(c, records)
+    def capture(c, records, *args):
+        cluster = build(c, records, *args)
         seen.append(cluster)
         return cluster
 

@@ -102,14 +102,14 @@ def test_burstgpt_session_ids_are_text(tmp_path):
 
 def test_mooncake_jsonl(tmp_path):
     rows = [{"timestamp": 1000, "input_length": 1024, "output_length": 10, "hash_ids": [1, 2]},
-            {"timestamp": 1500, "input_length": 700, "output_length": 5, "hash_ids": [1, 2, 3]},
+            {"timestamp": 1500, "input_length": 1100, "output_length": 5, "hash_ids": [1, 2, 3]},
             {"timestamp": 4000, "input_length": 9, "output_length": 1, "hash_ids": []}]
     p = write(tmp_path, "m.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
     t = load_trace(p)
     assert t.format == "mooncake" and t.meta["prefix_block_tokens"] == 512
     assert t.df["arrival_s"].tolist() == [0.0, 0.5, 3.0]
     assert t.df["prefix_blocks"].tolist() == ["1 2", "1 2 3", ""]
-    assert t.df["prompt_tokens"].tolist() == [1024, 700, 9]
+    assert t.df["prompt_tokens"].tolist() == [1024, 1100, 9]
 
 
 def test_vidur_with_arrivals_and_total_check(tmp_path):
@@ -154,7 +154,7 @@ def test_rate_rejected_for_timed_formats(tmp_path):
 def test_canonical_round_trip(tmp_path, ext):
     src = write(tmp_path, "c.csv", "request_id,arrival_s,prompt_tokens,output_tokens,priority,"
                 "slo_class,session_id,kind,note\n7,0.5,10,2,-1,gold,s1,generate,a\n"
-                "3,1.25,20,4,,,,embed,b\n")
+                "3,1.25,20,0,,,,embed,b\n")
     t = load_trace(src)
     assert t.df["request_id"].tolist() == [7, 3]  # the file's ids are kept
     assert t.df["arrival_s"].tolist() == [0.5, 1.25]  # canonical times are not re-based

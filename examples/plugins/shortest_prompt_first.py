@@ -49,8 +49,9 @@ class ShortestPromptFirstPolicy(VLLMPolicy):
         budget, free = self.max_batched_tokens, view.free_blocks - self.watermark_blocks
         admitted = []
         for seq in order:
-            n = seq.prefill_target - seq.prefilled
-            need = self.capacity.blocks_for(seq.prefill_target) - seq.blocks
+            done, held = view.prefix_start(seq)  # with prefix caching: less what the cache holds
+            n = seq.prefill_target - done
+            need = self.capacity.blocks_for(seq.prefill_target) - held
             if n > budget or seqs >= self.cfg.max_batch_size or need > free:
                 break  # no skipping ahead of a blocked candidate: keeps the order honest
             admitted.append((view.admit_waiting(seq, n, now), n))

@@ -112,6 +112,32 @@ class Admission:
             return phases.count[self.decode.tokens % phases.bs]
         return self.decode.step_blocks(tokens)
 
+    def prefix_start(self, seq: Sequence) -> tuple[int, int]:
+        """(computed tokens, blocks held) that waiting request ``seq`` would start its prefill
+        from if admitted now: with prefix caching, the prompt tokens the cache holds and the
+        cached blocks it would share, less those it would take from the free pool (idle units,
+        reloads from lower tiers), so that ``blocks_for(tokens) - held`` is what admission takes
+        from the free pool. Read-only; ``admit_next`` applies it. Without a cache or a prefix:
+        ``(seq.prefilled, seq.blocks)``."""
+        if seq.prefix is None or self.kv.cache is None or seq.blocks:
+            return seq.prefilled, seq.blocks
+        tokens, shared, taken, _ = self.kv.peek_prefix(seq)
+        return tokens, shared - taken
+
+    def cached_prefix_tokens(self, seq: Sequence, now: float) -> int:
+        """Prompt tokens of ``seq`` this instance's prefix cache holds at ``now``, in any tier
+        (cache-aware routers). 0 without prefix caching. Exact at any instant: a run in flight
+        has taken the blocks of the iterations done or started by ``now`` (``used_blocks_now``),
+        and a step engine would have evicted idle units for them as it went, least recent first
+        with nothing released in between; those evictions are made now, so the cache routers
+        see is the same with and without fast-forwarding."""
+        cache = self.kv.cache
+        if cache is None or seq.prefix is None:
+            return 0
+        if self._run is not None:
+            self.kv.evict_for(self.used_blocks_now(now))
+        return cache.peek(seq.prefix, seq.prompt)
+
     def admit_next(self, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
         return self._admit(self.queues.waiting.popleft(), tokens, now, reserve_tokens)
 
@@ -120,6 +146,13 @@ class Admission:
         return self._admit(seq, tokens, now, reserve_tokens)
 
     def _admit(self, seq: Sequence, tokens: int, now: float, reserve_tokens: int) -> Sequence:
+        if seq.prefix is not None and self.kv.cache is not None and not seq.blocks:
+            cached, seconds = self.kv.match_prefix(seq)  # what ``prefix_start`` promised
+            if cached != seq.prefilled:
+                self.queues.remove_work(cached - seq.prefilled)
+                seq.prefilled = cached
+            seq.cached = cached
+            self._overhead_s += seconds  # reloading lower-tier units delays this iteration
         if reserve_tokens:
             seq.reserved = True
             self.kv.allocate_to(seq, reserve_tokens)
@@ -344,6 +377,7 @@ class Admission:
             seq.preemptions += 1
             seq.prefill_target = seq.prompt + seq.generated if seq.generated else seq.prompt
             seq.prefilled = 0
+        self.kv.drop_cache()
         self.failed = self.draining = True
         self.idle = True
         self.down_since = now

@@ -22,6 +22,7 @@ from sim.engine.kvpool import KVPool
 from sim.engine.mixed_run import MixedRun
 from sim.engine.observer import InstanceObserver
 from sim.engine.policies.base import BatchingPolicy
+from sim.engine.prefix_cache import make_prefix_cache
 from sim.engine.queues import RequestQueues, work_left
 from sim.engine.records import RecordSink
 from sim.engine.sequence import COMPLETED, DONE, OUTCOMES, REJECTED, UNFINISHED, Sequence
@@ -36,7 +37,8 @@ class Instance(Admission):
                  capacity: KVCapacity, policy: BatchingPolicy, records: RecordSink, fast_forward: bool = True,
                  timeseries_interval_s: float = 0.5, max_context: int | None = None,
                  host_link_gbs: float = 25.0, swap_space_gb: float = 0.0,
-                 observers: tuple[InstanceObserver, ...] = (), role: str = "mixed"):
+                 observers: tuple[InstanceObserver, ...] = (), role: str = "mixed",
+                 prefix_unit_tokens: int | None = None):
         self.clock = clock
         self.index = index
         self.group = group
@@ -53,7 +55,9 @@ class Instance(Admission):
         self.bs = capacity.block_size
         block_bytes = capacity.bytes_per_token * capacity.block_size
         host_blocks = int(swap_space_gb * 1e9 // block_bytes) if block_bytes else 0
-        self.kv = KVPool(capacity, host_blocks, host_link_gbs)
+        cache = make_prefix_cache(policy.cfg.section("prefix_cache"), capacity.block_size, block_bytes,
+                                  host_link_gbs, prefix_unit_tokens)
+        self.kv = KVPool(capacity, host_blocks, host_link_gbs, cache)
         self.queues = RequestQueues()
         self.decode = DecodeSet(self.kv, index)
         self.stats = InstanceStats(index, timeseries_interval_s)
@@ -290,6 +294,13 @@ class Instance(Admission):
         if self.observers:
             self._notify_iterations(run.sizes if run is not None else [[n for _, n in plan.prefills]],
                                     t0, durs, len(members) if q else 0, q)
+        kv = self.kv
+        tokens = run.chunk_tokens(k) if run is not None else [n for _, n in plan.prefills]
+        for (seq, n0), n in zip(plan.prefills, tokens, strict=True):
+            if n != n0 and not seq.reserved:  # the chunks of iterations 2..k (a run's first is held)
+                # taken before the decode steps' blocks and before anything finishes, as a step
+                # engine takes them at each boundary: evictions from the prefix cache then match
+                kv.allocate_to(seq, seq.prefilled + n)
         if q and members:
             if run is None:
                 self._finish_decode_run(t0, 1, dur, 0.0, dur, now, q)
@@ -303,16 +314,15 @@ class Instance(Admission):
         queues = self.queues
         prefilling = queues.prefilling
         done_work = 0
-        kv = self.kv
-        tokens = run.chunk_tokens(k) if run is not None else [n for _, n in plan.prefills]
-        for (seq, n0), n in zip(plan.prefills, tokens, strict=True):
-            if n != n0 and not seq.reserved:  # the chunks of iterations 2..k (a run's first is held)
-                kv.allocate_to(seq, seq.prefilled + n)
+        cache = kv.cache
+        for (seq, _), n in zip(plan.prefills, tokens, strict=True):
             seq.prefilled += n
             done_work += n
             if seq.prefilled < seq.prefill_target:
                 continue
             prefilling.remove(seq)
+            if cache is not None and seq.prefix is not None:
+                kv.insert_prefix(seq)  # its full prefix units are cached from now on
             # the prefill (or recompute) samples the next output token
             if seq.generated == 0:
                 seq.first_token = now
@@ -394,8 +404,9 @@ class Instance(Admission):
 
     def check_conservation(self) -> None:
         """KV blocks held by sequences + reservations equal the pool's count (tests call this)."""
-        held = sum(s.blocks for s in self.queues.prefilling) + sum(s.blocks for s in self.queues.waiting) \
-            + sum(s.blocks for s in self.outgoing.values())
-        dset = self.decode
-        in_set = sum(s.blocks if s.reserved else -(-dset.context_of(s) // self.bs) for s in dset.members)
-        self.kv.check(held, in_set)
+        q, dset = self.queues, self.decode
+        outside = [*q.prefilling, *q.waiting, *self.outgoing.values()]
+        held = sum(s.blocks - s.shared for s in outside)
+        in_set = sum((s.blocks if s.reserved else -(-dset.context_of(s) // self.bs)) - s.shared
+                     for s in dset.members)
+        self.kv.check(held, in_set, [*outside, *dset.members])

@@ -91,6 +91,22 @@ class PowerOfTwoRouter(Router):
         return a if a.load_tokens(now) <= b.load_tokens(now) else b
 
 
+class PrefixAwareRouter(Router):
+    """Cache-aware routing (Mooncake's conductor, SGLang's cache-aware router): send a request
+    where it would finish its prefill soonest, estimated in tokens as the work queued there plus
+    the prompt tokens that instance's prefix cache does not hold. A long cached prefix draws a
+    request to its instance only while that instance is not busier by more than the prefill the
+    cache saves, so load stays balanced; with no prefix anywhere it is least-outstanding-tokens.
+    Ties -> lowest index."""
+
+    name = "prefix_aware"
+
+    def choose(self, seq, now):
+        prompt = seq.prefill_target
+        return min(self.candidates(),
+                   key=lambda i: i.load_tokens(now) + prompt - i.cached_prefix_tokens(seq, now))
+
+
 class LlumnixRouter(Router):
     """Llumnix: dispatch by freeness, rebalance by live migration, headroom for high priority.
 
@@ -131,7 +147,8 @@ class LlumnixRouter(Router):
 
 
 ROUTERS: dict[str, type[Router]] = {c.name: c for c in (
-    RoundRobinRouter, LeastOutstandingTokensRouter, LeastKVRouter, PowerOfTwoRouter, LlumnixRouter)}
+    RoundRobinRouter, LeastOutstandingTokensRouter, LeastKVRouter, PowerOfTwoRouter, PrefixAwareRouter,
+    LlumnixRouter)}
 
 
 def register_router(cls: type[Router]) -> type[Router]:

@@ -10,6 +10,7 @@ O(k * batch). Counters are materialised when the sequence leaves the set (``Deco
 from __future__ import annotations
 
 import math
+from typing import Any
 
 # outcome codes and names used in the records: defined once, in sim.schema (re-exported here)
 from sim.schema import COMPLETED as COMPLETED
@@ -101,7 +102,7 @@ class Sequence:
         self.kv_bytes = 0.0
         # prefix caching (sim.engine.prefix_cache; written by KVPool only)
         self.prefix: tuple[int, ...] | None = None  # the trace's prefix block ids (None: none)
-        self.cache_node: object | None = None  # deepest prefix-cache node it references
+        self.cache_node: Any = None  # deepest prefix-cache node it references (a Node), or None
         self.shared = 0  # of ``blocks``, those owned by the prefix cache (counted once there)
         self.cached = 0  # prompt tokens the cache served at its last admission (records)
         #: who is told when this request ends (a session, closed-loop client or compound

@@ -72,6 +72,13 @@ class SchedulerView(Protocol):
         """Blocks the decode set takes if every member advances ``tokens`` tokens now."""
         ...
 
+    def prefix_start(self, seq: Sequence) -> tuple[int, int]:
+        """(computed tokens, blocks held) a waiting request would start from if admitted now:
+        size its prefill as ``prefill_target - tokens`` and its memory as ``blocks_for(...) -
+        held`` (prefix caching makes both smaller; without it they are ``prefilled`` and
+        ``blocks``). Read-only."""
+        ...
+
     def admit_next(self, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
         """Pop the head of ``waiting`` and start its (re)prefill with a first chunk of ``tokens``;
         ``reserve_tokens`` > 0 reserves KV for that many tokens up front (Orca, static)."""

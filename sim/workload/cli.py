@@ -1,4 +1,4 @@
-"""`trace stats | generate | convert` subcommands, mountable under any argparse parent.
+"""`trace stats | generate | sessions | convert` subcommands, mountable under any argparse parent.
 
 The console script mounts these as `goodput trace ...`; `python -m sim.workload.cli trace ...`
 works standalone. Handlers are plain functions of the parsed args returning an exit code; a
@@ -11,6 +11,7 @@ import argparse
 import functools
 import json
 import sys
+from pathlib import Path
 
 from .formats import FORMATS  # the package (sim.workload) is loaded by now, pandas with it
 
@@ -87,6 +88,33 @@ def cmd_generate(args) -> int:
 
 
 @_friendly
+def cmd_sessions(args) -> int:
+    """Write multi-turn sessions with shared prefixes: Mooncake JSON lines or canonical."""
+    from .loaders import container_of, write_chunks
+    from .schema import TraceError
+    from .sessions import mooncake_like, save_mooncake, to_canonical
+
+    if args.format is None:
+        args.format = "mooncake" if container_of(Path(args.out)) == "jsonl" else "canonical"
+    if args.format == "mooncake" and container_of(Path(args.out)) != "jsonl":
+        raise TraceError(f"{args.out}: the Mooncake format is JSON lines; name the file .jsonl, "
+                         f"or pass --format canonical for CSV/Parquet")
+    if args.format == "mooncake" and args.out.lower().endswith(".gz"):
+        raise TraceError(f"{args.out}: Mooncake files are written uncompressed; drop the .gz")
+    turns = int(args.turns) if args.turns.isdigit() else args.turns
+    df = mooncake_like(sessions=args.sessions, turns=turns, system_prompts=args.system_prompts,
+                       system_tokens=args.system_tokens, user_tokens=args.user,
+                       output_tokens=args.output, rate=args.rate, think_s=args.think,
+                       seed=args.seed)
+    if args.format == "mooncake":
+        n = save_mooncake(df, args.out)
+    else:
+        n = write_chunks([to_canonical(df)], args.out)
+    print(f"wrote {n:,} requests ({args.sessions:,} sessions, {args.format}) to {args.out}")
+    return 0
+
+
+@_friendly
 def cmd_convert(args) -> int:
     """Any supported format -> canonical file, optionally cut to a window and/or re-rated."""
     from .generators import rescale, time_slice
@@ -105,14 +133,14 @@ def cmd_convert(args) -> int:
 
 
 def add_trace_subcommands(subparsers) -> argparse.ArgumentParser:
-    """Add `trace {stats,generate,convert}` to an argparse subparsers object.
+    """Add `trace {stats,generate,sessions,convert}` to an argparse subparsers object.
 
     Each leaf parser sets `func` to its handler: call `args.func(args)` after parsing.
     """
     from .lengths import SPEC_HELP  # imports pandas: `goodput trace` is loaded only when asked
 
     trace = subparsers.add_parser("trace", help="inspect, generate and convert request traces")
-    sub = trace.add_subparsers(dest="trace_cmd", required=True, metavar="{stats,generate,convert}")
+    sub = trace.add_subparsers(dest="trace_cmd", required=True, metavar="{stats,generate,sessions,convert}")
 
     p = sub.add_parser("stats", help="summary statistics of a trace file")
     p.add_argument("file")
@@ -135,6 +163,31 @@ def add_trace_subcommands(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--float-format", default=None,
                    help="CSV arrival_s format, e.g. %%.6f (default: exact)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("sessions", help="write multi-turn sessions with shared prefixes "
+                       "(Mooncake JSON lines or canonical)",
+                       description="Each turn re-sends the conversation so far plus a new user "
+                       "message; sessions share a few system prompts; session starts are "
+                       f"Poisson. Length specs: {SPEC_HELP}")
+    p.add_argument("--sessions", type=int, required=True, help="number of sessions")
+    p.add_argument("--turns", default="4", help="turns per session: N or a spec like uniform:1:8")
+    p.add_argument("--system-prompts", type=int, default=4,
+                   help="distinct shared system prompts (0 = none)")
+    p.add_argument("--system-tokens", type=int, default=2048, help="tokens per system prompt")
+    p.add_argument("--user", default="lognormal:mean=400,std=300,min=16,max=4096",
+                   help="length spec of each new user message")
+    p.add_argument("--output", default="lognormal:mean=200,std=150,min=1,max=1024",
+                   help="length spec of each answer")
+    p.add_argument("--rate", type=float, default=1.0, help="session starts per second")
+    p.add_argument("--think", type=float, default=30.0, help="mean seconds between turns")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("mooncake", "canonical"), default=None,
+                   help="mooncake: timestamp/input_length/output_length/hash_ids JSON lines; "
+                        "canonical: with session_id and prefix_blocks (default: mooncake for "
+                        ".jsonl, canonical otherwise)")
+    p.add_argument("-o", "--out", required=True,
+                   help="output .jsonl (Mooncake) or .csv/.parquet/.jsonl (+.gz; canonical)")
+    p.set_defaults(func=cmd_sessions)
 
     p = sub.add_parser("convert", help="convert any supported trace to the canonical format")
     p.add_argument("input")

@@ -9,13 +9,16 @@ mapper does not use are listed in `trace.meta['ignored_columns']` instead of van
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .arrivals import arrival_times
-from .schema import Trace, TraceError
+from .schema import PREFIX_BLOCK_TOKENS, Trace, TraceError
 from .validate import Ctx, finalize, require_columns, seconds, tokens
 
 #: format -> (signature columns used for auto-detection, one-line description)
@@ -39,7 +42,7 @@ FORMAT_OPTS = {
     "lengths": ("rate", "arrival", "cv", "seed"),
 }
 COMMON_OPTS = ("sort", "zero_tokens")
-MOONCAKE_BLOCK_TOKENS = 512
+MOONCAKE_BLOCK_TOKENS = PREFIX_BLOCK_TOKENS  # Mooncake's hash_ids are 512-token blocks
 #: element types a hash_ids list may hold (bool is an int subclass but not a block id)
 _NP_INTS = frozenset({np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
                       np.uint64})
@@ -183,27 +186,43 @@ def load_mooncake(raw: pd.DataFrame, ctx: Ctx, opts: dict) -> Trace:
     used = list(sig)
     if "hash_ids" in raw.columns:
         used.append("hash_ids")
-        blocks = []
-        for label, h in raw["hash_ids"].items():
-            if isinstance(h, str) and h.lstrip().startswith("["):  # a JSON list in a CSV cell
-                with contextlib.suppress(ValueError):  # else reported below as not a list
-                    h = json.loads(h)
-            if isinstance(h, (list, tuple, np.ndarray)):
-                ok = (h.dtype.kind in "iu" if isinstance(h, np.ndarray) and h.dtype != object
-                      else all(type(x) is int or type(x) in _NP_INTS for x in h))
-                if not ok:
-                    bad = [x for x in h if type(x) is not int and type(x) not in _NP_INTS]
-                    raise ctx.fail("hash_ids", label, f"element {bad[0]!r} is not a whole number",
-                                   "hash_ids must be a flat JSON list of integer block ids.")
-                blocks.append(" ".join(str(int(x)) for x in h))
-            elif h is None or (isinstance(h, float) and np.isnan(h)):
-                blocks.append("")
-            else:
-                raise ctx.fail("hash_ids", label, f"value {h!r} is not a list",
-                               "hash_ids must be a JSON list of integer block ids.")
-        df["prefix_blocks"] = blocks
+        df["prefix_blocks"] = _hash_id_strings(raw["hash_ids"], ctx)
     meta = {"rows_read": len(raw), "prefix_block_tokens": MOONCAKE_BLOCK_TOKENS}
     return _finish(df, raw, ctx, meta, used, opts)
+
+
+def _hash_id_strings(col: pd.Series, ctx: Ctx) -> list[str] | pd.Series:
+    """hash_ids lists -> "1 2 3" strings. JSON lines of plain int lists (every real Mooncake file)
+    take a vectorised path (Arrow joins the ids); anything else goes cell by cell, which is where
+    the error for a bad cell is raised."""
+    cells = col.tolist()
+    if all(type(h) is list for h in cells):
+        flat = list(itertools.chain.from_iterable(cells))
+        if set(map(type, flat)) <= {int}:
+            with contextlib.suppress(OverflowError):  # beyond int64: the cell path reports it
+                ids = pa.array(np.array(flat, dtype=np.int64)).cast(pa.string())
+                offsets = np.concatenate(([0], np.cumsum([len(h) for h in cells]))).astype(np.int64)
+                lists = pa.LargeListArray.from_arrays(pa.array(offsets), ids)
+                return pd.Series(pc.binary_join(lists, " ").to_pylist(), index=col.index, dtype=str)
+    blocks = []
+    for label, h in col.items():
+        if isinstance(h, str) and h.lstrip().startswith("["):  # a JSON list in a CSV cell
+            with contextlib.suppress(ValueError):  # else reported below as not a list
+                h = json.loads(h)
+        if isinstance(h, (list, tuple, np.ndarray)):
+            ok = (h.dtype.kind in "iu" if isinstance(h, np.ndarray) and h.dtype != object
+                  else all(type(x) is int or type(x) in _NP_INTS for x in h))
+            if not ok:
+                bad = [x for x in h if type(x) is not int and type(x) not in _NP_INTS]
+                raise ctx.fail("hash_ids", label, f"element {bad[0]!r} is not a whole number",
+                               "hash_ids must be a flat JSON list of integer block ids.")
+            blocks.append(" ".join(str(int(x)) for x in h))
+        elif h is None or (isinstance(h, float) and np.isnan(h)):
+            blocks.append("")
+        else:
+            raise ctx.fail("hash_ids", label, f"value {h!r} is not a list",
+                           "hash_ids must be a JSON list of integer block ids.")
+    return blocks
 
 
 def load_vidur(raw: pd.DataFrame, ctx: Ctx, opts: dict) -> Trace:

@@ -3,7 +3,8 @@
 `synthesize` and `synthesize_chunks` draw arrivals and the two lengths from three independent
 streams derived from one seed (`arrivals.streams`), so the same seed gives the same trace, and
 the chunked form yields exactly the rows of the one-shot form; large sweeps (10^6 requests) can
-then stream requests into the simulator or to disk without holding the table.
+then stream requests into the simulator or to disk without holding the table. Multi-turn
+sessions with shared prefixes (`mooncake_like`) live in `sessions` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd
 from .arrivals import ARRIVALS, ArrivalClock, arrival_times, gamma_shape, streams
 from .lengths import SPEC_HELP, Empirical, Fixed, LengthDist, LogNormal, Uniform, parse_length_dist
 from .schema import OPTIONAL, Trace, TraceError
+from .sessions import mooncake_like, save_mooncake, to_canonical
 
 
 def _dists(prompt_dist, output_dist) -> tuple[LengthDist, LengthDist | None]:
@@ -142,9 +144,12 @@ __all__ = [
     "LogNormal",
     "Uniform",
     "arrival_times",
+    "mooncake_like",
     "parse_length_dist",
     "rescale",
+    "save_mooncake",
     "synthesize",
     "synthesize_chunks",
     "time_slice",
+    "to_canonical",
 ]

@@ -12,15 +12,25 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 REQUIRED = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
+#: tokens per prefix block when the format does not say (Mooncake's hash_ids are 512-token
+#: blocks; canonical files use the same size so a Mooncake trace converts without rescaling)
+PREFIX_BLOCK_TOKENS = 512
 #: optional column -> default value
-OPTIONAL: dict[str, int | str] = {
+OPTIONAL: dict[str, int | float | str] = {
     "priority": 0,  # larger = more important
     "slo_class": "default",
     "session_id": "",
-    "prefix_blocks": "",  # space-separated ids of shared prefix blocks (Mooncake hash_ids)
+    "prefix_blocks": "",  # space-separated ids of PREFIX_BLOCK_TOKENS-token blocks (Mooncake hash_ids)
     "kind": "generate",  # generate | embed (prefill-only) | rag (multi-step)
+    # compound (rag) requests: rounds of plan -> retrieve -> generate, tokens each round adds
+    "rag_rounds": 1,
+    "plan_tokens": 0,
+    "retrieved_tokens": 0,
+    "think_time_s": float("nan"),  # user think time before this turn; NaN = the config's
 }
 REQUEST_KINDS = ("generate", "embed", "rag")
+#: columns that only a `kind: rag` row may set away from their defaults
+RAG_COLUMNS = ("rag_rounds", "plan_tokens", "retrieved_tokens")
 
 
 class TraceError(ValueError):

@@ -1,8 +1,9 @@
 """Summary statistics of a trace: what a user checks before trusting a simulation built on it.
 
 Rate and burstiness decide queueing; prompt/output percentiles decide prefill/decode cost and
-KV-cache pressure. Rows the loader dropped by option are reported too, so a filtered trace is
-never mistaken for the whole file.
+KV-cache pressure; for traces with `prefix_blocks`, the share of prompt tokens a prefix cache
+could reuse bounds what prefix caching can save. Rows the loader dropped by option are reported
+too, so a filtered trace is never mistaken for the whole file.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import math
 
 import numpy as np
 
-from .schema import Trace
+from .prefix import parse_blocks, sharing
+from .schema import PREFIX_BLOCK_TOKENS, Trace, TraceError
 
 PERCENTILES = (50, 90, 99)
 
@@ -23,6 +25,22 @@ def _dist(x: np.ndarray) -> dict:
     return {"mean": float(x.mean()),
             **{f"p{q}": float(v) for q, v in zip(PERCENTILES, p, strict=True)},
             "min": int(x.min()), "max": int(x.max())}
+
+
+def prefix_sharing(trace: Trace) -> dict | None:
+    """`prefix.sharing` of the trace's prefix_blocks; None when no row lists any."""
+    df = trace.df
+    if "prefix_blocks" not in df.columns:
+        return None
+
+    def fail(pos: int, problem: str, fix: str) -> TraceError:
+        return TraceError(f"{trace.source}: column 'prefix_blocks', row {pos}: {problem}. {fix}")
+
+    blocks = parse_blocks(df["prefix_blocks"], fail)
+    if len(blocks.rows) == 0:
+        return None
+    bt = int((trace.meta or {}).get("prefix_block_tokens", PREFIX_BLOCK_TOKENS))
+    return sharing(blocks, df["prompt_tokens"].to_numpy(dtype=np.int64), bt)
 
 
 def trace_stats(trace: Trace) -> dict:
@@ -57,6 +75,7 @@ def trace_stats(trace: Trace) -> dict:
         "prompt_tokens_total": int(prompt.sum()),
         "output_tokens_total": int(output.sum()),
         "arrivals": meta.get("arrivals"),
+        "prefix": prefix_sharing(trace),
     }
 
 
@@ -89,7 +108,25 @@ def format_stats(s: dict) -> str:
         lines.append(f"{name:10} " + " ".join(f"{_fmt(d[k]):>10}" for k in
                                               ("mean", "p50", "p90", "p99", "max"))
                      + f" {s[name + '_tokens_total']:>15,}")
+    if s.get("prefix"):
+        lines += _prefix_lines(s["prefix"])
     return "\n".join(lines)
+
+
+def _prefix_lines(p: dict) -> list[str]:
+    bt = p["block_tokens"]
+    return [
+        f"prefix     {p['rows_with_blocks']:,} requests list {bt}-token blocks: "
+        f"{p['block_refs']:,} block refs, {p['repeated_block_fraction']:.1%} repeat an earlier "
+        f"block",
+        f"           distinct blocks {p['distinct_blocks']:,} ({p['distinct_block_tokens']:,} "
+        f"tokens); distinct full-block chains {p['cacheable_blocks']:,} "
+        f"({p['cacheable_tokens']:,} tokens: an unbounded cache's working set)",
+        f"           an unbounded prefix cache (full blocks, first come) could reuse "
+        f"{p['reusable_fraction']:.1%} of prompt tokens ({p['reusable_tokens']:,})",
+    ] + ([f"           {p['ids_with_several_predecessors']:,} block ids follow different blocks "
+          f"in different requests (kept apart: the cache keys a block by its whole chain)"]
+         if p["ids_with_several_predecessors"] else [])
 
 
 def print_stats(trace: Trace) -> dict:

@@ -2,8 +2,10 @@
 
 Every format loader maps its own columns onto the canonical names and then calls `finalize`, so
 all formats get the same rules: token counts are whole numbers, prompts have >= 1 token, outputs
-have >= 1 token (zeros are an error unless the caller opts into dropping them), arrivals are
-sorted (an error unless the caller opts into sorting), and optional columns get their defaults.
+have >= 1 token (zeros are an error unless the caller opts into dropping them) except that
+`kind: embed` rows have exactly 0 (prefill only), arrivals are sorted (an error unless the caller
+opts into sorting), optional columns get their defaults, the compound-request columns are set
+only on `rag` rows, and `prefix_blocks` obeys the block rules in `prefix`.
 Errors name the column *as it is spelled in the user's file* and the first offending row, because
 that is what the user has to go and fix.
 """
@@ -14,7 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .schema import OPTIONAL, REQUEST_KINDS, REQUIRED, Trace, TraceError
+from .prefix import check_blocks, parse_blocks
+from .schema import (
+    OPTIONAL,
+    PREFIX_BLOCK_TOKENS,
+    RAG_COLUMNS,
+    REQUEST_KINDS,
+    REQUIRED,
+    Trace,
+    TraceError,
+)
 
 STRING_COLUMNS = ("slo_class", "session_id", "prefix_blocks", "kind")
 #: counts and ids at or beyond this are refused: float64 stops being exact, int64 wraps later
@@ -147,10 +158,30 @@ def seconds(s: pd.Series, ctx: Ctx, column: str, scale: float = 1.0,
     return pd.Series(v * scale, index=s.index)
 
 
+def _embed_rows(df: pd.DataFrame) -> np.ndarray:
+    """Rows of kind 'embed' (read before `_optional` fills the column: zero outputs depend on it)."""
+    if "kind" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return (df["kind"].where(df["kind"].notna(), "").astype(str) == "embed").to_numpy()
+
+
+def _check_embed_outputs(df: pd.DataFrame, ctx: Ctx) -> None:
+    """An embed request only prefills: its output_tokens must be 0, so no decode is simulated."""
+    bad = _embed_rows(df) & (df["output_tokens"] != 0).to_numpy()
+    if bad.any():
+        label = df.index[int(bad.argmax())]
+        raise ctx.fail(ctx.col("output_tokens"), label,
+                       f"is {int(df['output_tokens'][label])} on a kind 'embed' row ({int(bad.sum())} "
+                       f"such row(s)); embed requests are prefill only",
+                       "Set output_tokens to 0 on embed rows, or give them kind generate.")
+
+
 def _drop_or_fail(df: pd.DataFrame, ctx: Ctx, meta: dict, zero_tokens: str) -> pd.DataFrame:
     for canon, rule in (("prompt_tokens", "a prompt needs at least 1 token"),
                         ("output_tokens", "a request must generate at least 1 token")):
         zero = (df[canon] == 0).to_numpy()
+        if canon == "output_tokens":
+            zero = zero & ~_embed_rows(df)  # 0 is the rule for embed rows, not a defect
         if not zero.any():
             continue
         if zero_tokens == "drop":
@@ -176,23 +207,79 @@ def _request_ids(df: pd.DataFrame, ctx: Ctx) -> pd.Series:
     return ids
 
 
+def think_times(s: pd.Series, ctx: Ctx, column: str) -> pd.Series:
+    """Seconds >= 0 as float64; missing stays NaN, which means "the config's think time"."""
+    if pd.api.types.is_bool_dtype(s.dtype) or s.dtype == object:
+        is_bool = np.fromiter((isinstance(x, (bool, np.bool_)) for x in s), bool, len(s))
+        _first_bad(ctx, column, s, [(is_bool, "is true/false; expected seconds")])
+    v = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
+    missing = s.isna().to_numpy()
+    _first_bad(ctx, column, s, [
+        (np.isnan(v) & ~missing, "is not a number; expected seconds (empty = the config's think time)"),
+        (np.isinf(v), "is infinite; expected seconds"),
+        (v < 0, "is negative; a think time is >= 0 seconds"),
+    ])
+    return pd.Series(v, index=s.index)
+
+
+def _number_column(df: pd.DataFrame, ctx: Ctx, name: str, default) -> pd.Series:
+    filled = df[name].where(df[name].notna(), default)
+    if name == "think_time_s":
+        return think_times(df[name], ctx, ctx.col(name))
+    # priority may be negative; rag_rounds's own >= 1 rule (with its message) is in _compound
+    return tokens(filled, ctx, ctx.col(name), signed=name in ("priority", "rag_rounds"))
+
+
 def _optional(df: pd.DataFrame, ctx: Ctx) -> pd.DataFrame:
-    """Fill optional columns; empty cells mean 'use the default' (documented in traces/README)."""
+    """Fill optional columns; empty cells mean 'use the default' (documented in docs/traces.md)."""
     for name, default in OPTIONAL.items():
         if name not in df.columns:
             df[name] = default
-            continue
-        if name in STRING_COLUMNS:
+        elif name in STRING_COLUMNS:
             df[name] = df[name].where(df[name].notna(), default).astype(str)
-        else:  # priority: a whole number, may be negative
-            df[name] = tokens(df[name].where(df[name].notna(), default), ctx, ctx.col(name),
-                              signed=True)
+        else:
+            df[name] = _number_column(df, ctx, name, default)
     bad = ~df["kind"].isin(REQUEST_KINDS).to_numpy()
     if bad.any():
         label = df.index[int(bad.argmax())]
         raise ctx.fail(ctx.col("kind"), label, f"value {df['kind'][label]!r} is not a request kind",
                        f"Use one of {list(REQUEST_KINDS)}.")
+    _compound(df, ctx)
     return df
+
+
+def _compound(df: pd.DataFrame, ctx: Ctx) -> None:
+    """rag_rounds >= 1, and the rag columns stay at their defaults on non-rag rows (a generate
+    row with retrieved_tokens would silently simulate nothing of what the user meant)."""
+    low = (df["rag_rounds"] < 1).to_numpy()
+    if low.any():
+        label = df.index[int(low.argmax())]
+        raise ctx.fail(ctx.col("rag_rounds"), label,
+                       f"value {int(df['rag_rounds'][label])} is below 1; a rag request runs at "
+                       f"least one retrieval round", "Use a whole number >= 1 (empty = 1).")
+    not_rag = (df["kind"] != "rag").to_numpy()
+    for name in RAG_COLUMNS:
+        off = not_rag & (df[name] != OPTIONAL[name]).to_numpy()
+        if off.any():
+            label = df.index[int(off.argmax())]
+            raise ctx.fail(ctx.col(name), label,
+                           f"value {int(df[name][label])} on a kind {df['kind'][label]!r} row "
+                           f"({int(off.sum())} such row(s)); {', '.join(RAG_COLUMNS)} describe "
+                           f"rag requests only",
+                           f"Set kind to rag on those rows, or leave {name} empty "
+                           f"(default {OPTIONAL[name]}).")
+
+
+def _prefix_blocks(df: pd.DataFrame, ctx: Ctx, block_tokens: int) -> None:
+    """The block rules of `prefix` (one-line errors naming the file's column and row)."""
+    col = ctx.col("prefix_blocks")
+
+    def fail(pos: int, problem: str, fix: str) -> TraceError:
+        return ctx.fail(col, df.index[pos], problem, fix)
+
+    blocks = parse_blocks(df["prefix_blocks"], fail)
+    check_blocks(blocks, df["prompt_tokens"].to_numpy(dtype=np.int64), block_tokens, fail,
+                 prompt_col=ctx.col("prompt_tokens"), where=lambda pos: ctx.where(df.index[pos]))
 
 
 def finalize(df: pd.DataFrame, ctx: Ctx, meta: dict, *, sort: bool = False,
@@ -207,6 +294,7 @@ def finalize(df: pd.DataFrame, ctx: Ctx, meta: dict, *, sort: bool = False,
     df = df.copy()  # never write into the caller's (possibly filtered) frame
     if zero_tokens not in ("error", "drop"):
         raise TraceError(f"zero_tokens={zero_tokens!r}: use 'error' (default) or 'drop'")
+    _check_embed_outputs(df, ctx)
     df = _drop_or_fail(df, ctx, meta, zero_tokens)
     if len(df) == 0:
         raise TraceError(f"{ctx.source}: no requests left after dropping "
@@ -229,6 +317,8 @@ def finalize(df: pd.DataFrame, ctx: Ctx, meta: dict, *, sort: bool = False,
         df["arrival_s"] = df["arrival_s"] - origin
     df["request_id"] = _request_ids(df, ctx)
     df = _optional(df, ctx)
+    meta.setdefault("prefix_block_tokens", PREFIX_BLOCK_TOKENS)
+    _prefix_blocks(df, ctx, int(meta["prefix_block_tokens"]))
     df["arrival_s"] = df["arrival_s"].astype(np.float64)
     for c in ("prompt_tokens", "output_tokens"):
         df[c] = df[c].astype(np.int64)

@@ -6,7 +6,7 @@ decorated by ``register_policy`` (see docs/simulator.md, "Adding a batching poli
 from __future__ import annotations
 
 from sim.config import ConfigError, SchedulerConfig
-from sim.engine import speculation  # noqa: F401  (registers scheduler.speculation)
+from sim.engine import prefix_cache, speculation  # noqa: F401  (register scheduler.prefix_cache, .speculation)
 from sim.engine.kvcache import KVCapacity
 from sim.engine.policies import decode_priority, reserving, sarathi, vllm  # noqa: F401  (registers)
 from sim.engine.policies.base import POLICIES, BatchingPolicy, register_policy

@@ -26,8 +26,9 @@ class DecodePriorityPolicy(VLLMPolicy):
         waiting = view.waiting
         while waiting and seqs < self.cfg.max_batch_size and not view.swapped:
             seq = waiting[0]
-            n = seq.prefill_target - seq.prefilled
-            need = self.capacity.blocks_for(seq.prefill_target) - seq.blocks
+            done, held = view.prefix_start(seq)  # with a cached prefix: computed tokens, blocks held
+            n = seq.prefill_target - done
+            need = self.capacity.blocks_for(seq.prefill_target) - held
             if n > budget or need > free:
                 break
             admitted.append((view.admit_next(n, now), n))

@@ -58,11 +58,12 @@ class _Reserving(BatchingPolicy):
         waiting = view.waiting
         while waiting and seqs < self.cfg.max_batch_size:
             seq = waiting[0]
+            done, held = view.prefix_start(seq)  # with a cached prefix: computed tokens, blocks held
             reserve = self.reserve_tokens(seq)
-            need = self.capacity.blocks_for(reserve)
+            need = self.capacity.blocks_for(reserve) - held
             # the whole (re)prefill in one iteration: the prompt, plus the tokens already produced
             # when it recomputes after losing its KV (a failed instance, a landing that did not fit)
-            n = seq.prefill_target - seq.prefilled
+            n = seq.prefill_target - done
             if n > budget or need > free:
                 break
             admitted.append((view.admit_next(n, now, reserve_tokens=reserve), n))

@@ -69,9 +69,10 @@ class SarathiPolicy(BatchingPolicy):
         pending = sum(blocks_for(s.prefill_target) - s.blocks for s in view.prefilling)
         while waiting and budget > 0 and seqs < self.max_running and not view.swapped:
             seq = waiting[0]
-            n = min(chunk_size, seq.prefill_target - seq.prefilled, budget)
-            need = blocks_for(seq.prefilled + n) - seq.blocks
-            whole = blocks_for(seq.prefill_target) - seq.blocks
+            done, held = view.prefix_start(seq)  # with a cached prefix: computed tokens, blocks held
+            n = min(chunk_size, seq.prefill_target - done, budget)
+            need = blocks_for(done + n) - held
+            whole = blocks_for(seq.prefill_target) - held
             if whole + pending > free:
                 break
             view.admit_next(n, now)
@@ -116,8 +117,9 @@ class SarathiPolicy(BatchingPolicy):
         admit = bool(view.waiting) and running + len(prefilling) < self.max_running
         if admit:
             head = view.waiting[0]
+            _, head_held = view.prefix_start(head)
             # blocks the head needs plus what prefilling prompts still need, once this one is done
-            need_all = (-(-head.prefill_target // bs) - head.blocks
+            need_all = (-(-head.prefill_target // bs) - head_held
                         + sum(-(-s.prefill_target // bs) - (held[i] if i >= 0 else s.blocks)
                               for i, s in order))
         step0 = view.decode_step_blocks() if decoding else 0

@@ -54,8 +54,9 @@ class VLLMPolicy(BatchingPolicy):
         max_batch = self.cfg.max_batch_size
         while waiting:
             seq = waiting[0]
-            n = seq.prefill_target - seq.prefilled
-            need = blocks_for(seq.prefill_target) - seq.blocks
+            done, held = view.prefix_start(seq)  # with a cached prefix: computed tokens, blocks held
+            n = seq.prefill_target - done
+            need = blocks_for(seq.prefill_target) - held
             if n > budget or seqs >= max_batch or need > free:
                 break
             admitted.append((view.admit_next(n, now), n))
