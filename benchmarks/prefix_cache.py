@@ -91,9 +91,11 @@ def main() -> None:
         raise SystemExit(f"{args.trace} not found: pass --trace (a Mooncake-format JSON lines file)")
     trace = load_trace(args.trace)
     df = trace.df if args.requests is None else trace.df.iloc[: args.requests]
+    distinct = len({b for ids in df.prefix_blocks for b in ids.split()})
     print(f"trace {Path(args.trace).name}: {len(df):,} requests over {df.arrival_s.iloc[-1]:.0f} s, "
-          f"prompt mean {df.prompt_tokens.mean():,.0f} tokens; unbounded-cache reuse "
-          f"{unbounded_reuse(df):.1%} of prompt tokens")
+          f"prompt mean {df.prompt_tokens.mean():,.0f} tokens; {distinct:,} distinct prefix blocks "
+          f"({distinct * 512 / 1e6:.1f}M tokens); unbounded-cache reuse {unbounded_reuse(df):.1%} "
+          "of prompt tokens")
     print(f"cost model: {'H200 fast-attention profile' if FAST_PROFILE.exists() else 'roofline'}\n")
     n = args.instances
     print(f"{n} x H200, cache-aware routing:\n")
@@ -114,7 +116,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, kw in (("no prefix caching", {"cache": False}),
                      ("caching, round robin", {"cache": True}),
-                     ("caching, least outstanding tokens", {"cache": True, "router": "least_outstanding_tokens"}),
+                     ("caching, least outstanding tokens",
+                      {"cache": True, "router": "least_outstanding_tokens"}),
                      ("caching, cache-aware routing", {"cache": True, "router": "prefix_aware"}),
                      (f"cache-aware + {args.host_gb:g} GB host tier",
                       {"cache": True, "router": "prefix_aware", "host_gb": args.host_gb})):

@@ -216,3 +216,30 @@ def test_bad_prefix_cache_settings_name_their_field():
         c = cfg(prefix_cache={"enabled": True, key: value})
         with pytest.raises(ConfigError, match=needle):
             simulate(c, two_requests())
+
+
+def test_prefill_pools_cache_prefixes():
+    c = cfg()
+    c.cluster = [type(c.cluster[0])(model="llama-3.1-8b", gpu="h100", count=1, role="prefill"),
+                 type(c.cluster[0])(model="llama-3.1-8b", gpu="h100", count=1, role="decode")]
+    res = simulate(c, two_requests()).requests
+    assert res.cached_tokens.tolist() == [0, 6 * 512]
+    assert (res.outcome == "completed").all() and res.kv_transfer_bytes.gt(0).all()
+
+
+def test_the_mooncake_trace_hits_and_fast_forward_holds():
+    from sim.workload.loaders import load_trace
+    from tests.conftest import shared_trace
+
+    df = load_trace(shared_trace("mooncake_synthetic_trace.jsonl")).df.iloc[:400]
+    out = []
+    for fast in (True, False):
+        c = cfg()
+        c.cluster[0].gpu, c.cluster[0].count, c.router.name = "h200", 2, "prefix_aware"
+        c.fast_forward = fast
+        out.append(simulate(c, df).requests)
+    assert out[0].cached_tokens.sum() > 0.03 * out[0].prompt_tokens.sum()  # early turns: little reuse yet
+    for col in ("instance", "cached_tokens"):
+        np.testing.assert_array_equal(out[0][col].to_numpy(), out[1][col].to_numpy(), err_msg=col)
+    for col in ("first_token_s", "completion_s"):  # summed in another order: rounding only
+        np.testing.assert_allclose(out[0][col].to_numpy(), out[1][col].to_numpy(), rtol=1e-9, err_msg=col)
