@@ -8,7 +8,11 @@ Requests: Poisson arrivals, lognormal prompts (mean 512) and outputs (mean 256).
 Columns: mean TPOT, output throughput, mean tokens per speculative step (per sequence), draft
 acceptance (accepted / proposed), the share of speculative time spent drafting, mean k.
 
-Usage: python benchmarks/speculation.py [--kind auto|roofline] [--alpha 0.8] [--quick]
+``--proposers`` compares who drafts instead, all under SmartSpec at the same alpha (so only
+the drafting cost and the tree differ): the 1B draft model, prompt lookup (n-gram), one MTP layer
+per draft token, Medusa-like heads (one pass) and a draft-model tree of width 2.
+
+Usage: python benchmarks/speculation.py [--kind auto|roofline] [--alpha 0.8] [--quick] [--proposers]
 """
 from __future__ import annotations
 
@@ -27,6 +31,13 @@ from sim.workload.generators import synthesize  # noqa: E402
 
 METHODS = {"none": {"method": "none"}, "fixed k=2": {"method": "fixed", "fixed.k": 2},
            "fixed k=4": {"method": "fixed", "fixed.k": 4}, "smartspec": {"method": "smartspec"}}
+PROPOSERS = {"none": {"method": "none"},
+             "draft 1B": {"method": "smartspec"},
+             "n-gram": {"method": "smartspec", "proposer": "ngram"},
+             "MTP layer": {"method": "smartspec", "proposer": "heads"},
+             "Medusa heads": {"method": "smartspec", "proposer": "heads", "heads.layers_per_pass": 0.1,
+                              "heads.sequential": False},
+             "draft tree w=2": {"method": "smartspec", "tree_width": 2, "smartspec.max_k": 4}}
 
 
 def run(rate: float, method: dict, kind: str, alpha: float, n: int, seed: int = 0):
@@ -39,8 +50,8 @@ def run(rate: float, method: dict, kind: str, alpha: float, n: int, seed: int = 
     seen = []
     build = simulator.build_cluster
 
-    def capture(c, records):  # keep the instances for their speculation counters
-        seen.append(build(c, records))
+    def capture(c, records, *args):  # keep the instances for their speculation counters
+        seen.append(build(c, records, *args))
         return seen[-1]
 
     simulator.build_cluster = capture
@@ -64,7 +75,9 @@ def main() -> None:
     ap.add_argument("--kind", default="auto", choices=["auto", "roofline"])
     ap.add_argument("--alpha", type=float, default=0.8)
     ap.add_argument("--quick", action="store_true", help="fewer requests and loads")
+    ap.add_argument("--proposers", action="store_true", help="compare proposers under SmartSpec")
     args = ap.parse_args()
+    methods = PROPOSERS if args.proposers else METHODS
     rates = [1, 8, 24] if args.quick else [1, 4, 8, 16, 24, 32, 48, 64, 96]
     n = 200 if args.quick else 1000
     t0 = time.perf_counter()
@@ -73,7 +86,7 @@ def main() -> None:
           "acceptance | draft share | mean k |")
     print("|---|---|---|---|---|---|---|---|---|")
     for rate in rates:
-        for name, method in METHODS.items():
+        for name, method in methods.items():
             r = run(rate, method, args.kind, args.alpha, n)
             if first:
                 print(f"<!-- cost model: {r['source']} -->")
@@ -81,7 +94,7 @@ def main() -> None:
             fmt = (lambda x: "-" if x != x else f"{x:.2f}")  # noqa: E731
             print(f"| {rate} | {name} | {r['tpot_ms']:.2f} | {r['p99_tpot_ms']:.2f} | {r['tok_s']:.0f} | "
                   f"{fmt(r['per_step'])} | {fmt(r['accept'])} | {fmt(r['draft'])} | {r['k']:.2f} |")
-    print(f"\n{len(rates) * len(METHODS)} runs of {n} requests in {time.perf_counter() - t0:.1f} s")
+    print(f"\n{len(rates) * len(methods)} runs of {n} requests in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

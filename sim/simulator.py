@@ -28,6 +28,7 @@ from sim.engine.instance import Instance
 from sim.engine.kvcache import kv_capacity
 from sim.engine.observer import NullObserver
 from sim.engine.policies import make_policy
+from sim.engine.proposers import speculation_memory
 from sim.engine.records import RecordSink
 from sim.engine.routers import make_router
 from sim.engine.sequence import UNFINISHED
@@ -109,16 +110,17 @@ class Cluster:
             raise ConfigError(f"events: group {g} does not exist (cluster has {len(cfg.cluster)} groups)")
         group = cfg.cluster[g]
         model, gpu, sched = get_model(group.model), get_gpu(group.gpu), cfg.scheduler
+        if group.policy:
+            sched = dataclasses.replace(sched, policy=group.policy)
+        spec_w, spec_kv = speculation_memory(sched.section("speculation"), model.name, group.tp)
         cap = kv_capacity(model, gpu, group.tp, sched.block_size, sched.gpu_memory_utilization,
-                          sched.activation_reserve_gb, sched.num_gpu_blocks)
+                          sched.activation_reserve_gb, sched.num_gpu_blocks, spec_w, spec_kv)
         cost = make_cost_model(model, gpu, group.tp, cfg.cost_model)
         name = group.name or f"{model.name}@{gpu.name}x{group.tp}"
         idx = len(self.instances)
         observers: tuple = (TraceObserver(self.trace),) if self.trace is not None else ()
         if self.dispatcher is not None and group.role != "prefill":
             observers += (DecodeCapacityFreed(self.dispatcher),)
-        if group.policy:
-            sched = dataclasses.replace(sched, policy=group.policy)
         if self.trace is not None:
             self.trace.instance(idx, name)
         inst = Instance(self.clock, idx, name, cost, cap, make_policy(sched, cap, model.max_context),

@@ -70,7 +70,7 @@ def format_summary(s: dict) -> str:
             ("busiest link", f"{link.get('link', '-')} {_fmt(link.get('utilisation'), pct=True)}")]))
     pc = s.get("prefix_cache")
     if pc:
-        lines.append(f"{'prefix cache':<12}" + kv([
+        lines.append(f"{'prefixes':<12}" + kv([
             ("requests hit", _fmt(pc["request_hit_rate"], pct=True)),
             ("prompt tokens cached", _fmt(pc["token_hit_rate"], pct=True)),
             ("tokens saved", _fmt(pc["cached_tokens"])),

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.engine.speculation import FixedOptions, SmartSpecOptions, SpeculationConfig
+from sim.engine.proposers import HeadsOptions
+from sim.engine.speculation import FixedOptions, SmartSpecOptions, SpeculationConfig, TableOptions
 from sim.simulator import simulate
 from tests.conftest import poisson_requests, with_priorities
 from tests.test_fast_forward import (
@@ -32,6 +33,11 @@ METHODS = {
                                    sections={"smartspec": SmartSpecOptions(max_k=6)}),
     "pass_cost": SpeculationConfig(method="fixed", alpha=0.6, draft_pass_s=0.0007,
                                    sections={"fixed": FixedOptions(k=2)}),
+    "ngram_table": SpeculationConfig(method="table", alpha=0.5, proposer="ngram",
+                                     sections={"table": TableOptions([[1, 4], [8, 2], [24, 0]])}),
+    "mtp_tree": SpeculationConfig(method="fixed", alpha=0.6, proposer="heads", tree_width=2,
+                                  sections={"fixed": FixedOptions(k=2),
+                                            "heads": HeadsOptions(layers_per_pass=1.0)}),
 }
 
 

@@ -30,22 +30,25 @@ class KVCapacity:
 
 def kv_capacity(model: ModelSpec, gpu: GPUSpec, tp: int, block_size: int,
                 gpu_memory_utilization: float, activation_reserve_gb: float,
-                num_blocks_override: int | None = None) -> KVCapacity:
-    """KV blocks that fit next to the weights (``num_blocks_override`` fixes the count)."""
+                num_blocks_override: int | None = None, extra_weight_bytes: float = 0.0,
+                extra_kv_bytes_per_token: float = 0.0) -> KVCapacity:
+    """KV blocks that fit next to the weights (``num_blocks_override`` fixes the count). The
+    extras are what speculation adds per GPU (a draft model's weights, its KV per token, which
+    every block then holds beside the target's)."""
     if num_blocks_override is not None:
         if num_blocks_override < 1 or block_size < 1:
             raise CapacityError(f"scheduler.num_gpu_blocks={num_blocks_override} must be >= 1 "
                                 "(and scheduler.block_size >= 1)")
         return KVCapacity(total_blocks=int(num_blocks_override), block_size=block_size,
-                          bytes_per_token=model.kv_bytes_per_token(tp))
+                          bytes_per_token=model.kv_bytes_per_token(tp) + extra_kv_bytes_per_token)
     if not 0 < gpu_memory_utilization <= 1:
         raise CapacityError("scheduler.gpu_memory_utilization must be in (0, 1]")
     if block_size < 1:
         raise CapacityError("scheduler.block_size must be >= 1")
     usable = gpu.memory_bytes * gpu_memory_utilization
-    weights = model.weight_bytes(tp)
+    weights = model.weight_bytes(tp) + extra_weight_bytes
     free = usable - weights - activation_reserve_gb * 1e9
-    per_token = model.kv_bytes_per_token(tp)
+    per_token = model.kv_bytes_per_token(tp) + extra_kv_bytes_per_token
     blocks = int(free // (per_token * block_size)) if free > 0 else 0
     if blocks < 1:
         raise CapacityError(

@@ -20,53 +20,48 @@ same in fast-forward and step mode (docs/speculation.md says why not random draw
 """
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, SchedulerConfig, register_section, register_strategy, section_options
+from sim.config import ConfigError, SchedulerConfig, register_strategy
 from sim.costmodel.base import CostModel
-from sim.costmodel.speculative import draft_cost_model, target_model_name
+from sim.engine.proposers import Proposer, make_proposer
+from sim.engine.speculation_config import SpeculationConfig
 
 #: the largest k a strategy may use (a profile measures verifies up to k = 8)
 MAX_K = 16
 PROFILED_MAX_K = 8
 
 
-@dataclass
-class SpeculationConfig:
-    """``scheduler.speculation``: the proposer, the acceptance model and the length strategy."""
-
-    method: str = "none"  # none | fixed | smartspec (or a registered plugin)
-    alpha: float = 0.8  # per-token acceptance rate, in [0, 1)
-    #: catalog model that drafts (its own cost model: a profile on this GPU, else a roofline)
-    draft_model: str = ""
-    #: seconds of one draft forward pass over the batch, instead of a draft model's cost
-    draft_pass_s: float | None = None
-    sections: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
-
-    def section(self, name: str) -> Any:
-        return section_options(self, name, "scheduler.speculation", "method")
-
-
-register_section(SchedulerConfig, "speculation", SpeculationConfig)
-
-
 class Acceptance:
-    """Per-token acceptance rate ``alpha``: expected tokens per verify of ``k`` drafts."""
+    """Per-token acceptance rate ``alpha``: expected tokens per verify of ``k`` drafts. With a
+    tree of ``width`` candidates per position a level is accepted when any candidate is, with
+    probability ``p = 1 - (1 - alpha)^width`` (candidates treated as independent draws), so
+    E(k) = (1 - p^(k+1)) / (1 - p)."""
 
     UNITS = 1 << 30  # the carried fraction's resolution (tokens are exact integers of these)
 
-    def __init__(self, alpha: float):
+    def __init__(self, alpha: float, width: int = 1):
         if not 0.0 <= alpha < 1.0:
             raise ConfigError(f"scheduler.speculation.alpha must be in [0, 1), got {alpha}")
+        if width < 1:
+            raise ConfigError(f"scheduler.speculation.tree_width must be >= 1, got {width}")
         self.alpha = alpha
+        self.width = width
+        self.level = 1.0 - (1.0 - alpha) ** width  # a drafted position is accepted
 
     def expected(self, k: int) -> float:
-        a = self.alpha
-        return (1.0 - a ** (k + 1)) / (1.0 - a)
+        p = self.level
+        if p >= 1.0:
+            return float(k + 1)
+        return (1.0 - p ** (k + 1)) / (1.0 - p)
+
+    def verify_tokens(self, k: int) -> int:
+        """Tokens a verify computes per sequence: the target's own next one plus the tree."""
+        return 1 + k * self.width
 
     def units(self, k: int) -> int:
         """E(k) in units of 1 / UNITS tokens."""
@@ -132,6 +127,40 @@ class FixedK(SpeculationLength):
 
 
 @dataclass
+class TableOptions:
+    #: [batch size, k] rows, batch sizes ascending: a batch of B runs the k of the last row whose
+    #: batch size is <= B (vLLM's static policy of disabling speculation above a batch size)
+    thresholds: list[list[int]] = field(default_factory=lambda: [[1, 4], [16, 2], [64, 0]])
+
+
+@register_speculator
+class TableK(SpeculationLength):
+    """A static batch-size-to-k table. Known to collapse throughput at its thresholds: one more
+    sequence changes k for the whole batch."""
+
+    name = "table"
+    Options = TableOptions
+
+    def __init__(self, options: TableOptions):
+        super().__init__(options)
+        rows = options.thresholds
+        ok = bool(rows) and all(len(r) == 2 and r[0] >= 1 and 0 <= r[1] <= MAX_K for r in rows)
+        if not ok or any(a[0] >= b[0] for a, b in itertools.pairwise(rows)):
+            raise ConfigError("scheduler.speculation.table.thresholds must be [batch size >= 1, k in "
+                              f"0..{MAX_K}] rows with batch sizes ascending, e.g. [[1, 4], [16, 2], [64, 0]]")
+
+    def max_k(self) -> int:
+        return max(k for _, k in self.options.thresholds)
+
+    def choose_k(self, spec, batch, ctx_sum, ctx_max, contexts=None) -> int:
+        k = 0
+        for size, kk in self.options.thresholds:
+            if batch >= size:
+                k = kk
+        return k
+
+
+@dataclass
 class SmartSpecOptions:
     max_k: int = 8  # the longest draft considered (k = 0 .. max_k)
 
@@ -167,13 +196,13 @@ class Speculation:
     """One instance's speculation: strategy, acceptance, draft cost, the carried fraction of a
     token, the current k, and counters (never read back to decide)."""
 
-    def __init__(self, cfg: SpeculationConfig, target: CostModel,
-                 draft: CostModel | None, strategy: SpeculationLength):
+    def __init__(self, cfg: SpeculationConfig, target: CostModel, proposer: Proposer | None,
+                 strategy: SpeculationLength):
         self.cfg = cfg
         self.target = target
-        self.draft = draft
+        self.proposer = proposer
         self.strategy = strategy
-        self.acceptance = Acceptance(cfg.alpha)
+        self.acceptance = Acceptance(cfg.alpha, cfg.tree_width)
         self.active = strategy.name != "none"
         self.slow = 1.0  # the draft's slow-down (a straggler instance, see ``use_cost``)
         self.carry = 0  # fraction of a token owed to the batch, in Acceptance.UNITS
@@ -210,15 +239,10 @@ class Speculation:
         if k == 0:
             a, b = tgt.decode_coefficients(batch)
             return 0.0, a + b * ctx_sum
-        if self.cfg.draft_pass_s is not None:
-            draft = k * self.cfg.draft_pass_s
-        else:
-            assert self.draft is not None
-            a, b = self.draft.decode_coefficients(batch)
-            # pass i attends to the context plus the i tokens drafted before it
-            draft = k * a + b * (k * ctx_sum + batch * k * (k - 1) // 2)
-        draft *= self.slow
-        return draft, tgt.verify_time(batch, k + 1, ctx_sum, ctx_max, contexts)
+        assert self.proposer is not None
+        da, db = self.proposer.line(k, batch, self.acceptance.width)
+        draft = (da + db * ctx_sum) * self.slow
+        return draft, tgt.verify_time(batch, self.acceptance.verify_tokens(k), ctx_sum, ctx_max, contexts)
 
     def step_line(self, k: int, batch: int) -> tuple[float, float, float, float] | None:
         """(draft a, draft b, verify a, verify b): a step of k drafts takes ``draft a + draft b x
@@ -226,15 +250,11 @@ class Speculation:
         verifies by a line (``verify_coefficients``; the roofline where one side bounds
         attention); None otherwise (each step is priced on its own)."""
         line = getattr(self.target, "verify_coefficients", None)
-        verify = line(batch, k + 1) if line is not None else None
-        if verify is None or k < 1:
+        verify = line(batch, self.acceptance.verify_tokens(k)) if line is not None and k >= 1 else None
+        if verify is None:
             return None
-        if self.cfg.draft_pass_s is not None:
-            da, db = k * self.cfg.draft_pass_s, 0.0
-        else:
-            assert self.draft is not None
-            a, b = self.draft.decode_coefficients(batch)
-            da, db = k * a + b * (batch * k * (k - 1) // 2), b * k
+        assert self.proposer is not None
+        da, db = self.proposer.line(k, batch, self.acceptance.width)
         return da * self.slow, db * self.slow, verify[0], verify[1]
 
     def record(self, steps: int, batch: int, k: int, emitted: int, draft_s: float, verify_s: float) -> None:
@@ -264,35 +284,15 @@ def make_speculation(sched: SchedulerConfig, target: CostModel) -> Speculation:
         raise ConfigError(f"unknown scheduler.speculation.method '{cfg.method}'; choose one of "
                           f"{sorted(SPECULATORS)}")
     strategy = cls(cfg.section(cls.name) if cls.Options is not None else None)
-    Acceptance(cfg.alpha)  # validate even when off
-    draft = None
+    acceptance = Acceptance(cfg.alpha, cfg.tree_width)  # validate even when off
+    proposer = None
     if strategy.name != "none":
-        if cfg.draft_pass_s is not None:
-            if cfg.draft_pass_s < 0:
-                raise ConfigError(f"scheduler.speculation.draft_pass_s must be >= 0, got {cfg.draft_pass_s}")
-        else:
-            draft = _draft_cost(cfg, target)
-        if strategy.max_k() > PROFILED_MAX_K and target.source.startswith("profile:"):
-            raise ConfigError(f"scheduler.speculation: k up to {strategy.max_k()} is beyond the "
-                              f"profiled verify range (k <= {PROFILED_MAX_K}) of {target.source}; "
-                              f"use k <= {PROFILED_MAX_K} or cost_model.kind=roofline")
-    return Speculation(cfg, target, draft, strategy)
+        proposer = make_proposer(cfg, target)
+        drafted = acceptance.verify_tokens(strategy.max_k()) - 1
+        if drafted > PROFILED_MAX_K and target.source.startswith("profile:"):
+            raise ConfigError(f"scheduler.speculation: verifies of up to {drafted} drafted tokens "
+                              f"(k {strategy.max_k()} x tree_width {cfg.tree_width}) are beyond the "
+                              f"profiled verify range (<= {PROFILED_MAX_K}) of {target.source}; "
+                              f"draft fewer or use cost_model.kind=roofline")
+    return Speculation(cfg, target, proposer, strategy)
 
-
-def _draft_cost(cfg: SpeculationConfig, target: CostModel) -> CostModel:
-    if not cfg.draft_model:
-        raise ConfigError("scheduler.speculation: give draft_model (a catalog model, e.g. "
-                          "llama-3.2-1b) or draft_pass_s (seconds per draft pass)")
-    try:
-        spec = get_model(cfg.draft_model)
-        tgt = get_model(target_model_name(target))
-    except ValueError as exc:
-        raise ConfigError(f"scheduler.speculation.draft_model: {exc}") from None
-    if spec.vocab_size != tgt.vocab_size:
-        raise ConfigError(f"scheduler.speculation.draft_model '{spec.name}' has a vocabulary of "
-                          f"{spec.vocab_size} tokens, the target '{tgt.name}' {tgt.vocab_size}: "
-                          "a draft must share the target's tokenizer")
-    if spec.param_count() >= tgt.param_count():
-        raise ConfigError(f"scheduler.speculation.draft_model '{spec.name}' is not smaller than "
-                          f"the target '{tgt.name}'")
-    return draft_cost_model(target, spec, get_gpu)
