@@ -111,3 +111,48 @@ def test_mtp_layers_take_their_weights_and_kv():
     f = 1 / m.layers
     free = gpu.memory_bytes * 0.9 - m.weight_bytes(1) * (1 + f) - 2e9
     assert int(res.instances.kv_blocks.iloc[0]) == int(free // (m.kv_bytes_per_token(1) * (1 + f) * 16))
+
+
+def test_position_dependent_acceptance_chains_the_positions():
+    a = Acceptance(0.8, by_position=[0.9, 0.7, 0.5])
+    # positions 1..5: 0.9, 0.7, 0.5, 0.5, 0.5
+    expect = 1 + 0.9 + 0.9 * 0.7 + 0.9 * 0.7 * 0.5 + 0.9 * 0.7 * 0.25 + 0.9 * 0.7 * 0.125
+    assert a.expected(5) == pytest.approx(expect)
+    assert Acceptance(0.8, by_position=[0.8]).expected(4) == pytest.approx(Acceptance(0.8).expected(4))
+    with pytest.raises(ConfigError, match=r"alpha_by_position: 1\.2 is not in"):
+        Acceptance(0.8, by_position=[0.9, 1.2])
+
+
+def test_per_request_acceptance_is_the_members_mean_and_seeded():
+    import numpy as np
+
+    from sim.engine.sequence import Sequence
+
+    spec = make_speculation(sched(alpha_dist="beta:8,2", seed=3, draft_pass_s=1e-3), target())
+    members = [Sequence(rid, 0.0, 100, 50) for rid in (4, 9, 17)]
+    spec.choose(1, 3, 300, 100, None, members)
+    alphas = [min(0.999, float(np.random.default_rng([3, r]).beta(8, 2))) for r in (4, 9, 17)]
+    assert all(s.alpha != s.alpha for s in members)  # drawn lazily, on first use
+    e = spec.expected(3)
+    assert [s.alpha for s in members] == alphas
+    assert e == pytest.approx(np.mean([(1 - a ** 4) / (1 - a) for a in alphas]))
+    for bad in ("beta:0,2", "normal:1,2", "beta:8"):
+        with pytest.raises(ConfigError, match="alpha_dist"):
+            make_speculation(sched(alpha_dist=bad, draft_pass_s=1e-3), target())
+
+
+def test_per_request_acceptance_runs_the_same_in_both_modes():
+    import numpy as np
+
+    def run(fast):
+        cfg = load_config(None, {"cluster": [{"model": "llama-3.1-8b", "gpu": "h100"}],
+                                 "cost_model": {"kind": "roofline"}, "fast_forward": fast,
+                                 "scheduler": {"speculation": {"method": "smartspec", "draft_pass_s": 5e-4,
+                                                               "alpha_dist": "beta:6,3",
+                                                               "alpha_by_position": [0.85, 0.7]}}})
+        return simulate(cfg, poisson_requests(150, 6.0)).requests
+
+    a, b = run(True), run(False)
+    for col in ("first_token_s", "completion_s"):
+        np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-9, err_msg=col)
+    assert (a.outcome == "completed").all()

@@ -24,6 +24,7 @@ WAITING, PREFILLING, DECODING, DONE, TRANSFERRING = 0, 1, 2, 3, 4
 
 class Sequence:
     __slots__ = (
+        "alpha",
         "arrival",
         "blocks",
         "cache_node",
@@ -108,6 +109,9 @@ class Sequence:
         #: who is told when this request ends (a session, closed-loop client or compound
         #: request driver; sim.clients / sim.compound), or None
         self.client: object | None = None
+        #: this request's speculative acceptance rate (NaN: the run's alpha, or drawn from
+        #: scheduler.speculation.alpha_dist when the batch first needs it)
+        self.alpha = math.nan
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"Sequence(rid={self.rid}, prompt={self.prompt}, output={self.output}, "

@@ -44,20 +44,44 @@ class Acceptance:
 
     UNITS = 1 << 30  # the carried fraction's resolution (tokens are exact integers of these)
 
-    def __init__(self, alpha: float, width: int = 1):
+    def __init__(self, alpha: float, width: int = 1, by_position: list[float] | None = None):
         if not 0.0 <= alpha < 1.0:
             raise ConfigError(f"scheduler.speculation.alpha must be in [0, 1), got {alpha}")
+        for a in by_position or ():
+            if not 0.0 <= a < 1.0:
+                raise ConfigError(f"scheduler.speculation.alpha_by_position: {a} is not in [0, 1)")
         if width < 1:
             raise ConfigError(f"scheduler.speculation.tree_width must be >= 1, got {width}")
         self.alpha = alpha
         self.width = width
         self.level = 1.0 - (1.0 - alpha) ** width  # a drafted position is accepted
+        #: per-position acceptance (a tree level's), or None when every position accepts at alpha
+        self.levels = [1.0 - (1.0 - a) ** width for a in by_position] if by_position else None
 
-    def expected(self, k: int) -> float:
-        p = self.level
-        if p >= 1.0:
-            return float(k + 1)
-        return (1.0 - p ** (k + 1)) / (1.0 - p)
+    def expected(self, k: int, alpha: float | None = None) -> float:
+        """E(k) at this acceptance, or for one request accepting at ``alpha`` (positions then
+        scale by alpha / the configured alpha, so a request's drift follows the same profile)."""
+        if self.levels is None or alpha is not None:
+            scale = 1.0 if alpha is None or self.alpha == 0 else alpha / self.alpha
+            if self.levels is not None:
+                return self._chain([min(0.999, a * scale) for a in self._per_position(k)])
+            p = self.level if alpha is None else 1.0 - (1.0 - alpha) ** self.width
+            return float(k + 1) if p >= 1.0 else (1.0 - p ** (k + 1)) / (1.0 - p)
+        return self._chain(self._per_position(k))
+
+    def _per_position(self, k: int) -> list[float]:
+        lv = self.levels
+        assert lv is not None
+        return [lv[min(i, len(lv) - 1)] for i in range(k)]
+
+    @staticmethod
+    def _chain(levels: list[float]) -> float:
+        """1 + sum over j of the chance that positions 1..j are all accepted."""
+        total, run = 1.0, 1.0
+        for p in levels:
+            run *= p
+            total += run
+        return total
 
     def verify_tokens(self, k: int) -> int:
         """Tokens a verify computes per sequence: the target's own next one plus the tree."""
@@ -186,7 +210,7 @@ class SmartSpec(SpeculationLength):
         best, best_k = 0.0, 0
         for k in range(self.options.max_k + 1):
             t = sum(spec.step_time(k, batch, ctx_sum, ctx_max, contexts))
-            rate = spec.acceptance.expected(k) / t
+            rate = spec.expected(k) / t
             if rate > best * (1.0 + 1e-12):  # ties go to the shorter draft
                 best, best_k = rate, k
         return best_k
@@ -202,7 +226,10 @@ class Speculation:
         self.target = target
         self.proposer = proposer
         self.strategy = strategy
-        self.acceptance = Acceptance(cfg.alpha, cfg.tree_width)
+        self.acceptance = Acceptance(cfg.alpha, cfg.tree_width, cfg.alpha_by_position)
+        self.draw = _alpha_draw(cfg)  # per-request acceptance (None: every request at alpha)
+        self._batch_e: dict[int, float] = {}  # k -> the batch's mean E(k), for the current epoch
+        self._members: list | None = None  # the decode set's members (per-request acceptance)
         self.active = strategy.name != "none"
         self.slow = 1.0  # the draft's slow-down (a straggler instance, see ``use_cost``)
         self.carry = 0  # fraction of a token owed to the batch, in Acceptance.UNITS
@@ -217,13 +244,32 @@ class Speculation:
         self.verify_s = 0.0  # time spent in verify iterations
 
     def choose(self, epoch: int, batch: int, ctx_sum: int, ctx_max: int,
-               contexts: Callable[[], list[int]] | None = None) -> int:
+               contexts: Callable[[], list[int]] | None = None, members: list | None = None) -> int:
         """k for the step starting now: re-decided when the decode set changed (a join or leave),
         which only happens at a boundary both step and fast-forward mode stop at."""
         if epoch != self._epoch:
             self._epoch = epoch
+            self._batch_e = {}
+            self._members = members
             self.k = self.strategy.choose_k(self, batch, ctx_sum, ctx_max, contexts)
         return self.k
+
+    def expected(self, k: int) -> float:
+        """Tokens a member gains per step of k drafts. With per-request acceptance every member
+        still advances by the same count (the decode set's closed form): the mean of the
+        members' E_i(k), so the batch's tokens are right in expectation and SmartSpec's
+        goodput(k) = sum_i E_i(k) / T(k) is B x this / T(k)."""
+        if self.draw is None or not self._members:
+            return self.acceptance.expected(k)
+        e = self._batch_e.get(k)
+        if e is None:
+            e = self._batch_e[k] = sum(self.acceptance.expected(k, self.draw(s)) for s in self._members) \
+                / len(self._members)
+        return e
+
+    def units(self, k: int) -> int:
+        """``expected(k)`` in units of 1 / Acceptance.UNITS tokens."""
+        return round(self.expected(k) * Acceptance.UNITS)
 
     def use_cost(self, target: CostModel) -> None:
         """The instance's cost model now (a straggler's is slowed: its draft passes are too)."""
@@ -284,7 +330,8 @@ def make_speculation(sched: SchedulerConfig, target: CostModel) -> Speculation:
         raise ConfigError(f"unknown scheduler.speculation.method '{cfg.method}'; choose one of "
                           f"{sorted(SPECULATORS)}")
     strategy = cls(cfg.section(cls.name) if cls.Options is not None else None)
-    acceptance = Acceptance(cfg.alpha, cfg.tree_width)  # validate even when off
+    acceptance = Acceptance(cfg.alpha, cfg.tree_width, cfg.alpha_by_position)  # validate even when off
+    _alpha_draw(cfg)
     proposer = None
     if strategy.name != "none":
         proposer = make_proposer(cfg, target)
@@ -296,3 +343,27 @@ def make_speculation(sched: SchedulerConfig, target: CostModel) -> Speculation:
                               f"draft fewer or use cost_model.kind=roofline")
     return Speculation(cfg, target, proposer, strategy)
 
+
+def _alpha_draw(cfg: SpeculationConfig) -> Callable[[object], float] | None:
+    """``alpha_dist`` as a function of a request: its acceptance, drawn once from a Beta
+    distribution seeded by (seed, request id), so step and fast-forward mode (and reruns) agree."""
+    if not cfg.alpha_dist:
+        return None
+    kind, _, params = cfg.alpha_dist.partition(":")
+    try:
+        a, b = (float(x) for x in params.split(","))
+    except ValueError:
+        a = b = -1.0
+    if kind.strip().lower() != "beta" or not (a > 0 and b > 0):
+        raise ConfigError(f"scheduler.speculation.alpha_dist={cfg.alpha_dist!r}: write beta:A,B with "
+                          "A, B > 0 (mean A / (A + B), e.g. beta:8,2)")
+    import numpy as np
+
+    seed = cfg.seed
+
+    def draw(seq) -> float:
+        v = seq.alpha
+        if v != v:  # NaN: not drawn yet (a trace may also give it)
+            v = seq.alpha = min(0.999, float(np.random.default_rng([seed, seq.rid]).beta(a, b)))
+        return v
+    return draw

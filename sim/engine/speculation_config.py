@@ -19,6 +19,13 @@ class SpeculationConfig:
     proposer: str = "draft"
     #: candidates per drafted position (> 1: tree speculation, the whole tree verified at once)
     tree_width: int = 1
+    #: acceptance of draft position 1, 2, ... (later positions: the last value); empty = alpha
+    #: at every position. Drafts further ahead are accepted less often (the draft drifts)
+    alpha_by_position: list[float] = field(default_factory=list)
+    #: per-request acceptance drawn from a distribution, e.g. "beta:8,2" (mean 0.8); empty =
+    #: every request accepts at alpha. A request's draw is seeded by (seed, request id)
+    alpha_dist: str = ""
+    seed: int = 0
     #: catalog model that drafts (its own cost model: a profile on this GPU, else a roofline)
     draft_model: str = ""
     #: seconds of one draft forward pass over the batch, instead of a draft model's cost

@@ -70,10 +70,10 @@ def plan_spec_run(inst: Instance, now: float, extra: float, fast: bool) -> SpecR
     bsz = len(dset.members)
     ctx_sum, ctx_max = dset.ctx_sum, dset.longest_context()
     spec.use_cost(inst.cost)
-    k = spec.choose(dset.epoch, bsz, ctx_sum, ctx_max, dset.contexts)
+    k = spec.choose(dset.epoch, bsz, ctx_sum, ctx_max, dset.contexts, dset.members)
     if k == 0:
         return None
-    units, eu, c0 = Acceptance.UNITS, spec.acceptance.units(k), spec.carry
+    units, eu, c0 = Acceptance.UNITS, spec.units(k), spec.carry
     fit = dset.steps_until_shortage(kv.total - kv.used) if kv.phases.size else 1 << 60
     # steps whose tokens all fit: the largest j with cum(j) <= fit
     steps = ((fit + 1) * units - 1 - c0) // eu
