@@ -25,6 +25,9 @@ class InstanceGroupConfig:
     model: str = "llama-3.1-8b"
     gpu: str = "h100"
     tp: int = 1
+    #: pipeline-parallel stages: the instance spans tp x pp GPUs and runs pp virtual engines
+    #: (vLLM), each its own batches and 1/pp of the KV cache (sim.costmodel.pipelined)
+    pp: int = 1
     count: int = 1
     name: str = ""
     #: which requests this group serves (used by plans from the planner): slo_class or '' for all

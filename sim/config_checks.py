@@ -60,8 +60,10 @@ def check_config(cfg: SimConfig) -> None:
         raise ConfigError(f"{path} is NaN: give a number (or leave the field out for its default)")
     for g, group in enumerate(cfg.cluster):
         _at_least(group.tp, 1, f"cluster[{g}].tp")
+        _at_least(group.pp, 1, f"cluster[{g}].pp")
         _at_least(group.count, 1, f"cluster[{g}].count")
-    total = sum(g.count for g in cfg.cluster) + sum(e.action == "scale_out" for e in cfg.events)
+    total = (sum(g.count * max(1, g.pp) for g in cfg.cluster)  # a PP instance is pp engines
+             + sum(e.action == "scale_out" for e in cfg.events))
     if total > MAX_INSTANCES:
         big = max(range(len(cfg.cluster)), key=lambda g: cfg.cluster[g].count)
         raise ConfigError(f"cluster[{big}].count={cfg.cluster[big].count}: {total} instances in "

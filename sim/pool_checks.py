@@ -47,6 +47,6 @@ def check_pools(cfg: SimConfig) -> None:
     if net.topology:
         try:
             topology = Topology.from_config(net.topology)
-            place(topology, [g.tp for g in cfg.cluster for _ in range(g.count)])
+            place(topology, [g.tp * g.pp for g in cfg.cluster for _ in range(g.count)])
         except NetworkConfigError as exc:
             raise ConfigError(str(exc)) from None

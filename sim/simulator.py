@@ -22,6 +22,7 @@ from sim.config import ConfigError, SimConfig
 from sim.config_checks import check_config
 from sim.config_clients import check_clients
 from sim.costmodel.factory import make_cost_model
+from sim.costmodel.pipelined import PipelinedCostModel
 from sim.engine.clock import SimClock
 from sim.engine.disagg import DecodeCapacityFreed, KVDispatcher, build_dispatcher, link_table
 from sim.engine.instance import Instance
@@ -104,7 +105,8 @@ class Cluster:
     prefix_unit_tokens: int | None = None
 
     def add_instance(self, g: int) -> Instance:
-        """Start one more instance of cluster group ``g`` (used at build time and by scale-out)."""
+        """Start one more instance of cluster group ``g`` (used at build time and by scale-out);
+        a pipeline-parallel one is ``pp`` virtual engines (returns the first)."""
         cfg = self.cfg
         if not 0 <= g < len(cfg.cluster):
             raise ConfigError(f"events: group {g} does not exist (cluster has {len(cfg.cluster)} groups)")
@@ -112,11 +114,29 @@ class Cluster:
         model, gpu, sched = get_model(group.model), get_gpu(group.gpu), cfg.scheduler
         if group.policy:
             sched = dataclasses.replace(sched, policy=group.policy)
-        spec_w, spec_kv = speculation_memory(sched.section("speculation"), model.name, group.tp)
-        cap = kv_capacity(model, gpu, group.tp, sched.block_size, sched.gpu_memory_utilization,
-                          sched.activation_reserve_gb, sched.num_gpu_blocks, spec_w, spec_kv)
-        cost = make_cost_model(model, gpu, group.tp, cfg.cost_model)
-        name = group.name or f"{model.name}@{gpu.name}x{group.tp}"
+        tp, pp = group.tp, group.pp
+        if pp > model.layers:
+            raise ConfigError(f"cluster[{g}].pp={pp}: {model.name} has {model.layers} layers; a "
+                              "pipeline stage needs at least one")
+        spec_w, spec_kv = speculation_memory(sched.section("speculation"), model.name, tp)
+        cap = kv_capacity(model, gpu, tp, sched.block_size, sched.gpu_memory_utilization,
+                          sched.activation_reserve_gb, sched.num_gpu_blocks, spec_w, spec_kv, pp)
+        cost = make_cost_model(model, gpu, tp, cfg.cost_model)
+        if pp > 1:
+            cost = PipelinedCostModel(cost, model, gpu, tp, pp)
+        base = group.name or f"{model.name}@{gpu.name}x{tp}" + (f"pp{pp}" if pp > 1 else "")
+        first = None
+        for engine in range(pp):
+            name = f"{base}/ve{engine}" if pp > 1 else base
+            inst = self._start(group, name, model, gpu, sched, cap, cost)
+            first = first or inst
+        assert first is not None
+        return first
+
+    def _start(self, group, name, model, gpu, sched, cap, cost) -> Instance:
+        """One engine: an instance, or one virtual engine of a pipeline-parallel instance (billed
+        for ``tp`` of its ``tp x pp`` GPUs, so the pipeline's engines add up to all of them)."""
+        cfg = self.cfg
         idx = len(self.instances)
         observers: tuple = (TraceObserver(self.trace),) if self.trace is not None else ()
         if self.dispatcher is not None and group.role != "prefill":
@@ -135,7 +155,7 @@ class Cluster:
                 self.dispatcher.decode_instances.append(inst)
         self.instances.append(inst)
         self.rows.append({"instance": idx, "group": name, "gpu": gpu.name, "model": model.name,
-                          "tp": group.tp, "num_gpus": group.tp, "role": group.role,
+                          "tp": group.tp, "pp": group.pp, "num_gpus": group.tp, "role": group.role,
                           "price_per_hour": gpu.price_per_hour * group.tp, "tdp_w": gpu.tdp_w,
                           "kv_blocks": cap.total_blocks, "kv_tokens": cap.total_tokens,
                           "cost_source": cost.source, "started_s": self.clock.now})

@@ -63,7 +63,7 @@ class KVDispatcher:
                  decode_instances: list, mode: str = "after_prefill", dispatch: str = "least_loaded"):
         self.clock, self.fabric = clock, fabric
         self.placement = placement  # instance index -> its GPUs on the topology
-        self.models = models  # instance index -> (model spec, tp)
+        self.models = models  # instance index -> (model spec, tp, pp)
         self.decode_instances = decode_instances  # candidates, in index order
         self.mode, self.dispatch = mode, dispatch
         self.early = mode == "layer_by_layer"  # starts when the last prefill iteration starts
@@ -141,9 +141,9 @@ class KVDispatcher:
         now = self.clock.now
         blocks = self._blocks_needed(seq, 1 if prefill is not None else None)
         reservation = dst.reserve_incoming(blocks)
-        model, tp = self.models[src.index]
+        model, tp, pp = self.models[src.index]
         tokens = seq.prompt + max(seq.generated, 1) - 1
-        size = kv_size(model, tokens, tp)
+        size = kv_size(model, tokens, tp, pp)
         src_gpus, dst_gpus = self.placement[src.index], self.placement[dst.index]
         job = _Shipment(src, seq, dst, reservation, blocks, len(src_gpus))
         self.shipping[seq.rid] = job
@@ -195,13 +195,17 @@ def build_dispatcher(cfg, clock) -> KVDispatcher:
     from sim.network.topology import Topology
 
     net = cfg.network
-    per_instance = [(get_model(g.model), g.tp) for g in cfg.cluster for _ in range(g.count)]
+    # a pipeline-parallel instance spans tp x pp GPUs; each of its pp virtual engines ships its
+    # requests' KV from all of them (every stage holds its layers' share)
     if net.topology:
         topology = Topology.from_config(net.topology)
-        gpus = place(topology, [tp for _, tp in per_instance])
+        gpus = place(topology, [g.tp * g.pp for g in cfg.cluster for _ in range(g.count)])
     else:
-        layout, gpus = default_layout([(get_gpu(g.gpu).name, g.tp, g.count) for g in cfg.cluster])
+        layout, gpus = default_layout([(get_gpu(g.gpu).name, g.tp * g.pp, g.count) for g in cfg.cluster])
         topology = Topology.from_config(layout)
+    engines = [g.pp for g in cfg.cluster for _ in range(g.count)]
+    gpus = [ids for ids, pp in zip(gpus, engines, strict=True) for _ in range(pp)]
+    per_instance = [(get_model(g.model), g.tp, g.pp) for g in cfg.cluster for _ in range(g.count * g.pp)]
     fabric = Fabric(clock, topology, seed=net.seed, message_bytes=net.message_bytes,
                     stall_timeout_s=net.stall_timeout_s)
     return KVDispatcher(clock, fabric, dict(enumerate(gpus)), dict(enumerate(per_instance)), [],

@@ -31,10 +31,12 @@ class KVCapacity:
 def kv_capacity(model: ModelSpec, gpu: GPUSpec, tp: int, block_size: int,
                 gpu_memory_utilization: float, activation_reserve_gb: float,
                 num_blocks_override: int | None = None, extra_weight_bytes: float = 0.0,
-                extra_kv_bytes_per_token: float = 0.0) -> KVCapacity:
+                extra_kv_bytes_per_token: float = 0.0, pp: int = 1) -> KVCapacity:
     """KV blocks that fit next to the weights (``num_blocks_override`` fixes the count). The
     extras are what speculation adds per GPU (a draft model's weights, its KV per token, which
-    every block then holds beside the target's)."""
+    every block then holds beside the target's). With ``pp`` stages each GPU holds 1/pp of the
+    weights and of every token's KV; the pipeline's blocks are shared by its pp virtual engines,
+    so one engine gets 1/pp of them (what this returns)."""
     if num_blocks_override is not None:
         if num_blocks_override < 1 or block_size < 1:
             raise CapacityError(f"scheduler.num_gpu_blocks={num_blocks_override} must be >= 1 "
@@ -46,16 +48,17 @@ def kv_capacity(model: ModelSpec, gpu: GPUSpec, tp: int, block_size: int,
     if block_size < 1:
         raise CapacityError("scheduler.block_size must be >= 1")
     usable = gpu.memory_bytes * gpu_memory_utilization
-    weights = model.weight_bytes(tp) + extra_weight_bytes
+    weights = model.weight_bytes(tp) / pp + extra_weight_bytes
     free = usable - weights - activation_reserve_gb * 1e9
-    per_token = model.kv_bytes_per_token(tp) + extra_kv_bytes_per_token
-    blocks = int(free // (per_token * block_size)) if free > 0 else 0
+    per_token = model.kv_bytes_per_token(tp) / pp + extra_kv_bytes_per_token
+    blocks = int(free // (per_token * block_size)) // pp if free > 0 else 0
     if blocks < 1:
         raise CapacityError(
-            f"model '{model.name}' does not fit on {gpu.name} x tp={tp}: weights need "
+            f"model '{model.name}' does not fit on {gpu.name} x tp={tp}" + (f" x pp={pp}" if pp > 1 else "")
+            + ": weights need "
             f"{weights / 1e9:.1f} GB per GPU of {usable / 1e9:.1f} GB usable "
             f"(gpu_memory_utilization={gpu_memory_utilization}, activation reserve "
-            f"{activation_reserve_gb} GB); raise tp or choose a larger GPU")
+            f"{activation_reserve_gb} GB); raise tp (or pp) or choose a larger GPU")
     return KVCapacity(total_blocks=blocks, block_size=block_size, bytes_per_token=per_token)
 
 
