@@ -116,6 +116,10 @@ class RouterConfig:
     #: round_robin | least_outstanding_tokens | least_kv | power_of_two | prefix_aware | llumnix
     name: str = "round_robin"
     seed: int = 0
+    #: pools with mixed instances (Splitwise's mixed-pool overflow): prompts go to prefill
+    #: instances while one has fewer than this many tokens of work, else to any that takes
+    #: prompts; None = prefill and mixed instances alike
+    pool_overflow_tokens: int | None = None
     # --- Llumnix ---
     migration: bool = True  # periodic rebalancing by live migration
     migration_interval_s: float = 0.5

@@ -157,3 +157,32 @@ def test_shipped_example_runs_from_yaml():
     res = simulate(cfg, trace, n)
     assert (res.requests.outcome == "completed").all()
     assert res.kv_transfer["mode"] == "layer_by_layer" and res.kv_transfer["transfers"] == 300
+
+
+def _overflow_run(rate, limit):
+    from sim.config import load_config
+    from sim.simulator import simulate
+    from tests.conftest import poisson_requests
+
+    cfg = load_config(None, {
+        "cluster": [{"model": "llama-3.1-8b", "gpu": "h100", "count": 1, "role": "prefill"},
+                    {"model": "llama-3.1-8b", "gpu": "h100", "count": 1, "role": "decode",
+                     "name": "decode"},
+                    {"model": "llama-3.1-8b", "gpu": "h100", "count": 1, "role": "mixed", "name": "mixed"}],
+        "cost_model": {"kind": "roofline"}, "scheduler": {"num_gpu_blocks": 2000},
+        "router": {"name": "least_outstanding_tokens", "pool_overflow_tokens": limit}})
+    return simulate(cfg, poisson_requests(300, rate, prompt=(500, 3000), output=(20, 300)))
+
+
+def test_mixed_instances_take_only_the_overflow():
+    light = _overflow_run(1.0, 20000).requests
+    assert (light.outcome == "completed").all()
+    assert (light.instance != 2).all() and (light.prefill_instance != 2).all()  # mixed idle
+    heavy = _overflow_run(40.0, 20000).requests
+    assert (heavy.outcome == "completed").all()
+    assert (heavy.prefill_instance == 2).any()  # prompts overflowed to the mixed pool
+    assert ((heavy.prefill_instance == 0) & (heavy.instance == 2)).any()  # decodes too
+    assert (heavy.prefill_instance == 0).sum() > (heavy.prefill_instance == 2).sum()
+    # without the threshold the mixed instance takes prompts whenever it is the least loaded
+    even = _overflow_run(1.0, None).requests
+    assert (even.prefill_instance == 2).any()

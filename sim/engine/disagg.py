@@ -124,8 +124,11 @@ class KVDispatcher:
         return not inst.draining and blocks + inst.policy.watermark_blocks + inst.growing_decodes <= free
 
     def _choose(self, seq: Sequence, blocks: int):
+        """A decode instance with room for ``blocks``; mixed instances only when no decode one
+        has room (Splitwise's mixed pool takes the overflow); None: wait."""
         now = self.clock.now
-        cands = [i for i in self.decode_instances if self._room(i, blocks, now)]
+        room = [i for i in self.decode_instances if self._room(i, blocks, now)]
+        cands = [i for i in room if i.role == "decode"] or room
         if not cands:
             return None
         if self.dispatch == "round_robin":

@@ -22,12 +22,19 @@ class Router(ABC):
         self.instances = instances  # shared with the cluster: scale-out appends to it
         self.feed_active = lambda: False  # set by the simulator: are arrivals still to come?
 
-    def candidates(self) -> list:
+    def candidates(self, now: float | None = None) -> list:
         """Instances that take new prompts: not draining, not decode-only (a pool's decode
-        instances receive prefilled requests from sim.engine.disagg instead)."""
+        instances receive prefilled requests from sim.engine.disagg instead). With
+        ``pool_overflow_tokens`` (and ``now``), only the prefill instances below it while there
+        are any: mixed instances take the overflow (Splitwise)."""
         live = [i for i in self.instances if not i.draining and i.role != "decode"]
         if not live:
             raise RuntimeError("every instance that takes prompts is draining: none can take new requests")
+        limit = self.cfg.pool_overflow_tokens
+        if limit is not None and now is not None:
+            below = [i for i in live if i.role == "prefill" and i.load_tokens(now) < limit]
+            if below:
+                return below
         return live
 
     @abstractmethod
@@ -46,6 +53,10 @@ class RoundRobinRouter(Router):
         self._next = 0
 
     def choose(self, seq, now):
+        if self.cfg.pool_overflow_tokens is not None:
+            cands = self.candidates(now)
+            self._next += 1
+            return cands[(self._next - 1) % len(cands)]
         n = len(self.instances)
         for _ in range(n):
             inst = self.instances[self._next % n]
@@ -61,7 +72,7 @@ class LeastOutstandingTokensRouter(Router):
     name = "least_outstanding_tokens"
 
     def choose(self, seq, now):
-        return min(self.candidates(), key=lambda i: i.load_tokens(now))
+        return min(self.candidates(now), key=lambda i: i.load_tokens(now))
 
 
 class LeastKVRouter(Router):
@@ -70,7 +81,7 @@ class LeastKVRouter(Router):
     name = "least_kv"
 
     def choose(self, seq, now):
-        return min(self.candidates(),
+        return min(self.candidates(now),
                    key=lambda i: (i.used_blocks_now(now) + i.queued_demand_blocks) / i.total_blocks)
 
 
@@ -84,7 +95,7 @@ class PowerOfTwoRouter(Router):
         self._rng = random.Random(cfg.seed)
 
     def choose(self, seq, now):
-        live = self.candidates()
+        live = self.candidates(now)
         if len(live) == 1:
             return live[0]
         a, b = self._rng.sample(live, 2)
@@ -103,7 +114,7 @@ class PrefixAwareRouter(Router):
 
     def choose(self, seq, now):
         prompt = seq.prefill_target
-        return min(self.candidates(),
+        return min(self.candidates(now),
                    key=lambda i: i.load_tokens(now) + prompt - i.cached_prefix_tokens(seq, now))
 
 
