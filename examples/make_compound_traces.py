@@ -1,6 +1,6 @@
 """Write the two small traces the compound examples replay (docs/compound.md):
 
-* ``examples/sessions_trace.csv``: 80 conversations of 1-6 turns; each turn's prompt holds the
+* ``examples/sessions_trace.csv``: 100 conversations of 1-6 turns; each turn's prompt holds the
   conversation so far (system prompt, earlier questions and answers) plus the new question; every
   turn of a conversation carries the conversation's start as arrival_s (the next turn is sent
   after the previous reply and a think time), and every fifth turn its own think_time_s.
@@ -18,7 +18,7 @@ import pandas as pd
 def sessions(rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     start = 0.0
-    for c in range(80):
+    for c in range(100):
         start += rng.exponential(2.0)
         history = 200  # system prompt
         for turn in range(int(rng.integers(1, 7))):

@@ -241,3 +241,17 @@ def test_rag_yaml_end_to_end(tmp_path):
     assert {"rag", "embed"} <= set(comp["kinds"]) and comp["steps"]["retrieve"]["count"] > 0
     steps = pd.read_parquet(out / "steps.parquet")
     assert len(steps) == len(res.steps) and "latency_s" in steps
+
+
+def test_same_seed_same_bytes():
+    df = _mixed(150, seed=9)
+
+    def run(seed):
+        cfg = rag_cfg(mode="closed", concurrency=6, think_time_s=0.1, think="exponential")
+        cfg.retrieval.latency, cfg.retrieval.seed = "exponential", seed
+        return simulate(cfg, df)
+
+    a, b, c = run(1), run(1), run(2)
+    pd.testing.assert_frame_equal(a.requests, b.requests)
+    pd.testing.assert_frame_equal(a.steps, b.steps)
+    assert not a.steps.end_s.equals(c.steps.end_s)

@@ -116,3 +116,17 @@ def test_synthetic_traces_carry_the_defaults():
     df = synthesize(5, 1.0, "fixed:10", "fixed:2").df
     assert df["rag_rounds"].tolist() == [1] * 5 and df["plan_tokens"].tolist() == [0] * 5
     assert df["think_time_s"].isna().all()
+
+
+def test_docs_example_table_loads(tmp_path):
+    """docs/traces.md's example must stay a valid trace (and show what its text says)."""
+    from tests.conftest import REPO
+
+    text = (REPO / "docs" / "traces.md").read_text()
+    block = text.split("```csv\n", 1)[1].split("```", 1)[0]
+    p = tmp_path / "example.csv"
+    p.write_text(block)
+    df = load_trace(p).df
+    assert df["kind"].tolist() == ["generate", "embed", "rag", "generate"]
+    assert df["output_tokens"][1] == 0 and df["rag_rounds"][2] == 2
+    assert df["think_time_s"][3] == 4.0 and df["prefix_blocks"][3] == "0 1 5 6"

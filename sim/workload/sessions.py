@@ -43,7 +43,10 @@ def _positive(name: str, v) -> float:
 
 
 def _dist(name: str, spec) -> LengthDist:
-    d = parse_length_dist(spec)
+    try:
+        d = parse_length_dist(spec)
+    except TraceError as e:
+        raise TraceError(f"{name}: {e}") from None
     if d.joint:
         raise TraceError(f"{name}={d.spec!r} is a joint (prompt, output) distribution; add "
                          f"':prompt' or ':output' to resample one column")
