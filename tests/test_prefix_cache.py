@@ -243,3 +243,26 @@ def test_the_mooncake_trace_hits_and_fast_forward_holds():
         np.testing.assert_array_equal(out[0][col].to_numpy(), out[1][col].to_numpy(), err_msg=col)
     for col in ("first_token_s", "completion_s"):  # summed in another order: rounding only
         np.testing.assert_allclose(out[0][col].to_numpy(), out[1][col].to_numpy(), rtol=1e-9, err_msg=col)
+
+
+def test_a_generated_mooncake_file_runs_from_yaml_with_caching(tmp_path):
+    """The whole path a user takes: a Mooncake-format file on disk, read by format detection
+    (512-token blocks from the format), simulated from a YAML config, summarised."""
+    import json
+
+    from sim.run import run_and_report
+    from sim.workload.loaders import load_trace
+    from sim.workload.sessions import mooncake_like, save_mooncake
+
+    path = tmp_path / "chat.jsonl"
+    save_mooncake(mooncake_like(sessions=40, turns=3, rate=2.0, seed=1), path)
+    trace = load_trace(path)
+    assert trace.format == "mooncake" and trace.meta["prefix_block_tokens"] == 512
+    (tmp_path / "c.yaml").write_text(
+        "cluster: [{model: llama-3.1-8b, gpu: h100, count: 2}]\ncost_model: {kind: roofline}\n"
+        "scheduler: {prefix_cache: {enabled: true, host_gb: 1}}\nrouter: {name: prefix_aware}\n"
+        f"output: {{dir: {tmp_path / 'out'}, plots: false}}\n")
+    res = run_and_report(load_config(tmp_path / "c.yaml"), trace)
+    pc = json.loads((tmp_path / "out" / "summary.json").read_text())["prefix_cache"]
+    assert pc == res.summary["prefix_cache"]
+    assert pc["token_hit_rate"] > 0.3 and pc["cached_tokens"] == res.requests.cached_tokens.sum()
