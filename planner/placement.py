@@ -31,6 +31,9 @@ import numpy as np
 import pandas as pd
 
 from planner.errors import PlannerError
+from planner.placement_types import Check, Design, PhaseCapacity
+
+__all__ = ["Check", "Design", "PhaseCapacity", "PlacementTask", "search_placement"]
 
 NODE_GPUS = 8
 
@@ -50,6 +53,7 @@ class PlacementTask:
     cost_model: str = "auto"
     kv_transfer: str = "layer_by_layer"
     max_tp: int = NODE_GPUS
+    max_pp: int = 1  # pipeline stages tried per phase (divisors of the model's layers)
     min_requests: int = 200
     max_requests: int = 3000
     #: a probe's arrivals span this many zero-load lifetimes of the phase (TTFT for prefill,
@@ -71,64 +75,12 @@ class PlacementTask:
         if lengths.ndim != 2 or lengths.shape[1] != 2 or len(lengths) == 0:
             raise PlannerError("placement: lengths must be a non-empty (n, 2) array of "
                                "prompt/output token counts")
-        if self.max_tp < 1:
-            raise PlannerError(f"placement: max_tp must be >= 1, got {self.max_tp}")
+        if self.max_tp < 1 or self.max_pp < 1:
+            raise PlannerError(f"placement: max_tp and max_pp must be >= 1, got {self.max_tp}, "
+                               f"{self.max_pp}")
         if not (20 <= self.min_requests <= self.max_requests):
             raise PlannerError(f"placement: need 20 <= min_requests <= max_requests, got "
                                f"{self.min_requests}, {self.max_requests}")
-
-
-@dataclass
-class PhaseCapacity:
-    phase: str  # prefill | decode
-    gpu: str
-    tp: int
-    rate: float  # req/s one instance sustains (0: misses at every probed rate)
-    limit: str = ""  # why the search stopped where it did ('' = bracketed normally)
-    probes: list = field(default_factory=list)  # [rate, attainment]
-
-    @property
-    def per_gpu(self) -> float:
-        return self.rate / self.tp
-
-
-@dataclass
-class Design:
-    prefill: PhaseCapacity
-    decode: PhaseCapacity
-    n_prefill: int
-    n_decode: int
-
-    @property
-    def gpus(self) -> int:
-        return self.n_prefill * self.prefill.tp + self.n_decode * self.decode.tp
-
-    @property
-    def rate(self) -> float:
-        """Rate the design sustains by the per-phase capacities (req/s)."""
-        return min(self.n_prefill * self.prefill.rate, self.n_decode * self.decode.rate)
-
-    @property
-    def per_gpu(self) -> float:
-        return self.rate / self.gpus
-
-    def text(self) -> str:
-        return (f"{self.n_prefill} x prefill {self.prefill.gpu} tp{self.prefill.tp} + "
-                f"{self.n_decode} x decode {self.decode.gpu} tp{self.decode.tp} "
-                f"({self.gpus} GPUs, pp=1)")
-
-
-@dataclass
-class Check:
-    rate: float
-    attainment: float  # both bounds
-    ttft_attainment: float
-    tpot_attainment: float
-    ttft_p90: float
-    tpot_p90: float
-
-    def meets(self, target: float) -> bool:
-        return self.attainment >= target
 
 
 # ---------------------------------------------------------------- simulation plumbing
@@ -146,13 +98,23 @@ def tp_candidates(model: str, max_tp: int = NODE_GPUS) -> list[int]:
     return out
 
 
-def config(task: PlacementTask, groups: list[tuple[str, str, int, int]]):
-    """A SimConfig of (role, gpu, tp, count) groups with the task's policy and cost model."""
+def parallel_candidates(model: str, max_tp: int = NODE_GPUS, max_pp: int = 1) -> list[tuple[int, int]]:
+    """(tp, pp) per phase: TP dividing the heads (<= 8, one node), PP dividing the layers."""
+    from sim.catalog import get_model
+
+    layers = get_model(model).layers
+    pps = [p for p in range(1, max_pp + 1) if layers % p == 0]
+    return [(tp, pp) for pp in pps for tp in tp_candidates(model, max_tp)]
+
+
+def config(task: PlacementTask, groups: list[tuple]):
+    """A SimConfig of (role, gpu, tp, count[, pp]) groups with the task's policy and cost model."""
     from sim.config import InstanceGroupConfig, SimConfig
 
-    cfg = SimConfig(cluster=[InstanceGroupConfig(model=task.model, gpu=g, tp=tp, count=n,
-                                                 role=role, name=f"{role}-{g}-tp{tp}")
-                             for role, g, tp, n in groups if n > 0])
+    cfg = SimConfig(cluster=[InstanceGroupConfig(model=task.model, gpu=g[1], tp=g[2], count=g[3],
+                                                 pp=g[4] if len(g) > 4 else 1, role=g[0],
+                                                 name=f"{g[0]}-{g[1]}-tp{g[2]}")
+                             for g in groups if g[3] > 0])
     cfg.scheduler.policy = task.policy
     cfg.cost_model.kind = task.cost_model
     cfg.network.kv_transfer = task.kv_transfer
@@ -279,28 +241,30 @@ class _Probes:
 
 
 # ---------------------------------------------------------------- per-phase capacities
-def prefill_capacity(task: PlacementTask, tp: int) -> PhaseCapacity:
-    """Max rate one prefill instance of ``tp`` sustains with TTFT attainment >= target."""
+def prefill_capacity(task: PlacementTask, tp: int, pp: int = 1) -> PhaseCapacity:
+    """Max rate one prefill instance of ``tp`` x ``pp`` sustains with TTFT attainment >= target."""
     sample = Sample(task, out_cap=2)
-    cfg = config(task, [("prefill", task.prefill_gpu, tp, 1), ("decode", task.decode_gpu, tp, 2)])
+    cfg = config(task, [("prefill", task.prefill_gpu, tp, 1, pp),
+                        ("decode", task.decode_gpu, tp * pp, 2)])
     probes = _Probes(task, lambda r: cfg, sample, "ttft_attainment")
-    r0 = max(0.25, 4000.0 * tp / float(np.mean(sample.prompt)))
-    return probes.search(PhaseCapacity("prefill", task.prefill_gpu, tp, 0.0), r0)
+    r0 = max(0.25, 4000.0 * tp * pp / float(np.mean(sample.prompt)))
+    return probes.search(PhaseCapacity("prefill", task.prefill_gpu, tp, 0.0, pp=pp), r0)
 
 
-def decode_capacity(task: PlacementTask, tp: int, feed: PhaseCapacity) -> PhaseCapacity:
-    """Max rate one decode instance of ``tp`` sustains with TPOT attainment >= target, fed by
-    replicas of the prefill candidate ``feed`` (twice as many as the rate needs)."""
+def decode_capacity(task: PlacementTask, tp: int, feed: PhaseCapacity, pp: int = 1) -> PhaseCapacity:
+    """Max rate one decode instance of ``tp`` x ``pp`` sustains with TPOT attainment >= target,
+    fed by replicas of the prefill candidate ``feed`` (twice as many as the rate needs)."""
     if feed.rate <= 0:
-        raise PlannerError(f"placement: prefill {feed.gpu} tp{feed.tp} has no capacity, so no "
+        raise PlannerError(f"placement: prefill {feed.name} has no capacity, so no "
                            f"decode probe can be fed ({feed.limit})")
 
     def cfg_at(r: float):
         n_p = max(1, math.ceil(2 * r / feed.rate))
-        return config(task, [("prefill", feed.gpu, feed.tp, n_p), ("decode", task.decode_gpu, tp, 1)])
+        return config(task, [("prefill", feed.gpu, feed.tp, n_p, feed.pp),
+                             ("decode", task.decode_gpu, tp, 1, pp)])
 
     probes = _Probes(task, cfg_at, Sample(task), "tpot_attainment")
-    return probes.search(PhaseCapacity("decode", task.decode_gpu, tp, 0.0), 2.0 * tp)
+    return probes.search(PhaseCapacity("decode", task.decode_gpu, tp, 0.0, pp=pp), 2.0 * tp * pp)
 
 
 # ---------------------------------------------------------------- combining and verifying
@@ -326,13 +290,13 @@ def combine(prefill: list[PhaseCapacity], decode: list[PhaseCapacity],
         best = min(cands, key=lambda c: (c.gpus, -c.rate))
     else:
         B = max_gpus or 0
-        cands = [Design(p, d, a, b) for p in ps for d in ds for a in range(1, B // p.tp + 1)
-                 for b in range(1, (B - a * p.tp) // d.tp + 1)]
+        cands = [Design(p, d, a, b) for p in ps for d in ds for a in range(1, B // p.gpus + 1)
+                 for b in range(1, (B - a * p.gpus) // d.gpus + 1)]
         best = min(cands, key=lambda c: (-c.per_gpu, -c.rate)) if cands else None
     if best is None:
         raise PlannerError(f"placement: no prefill + decode design fits in {max_gpus} GPUs "
-                           f"(smallest TP: prefill {min(c.tp for c in ps)}, decode "
-                           f"{min(c.tp for c in ds)})")
+                           f"(smallest instance: prefill {min(c.gpus for c in ps)} GPUs, decode "
+                           f"{min(c.gpus for c in ds)})")
     return best
 
 
@@ -340,8 +304,8 @@ def verify(task: PlacementTask, d: Design, rate: float, requests: int | None = N
     """One full simulation of design ``d`` at ``rate`` on the real lengths, both SLOs."""
     n = requests or min(task.max_requests, max(task.min_requests, math.ceil(
         task.verify_span_s * rate)))
-    groups = [("prefill", d.prefill.gpu, d.prefill.tp, d.n_prefill),
-              ("decode", d.decode.gpu, d.decode.tp, d.n_decode)]
+    groups = [("prefill", d.prefill.gpu, d.prefill.tp, d.n_prefill, d.prefill.pp),
+              ("decode", d.decode.gpu, d.decode.tp, d.n_decode, d.decode.pp)]
     return run_check(config(task, groups), Sample(task).at(rate, n), task)
 
 
@@ -361,7 +325,7 @@ class PlacementResult:
     notes: list[str] = field(default_factory=list)
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"phase": c.phase, "gpu": c.gpu, "tp": c.tp, "pp": 1,
+        return pd.DataFrame([{"phase": c.phase, "gpu": c.gpu, "tp": c.tp, "pp": c.pp,
                               "req/s per instance": round(c.rate, 3),
                               "req/s per GPU": round(c.per_gpu, 3), "limit": c.limit}
                              for c in self.prefill + self.decode])
@@ -370,19 +334,20 @@ class PlacementResult:
 def search_placement(task: PlacementTask, target_rate: float | None = None,
                      max_gpus: int | None = None, verify_rounds: int = 8,
                      log: Callable[[str], None] = lambda s: None) -> PlacementResult:
-    """Per-phase capacities for every TP candidate, the combined design, and its verification."""
+    """Per-phase capacities for every (tp, pp) candidate, the combined design, its verification."""
     t0 = time.perf_counter()
     cap = min(task.max_tp, max_gpus - 1 if max_gpus else NODE_GPUS)
-    tps = tp_candidates(task.model, cap)
+    cands = [(tp, pp) for tp, pp in parallel_candidates(task.model, cap, task.max_pp)
+             if max_gpus is None or tp * pp < max_gpus]
     prefill = []
-    for tp in tps:
-        prefill.append(prefill_capacity(task, tp))
-        log(f"prefill {task.prefill_gpu} tp{tp}: {prefill[-1].rate:.3f} req/s per instance")
+    for tp, pp in cands:
+        prefill.append(prefill_capacity(task, tp, pp))
+        log(f"prefill {prefill[-1].name}: {prefill[-1].rate:.3f} req/s per instance")
     feed = max(prefill, key=lambda c: c.rate)
     decode = []
-    for tp in tps:
-        decode.append(decode_capacity(task, tp, feed))
-        log(f"decode {task.decode_gpu} tp{tp}: {decode[-1].rate:.3f} req/s per instance")
+    for tp, pp in cands:
+        decode.append(decode_capacity(task, tp, feed, pp))
+        log(f"decode {decode[-1].name}: {decode[-1].rate:.3f} req/s per instance")
     design = combine(prefill, decode, target_rate, max_gpus)
     rate = target_rate if target_rate is not None else design.rate
     notes: list[str] = []

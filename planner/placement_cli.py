@@ -19,7 +19,7 @@ KV_MODES = ("after_prefill", "layer_by_layer", "pull")
 
 
 def add_disagg_arguments(p) -> None:
-    g = p.add_argument_group("disaggregated prefill/decode (DistServe placement, pp=1)")
+    g = p.add_argument_group("disaggregated prefill/decode (DistServe placement)")
     g.add_argument("--disaggregated", action="store_true",
                    help="plan prefill and decode pools apart: per-phase TP search by simulation "
                         "(--gpus PREFILL[,DECODE]; --tp is ignored: every divisor of the heads "
@@ -27,6 +27,9 @@ def add_disagg_arguments(p) -> None:
     g.add_argument("--max-gpus", type=int,
                    help="with --disaggregated: best per-GPU rate within this many GPUs instead "
                         "of the fewest GPUs for the trace's rate")
+    g.add_argument("--max-pp", type=int, default=1,
+                   help="with --disaggregated: also try pipeline-parallel stages up to this many "
+                        "per phase (divisors of the layers; default 1)")
     g.add_argument("--kv-transfer", choices=KV_MODES, default="layer_by_layer",
                    help="with --disaggregated: how KV moves (default layer_by_layer)")
 
@@ -35,7 +38,7 @@ def design_yaml(task, design, rate: float) -> dict:
     """A runnable config for ``design`` at ``rate`` (synthetic arrivals of the task's policy)."""
     groups = [("prefill", design.prefill, design.n_prefill), ("decode", design.decode,
                                                                design.n_decode)]
-    return {"cluster": [{"model": task.model, "gpu": c.gpu, "tp": c.tp, "count": n, "role": role,
+    return {"cluster": [{"model": task.model, "gpu": c.gpu, "tp": c.tp, "pp": c.pp, "count": n, "role": role,
                          "name": f"{role}-pool", "policy": task.policy} for role, c, n in groups],
             "router": {"name": "least_outstanding_tokens"},
             "network": {"kv_transfer": task.kv_transfer, "decode_dispatch": "least_loaded"},
@@ -71,12 +74,13 @@ def cmd_plan_disagg(args, gpus: list[str], load_planning_trace) -> int:
         ttft_s=args.ttft_slo, tpot_s=args.tpot_slo, attainment=args.attainment,
         policy=args.policy, cost_model=args.cost_model, kv_transfer=args.kv_transfer,
         min_requests=min(args.min_probe_requests, args.max_probe_requests),
-        max_requests=args.max_probe_requests, rel_tol=args.rel_tol, seed=args.seed)
+        max_requests=args.max_probe_requests, rel_tol=args.rel_tol, seed=args.seed,
+        max_pp=args.max_pp)
     log = lambda s: print(f"[placement] {s}", flush=True)  # noqa: E731
     target = None if args.max_gpus is not None else rate
     res = search_placement(task, target_rate=target, max_gpus=args.max_gpus,
                            verify_rounds=0 if args.no_verify else args.verify_rounds, log=log)
-    print("\nper-phase capacity (one instance, pp=1):")
+    print("\nper-phase capacity (one instance):")
     print(res.table().to_string(index=False))
     d, c = res.design, res.check
     want = target if target is not None else d.rate

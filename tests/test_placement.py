@@ -157,3 +157,16 @@ def test_distserve_lengths_fit_opt_context():
     path = shared_trace("sharegpt_8k_filtered_stats_llama2_tokenizer.csv")
     lens = sharegpt_lengths(path)
     assert len(lens) > 1000 and lens.sum(axis=1).max() <= 2048
+
+
+def test_pipeline_stages_are_candidates_that_divide_the_layers():
+    from planner.placement import parallel_candidates
+
+    assert parallel_candidates("llama-3.1-70b", 8, 4) == [(tp, pp) for pp in (1, 2, 4)
+                                                          for tp in (1, 2, 4, 8)]
+    assert {pp for _, pp in parallel_candidates("llama-3.2-1b", 2, 3)} == {1, 2}  # 16 layers
+    res = search_placement(small_task(max_pp=2), max_gpus=6, verify_rounds=0)
+    table = res.table()
+    assert sorted(set(zip(table.tp, table.pp, strict=True))) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(c.per_gpu == c.rate / (c.tp * c.pp) for c in res.prefill + res.decode)
+    assert res.design.gpus <= 6
