@@ -13,6 +13,8 @@ Scenarios (each in a fresh subprocess so peak RSS is its own):
                in proportion), for N = 10k, 100k, 1M (skipped without ../shared/traces)
   spec-conv    the azure-conv scenario with SmartSpec speculative decoding (Llama-3.2-1B draft,
                acceptance 0.8, k = 0..8 chosen per batch)
+  mooncake-prefix  Mooncake's trace (3,993 multi-turn requests, prompts 15k tokens on average)
+               on 4 x H200 with prefix caching, a 512 GB host tier and cache-aware routing
   *-step       the same with fast-forward off (one event per iteration), for comparison
 
 Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b]
@@ -36,6 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 AZURE_CONV = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+MOONCAKE = REPO.parent / "shared" / "traces" / "mooncake_synthetic_trace.jsonl"
 #: the issue's targets (engine speed): req/s on one core, and the 1M-request run's bounds
 TARGETS = {"vidur": 20_000, "demo": 50_000}
 MAX_1M_S, MAX_1M_MB, FLAT = 60.0, 600.0, 0.10
@@ -94,6 +97,10 @@ def run_one(name: str) -> dict:
     fast = not name.endswith("-step")
     base = name.removesuffix("-step")
     cfg = _vidur_config(fast) if base.startswith("vidur") else _config(fast)
+    if base == "mooncake-prefix":
+        cfg.cluster[0].gpu, cfg.router.name = "h200", "prefix_aware"
+        pc = cfg.scheduler.section("prefix_cache")
+        pc.enabled, pc.host_gb = True, 512.0
     if base == "spec-conv":
         spec = cfg.scheduler.section("speculation")
         spec.method, spec.alpha, spec.draft_model = "smartspec", 0.8, "llama-3.2-1b"
@@ -103,6 +110,11 @@ def run_one(name: str) -> dict:
         n = _size(base)
         requests = synthesize_chunks(n, rate=4.0, prompt_dist=Empirical(vidur_lengths(), "azure-conv"),
                                      seed=0, chunk=50_000)
+    elif base == "mooncake-prefix":
+        t_load = time.perf_counter()
+        trace = load_trace(MOONCAKE)
+        load_s = time.perf_counter() - t_load
+        n, requests = len(trace), trace
     elif base == "azure-conv":
         t_load = time.perf_counter()
         trace = load_trace(AZURE_CONV)
@@ -184,12 +196,14 @@ def main() -> int:
     if args.child:
         print(json.dumps(run_one(args.child)))
         return 0
-    names = ["azure-conv", "azure-conv-step", "spec-conv", "spec-conv-step", "synth-100k", "vidur-10k",
-             "vidur-10k-step", "vidur-100k"]
+    names = ["azure-conv", "azure-conv-step", "spec-conv", "spec-conv-step", "mooncake-prefix",
+             "mooncake-prefix-step", "synth-100k", "vidur-10k", "vidur-10k-step", "vidur-100k"]
     if not args.quick:
         names += ["synth-1M", "vidur-1M"]
     if args.scenarios:
         names = args.scenarios.split(",")
+    if not MOONCAKE.exists():
+        names = [n for n in names if not n.startswith("mooncake")]
     if not AZURE_CONV.exists():
         names = [n for n in names if not n.startswith(("azure", "vidur", "spec"))]
         print(f"(skipping azure-conv and vidur: {AZURE_CONV} not found)")

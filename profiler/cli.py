@@ -84,14 +84,34 @@ def _cmd_collectives(args) -> int:
         if not sizes:
             raise ValueError(f"--max-size {args.max_size} is below the smallest default size "
                              f"({min(DEFAULT_SIZES)} bytes); use --sizes")
-    ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
-    path = run_collectives(args.world, args.device, args.gpu_name, Path(args.out), sizes, ops,
-                           args.rounds)
+    if args.graph:
+        from profiler.collectives_graph import run_graph_collectives
+        from sim.costmodel.collectives import GRAPH_OPS
+
+        ops = tuple(o.strip() for o in (args.ops or ",".join(GRAPH_OPS)).split(",") if o.strip())
+        if args.device == "cpu":
+            print("note: --graph on --device cpu: CUDA graphs need a GPU, so the gloo calls are "
+                  "timed eagerly and labelled timing: eager-cpu", file=sys.stderr)
+        cmd = " ".join(["goodput profile collectives --graph", f"--world {args.world}",
+                        f"--device {args.device}", f"--gpu-name {args.gpu_name}",
+                        f"--out {args.out}", f"--ops {','.join(ops)}"]
+                       + [f"--{k.replace('_', '-')} {v}" for k, v in
+                          (("sizes", args.sizes), ("max_size", args.max_size),
+                           ("rounds", args.rounds)) if v])
+        path = run_graph_collectives(args.world, args.device, args.gpu_name, Path(args.out),
+                                     sizes, ops, args.rounds, command=cmd)
+    else:
+        ops = tuple(o.strip() for o in (args.ops or "all_reduce,all_gather,send_recv").split(",")
+                    if o.strip())
+        path = run_collectives(args.world, args.device, args.gpu_name, Path(args.out), sizes,
+                               ops, args.rounds)
     print(f"collectives written to {path}")
-    fits = json.loads(path.with_suffix(".provenance.json").read_text())["fit"]
-    for op, f in fits.items():
+    prov = json.loads(path.with_suffix(".provenance.json").read_text())
+    for op, f in prov["fit"].items():
         bw = f"{f['bus_bytes_per_s'] / 1e9:8.1f} GB/s" if f["bus_bytes_per_s"] else "(flat)"
-        print(f"  {op:<11} latency {f['latency_s'] * 1e6:8.2f} us   bus bandwidth {bw}")
+        print(f"  {op:<14} latency {f['latency_s'] * 1e6:8.2f} us   bus bandwidth {bw}")
+    for op, why in (prov.get("ops_failed") or {}).items():
+        print(f"  {op:<14} FAILED: {why}", file=sys.stderr)
     return 0
 
 
@@ -161,8 +181,9 @@ def add_profile_subcommands(subparsers) -> None:
     co = sub.add_parser(
         "collectives", help="measure TP collectives (all-reduce, all-gather, send/recv)",
         description="One process per GPU of this host (NCCL; gloo with --device cpu). Writes "
-                    "OUT/<gpu>/collectives/tp<N>.csv and tp<N>.provenance.json; the profiled "
-                    "cost model then uses the measured all-reduce for TP<N> profiles of <gpu>.")
+                    "OUT/<gpu>/collectives/tp<N>.csv (--graph: tp<N>.graph.csv) and its "
+                    ".provenance.json; the cost model then uses the measured all-reduce for "
+                    "TP<N> of <gpu>, the graph table where both exist.")
     co.add_argument("--world", type=int, required=True,
                     help="GPUs (processes) taking part: the TP degree, e.g. 2, 4 or 8")
     co.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -172,7 +193,13 @@ def add_profile_subcommands(subparsers) -> None:
     co.add_argument("--sizes", help="comma-separated message sizes (bytes or K/M/G), "
                     "default 1K..256M in powers of 2")
     co.add_argument("--max-size", help="largest default size to sweep, e.g. 64M")
-    co.add_argument("--ops", default="all_reduce,all_gather,send_recv")
+    co.add_argument("--ops", default=None, help="comma-separated ops (default: all_reduce,"
+                    "all_gather,send_recv; with --graph also reduce_scatter)")
+    co.add_argument("--graph", action="store_true",
+                    help="capture each size's calls in a CUDA graph and time the replays (GPU "
+                         "time per call) next to the eager calls and their host launch cost; "
+                         "writes tp<N>.graph.csv, which the cost model prefers. With --device "
+                         "cpu the calls are timed eagerly (timing: eager-cpu)")
     co.add_argument("--rounds", type=int, default=None,
                     help="timed rounds per point (default 10 on GPUs, 5 on the CPU)")
     co.set_defaults(func=_cmd_collectives)

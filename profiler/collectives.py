@@ -18,7 +18,8 @@ rounds, each after a barrier, of ``calls`` back-to-back calls between two CUDA e
 (``time.perf_counter`` on the CPU). A rank's statistic is the median (p10, p90) of the per-call
 time over rounds; the table keeps the maximum over ranks of each, because a collective ends when
 its slowest rank ends. The calls are eager (not CUDA-graph captured), so for the smallest
-messages the time can include the host's launch cost when that exceeds the GPU time.
+messages the time can include the host's launch cost when that exceeds the GPU time;
+``--graph`` (profiler.collectives_graph) captures them and separates the two.
 send_recv: ranks (0,1), (2,3), ... exchange in parallel, the even rank sending; with an odd
 world the last rank idles. NVLink multicast (NVLS) is kept off (``NCCL_NVLS_ENABLE=0``).
 """
@@ -175,7 +176,9 @@ def _op_fn(dist, op, nbytes, rank, world, device):
     raise ValueError(f"unknown collective '{op}'; choose from {list(OPS)}")
 
 
-def _worker(rank, world, backend, sizes, ops, init_file, out_dir, timing):
+def init_group(rank, world, backend, init_file, timeout_s):
+    """(torch.distributed, device) of one spawned rank, its process group joined through a file
+    store; shared with profiler.collectives_graph so both sweeps start ranks the same way."""
     os.environ["NCCL_NVLS_ENABLE"] = "0"  # never NVLink multicast (shared hosts)
     if backend == "gloo" and os.path.exists("/sys/class/net/lo"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -183,8 +186,9 @@ def _worker(rank, world, backend, sizes, ops, init_file, out_dir, timing):
 
     import torch.distributed as dist
 
-    # newer torch renames all_gather_into_tensor; the device's torch 2.11 has only this name
-    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
+    # newer torch renames all_gather_into_tensor / reduce_scatter_tensor; the device's torch
+    # 2.11 has only these names
+    warnings.filterwarnings("ignore", message=".*_tensor.*", category=FutureWarning)
     cuda = backend == "nccl"
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
     kw: dict[str, Any] = {}  # device_id only for NCCL
@@ -194,8 +198,13 @@ def _worker(rank, world, backend, sizes, ops, init_file, out_dir, timing):
     else:
         torch.set_num_threads(1)
     dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank,
-                            world_size=world, timeout=_dt.timedelta(seconds=timing["timeout_s"]),
-                            **kw)
+                            world_size=world, timeout=_dt.timedelta(seconds=timeout_s), **kw)
+    return dist, device
+
+
+def _worker(rank, world, backend, sizes, ops, init_file, out_dir, timing):
+    dist, device = init_group(rank, world, backend, init_file, timing["timeout_s"])
+    cuda = device.type == "cuda"
     timer = _Timer(dist, device, timing["rounds"], timing["round_s"], timing["max_calls"],
                    timing["warmup"])
     res = []
@@ -225,16 +234,13 @@ def _timing(cuda: bool, rounds: int | None) -> dict:
             "timeout_s": 120}
 
 
-def measure_collectives(world: int, backend: str = "nccl", sizes=None, ops=OPS,
-                        rounds: int | None = None) -> list[dict]:
-    """Rows ``op, world, bytes, median_s, p10_s, p90_s`` per op and size; see the docstring."""
-    import torch.multiprocessing as mp
-
-    if world < 2:
+def check_sweep(world: int, backend: str, ops, sizes, known=OPS, min_world: int = 2) -> list[int]:
+    """The sorted message sizes, after one-line errors for a bad world, op list or size."""
+    if world < min_world:
         raise ValueError(f"--world {world}: collectives need at least 2 processes")
-    bad = [op for op in ops if op not in OPS]
+    bad = [op for op in ops if op not in known]
     if bad:
-        raise ValueError(f"unknown collective(s) {bad}; choose from {list(OPS)}")
+        raise ValueError(f"unknown collective(s) {bad}; choose from {list(known)}")
     if backend == "nccl":
         have = torch.cuda.device_count()
         if have < world:
@@ -245,6 +251,15 @@ def measure_collectives(world: int, backend: str = "nccl", sizes=None, ops=OPS,
     sizes = sorted({int(s) for s in (sizes or DEFAULT_SIZES)})
     if not sizes or sizes[0] < 1:
         raise ValueError(f"message sizes must be positive byte counts, got {sizes}")
+    return sizes
+
+
+def measure_collectives(world: int, backend: str = "nccl", sizes=None, ops=OPS,
+                        rounds: int | None = None) -> list[dict]:
+    """Rows ``op, world, bytes, median_s, p10_s, p90_s`` per op and size; see the docstring."""
+    import torch.multiprocessing as mp
+
+    sizes = check_sweep(world, backend, ops, sizes)
     timing = _timing(backend == "nccl", rounds)
     with tempfile.TemporaryDirectory(prefix="goodput-coll-") as tmp:
         mp.start_processes(_worker, args=(world, backend, sizes, list(ops),
@@ -271,7 +286,7 @@ def measure_allreduce(world: int, backend: str = "nccl", sizes=None, port: int |
     return [{"bytes": r["bytes"], "median_s": r["median_s"]} for r in rows]
 
 
-def _nccl_version() -> str | None:
+def nccl_version() -> str | None:
     try:
         v = torch.cuda.nccl.version()
         return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
@@ -307,7 +322,7 @@ def run_collectives(world: int, device: str = "cuda", gpu_name: str = "auto",
         "gpu": gpu, "world": world, "backend": backend, "gpus_visible":
             torch.cuda.device_count() if dev.type == "cuda" else 0,
         "dtype": "bfloat16" if backend == "nccl" else "float32",
-        "nccl": _nccl_version() if backend == "nccl" else None,
+        "nccl": nccl_version() if backend == "nccl" else None,
         "nccl_nvls_enable": "0",  # forced in every worker: NVLink multicast stays off
         "timing": {k: v for k, v in timing.items() if k != "timeout_s"},
         "method": "per rank: median/p10/p90 over rounds of back-to-back eager calls between "

@@ -4,6 +4,9 @@
 #   bash profiler/device_profile.sh full    # every TP1 model, then the TP2 70B shards
 #   TP1_MODELS=a,b SMALL_MODELS=c bash profiler/device_profile.sh resume  # finish stopped
 #                                            profiles (no self-check; TP2_MODELS for 70B shards)
+#   TP4_MODELS=llama-3.1-70b,qwen2.5-72b TP8_MODELS=llama-3.1-70b,qwen2.5-72b \
+#     bash profiler/device_profile.sh resume  # TP4/TP8 shards: one rank's shard on one GPU
+#                                            (the all-reduce comes from the collectives tables)
 # Profiles already under profiler/profiles/<this gpu>/ (carried in the working tree) are
 # resumed, not redone. The whole script keeps within DEADLINE_S (default 570 s): each stage gets
 # the time that is left, and whatever was measured is tarred even if a stage is cut short.
@@ -34,6 +37,8 @@ if [ "$MODE" = resume ]; then
   [ -z "${SMALL_MODELS:-}" ] || prof $RUN --model "$SMALL_MODELS" --validate-full-depth
   [ -z "${TP1_MODELS:-}" ] || prof $RUN --model "$TP1_MODELS"
   [ -z "${TP2_MODELS:-}" ] || prof $RUN --model "$TP2_MODELS" --tp 2
+  [ -z "${TP4_MODELS:-}" ] || prof $RUN --model "$TP4_MODELS" --tp 4
+  [ -z "${TP8_MODELS:-}" ] || prof $RUN --model "$TP8_MODELS" --tp 8
 elif [ "$MODE" = smoke ]; then
   prof bandwidth --out "$ROOT"
   prof $RUN --model tinyllama-1.1b --validate-full-depth

@@ -18,7 +18,15 @@ error, is
     all_gather:  t = latency +   (n-1)/n * bytes / bus_bw      (bytes = gathered output)
     send_recv:   t = latency +             bytes / bw          (one point-to-point message)
 
+    reduce_scatter: t = latency + (n-1)/n * bytes / bus_bw     (bytes = the full input)
+
 so ``bus_bw`` is comparable with nccl-tests' "busbw".
+
+Two kinds of table per GPU and world (``collectives_path``): ``tp<N>.csv`` from the eager sweep
+and ``tp<N>.graph.csv`` from ``--graph``, whose calls are captured in CUDA graphs, so its
+``median_s`` is GPU time at every size, with the host's launch cost in columns of its own
+(``GRAPH_COLUMNS``). ``find_table`` prefers the graph table: the eager one times launches below
+~8 MiB. ``CollectivesTable.charge`` is the one rule for how a table enters a cost model.
 """
 from __future__ import annotations
 
@@ -29,18 +37,29 @@ import math
 from pathlib import Path
 
 OPS = ("all_reduce", "all_gather", "send_recv")
+#: ops of the graph-captured sweep: reduce-scatter is the other half of a ring all-reduce and
+#: what sequence-parallel TP issues instead of it
+GRAPH_OPS = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
 COLUMNS = ("op", "world", "bytes", "median_s", "p10_s", "p90_s")
+#: ``tp<N>.graph.csv``: median/p10/p90 are the GPU time per call of graph replays
+#: (``timing=cuda-graph``; ``eager-cpu`` on a machine without CUDA, where gloo calls are timed
+#: as they run); ``eager_s`` the per-call time of the same calls issued eagerly back to back
+#: (what ``tp<N>.csv`` measures), ``launch_s`` the host's time to submit one eager call,
+#: ``calls`` the calls per timed replay
+GRAPH_COLUMNS = (*COLUMNS, "eager_s", "launch_s", "calls", "timing")
+#: ``timing`` values: the eager table (no column), the graph table on a GPU, and its CPU fallback
+TIMINGS = ("eager", "cuda-graph", "eager-cpu")
 
 
 def bus_factor(op: str, world: int) -> float:
     """Bytes each link carries per message byte (the ``bytes`` coefficient of the formula)."""
     if op == "all_reduce":
         return 2.0 * (world - 1) / world
-    if op == "all_gather":
+    if op in ("all_gather", "reduce_scatter"):
         return (world - 1) / world
     if op == "send_recv":
         return 1.0
-    raise ValueError(f"unknown collective '{op}'; choose one of {list(OPS)}")
+    raise ValueError(f"unknown collective '{op}'; choose one of {list(GRAPH_OPS)}")
 
 
 def formula_s(op: str, nbytes: float, world: int, latency_s: float,
@@ -159,46 +178,78 @@ class CollectiveCurve:
                 "sizes": len(self.xs), "max_bytes": int(self.xs[-1])}
 
 
-def collectives_path(root, gpu: str, world: int) -> Path:
-    """Where the table of ``world`` GPUs lives: ``<root>/<gpu>/collectives/tp<world>.csv``."""
-    return Path(root) / gpu / "collectives" / f"tp{int(world)}.csv"
+def collectives_path(root, gpu: str, world: int, graph: bool = False) -> Path:
+    """Where the table of ``world`` GPUs lives: ``<root>/<gpu>/collectives/tp<world>.csv``, or
+    ``tp<world>.graph.csv`` for the CUDA-graph sweep (its provenance: ``.provenance.json`` in
+    place of ``.csv``)."""
+    return Path(root) / gpu / "collectives" / f"tp{int(world)}{'.graph' if graph else ''}.csv"
+
+
+def _opt_float(text):
+    return float(text) if text not in (None, "") else None
 
 
 def read_rows(path) -> list[dict]:
-    """Rows of a collectives CSV with numeric fields; a missing column is a clear error."""
+    """Rows of a collectives CSV with numeric fields; a missing column is a clear error. The
+    graph table's extra columns are read when present (``eager_s``, ``launch_s``: None where
+    blank)."""
     path = Path(path)
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        have = reader.fieldnames or []
+        missing = [c for c in COLUMNS if c not in have]
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing}; expected {list(COLUMNS)} "
                              "(written by `goodput profile collectives`)")
         rows = []
         for r in reader:
-            rows.append({"op": r["op"], "world": int(r["world"]), "bytes": float(r["bytes"]),
-                         **{k: float(r[k]) for k in ("median_s", "p10_s", "p90_s")}})
+            row = {"op": r["op"], "world": int(r["world"]), "bytes": float(r["bytes"]),
+                   **{k: float(r[k]) for k in ("median_s", "p10_s", "p90_s")}}
+            if "timing" in have:
+                row.update(timing=r["timing"], eager_s=_opt_float(r.get("eager_s")),
+                           launch_s=_opt_float(r.get("launch_s")))
+            rows.append(row)
     return rows
 
 
 class CollectivesTable:
-    """Every op of one measured ``tp<k>.csv``: ``table.time("all_reduce", nbytes)``."""
+    """Every op of one measured table: ``table.time("all_reduce", nbytes)``.
+
+    ``timing`` says what ``median_s`` is: ``eager`` (``tp<k>.csv``: launch-bound below some
+    size), ``cuda-graph`` (GPU time at every size) or ``eager-cpu`` (the graph sweep's CPU
+    fallback; timed like ``eager``)."""
 
     def __init__(self, rows: list[dict], world: int, path: Path | None = None,
-                 date: str | None = None):
+                 date: str | None = None, timing: str | None = None):
         self.world, self.path, self.date = int(world), path, date
+        where = path or "collectives table"
         bad = sorted({r["world"] for r in rows} - {self.world})
         if bad:
-            raise ValueError(f"{path or 'collectives table'}: rows for world {bad} in the table "
+            raise ValueError(f"{where}: rows for world {bad} in the table "
                              f"of tp{self.world}; each tp<k>.csv holds one world size")
+        kinds = sorted({r.get("timing") or "eager" for r in rows})
+        if timing is None and len(kinds) > 1:
+            raise ValueError(f"{where}: rows of several timings {kinds}; one table holds one "
+                             "(rerun `goodput profile collectives` to rewrite it)")
+        self.timing = timing or (kinds[0] if kinds else "eager")
+        if self.timing not in TIMINGS:
+            raise ValueError(f"{where}: timing '{self.timing}' is not one of {list(TIMINGS)}")
         self.curves: dict[str, CollectiveCurve] = {}
+        self.launch_s: dict[str, float] = {}  # median host submit time per eager call, per op
         for op in dict.fromkeys(r["op"] for r in rows):
             pts = [r for r in rows if r["op"] == op]
             self.curves[op] = CollectiveCurve(op, self.world, [r["bytes"] for r in pts],
                                               [r["median_s"] for r in pts])
+            launch = sorted(r["launch_s"] for r in pts if r.get("launch_s") is not None)
+            if launch:
+                self.launch_s[op] = launch[len(launch) // 2]
+        #: smallest message each op's measurement is charged for (see ``charge``)
+        self._from = {op: (0.0 if self.graph else c.bandwidth_bound_from())
+                      for op, c in self.curves.items()}
 
     @classmethod
     def from_csv(cls, path) -> CollectivesTable:
-        """Load ``tp<k>.csv``; the date comes from ``tp<k>.provenance.json`` beside it."""
+        """Load a table; the date comes from its ``.provenance.json`` beside it."""
         path = Path(path)
         rows = read_rows(path)
         if not rows:
@@ -209,23 +260,69 @@ class CollectivesTable:
             date = (json.loads(prov.read_text()).get("date_utc") or "")[:10] or None
         return cls(rows, rows[0]["world"], path, date)
 
+    @property
+    def graph(self) -> bool:
+        """True when ``median_s`` is GPU time of CUDA-graph replays at every size."""
+        return self.timing == "cuda-graph"
+
     def time(self, op: str, nbytes: float) -> float:
         if op not in self.curves:
             raise KeyError(f"{self.path or 'collectives table'} has no '{op}' rows "
                            f"(measured: {sorted(self.curves)})")
         return self.curves[op](nbytes)
 
+    def measured_from(self, op: str = "all_reduce") -> float:
+        """Smallest message the measurement is charged for: every size of a graph table, else
+        where the eager sweep is bandwidth-bound (``CollectiveCurve.bandwidth_bound_from``:
+        below it the eager sweep timed the host's launch rate)."""
+        self.time(op, 0.0)  # the clear error for a missing op
+        return self._from[op]
+
+    def charge(self, op: str, nbytes: float, estimate: float) -> float:
+        """Seconds a cost model charges for one ``op`` of ``nbytes``: a graph table's GPU time;
+        an eager table's time where it is bandwidth-bound (never below ``estimate``, the rule
+        it replaces), else ``estimate``."""
+        if nbytes < self.measured_from(op):
+            return estimate
+        t = self.time(op, nbytes)
+        return t if self.graph else max(estimate, t)
+
+    def kind(self, op: str = "all_reduce") -> str:
+        """``measured (graph)`` or ``measured (eager, >= X MiB)``: how far the table is used."""
+        if self.graph:
+            return "measured (graph)"
+        start = self.measured_from(op)
+        where = (f">= {start / 2**20:.0f} MiB" if math.isfinite(start)
+                 else "launch-bound at every size")
+        return f"measured ({self.timing}, {where})"
+
     def fits(self) -> dict:
         return {op: c.fit_dict() for op, c in self.curves.items()}
 
 
+def find_table(root, gpu: str, world: int, op: str = "all_reduce") -> CollectivesTable | None:
+    """The measured table of ``gpu`` at ``world`` that has ``op`` rows: the graph-captured one
+    when present (GPU time at every size), else the eager one, else None."""
+    for graph in (True, False):
+        path = collectives_path(root, gpu, world, graph)
+        if path.exists():
+            table = CollectivesTable.from_csv(path)
+            if op in table.curves:
+                return table
+    return None
+
+
 __all__ = [
     "COLUMNS",
+    "GRAPH_COLUMNS",
+    "GRAPH_OPS",
     "OPS",
+    "TIMINGS",
     "CollectiveCurve",
     "CollectivesTable",
     "bus_factor",
     "collectives_path",
+    "find_table",
     "fit_latency_bandwidth",
     "formula_s",
     "read_rows",

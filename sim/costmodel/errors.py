@@ -11,9 +11,12 @@ Every cost model's ``describe()`` carries two keys built here:
   - calibrated roofline: the leave-one-GPU-out P95 of calibration.json (iteration time, fitted
     on the other GPU, scored on this one), per phase where recorded;
   - plain roofline: the uncalibrated priors' P95 against the same profiles;
-  - TP above 2: the all-reduce rule is not checked against any measurement; the label says
-    ``unvalidated`` and ``pct`` adds the share of the iteration the estimated collectives take,
-    as a bound on what a wrong floor could shift.
+  - TP above 2 without a measured table of that GPU and degree: the all-reduce rule is not
+    checked against any measurement; the label says ``unvalidated`` and ``pct`` adds the share
+    of the iteration the estimated collectives take, as a bound on what a wrong floor could
+    shift. With a table (``tp<k>.graph.csv`` preferred) the provenance says ``measured (graph)``
+    or ``measured (eager, >= X MiB)`` instead; ``describe()["allreduce"]["by_tp"]`` lists the
+    status of every TP degree.
 
 Nothing here is tuned: the numbers are read from the files the fits wrote.
 """
@@ -70,15 +73,15 @@ def roofline_error(cm) -> dict:
                                     "calibration.json uncalibrated_priors: P95 on the profiles",
                                     "plain roofline (uncalibrated priors)", None)
     extra = ""
-    if tp > 2:
+    if tp > 2 and not cm.allreduce.is_measured(tp):
         share = _collective_share(cm)
-        extra = (f"TP{tp} collectives estimated (rule from the TP2 table), unvalidated; they are "
-                 f"{share:.0%} of a typical decode iteration")
+        extra = (f"TP{tp} collectives estimated (rule from {cm.allreduce.measured_on}), "
+                 f"unvalidated; they are {share:.0%} of a typical decode iteration")
         pct = (pct or 0.0) + 100 * share
     out = {"pct": pct, "basis": basis, "label": _label(kind + f" at TP{tp}", pct, extra)}
     if phases:
         out["by_phase"] = phases
-    prov = f"{kind}; all-reduce {cm.allreduce.describe(tp)['kind'] if tp > 1 else 'none'}; " + (
+    prov = f"{kind}; all-reduce {cm.allreduce.status(tp) if tp > 1 else 'none'}; " + (
         f"engine {cm.engine.name}" if cm.engine is not None else "host = iteration_overhead_s")
     return {"provenance": prov, "error_estimate": out}
 
@@ -90,6 +93,8 @@ def profiled_error(cm) -> dict:
     extra = []
     if cm.tp > 1 and cm.collectives is None:
         extra.append("all-reduce estimated (measured-floor rule)")
+    elif cm.tp > 1:
+        extra.append(f"all-reduce {cm.collectives.kind()}")
     if cm.engine is not None and (cm.engine.info or {}).get("carried_from"):
         extra.append(f"engine term carried from {cm.engine.info['carried_from']} (no fidelity run "
                      "on this GPU)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sim.costmodel.collectives import CollectivesTable, collectives_path
+from sim.costmodel.collectives import CollectivesTable, find_table
 from sim.costmodel.engine import engine_for
 from sim.costmodel.profile_store import PROFILES_ROOT
 
@@ -30,7 +30,8 @@ def _display_path(path) -> str:
 
 
 def _measured_collectives(fit: dict, profile_dir: Path, root=None) -> CollectivesTable | None:
-    """The measured table for this profile's GPU and TP degree, or None (see ``from_dir``)."""
+    """The measured table for this profile's GPU and TP degree, or None (see ``from_dir``); the
+    graph-captured ``tp<k>.graph.csv`` when present, else the eager ``tp<k>.csv``."""
     tp = int(fit["tp"])
     if tp <= 1:
         return None
@@ -39,11 +40,7 @@ def _measured_collectives(fit: dict, profile_dir: Path, root=None) -> Collective
         if len(parents) < 3:
             return None
         root = parents[2]  # <root>/<gpu>/<model>/tp<k>
-    path = collectives_path(root, fit["gpu"], tp)
-    if not path.exists():
-        return None
-    table = CollectivesTable.from_csv(path)
-    return table if "all_reduce" in table.curves else None
+    return find_table(root, fit["gpu"], tp)
 
 
 def _floor_rule(fit: dict, tp: int):

@@ -208,9 +208,9 @@ class ProfiledCostModel(CostModel):
                              f"ops {sorted(collectives.curves)}) cannot serve the all-reduce of a "
                              f"tp={self.tp} profile; it needs all_reduce rows at world {self.tp}")
         self.collectives = collectives if self.tp > 1 else None
-        #: message size from which the measured all-reduce is used (below it the eager sweep
-        #: measured host launch time, see CollectiveCurve.bandwidth_bound_from)
-        self._ar_measured_from = (self.collectives.curves["all_reduce"].bandwidth_bound_from()
+        #: message size from which the measured all-reduce is used: every size of a graph table;
+        #: an eager one only where bandwidth-bound (CollectivesTable.measured_from)
+        self._ar_measured_from = (self.collectives.measured_from()
                                   if self.collectives is not None else math.inf)
         #: engine host costs fitted on real serving (sim.costmodel.engine); replaces the
         #: profile's own host term when set
@@ -249,9 +249,8 @@ class ProfiledCostModel(CostModel):
             return 0.0
         nbytes = tokens * self.hidden * 2
         one = ring_allreduce_s(nbytes, self.tp, *self.ar)
-        if self.collectives is not None and nbytes >= self._ar_measured_from:
-            # bandwidth-bound sizes: the measurement (never below the estimate it replaces)
-            one = max(one, self.collectives.time("all_reduce", nbytes))
+        if self.collectives is not None:  # the table's rule (CollectivesTable.charge)
+            one = self.collectives.charge("all_reduce", nbytes, one)
         return (2 * self.layers + 1) * one
 
     def _overhead(self, n_seqs: int) -> float:
@@ -382,6 +381,10 @@ class ProfiledCostModel(CostModel):
                    f"'{est}')")
         if self.collectives is None:
             return est if self.tp > 1 else "none (tp=1)"
+        if self.collectives.graph:
+            return (f"measured (graph): GPU time of CUDA-graph-captured calls at every size "
+                    f"({_display_path(self.collectives.path)}, "
+                    f"{self.collectives.date or 'date unknown'})")
         return (f"measured from {self._ar_measured_from / 2**20:.0f} MiB per message "
                 f"({_display_path(self.collectives.path)}, "
                 f"{self.collectives.date or 'date unknown'}); smaller messages {est} "

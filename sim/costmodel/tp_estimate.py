@@ -22,7 +22,13 @@ The rule (``TPAllReduce.time``), for ``n`` GPUs of a GPU with link bandwidth ``l
   NVLink (or PCIe where it has none). On an NVSwitch node a ring's bus bandwidth does not fall
   with ``n``, so the same efficiency holds at TP4 and TP8.
 
-Everything but ``n = m`` on the measured GPU is an *estimate* and ``describe()`` says so.
+Measured tables of the target GPU replace the rule at their own world size
+(``sim.costmodel.collectives.find_table``): a graph-captured ``tp<n>.graph.csv`` at every
+message size (GPU time; it is preferred), an eager ``tp<n>.csv`` only where it is
+bandwidth-bound. The anchor, too, comes from a graph table of the reference GPU when one exists,
+since the eager floor is the host's launch rate rather than what a call costs inside a
+graph-captured forward pass. Everything else is an *estimate*; ``describe()`` says, per TP
+degree, which (``by_tp``: ``measured (graph)``, ``measured (eager, >= X MiB)`` or ``estimated``).
 tests/test_costmodel_tp.py checks the rule (steps, monotonicity in n, TP2 reproduction, and that
 decode never speeds up faster with TP than the weight-streaming bound allows).
 """
@@ -34,12 +40,14 @@ from functools import cache
 from pathlib import Path
 
 from sim.catalog import GPUSpec, get_gpu
-from sim.costmodel.collectives import CollectivesTable, collectives_path
+from sim.costmodel.collectives import CollectivesTable, find_table
 
 #: per-step latency of a ring all-reduce, seconds (NCCL tuning model, ring LL protocol)
 HOP_S = {"nvlink": 0.6e-6, "pcie": 1.0e-6}
 #: the GPU whose measured table anchors the estimate
 REFERENCE_GPU = "h200"
+#: the TP degrees whose tables are looked for (one NVSwitch node)
+MEASURED_WORLDS = (2, 4, 8)
 #: used only when no table is readable at all (the floor of the shipped H200 TP2 table)
 FALLBACK = {"floor_s": 40.1e-6, "bus_eff": 0.78, "world": 2, "gpu": "h200"}
 
@@ -68,11 +76,18 @@ class TPAllReduce:
     measured_world: int
     bus_eff: float
     measured_on: str  # where the anchor numbers come from
-    measured: CollectivesTable | None = None  # this GPU's own table at some world, if any
+    measured: tuple[CollectivesTable, ...] | None = None  # this GPU's own tables, any worlds
+
+    def table(self, world: int) -> CollectivesTable | None:
+        """This GPU's measured table at ``world`` (graph preferred when both were found)."""
+        return next((t for t in self.measured or () if t.world == world), None)
 
     def floor(self, world: int) -> float:
         if world <= 1:
             return 0.0
+        own = self.table(world)
+        if own is not None and own.graph:  # the measured GPU time of a small call
+            return latency_floor(own)
         extra = ring_steps(world) - ring_steps(self.measured_world)
         return max(0.0, self.floor_s + extra * HOP_S[self.link])
 
@@ -82,57 +97,68 @@ class TPAllReduce:
             return 0.0
         t = self.floor(world) + (ring_steps(world) / world) * nbytes / (
             self.bus_eff * self.link_bytes_per_s)
-        own = self.measured
-        if own is not None and own.world == world:
-            curve = own.curves["all_reduce"]
-            if nbytes >= curve.bandwidth_bound_from():
-                t = max(t, curve(nbytes))
-        return t
+        own = self.table(world)
+        return t if own is None else own.charge("all_reduce", nbytes, t)
 
     def is_measured(self, world: int) -> bool:
-        return self.measured is not None and self.measured.world == world
+        return self.table(world) is not None
+
+    def status(self, world: int) -> str:
+        """``measured (graph)``, ``measured (eager, >= X MiB)``, ``estimated`` or ``none``."""
+        if world <= 1:
+            return "none (tp=1)"
+        own = self.table(world)
+        return own.kind() if own is not None else "estimated"
+
+    def by_tp(self, world: int | None = None) -> dict[str, str]:
+        """``{"tp2": status, "tp4": ..., "tp8": ...}`` (and ``world`` when it is another)."""
+        worlds = sorted({*MEASURED_WORLDS, *([world] if world and world > 1 else [])})
+        return {f"tp{n}": self.status(n) for n in worlds}
 
     def describe(self, world: int) -> dict:
-        kind = "measured" if self.is_measured(world) else "estimated"
+        own = self.table(world)
+        kind = "measured" if own is not None else "estimated"
+        if own is not None:
+            where = own.path.name if own.path is not None else "in memory"
+            label = (f"all-reduce {own.kind()} for {self.gpu} tp{world} "
+                     f"({where}, {own.date or 'date unknown'})")
+        else:
+            label = (f"all-reduce estimated for {self.gpu} tp{world} (rule anchored on "
+                     f"{self.measured_on}; no tp{world} measurement of this GPU)")
         return {
             "kind": kind,
+            "timing": own.timing if own is not None else None,
             "floor_us": round(self.floor(world) * 1e6, 2),
             "bus_bytes_per_s": self.bus_eff * self.link_bytes_per_s,
             "rule": (f"floor {self.floor_s * 1e6:.1f} us at tp{self.measured_world} "
                      f"({self.measured_on}) + {HOP_S[self.link] * 1e6:.1f} us per extra ring "
                      f"step; bus bw = {self.bus_eff:.2f} x {self.link} "
                      f"{self.link_bytes_per_s / 1e9:.0f} GB/s"),
-            "label": (f"all-reduce {kind} for {self.gpu} tp{world}"
-                      + ("" if kind == "measured" else
-                         " (rule from the measured TP2 table; no multi-GPU measurement here)")),
+            "label": label,
+            "by_tp": self.by_tp(world),
         }
-
-
-def _table(root: Path, gpu: str, world: int) -> CollectivesTable | None:
-    path = collectives_path(root, gpu, world)
-    if not path.exists():
-        return None
-    t = CollectivesTable.from_csv(path)
-    return t if "all_reduce" in t.curves else None
 
 
 @cache
 def _anchor(root: str) -> dict:
     """floor, bus efficiency and world of the reference GPU's smallest measured table (under
-    ``root``, else under the shipped profiles)."""
+    ``root``, else under the shipped profiles); a graph-captured table before an eager one."""
     from sim.costmodel.profile_store import PROFILES_ROOT
 
-    for world, base in [(w, b) for b in dict.fromkeys((Path(root), PROFILES_ROOT))
-                        for w in (2, 4, 8)]:
-        t = _table(base, REFERENCE_GPU, world)
-        if t is None:
+    for base in dict.fromkeys((Path(root), PROFILES_ROOT)):
+        tables = [t for w in MEASURED_WORLDS
+                  if (t := find_table(base, REFERENCE_GPU, w)) is not None]
+        tables.sort(key=lambda t: (not t.graph, t.world))
+        if not tables:
             continue
+        t = tables[0]
         ref = get_gpu(REFERENCE_GPU)
         bw = t.curves["all_reduce"].bus_bytes_per_s
         link = (ref.nvlink_gbs or ref.pcie_gbs) * 1e9
+        name = t.path.name if t.path is not None else f"tp{t.world}"
         date = t.date or "date unknown"
-        return {"floor_s": latency_floor(t), "bus_eff": min(1.0, bw / link), "world": world,
-                "gpu": REFERENCE_GPU, "where": f"{REFERENCE_GPU}/collectives/tp{world}.csv, {date}"}
+        return {"floor_s": latency_floor(t), "bus_eff": min(1.0, bw / link), "world": t.world,
+                "gpu": REFERENCE_GPU, "where": f"{REFERENCE_GPU}/collectives/{name}, {date}"}
     return {**FALLBACK, "where": "fallback constants (no collectives table readable)"}
 
 
@@ -149,13 +175,10 @@ def _tp_allreduce(gpu: GPUSpec, root_s: str) -> TPAllReduce:
     a = _anchor(root_s)
     link = "nvlink" if gpu.nvlink_gbs > 0 else "pcie"
     gbs = gpu.nvlink_gbs if gpu.nvlink_gbs > 0 else gpu.pcie_gbs
-    own = None
-    for world in (2, 4, 8):
-        own = _table(root, gpu.name, world)
-        if own is not None:
-            break
+    own = tuple(t for w in MEASURED_WORLDS if (t := find_table(root, gpu.name, w)) is not None)
     return TPAllReduce(gpu.name, gbs * 1e9, link, a["floor_s"], int(a["world"]), a["bus_eff"],
-                       a["where"], own)
+                       a["where"], own or None)
 
 
-__all__ = ["HOP_S", "TPAllReduce", "latency_floor", "ring_steps", "tp_allreduce"]
+__all__ = ["HOP_S", "MEASURED_WORLDS", "TPAllReduce", "latency_floor", "ring_steps",
+           "tp_allreduce"]
