@@ -12,7 +12,7 @@ SHELL := /bin/bash
 # this machine's pip config names local wheel folders that may not exist: drop those warnings only
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench notebooks clean
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ lint: venv
 
 bench: venv
 	$(PY) benchmarks/sim_speed.py
+
+# rebuild every notebook from its builder and execute it in place, so the committed copies carry
+# their outputs (NOTEBOOKS="plan.ipynb ..." for some only)
+notebooks: venv
+	$(PY) notebooks/run_notebooks.py $(NOTEBOOKS)
 
 clean:
 	rm -rf $(VENV) results

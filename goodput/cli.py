@@ -34,6 +34,7 @@ GROUPS = {
                  "(design / run / compare / report)", "profiler"),
     "plan": ("cheapest GPU mix that meets TTFT/TPOT SLOs (Mélange ILP, proved by simulation)",
              "planner"),
+    "completion": ("print a bash or zsh completion script", "goodput"),
 }
 
 
@@ -116,6 +117,11 @@ def _add_group(sub, name: str) -> bool:
         if _available("planner"):
             _wire_plan_into_simulate(simulate)
         return True
+    if name == "completion":  # goodput.completion: made from the full parser when run
+        from goodput.completion import add_completion_subcommand
+
+        add_completion_subcommand(sub)
+        return True
     if name == "trace":
         from sim.workload.cli import add_trace_subcommands
 
@@ -162,7 +168,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for name, (line, package) in GROUPS.items():
         if argv is None or name == wanted:
             _add_group(sub, name)
-        elif package == "sim" or _available(package):
+        elif package in ("sim", "goodput") or _available(package):
             sub.add_parser(name, help=line, add_help=False)
     return parser
 

@@ -1,6 +1,9 @@
 """Writes notebooks/*.ipynb from the cell sources below, so notebooks are reviewed as code.
 
-Run: python notebooks/build_notebooks.py   (tests execute the resulting notebooks)
+Run: python notebooks/build_notebooks.py   (tests execute the resulting notebooks; `make
+notebooks` rebuilds every notebook and executes it in place, so the committed copies carry
+their outputs). Plots are shown inline with IPython.display: sim.plots draws on the Agg canvas
+without pyplot, so it writes a PNG whatever the backend, and the notebook displays that PNG.
 """
 from pathlib import Path
 
@@ -9,17 +12,17 @@ import nbformat as nbf
 HERE = Path(__file__).parent
 
 COMPARE = [
-    ("md", "# Two serving configurations on a real trace\n\n"
+    ("md", "# Two serving configurations and two batching policies on a real trace\n\n"
            "Loads the Azure LLM inference conversation trace (from `../shared/traces/` when present, "
            "else the shipped sample), simulates Llama-3.1-8B on 1 and on 4 H100 instances, and plots "
-           "how latency and SLO attainment differ."),
+           "how latency and SLO attainment differ; then runs vLLM's and Sarathi's batching on one "
+           "instance at three times the load."),
     ("code", "from pathlib import Path\n"
              "\n"
-             "import matplotlib\n"
+             "from IPython.display import Image, display\n"
              "\n"
-             "matplotlib.use('Agg')\n"
              "from sim.config import InstanceGroupConfig, SimConfig\n"
-             "from sim.metrics import compare\n"
+             "from sim.metrics import SLO, compare\n"
              "from sim.plots import plot_comparison\n"
              "from sim.run import run_and_report\n"
              "from sim.workload.generators import time_slice\n"
@@ -31,18 +34,35 @@ COMPARE = [
              "if len(trace) > 3000:\n"
              "    trace = time_slice(trace, 0, 600)  # first 10 minutes keep the notebook quick\n"
              "print(path.name, len(trace), 'requests over', round(trace.duration_s), 's')"),
-    ("code", "def config(instances):\n"
+    ("code", "slo = SLO(ttft_s=0.5, tpot_s=0.03)\n"
+             "\n"
+             "\n"
+             "def config(instances, policy='vllm'):\n"
              "    cfg = SimConfig(cluster=[InstanceGroupConfig(model='llama-3.1-8b', gpu='h100', "
              "count=instances)])\n"
              "    cfg.router.name = 'least_outstanding_tokens'\n"
-             "    cfg.slo.ttft_s, cfg.slo.tpot_s = 0.5, 0.03\n"
+             "    cfg.scheduler.policy = policy\n"
+             "    cfg.slo.ttft_s, cfg.slo.tpot_s = slo.ttft_s, slo.tpot_s\n"
              "    return cfg\n"
+             "\n"
+             "\n"
              "runs = {f'{n} x H100': run_and_report(config(n), trace) for n in (1, 4)}\n"
              "compare({k: r.summary for k, r in runs.items()})"),
-    ("code", "out = plot_comparison({k: r.requests for k, r in runs.items()}, 'compare.png')\n"
+    ("code", "out = plot_comparison({k: r.requests for k, r in runs.items()}, 'compare.png', slo)\n"
              "for k, r in runs.items():\n"
              "    print(k, 'attainment', r.summary['slo']['attainment'],\n"
-             "          'cost $/h', r.summary['cost']['cluster_usd_per_hour'])"),
+             "          'cost $/h', r.summary['cost']['cluster_usd_per_hour'])\n"
+             "display(Image(filename=str(out)))"),
+    ("md", "Two batching policies on the one instance, the trace sped up 3x so that batches "
+           "crowd: vLLM (a waiting prefill runs first, stalling every decode) against Sarathi "
+           "(prefills cut into chunks that share iterations with decodes, which keeps TPOT flat)."),
+    ("code", "from sim.workload.generators import rescale\n"
+             "\n"
+             "busy = rescale(trace, factor=3.0)\n"
+             "policies = {p: run_and_report(config(1, p), busy) for p in ('vllm', 'sarathi')}\n"
+             "out = plot_comparison({k: r.requests for k, r in policies.items()}, 'policies.png', slo)\n"
+             "print('attainment', {k: r.summary['slo']['attainment'] for k, r in policies.items()})\n"
+             "display(Image(filename=str(out)))"),
 ]
 
 
@@ -54,10 +74,8 @@ FIDELITY = [
            "per-iteration times."),
     ("code", "from pathlib import Path\n"
              "\n"
-             "import matplotlib\n"
-             "\n"
-             "matplotlib.use('Agg')\n"
              "import pandas as pd\n"
+             "from IPython.display import Image, display\n"
              "\n"
              "from profiler.serve.fidelity import load_case\n"
              "from profiler.serve.report import markdown_report\n"
@@ -83,7 +101,7 @@ FIDELITY = [
              "table = pd.DataFrame(rows).T.round(3)\n"
              "print(table.to_string())\n"
              "print('attainment (TTFT <= 100 ms, TPOT <= 15 ms):', table['SLO attainment'].to_dict())"),
-    ("code", "print(plot_comparison(runs, 'fidelity_cdfs.png'))"),
+    ("code", "display(Image(filename=str(plot_comparison(runs, 'fidelity_cdfs.png', slo))))"),
     ("code", "from profiler.serve.calibrate import iteration_table\n"
              "from sim.costmodel.engine import EngineOverhead\n"
              "\n"

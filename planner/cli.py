@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from planner.errors import PlannerError
+
+if TYPE_CHECKING:  # pandas costs ~0.5 s to import: `goodput plan --help` must not pay it
+    import pandas as pd
 
 
 def _csv(text: str | None, conv, name: str) -> list:
@@ -63,13 +65,19 @@ def load_planning_trace(path: str, fmt: str | None = None, rate: float | None = 
 
 
 def add_plan_subcommands(sub) -> None:
+    from sim.cli_help import ChoicesHelp
+
     p = sub.add_parser(
         "plan", help="cheapest GPU mix that meets TTFT/TPOT SLOs (Mélange ILP, proved by simulation)",
         description="Bucket the trace by request size, measure each GPU type's SLO capacity per "
                     "bucket by simulation, solve for the cheapest mix of instance types, then "
-                    "re-simulate the plan and add capacity while attainment falls short.")
+                    "re-simulate the plan and add capacity while attainment falls short.",
+        add_help=False)
+    # the help lists the registered policies, formats and cost models and every default, read
+    # only when it is printed (sim.cli_help), so building this parser stays light
+    p.add_argument("-h", "--help", action=ChoicesHelp, help="show this help message and exit")
     p.add_argument("--trace", required=True, help="trace file (any format goodput simulate reads)")
-    p.add_argument("--trace-format", help="trace format (default: auto-detect)")
+    p.add_argument("--trace-format", help="trace format (default: detected)")
     p.add_argument("--rate", type=float, help="req/s: rescale the trace, or synthesize arrivals "
                                               "for a length-only trace")
     p.add_argument("--max-requests", type=int, help="plan for the first N requests only")
@@ -101,7 +109,7 @@ def add_plan_subcommands(sub) -> None:
                    help="share a slice across types (fractional) or give it to one (whole)")
     p.add_argument("--solver", choices=("cbc", "highs", "auto"), default="cbc")
     p.add_argument("--policy", default="vllm", help="batching policy (scheduler.policy)")
-    p.add_argument("--cost-model", default="auto", help="auto | profiled | roofline")
+    p.add_argument("--cost-model", default="auto", help="cost model")
     p.add_argument("--max-probe-requests", type=int, default=6000,
                    help="most requests one capacity probe may simulate (default 6000); rates "
                         "that need more to reach steady state count as failing")
@@ -165,6 +173,8 @@ def _prices(args) -> dict:
 
 
 def shares_table(plan) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for s in plan.slices:
         rows.append({"slice": s.name, "req/s": round(s.rate, 4),

@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
-
 from planner.errors import PlannerError
 
 KV_MODES = ("after_prefill", "layer_by_layer", "pull")
@@ -94,6 +92,8 @@ def cmd_plan_disagg(args, gpus: list[str], load_planning_trace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     head = (f"# goodput plan --disaggregated: {d.text()}, designed for {want:.4g} req/s\n"
             f"# run it: goodput simulate --config placement.yaml --trace {args.trace}\n")
+    import yaml  # here, not at the top: `goodput plan --help` stays light
+
     (out / "placement.yaml").write_text(head + yaml.safe_dump(design_yaml(task, d, want),
                                                               sort_keys=False))
     res.table().to_csv(out / "phase_capacity.csv", index=False)

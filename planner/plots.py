@@ -25,6 +25,9 @@ def frontier(df: pd.DataFrame, path) -> Path:
     for k, param in enumerate(params):
         ax = fig.add_subplot(1, len(params), k + 1)
         d = df[df["param"] == param].sort_values("value")
+        if len(d) == 1:  # one value is no curve: its costs as labelled bars
+            _point_bars(ax, d.iloc[0], param)
+            continue
         x = d["value"] * (1e3 if param in ("tpot", "ttft") else 1.0)
         ax.plot(x, d["cost"], "o-", color="tab:blue", label="verified plan")
         bad = d[~d["verified"].astype(bool)]
@@ -35,13 +38,53 @@ def frontier(df: pd.DataFrame, path) -> Path:
             ax.plot(x, d["baseline_cost"], "s--", color="tab:orange",
                     label="verified best single type")
         ax.plot(x, d["ilp_only_cost"], ":", color="grey", label="ILP only (not verified)")
-        ax.set_xlabel({"tpot": "TPOT SLO (ms)", "ttft": "TTFT SLO (ms)",
-                       "attainment": "attainment target"}[param])
+        ax.set_xlabel(_LABELS[param])
         ax.set_ylabel("cluster cost ($/h)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Cost frontier (each point re-simulated)")
+    return save_figure(fig, path)
+
+
+_LABELS = {"tpot": "TPOT SLO (ms)", "ttft": "TTFT SLO (ms)", "attainment": "attainment target"}
+
+
+def _point_bars(ax, row, param: str | None, title: str | None = None) -> None:
+    """A sweep of one value (or no sweep): the verified plan, the verified best single type and
+    the ILP-only cost as bars with their dollar figures (a one-point line would say nothing)."""
+    mix = row.get("mix")
+    name = "verified plan" if bool(row["verified"]) else "plan (NOT proved)"
+    bars = [(f"{name}\n{mix}" if isinstance(mix, str) and mix else name, row["cost"],
+             "tab:blue" if bool(row["verified"]) else "tab:red")]
+    if row.get("baseline_cost") is not None and row["baseline_cost"] == row["baseline_cost"]:
+        bars.append(("verified best\nsingle type", row["baseline_cost"], "tab:orange"))
+    bars.append(("ILP only\n(not verified)", row["ilp_only_cost"], "lightgrey"))
+    drawn = ax.bar(range(len(bars)), [b[1] for b in bars], color=[b[2] for b in bars])
+    ax.bar_label(drawn, labels=[f"${b[1]:.2f}/h" for b in bars], fontsize=8, padding=2)
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+    ax.set_ylabel("cluster cost ($/h)")
+    ax.set_ylim(0, max(b[1] for b in bars) * 1.18 or 1.0)
+    if param is not None:
+        value = row["value"] * (1e3 if param in ("tpot", "ttft") else 1.0)
+        title = f"{_LABELS[param]} = {value:g} (one value swept)"
+    ax.set_title(title or "", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def cost(plan, path) -> Path:
+    """cost.png of a plan without a sweep: its cost next to the verified best single type and
+    the ILP-only figure, at the plan's SLO (labelled bars, no one-point curve)."""
+    s, slo = plan.summary, plan.slo
+    row = {"verified": bool(s.get("verified")), "cost": plan.cost_per_hour,
+           "mix": "\n".join(f"{g.count} x {g.key}" for g in plan.groups if g.count),
+           "baseline_cost": s.get("baseline_cost_per_hour"),
+           "ilp_only_cost": s.get("ilp_only_cost_per_hour", plan.cost_per_hour)}
+    bounds = [f"{k} <= {slo[f'{k.lower()}_s'] * 1e3:g} ms" for k in ("TTFT", "TPOT")
+              if slo.get(f"{k.lower()}_s") is not None]
+    fig = _figure(width=5.5, height=3.8)
+    _point_bars(fig.add_subplot(), row, None,
+                f"Cost at {', '.join(bounds)}, {slo.get('attainment_target', 0.9):.0%} attainment")
     return save_figure(fig, path)
 
 

@@ -55,8 +55,10 @@ def _burst_line(b: dict) -> str:
 
 
 def write_outputs(out: PlanOutcome, dest: Path, front=None, plots: bool = True) -> Path:
-    """plan.yaml (the verified plan with its summary), CSVs and plots under ``dest``."""
+    """plan.yaml (the verified plan with its summary), CSVs, plots and report.html (the page a
+    person opens: planner.report_html) under ``dest``."""
     from planner import plots as P
+    from planner.report_html import write_plan_report
 
     out.plan.save(dest / "plan.yaml")
     out.capacities.to_csv(dest / "capacities.csv", index=False)
@@ -72,4 +74,7 @@ def write_outputs(out: PlanOutcome, dest: Path, front=None, plots: bool = True) 
                                    order=[s.bucket for s in out.plan.slices])
         if front is not None and len(front):
             P.frontier(front, dest / "frontier.png")
+        else:  # no sweep: the plan's cost against the alternatives, as labelled bars
+            P.cost(out.plan, dest / "cost.png")
+    write_plan_report(out, dest, front)
     return dest

@@ -156,3 +156,34 @@ class RegistryHelp(argparse.Action):
         fill_help(parser)
         parser.print_help()
         parser.exit()
+
+
+def fill_choices_and_defaults(parser: argparse.ArgumentParser, names: dict[str, list[str]]) -> None:
+    """For a parser whose defaults are its own (``goodput plan``): append the registry names of
+    the flags in ``names`` and ``(default: X)`` to every flag whose help does not say it yet."""
+    if getattr(parser, "_registry_help_filled", False):
+        return
+    for action in parser._actions:
+        if not action.option_strings or action.default is argparse.SUPPRESS:
+            continue
+        text = action.help or ""
+        if action.dest in names:
+            text += f": {', '.join(names[action.dest])}"
+        if "default" not in text and action.nargs != 0 and action.default is not None:
+            text += f" (default: {action.default})"
+        action.help = text.replace("%", "%%")
+    parser._registry_help_filled = True  # type: ignore[attr-defined]
+
+
+class ChoicesHelp(argparse.Action):
+    """``-h/--help`` for a parser with its own defaults: registries' names, then every default."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names = choices()
+        fill_choices_and_defaults(parser, {k: names[k] for k in ("policy", "trace_format", "cost_model")})
+        parser.print_help()
+        parser.exit()

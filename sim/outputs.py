@@ -24,7 +24,8 @@ from sim.config import ConfigError
 #: what a run writes (sim.run, sim.metrics.save_results, sim.plots); anything else is the user's
 RUN_FILES = frozenset({"requests.parquet", "requests.csv", "timeseries.parquet", "instances.csv", "links.csv",
                        "steps.parquet", "steps.csv",
-                       "summary.json", "config.json", "latency_cdfs.png", "timeseries.png"})
+                       "summary.json", "config.json", "latency_cdfs.png", "timeseries.png",
+                       "report.html"})
 
 
 def is_run_file(name: str) -> bool:

@@ -1,5 +1,8 @@
 """PNG plots of a run: latency CDFs, per-instance timeseries and multi-run comparisons.
 
+The timeseries figure (small multiples per instance, idle gaps left as gaps) is built in
+sim.plot_timeseries; this module saves it with the others.
+
 Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly, never
 through pyplot: no display is needed, no global figure registry grows across many plots, and the
 figure is released as soon as it goes out of scope after saving. Large inputs are reduced before
@@ -14,15 +17,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sim.metrics import SLO, ensure_derived
+from sim.plot_timeseries import MAX_PANELS, TS_POINTS, timeseries_figure
 
-#: (column, title, SLO attribute drawn as a vertical line)
-CDF_PANELS = (("ttft_s", "TTFT (s)", "ttft_s"), ("tpot_s", "TPOT (s/token)", "tpot_s"),
-              ("e2e_s", "End-to-end latency (s)", None))
+__all__ = ["CDF_PANELS", "CDF_POINTS", "MAX_PANELS", "TS_POINTS", "cdf_figure", "new_figure",
+           "plot_comparison", "plot_latency_cdfs", "plot_timeseries", "save_all_plots",
+           "save_figure"]
+
+#: (column, title, x label, scale from seconds, SLO attribute drawn as a vertical line): TTFT
+#: and TPOT are tens of milliseconds, so they are drawn in ms (0.015 s ticks crowd and misread)
+CDF_PANELS = (("ttft_s", "TTFT", "milliseconds", 1e3, "ttft_s"),
+              ("tpot_s", "TPOT", "milliseconds per output token", 1e3, "tpot_s"),
+              ("e2e_s", "End-to-end latency", "seconds", 1.0, None))
 CDF_POINTS = 2000  # quantiles drawn per CDF, whatever the number of requests
-TS_POINTS = 1000  # time bins per instance line
-MAX_LEGEND = 12  # above this many lines the legend is dropped
 
 
 def new_figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.6) -> Figure:
@@ -56,119 +65,67 @@ def _completed(requests: pd.DataFrame) -> pd.DataFrame:
 
 
 def _draw_cdf_panels(axes, runs: dict[str, pd.DataFrame], slo: SLO | None) -> None:
-    for ax, (col, title, bound_attr) in zip(axes, CDF_PANELS, strict=True):
+    for ax, (col, title, unit, scale, bound_attr) in zip(axes, CDF_PANELS, strict=True):
         drawn = False
         for label, df in runs.items():
             x, y = _cdf_points(df[col].to_numpy(dtype=float))
             if x.size:
-                ax.step(x, y, where="post", label=f"{label} (n={len(df):,})")
+                ax.step(x * scale, y, where="post", label=f"{label} (n={len(df):,})")
                 drawn = True
         bound = getattr(slo, bound_attr) if (slo is not None and bound_attr) else None
         if bound is not None:
-            ax.axvline(bound, color="red", linestyle="--", linewidth=1, label=f"SLO {bound:g}")
+            ax.axvline(bound * scale, color="red", linestyle="--", linewidth=1,
+                       label=f"SLO {bound * scale:g} {'ms' if scale > 1 else 's'}")
         if not drawn:
             ax.text(0.5, 0.5, "no completed requests", ha="center", va="center",
                     transform=ax.transAxes)
-        ax.set_title(title)
-        ax.set_xlabel("seconds")
+        ax.set_title(f"{title} ({'ms' if scale > 1 else 's'})")
+        ax.set_xlabel(unit)
         ax.set_ylabel("fraction of completed requests")
         ax.set_ylim(0, 1.02)
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
         ax.grid(alpha=0.3)
         if drawn or bound is not None:
-            ax.legend(fontsize="small", loc="lower right")
+            ax.legend(fontsize="small", loc="best")  # CDFs rise to the right: keep it clear
+
+
+def cdf_figure(requests_by_label: dict[str, pd.DataFrame], slo: SLO | None = None) -> Figure:
+    """TTFT/TPOT/E2E CDFs of the completed requests of each run (not saved: see plot_*)."""
+    fig = new_figure(3)
+    _draw_cdf_panels(fig.subplots(1, 3), {k: _completed(df) for k, df in requests_by_label.items()},
+                     slo)
+    return fig
 
 
 def plot_latency_cdfs(requests: pd.DataFrame, path, slo: SLO | None = None) -> Path:
     """TTFT, TPOT and E2E CDFs over completed requests, with the SLO bounds as red lines."""
-    fig = new_figure(3)
-    _draw_cdf_panels(fig.subplots(1, 3), {"run": _completed(requests)}, slo)
-    return save_figure(fig, path)
+    return save_figure(cdf_figure({"run": requests}, slo), path)
 
 
 def plot_comparison(requests_by_label: dict[str, pd.DataFrame], path, slo: SLO | None = None) -> Path:
     """Overlaid TTFT/TPOT/E2E CDFs of several runs (e.g. candidate configurations)."""
     if not requests_by_label:
         raise ValueError("plot_comparison: requests_by_label is empty; pass {label: requests}")
-    fig = new_figure(3)
-    runs = {label: _completed(df) for label, df in requests_by_label.items()}
-    _draw_cdf_panels(fig.subplots(1, 3), runs, slo)
-    return save_figure(fig, path)
+    return save_figure(cdf_figure(requests_by_label, slo), path)
 
 
-def _time_bins(t: pd.Series, points: int) -> np.ndarray:
-    """Index of each sample's bin among ``points`` equal bins spanning the whole run."""
-    v = t.to_numpy(dtype=float)
-    span = v.max() - v.min()
-    if span <= 0:
-        return np.zeros(len(v), dtype=np.int64)
-    return np.minimum(((v - v.min()) / span * points).astype(np.int64), points - 1)
-
-
-def _downsample(ts: pd.DataFrame, columns: list[str], points: int = TS_POINTS) -> pd.DataFrame:
-    """Mean of each column per (instance, time bin) when an instance has more than ``points`` samples.
-
-    Bins span the whole run so all instances share bin edges; the bin's time is its mean sample
-    time, which keeps sparse instances where their samples actually were.
-    """
-    if ts.groupby("instance").size().max() <= points:
-        return ts
-    keyed = ts[["instance", "time_s", *columns]].assign(_bin=_time_bins(ts["time_s"], points))
-    return keyed.groupby(["instance", "_bin"], sort=True).mean().reset_index().drop(columns="_bin")
-
-
-def _cluster_mean(ts: pd.DataFrame, columns: list[str], points: int = TS_POINTS) -> pd.DataFrame:
-    """Mean over all instances' samples per time bin: the readable line when instances are many."""
-    keyed = ts[["time_s", *columns]].assign(_bin=_time_bins(ts["time_s"], points))
-    return keyed.groupby("_bin", sort=True).mean()
-
-
-def plot_timeseries(timeseries: pd.DataFrame | None, path) -> Path:
-    """Batch size, KV-cache used fraction and waiting-queue length over time, one line per instance."""
-    fig = new_figure(1, nrows=3, width=10.0, height=2.8)
-    axes = fig.subplots(3, 1, sharex=True)
-    panels = (("batch_size", "batch size"), ("kv_fraction", "KV used fraction"),
-              ("waiting", "waiting requests"))
-    if timeseries is None or len(timeseries) == 0:
-        for ax, (_, title) in zip(axes, panels, strict=True):
-            ax.set_ylabel(title)
-            ax.text(0.5, 0.5, "no timeseries samples", ha="center", va="center",
-                    transform=ax.transAxes)
-        return save_figure(fig, path)
-    missing = [c for c in ("time_s", "instance", "batch_size", "waiting", "kv_used_blocks",
-                           "kv_total_blocks") if c not in timeseries.columns]
-    if missing:
-        raise ValueError(f"plot_timeseries: timeseries is missing column(s) {missing}; pass the "
-                         f"simulator's timeseries table")
-    total = timeseries["kv_total_blocks"].astype(float)
-    ts = timeseries.assign(kv_fraction=timeseries["kv_used_blocks"].astype(float)
-                           / total.where(total > 0))
-    ts = _downsample(ts.sort_values(["instance", "time_s"], kind="stable"),
-                     ["batch_size", "kv_fraction", "waiting"])
-    groups = list(ts.groupby("instance", sort=True))  # one entry per instance, not per row
-    many = len(groups) > MAX_LEGEND
-    mean = _cluster_mean(ts, [c for c, _ in panels]) if many else None
-    for ax, (col, title) in zip(axes, panels, strict=True):
-        for inst, g in groups:
-            ax.plot(g["time_s"].to_numpy(), g[col].to_numpy(dtype=float), linewidth=0.8,
-                    alpha=0.25 if many else 1.0, label=f"instance {inst}")
-        if mean is not None:
-            ax.plot(mean["time_s"].to_numpy(), mean[col].to_numpy(dtype=float), color="black",
-                    linewidth=1.5, label="mean over instances")
-        ax.set_ylabel(title)
-        ax.grid(alpha=0.3)
-    axes[1].set_ylim(0, 1.02)
-    axes[-1].set_xlabel("simulated time (s)")
-    if not many:
-        axes[0].legend(fontsize="small", ncols=min(len(groups), 6), loc="upper right")
-    else:
-        axes[0].set_title(f"{len(groups)} instances (faint); black: mean over instances",
-                          fontsize="small")
-    return save_figure(fig, path)
+def plot_timeseries(timeseries: pd.DataFrame | None, path, interval_s: float | None = None,
+                    names: dict | None = None) -> Path:
+    """Batch size, KV cache used and waiting requests over time: one row per instance up to
+    ``MAX_PANELS`` (the cluster's mean and band beyond), idle stretches left as gaps
+    (sim.plot_timeseries says how)."""
+    return save_figure(timeseries_figure(timeseries, interval_s, names), path)
 
 
 def save_all_plots(out_dir, requests: pd.DataFrame, timeseries: pd.DataFrame | None,
-                   slo: SLO | None = None) -> list[Path]:
-    """Write latency_cdfs.png and timeseries.png into ``out_dir``; returns the written paths."""
+                   slo: SLO | None = None, interval_s: float | None = None,
+                   instances: pd.DataFrame | None = None) -> list[Path]:
+    """Write latency_cdfs.png and timeseries.png into ``out_dir``; returns the written paths.
+    ``interval_s`` is the run's sampling period, ``instances`` its instances table (the rows of
+    timeseries.png are labelled with their group names)."""
     out = Path(out_dir)
+    names = (dict(zip(instances["instance"], instances["group"].astype(str), strict=True))
+             if instances is not None and {"instance", "group"} <= set(instances.columns) else None)
     return [plot_latency_cdfs(requests, out / "latency_cdfs.png", slo),
-            plot_timeseries(timeseries, out / "timeseries.png")]
+            plot_timeseries(timeseries, out / "timeseries.png", interval_s, names)]

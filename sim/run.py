@@ -147,7 +147,11 @@ def _run(cfg: SimConfig, trace, count: int | None, provenance: dict | None,
             write_steps(out, result.steps, cfg.output.csv)
             if cfg.output.plots:
                 from sim.plots import save_all_plots
-                save_all_plots(out, result.requests, result.timeseries, slo)
+                save_all_plots(out, result.requests, result.timeseries, slo,
+                               cfg.output.timeseries_interval_s, result.instances)
+            from sim.report_html import write_run_report
+
+            write_run_report(out, result.summary)  # report.html: the tables and the plots above
             trace_file = Path(cfg.output.trace_events) if cfg.output.trace_events else None
             if trace_file is not None and trace_file.parent.resolve() == Path(cfg.output.dir).resolve():
                 os.replace(trace_file, out / trace_file.name)  # published with the other results

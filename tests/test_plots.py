@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import plots
+from sim import plot_timeseries, plots
 from sim.metrics import SLO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -81,15 +81,84 @@ def test_cdf_points_capped_and_exact_when_small():
 
 def test_downsample_bins_means():
     ts = timeseries(instances=2, samples=4000)
-    small = plots._downsample(ts, ["batch_size"], points=100)
+    small = plot_timeseries._downsample(ts, ["batch_size"], points=100)
     assert small.groupby("instance").size().tolist() == [100, 100]
     # the mean of bin means equals the overall mean when bins hold equal counts (40 each)
     assert small["batch_size"].mean() == pytest.approx(ts["batch_size"].mean())
-    assert plots._downsample(ts, ["batch_size"], points=5000) is ts
+    assert plot_timeseries._downsample(ts, ["batch_size"], points=5000) is ts
 
 
-def test_cluster_mean_averages_instances_per_bin():
-    ts = pd.DataFrame({"time_s": [0.0, 0.0, 10.0, 10.0], "instance": [0, 1, 0, 1],
+def test_held_grid_holds_each_instance_last_sample():
+    ts = pd.DataFrame({"time_s": [0.0, 0.0, 10.0, 6.0], "instance": [0, 1, 0, 1],
                        "waiting": [0, 10, 2, 4]})
-    mean = plots._cluster_mean(ts, ["waiting"], points=2)
-    assert mean["waiting"].tolist() == [5.0, 3.0] and mean["time_s"].tolist() == [0.0, 10.0]
+    grid, held = plot_timeseries.held_grid(ts.sort_values(["instance", "time_s"]), ["waiting"], 3)
+    assert grid.tolist() == [0.0, 5.0, 10.0]
+    assert held["waiting"].tolist() == [[0, 0, 2], [10, 10, 4]]
+
+
+# ------------------------------------------------------------------ what the figures show
+def idle_gap_series() -> pd.DataFrame:
+    """One instance busy, then idle 0.5 s sample at t=10 (batch 0), silent until t=40, busy
+    again; a second instance with an all-zero queue. Sampled every 0.5 s while busy."""
+    busy1, busy2 = np.arange(0, 10, 0.5), np.arange(40, 50, 0.5)
+    t = np.concatenate([busy1, [10.0], busy2])
+    batch = np.concatenate([np.full(busy1.size, 8), [0], np.full(busy2.size, 5)])
+    rows = pd.DataFrame({"time_s": t, "instance": 0, "batch_size": batch, "waiting": 0,
+                         "kv_used_blocks": batch * 10, "kv_total_blocks": 1000})
+    other = rows.assign(instance=1, batch_size=3, kv_used_blocks=30)
+    return pd.concat([rows, other], ignore_index=True)
+
+
+def test_break_gaps_inserts_nan_only_after_an_idle_sample():
+    t = np.array([0.0, 1.0, 5.0, 6.0, 20.0])
+    y = np.array([1.0, 0.0, 2.0, 3.0, 4.0])
+    idle = np.array([False, True, False, False, False])
+    x2, y2 = plot_timeseries.break_gaps(t, y, idle, max_step=2.0)
+    # the silence 1 -> 5 follows an idle sample: broken; 6 -> 20 follows a busy one (a
+    # fast-forwarded run): drawn through
+    assert np.isnan(y2).sum() == 1 and np.isnan(y2[2]) and x2[2] == 3.0
+    assert x2.tolist()[3:] == [5.0, 6.0, 20.0]
+
+
+def test_timeseries_small_multiples_per_instance_with_gaps_and_zero_based_axes():
+    fig = plot_timeseries.timeseries_figure(idle_gap_series(), interval_s=0.5,
+                                            names={0: "llama@h100", 1: "llama@h100"})
+    axes = fig.axes
+    assert len(axes) == 2 * len(plot_timeseries.PANELS)  # one row per instance
+    for ax in axes:
+        assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 0  # never a negative axis
+    batch_line = axes[0].get_lines()[0].get_ydata()
+    assert np.isnan(batch_line).sum() == 1  # the idle stretch 10 -> 40 s is a gap
+    assert not np.isnan(axes[3].get_lines()[0].get_ydata()).any()  # instance 1 never idle
+    waiting = axes[2]  # all zero: 0..1 and said so, not a centred axis
+    assert waiting.get_ylim() == (0.0, 1.0)
+    assert any("0 throughout" in t.get_text() for t in waiting.texts)
+    assert "2 instances, one row each" in fig._suptitle.get_text()
+
+
+def test_timeseries_beyond_max_panels_shows_the_cluster_and_says_so():
+    ts = timeseries(instances=plot_timeseries.MAX_PANELS + 4, samples=200)
+    fig = plot_timeseries.timeseries_figure(ts, interval_s=0.5)
+    assert len(fig.axes) == len(plot_timeseries.PANELS)
+    title = fig._suptitle.get_text()
+    assert f"{plot_timeseries.MAX_PANELS + 4} instances" in title and "mean" in title
+    for ax in fig.axes:
+        assert ax.get_ylim()[0] == 0
+
+
+def test_timeseries_png_file(tmp_path):
+    p = plots.plot_timeseries(idle_gap_series(), tmp_path / "ts.png", 0.5)
+    assert_png(p)
+    from matplotlib.image import imread
+
+    h, w = imread(p).shape[:2]
+    assert h > 300 and w > 1000
+
+
+def test_cdfs_in_milliseconds_with_readable_ticks():
+    fig = plots.cdf_figure({"a": requests(seed=1), "b": requests(seed=2)}, SLO(0.5, 0.05))
+    ttft, tpot, e2e = fig.axes
+    assert "ms" in ttft.get_title() and "ms" in tpot.get_title() and "(s)" in e2e.get_title()
+    assert any(line.get_xdata()[0] == 50.0 for line in tpot.get_lines())  # the SLO, in ms
+    for ax in fig.axes:
+        assert len(ax.get_xticks()) <= 8 and ax.get_xlim()[0] == 0
