@@ -12,13 +12,21 @@ SHELL := /bin/bash
 # this machine's pip config names local wheel folders that may not exist: drop those warnings only
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv demo test lint bench notebooks clean
+.PHONY: venv dev demo test lint bench notebooks clean
 
+# `venv`: what simulating and planning need, nothing more (no torch, no ray): `make demo` uses it.
+# `dev`: adds the profiler's torch (the CPU wheel, pinned first so no CUDA build is pulled) and the
+# test/lint tools, Ray and Jupyter: `make test` and the other targets use it.
 venv: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip $(QUIET_PIP)
+	$(PY) -m pip install -q -e . $(QUIET_PIP)
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
 	# CPU wheel first (local on this project's machines) so the profiler's torch requirement is met
 	$(PY) -m pip install -q $(TORCH_CPU) $(QUIET_PIP)
 	$(PY) -m pip install -q -e '.[profiler,dev]' $(QUIET_PIP)
@@ -27,10 +35,10 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(VENV)/bin/goodput simulate --config examples/demo.yaml --trace $(DEMO_TRACE) --out results/demo --force
 
-test: venv
+test: dev
 	$(PY) -m pytest -q -n 2
 
-lint: venv
+lint: dev
 	.ci/lint
 	.ci/contracts
 
@@ -39,7 +47,7 @@ bench: venv
 
 # rebuild every notebook from its builder and execute it in place, so the committed copies carry
 # their outputs (NOTEBOOKS="plan.ipynb ..." for some only)
-notebooks: venv
+notebooks: dev
 	$(PY) notebooks/run_notebooks.py $(NOTEBOOKS)
 
 clean:

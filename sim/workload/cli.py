@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .formats import FORMATS  # the package (sim.workload) is loaded by now, pandas with it
+from .format_names import FORMAT_NAMES as FORMATS  # no pandas: `goodput trace --help` stays fast
 
 
 def _friendly(fn):
@@ -137,7 +137,7 @@ def add_trace_subcommands(subparsers) -> argparse.ArgumentParser:
 
     Each leaf parser sets `func` to its handler: call `args.func(args)` after parsing.
     """
-    from .lengths import SPEC_HELP  # imports pandas: `goodput trace` is loaded only when asked
+    from .format_names import SPEC_HELP
 
     trace = subparsers.add_parser("trace", help="inspect, generate and convert request traces")
     sub = trace.add_subparsers(dest="trace_cmd", required=True, metavar="{stats,generate,sessions,convert}")

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrivals import arrival_times
+from .format_names import FORMAT_NAMES
 from .schema import PREFIX_BLOCK_TOKENS, Trace, TraceError
 from .validate import Ctx, finalize, require_columns, seconds, tokens
 
@@ -35,6 +36,8 @@ SIGNATURES = {
                 "Vidur/Sarathi length-only CSV (no timestamps; needs rate=)"),
 }
 FORMATS = tuple(SIGNATURES)
+if FORMATS != FORMAT_NAMES:  # the light list the CLI's help shows must name exactly these
+    raise ImportError(f"sim.workload.format_names lists {FORMAT_NAMES}, the readers are {FORMATS}")
 #: options each format accepts beyond the common ones (sort, zero_tokens)
 FORMAT_OPTS = {
     "canonical": (), "azure": (), "vidur": (), "mooncake": (),

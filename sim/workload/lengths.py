@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .format_names import SPEC_HELP
 from .schema import Trace, TraceError
 
 _COLUMN_ALIASES = {"prompt": "prompt_tokens", "prompt_tokens": "prompt_tokens",
@@ -187,8 +188,6 @@ def _num(spec, key, text, whole=False):
     return v
 
 
-SPEC_HELP = ("fixed:N | uniform:LOW:HIGH | lognormal:mean=M,std=S[,min=A,max=B] | "
-             "lognormal:median=M,sigma=S[,min=A,max=B] | empirical:PATH[:prompt|output]")
 
 
 def parse_length_dist(spec) -> LengthDist:
