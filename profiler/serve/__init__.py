@@ -6,15 +6,25 @@ loop for the single instance ``cfg`` describes, replays ``trace`` in real time a
 """
 from __future__ import annotations
 
-from profiler.serve.loop import (
-    CostModelExecutor,
-    ServeResult,
-    ServingLoop,
-    VirtualClock,
-    WallClock,
-    check_servable,
-)
+from typing import TYPE_CHECKING, Any
+
 from sim.config import ConfigError, SimConfig
+
+if TYPE_CHECKING:
+    from profiler.serve.loop import ServeResult, ServingLoop
+
+#: names re-exported from ``profiler.serve.loop``, imported on first use (it loads pandas and
+#: the engine): ``goodput fidelity --help`` must not pay for them
+_LOOP_NAMES = ("CostModelExecutor", "ServeResult", "ServingLoop", "VirtualClock", "WallClock",
+               "check_servable")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOOP_NAMES:
+        from profiler.serve import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'profiler.serve' has no attribute {name!r}")
 
 
 def instance_capacity(cfg: SimConfig, model):
@@ -50,6 +60,7 @@ def build_loop(cfg: SimConfig, max_tokens: int, device: str = "cuda", seed: int 
     import torch
 
     from profiler.serve.executor import ModelExecutor, SequenceStore
+    from profiler.serve.loop import ServingLoop, WallClock, check_servable
     from profiler.serve.runner import ModelRunner
     from profiler.shapes import PAGE_SIZE, resolve_model
 
