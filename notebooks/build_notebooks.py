@@ -5,11 +5,12 @@ notebooks` rebuilds every notebook and executes it in place, so the committed co
 their outputs). Plots are shown inline with IPython.display: sim.plots draws on the Agg canvas
 without pyplot, so it writes a PNG whatever the backend, and the notebook displays that PNG.
 """
+import sys
 from pathlib import Path
 
-import nbformat as nbf
-
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))  # builders are run as scripts and loaded by path in the tests
+from nbcells import write_notebook  # noqa: E402
 
 COMPARE = [
     ("md", "# Two serving configurations and two batching policies on a real trace\n\n"
@@ -115,11 +116,7 @@ FIDELITY = [
 
 
 def build(cells, name):
-    nb = nbf.v4.new_notebook()
-    nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
-                for kind, src in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbf.write(nb, HERE / name)
+    write_notebook(HERE / name, cells)
 
 
 if __name__ == "__main__":

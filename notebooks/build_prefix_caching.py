@@ -3,11 +3,12 @@
 Run: python notebooks/build_prefix_caching.py   (tests execute the notebook and check it is in
 sync with this file: tests/test_prefix_notebook.py)
 """
+import sys
 from pathlib import Path
 
-import nbformat as nbf
-
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))  # builders are run as scripts and loaded by path in the tests
+from nbcells import write_notebook  # noqa: E402
 
 PREFIX = [
     ("md", "# Prefix caching: hit rate against cache size, and what routing does\n\n"
@@ -79,12 +80,7 @@ PREFIX = [
 
 
 def build(name: str, cells) -> None:
-    nb = nbf.v4.new_notebook()
-    nb.cells = [nbf.v4.new_markdown_cell(s) if kind == "md" else nbf.v4.new_code_cell(s)
-                for kind, s in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbf.write(nb, HERE / name)
+    write_notebook(HERE / name, cells)
 
 
 if __name__ == "__main__":

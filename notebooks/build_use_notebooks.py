@@ -8,11 +8,12 @@ writes only into a temporary folder.
 Run: python notebooks/build_use_notebooks.py   (tests execute the notebooks and check they are
 in sync with this file: tests/test_notebooks.py; `make notebooks` also executes them in place)
 """
+import sys
 from pathlib import Path
 
-import nbformat as nbf
-
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))  # builders are run as scripts and loaded by path in the tests
+from nbcells import write_notebook  # noqa: E402
 
 PLAN = [
     ("md", "# Plan: the cheapest GPU mix that meets the SLOs\n\n"
@@ -119,12 +120,7 @@ PROFILE = [
 
 
 def build(name: str, cells) -> None:
-    nb = nbf.v4.new_notebook()
-    nb.cells = [nbf.v4.new_markdown_cell(s) if kind == "md" else nbf.v4.new_code_cell(s)
-                for kind, s in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbf.write(nb, HERE / name)
+    write_notebook(HERE / name, cells)
 
 
 if __name__ == "__main__":

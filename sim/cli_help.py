@@ -145,17 +145,28 @@ def fill_help(parser: argparse.ArgumentParser) -> None:
     parser._registry_help_filled = True  # type: ignore[attr-defined]
 
 
-class RegistryHelp(argparse.Action):
-    """``-h/--help`` that fills in the registries' choices and the defaults, then prints."""
+class _FillingHelp(argparse.Action):
+    """``-h/--help`` that completes the parser's help text (``fill``) only when asked, then
+    prints: the registries are imported on demand, so a plain run never pays for them."""
 
     def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
                  help=None):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
+    def fill(self, parser: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
+
     def __call__(self, parser, namespace, values, option_string=None):
-        fill_help(parser)
+        self.fill(parser)
         parser.print_help()
         parser.exit()
+
+
+class RegistryHelp(_FillingHelp):
+    """Help that fills in the registries' choices and the defaults."""
+
+    def fill(self, parser):
+        fill_help(parser)
 
 
 def fill_choices_and_defaults(parser: argparse.ArgumentParser, names: dict[str, list[str]]) -> None:
@@ -175,15 +186,9 @@ def fill_choices_and_defaults(parser: argparse.ArgumentParser, names: dict[str, 
     parser._registry_help_filled = True  # type: ignore[attr-defined]
 
 
-class ChoicesHelp(argparse.Action):
-    """``-h/--help`` for a parser with its own defaults: registries' names, then every default."""
+class ChoicesHelp(_FillingHelp):
+    """Help for a parser with its own defaults: registries' names, then every default."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                 help=None):
-        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None):
+    def fill(self, parser):
         names = choices()
         fill_choices_and_defaults(parser, {k: names[k] for k in ("policy", "trace_format", "cost_model")})
-        parser.print_help()
-        parser.exit()

@@ -296,11 +296,12 @@ class Instance(Admission):
                                     t0, durs, len(members) if q else 0, q)
         kv = self.kv
         tokens = run.chunk_tokens(k) if run is not None else [n for _, n in plan.prefills]
-        for (seq, n0), n in zip(plan.prefills, tokens, strict=True):
-            if n != n0 and not seq.reserved:  # the chunks of iterations 2..k (a run's first is held)
-                # taken before the decode steps' blocks and before anything finishes, as a step
-                # engine takes them at each boundary: evictions from the prefix cache then match
-                kv.allocate_to(seq, seq.prefilled + n)
+        if run is not None:
+            for (seq, n0), n in zip(plan.prefills, tokens, strict=True):
+                if n != n0 and not seq.reserved:  # iterations 2..k's chunks (the first is held)
+                    # taken before the decode steps' blocks and before anything finishes, as a
+                    # step engine takes them at each boundary: prefix-cache evictions then match
+                    kv.allocate_to(seq, seq.prefilled + n)
         if q and members:
             if run is None:
                 self._finish_decode_run(t0, 1, dur, 0.0, dur, now, q)
