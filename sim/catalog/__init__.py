@@ -46,9 +46,16 @@ class ModelSpec:
     shared_ffn_size: int = 0  # total width of always-active shared experts (Qwen2-MoE, DeepSeek)
     dense_layers: int = 0  # MoE models: leading layers with a dense MLP of ffn_size (DeepSeek)
     tied_embeddings: bool = False
-    bytes_per_param: int = 2  # bf16/fp16 serving
+    bytes_per_param: int = 2  # weights: bf16/fp16 serving; 1 for FP8 (sim.catalog.precision)
+    #: KV-cache bytes per element; 0 = bytes_per_param (a model's own dtype, vLLM's "auto")
+    kv_cache_bytes: int = 0
     aliases: tuple[str, ...] = ()
     source: str = ""
+
+    #: bytes per element of activations (and of the embedding rows gathered per token): 16-bit
+    #: in every serving precision modelled here, FP8 weights included (W8A8 quantises GEMM inputs
+    #: on the fly; what is stored and moved between layers stays bf16)
+    ACTIVATION_BYTES = 2
 
     # ---- derived quantities (per whole model unless a tp argument is given) ----
     @property
@@ -118,7 +125,9 @@ class ModelSpec:
 
     def weight_bytes(self, tp: int = 1) -> float:
         """Bytes of weights held by one GPU of a TP group (weights sharded evenly)."""
-        return self.param_count() * self.bytes_per_param / tp
+        # embedding and LM head stay 16-bit under FP8 weight quantisation (as vLLM's fp8 does)
+        embed = self.embedding_params() * max(self.bytes_per_param, self.ACTIVATION_BYTES)
+        return (self.layer_params_total() * self.bytes_per_param + embed) / tp
 
     def kv_bytes_per_token(self, tp: int = 1) -> float:
         """KV-cache bytes one token occupies on one GPU of a TP group (K and V, all layers).
@@ -127,7 +136,11 @@ class ModelSpec:
         never holds less than one head.
         """
         heads_per_rank = max(1, self.kv_heads // tp) if self.kv_heads >= tp else 1
-        return 2 * self.layers * heads_per_rank * self.head_dim * self.bytes_per_param
+        return 2 * self.layers * heads_per_rank * self.head_dim * self.kv_element_bytes
+
+    @property
+    def kv_element_bytes(self) -> int:
+        return self.kv_cache_bytes or self.bytes_per_param
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,9 @@ class GPUSpec:
     #: total the CUDA runtime reports (torch ``total_memory`` = cudaMemGetInfo total, what vLLM
     #: multiplies by gpu_memory_utilization), bytes, where measured; 0 = not measured
     cuda_memory_bytes: float = 0.0
+    #: dense FP8 tensor-core peak, TFLOP/s; 0 = no FP8 tensor cores (FP8 weights then run
+    #: weight-only: 1-byte reads, GEMMs at the BF16 rate)
+    fp8_tflops: float = 0.0
     aliases: tuple[str, ...] = ()
     source: str = ""
     memory_source: str = ""
@@ -278,7 +294,17 @@ def _lookup(table: dict, name: str, what: str, flag: str):
 
 
 def get_model(name: str) -> ModelSpec:
-    return _lookup(models(), name, "model", "model")
+    """A catalog model, or a precision variant of one (``llama-3.1-8b-fp8``, ``-kvfp8``,
+    ``-fp8-kvfp8``: sim.catalog.precision) when no entry has that exact name."""
+    table = models()
+    key = name.strip().lower()
+    if key not in table and not any(key in (a.lower() for a in m.aliases) for m in table.values()):
+        from sim.catalog.precision import split_variant, with_precision
+
+        base, suffix = split_variant(key)
+        if suffix:
+            return with_precision(_lookup(table, base, "model", "model"), suffix)
+    return _lookup(table, name, "model", "model")
 
 
 def get_gpu(name: str) -> GPUSpec:

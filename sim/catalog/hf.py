@@ -24,6 +24,7 @@ shared_ffn_size          shared_expert_intermediate_size (Qwen2-MoE);
                          n_shared_experts * moe_intermediate_size (DeepSeek)
 dense_layers             first_k_dense_replace (DeepSeek)
 bytes_per_param          1 for an fp8 quantization_config, else 2 (bf16/fp16 serving)
+kv_cache_bytes           2 for an fp8 quantization_config (its KV cache stays bf16, vLLM's "auto")
 =======================  ==================================================================
 
 Not represented (the importer raises rather than guessing): multi-head latent attention
@@ -109,6 +110,7 @@ def spec_fields_from_hf(cfg: dict) -> dict:
     q = cfg.get("quantization_config") or {}
     if "fp8" in str(q.get("quant_method", "")).lower() or "float8" in str(q.get("fmt", "")).lower():
         out["bytes_per_param"] = 1
+        out["kv_cache_bytes"] = 2  # vLLM's kv_cache_dtype "auto": the activations' dtype, bf16
     if heads % kv_heads:
         raise ValueError(f"config.json: {heads} attention heads do not group over {kv_heads} "
                          "KV heads")

@@ -41,7 +41,7 @@ def activation_bytes(model: ModelSpec, tp: int, tokens: int) -> float:
         width = model.ffn_size
     mlp = (3 if model.gated_ffn else 2) * width / tp  # gate+up (or fc1) and the activated tensor
     attn = (model.q_dim + 2 * model.kv_dim) / tp + model.q_dim / tp  # qkv and attention output
-    return tokens * model.bytes_per_param * (2 * h + attn + mlp)
+    return tokens * model.ACTIVATION_BYTES * (2 * h + attn + mlp)
 
 
 def sampler_bytes(model: ModelSpec, max_seqs: int) -> float:

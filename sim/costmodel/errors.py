@@ -52,6 +52,17 @@ def _label(kind: str, pct: float | None, extra: str = "") -> str:
     return s + (f"; {extra}" if extra else "")
 
 
+def _precision_note(model) -> str:
+    """What the error estimate does not cover for an FP8 variant (sim.catalog.precision): the
+    calibration fitted 16-bit kernels only, so FP8 GEMM and attention efficiencies are assumed
+    equal to the 16-bit ones."""
+    parts = [what for what, on in (("FP8 weights", model.bytes_per_param == 1),
+                                   ("FP8 KV cache", model.kv_element_bytes == 1)) if on]
+    if not parts:
+        return ""
+    return f"{' and '.join(parts)} unmeasured (efficiencies of 16-bit kernels assumed)"
+
+
 def roofline_error(cm) -> dict:
     cal = getattr(cm, "calibration", None)
     gpu, tp = cm.gpu.name, cm.tp
@@ -78,6 +89,9 @@ def roofline_error(cm) -> dict:
         extra = (f"TP{tp} collectives estimated (rule from {cm.allreduce.measured_on}), "
                  f"unvalidated; they are {share:.0%} of a typical decode iteration")
         pct = (pct or 0.0) + 100 * share
+    precision = _precision_note(cm.model)
+    if precision:
+        extra = f"{extra}; {precision}" if extra else precision
     out = {"pct": pct, "basis": basis, "label": _label(kind + f" at TP{tp}", pct, extra)}
     if phases:
         out["by_phase"] = phases

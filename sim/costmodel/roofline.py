@@ -136,10 +136,18 @@ class RooflineCostModel(CostModel):
         self.engine, self.ep = engine, (tp if expert_parallel else 1)
         p = params
         peak = gpu.bf16_tflops * 1e12
-        self._gemm_rate = peak * p.gemm_flops_efficiency  # FLOP/s
+        # FP8 weights (sim.catalog.precision) run their GEMMs on the FP8 tensor cores where the
+        # GPU has them, else weight-only (1-byte reads at the BF16 rate); the LM head, the
+        # embedding, activations and attention stay 16-bit
+        fp8 = model.bytes_per_param == 1 and gpu.fp8_tflops > 0
+        linear_peak = gpu.fp8_tflops * 1e12 if fp8 else peak
+        self._linear_rate = linear_peak * p.gemm_flops_efficiency  # FLOP/s, weight GEMMs
+        self._gemm_rate = peak * p.gemm_flops_efficiency  # FLOP/s, 16-bit GEMMs (LM head)
         self._attn_rate = peak * p.attention_flops_efficiency  # FLOP/s
         self._bw = gpu.mem_bw_tbs * 1e12 * p.memory_bw_efficiency  # bytes/s
-        self._bpp = model.bytes_per_param
+        self._bpp = model.bytes_per_param  # weight bytes of the layers' linear parameters
+        self._act = model.ACTIVATION_BYTES  # activations, embedding rows, LM head weights
+        self._head_bpp = max(self._bpp, self._act)
 
         # Linear-layer parameters held by one rank, per layer (TP-sharded parts).
         attn = model.attention_params_per_layer()
@@ -176,7 +184,7 @@ class RooflineCostModel(CostModel):
     # ---- pieces of one iteration -------------------------------------------------------------
     def _linear_time(self, tokens: int) -> float:
         """Weight GEMMs of all layers for ``tokens`` new tokens."""
-        m, bw, rate, bpp = self.model, self._bw, self._gemm_rate, self._bpp
+        m, bw, rate, bpp = self.model, self._bw, self._linear_rate, self._bpp
         t = self._n_dense * max(2.0 * self._dense_params * tokens / rate,
                                 self._dense_params * bpp / bw)
         if self._n_moe:
@@ -192,7 +200,7 @@ class RooflineCostModel(CostModel):
     def _lm_head_time(self, logit_rows: int) -> float:
         """Vocabulary projection for the rows that are sampled (one per sequence)."""
         return max(2.0 * self._lm_head_params * logit_rows / self._gemm_rate,
-                   self._lm_head_params * self._bpp / self._bw)
+                   self._lm_head_params * self._head_bpp / self._bw)
 
     def _allreduce_time(self, tokens: int) -> float:
         """All-reduces of the ``tokens x hidden`` activations: two per layer and one for the
@@ -201,7 +209,7 @@ class RooflineCostModel(CostModel):
         if self.tp == 1:
             return 0.0
         m, ar = self.model, self.allreduce
-        nbytes = tokens * m.hidden_size * self._bpp
+        nbytes = tokens * m.hidden_size * self._act
         one = ar.time(nbytes, self.tp)
         if self.ep == 1:
             return (2 * m.layers + 1) * one
@@ -216,7 +224,7 @@ class RooflineCostModel(CostModel):
 
     def _context_free_time(self, tokens: int, sequences: int) -> float:
         """GPU work except attention: depends only on token and sequence counts."""
-        embed = tokens * self.model.hidden_size * self._bpp / self._bw  # row gather
+        embed = tokens * self.model.hidden_size * self._act / self._bw  # row gather
         return (self._linear_time(tokens) + self._lm_head_time(sequences) + embed
                 + self._allreduce_time(tokens) + self._fixed_gpu_time(sequences))
 

@@ -69,8 +69,13 @@ class KVSize:
         return self.per_gpu * self.gpus
 
 
-def kv_size(model: KVShape, tokens: float, tp: int = 1, pp: int = 1, dtype_bytes: float = 2) -> KVSize:
-    """Size the KV cache of ``tokens`` tokens for a (tp, pp) instance; see :func:`kv_bytes`."""
+def kv_size(model: KVShape, tokens: float, tp: int = 1, pp: int = 1,
+            dtype_bytes: float | None = None) -> KVSize:
+    """Size the KV cache of ``tokens`` tokens for a (tp, pp) instance; see :func:`kv_bytes`.
+    ``dtype_bytes`` None: the model's own KV element size (``kv_element_bytes``: 1 for an FP8
+    KV cache, sim.catalog.precision), else 2 (bf16)."""
+    if dtype_bytes is None:
+        dtype_bytes = getattr(model, "kv_element_bytes", 2)
     _check(model, tokens, tp, pp, dtype_bytes)
     per_head_layer = 2 * model.head_dim * dtype_bytes * tokens  # K and V of one head, one layer
     return KVSize(
@@ -81,7 +86,8 @@ def kv_size(model: KVShape, tokens: float, tp: int = 1, pp: int = 1, dtype_bytes
     )
 
 
-def kv_bytes(model: KVShape, tokens: float, tp: int = 1, pp: int = 1, dtype_bytes: float = 2) -> float:
+def kv_bytes(model: KVShape, tokens: float, tp: int = 1, pp: int = 1,
+             dtype_bytes: float | None = None) -> float:
     """KV bytes of ``tokens`` tokens held by one GPU of a (tp, pp) group.
 
     ``layers x 2 x kv_heads x head_dim x dtype_bytes x tokens`` for tp = pp = 1; KV heads are split
