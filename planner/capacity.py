@@ -108,6 +108,18 @@ class CapacityResult:
     def from_dict(cls, d: dict) -> CapacityResult:
         return cls(**d, cached=True)
 
+    def upper(self, target: float) -> float:
+        """The smallest probed rate above ``rate`` that failed (a rate too long to simulate
+        counts as failing, as in the search): 0 when the capacity is 0 with no probe (it misses
+        at zero load or does not fit), inf when no probe failed. With attainment monotone in
+        the rate on the search's fixed request stream, a search of the same task at any
+        ``rel_tol`` returns less than this (planner.design_search bounds designs with it)."""
+        if self.rate <= 0 and not self.probes:
+            return 0.0
+        failed = [float(p[0]) for p in self.probes
+                  if p[0] > self.rate and (p[1] is None or p[1] < target)]
+        return min(failed) if failed else math.inf
+
 
 # ---------------------------------------------------------------- cache key and store
 @cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,6 +134,23 @@ def add_plan_subcommands(sub) -> None:
                    help="verified cost frontier over tpot, ttft (s) or attainment, e.g. "
                         "tpot=0.04,0.08,0.12 (repeatable); writes frontier.csv/.png")
     p.add_argument("--sweep-tpot", help="same as --sweep tpot=...")
+    g = p.add_argument_group("one search over the whole design (planner.design_search)")
+    g.add_argument("--search", action="append", metavar="DIM=V1,V2",
+                   help="search cluster-wide choices beside the GPU mix (repeatable): "
+                        "policy=vllm,sarathi; budget=256,1024 (Sarathi token budgets); "
+                        "spec=none,fixed:4,smartspec[:MAX_K]; mode=colocated,disaggregated. "
+                        "Every design is screened by "
+                        "coarse capacities and ILP bounds; finalists are proved by simulation")
+    g.add_argument("--spec-alpha", type=float,
+                   help="with --search spec=...: the workload's per-token acceptance rate")
+    g.add_argument("--spec-proposer", default="draft",
+                   help="with --search spec=...: draft | ngram | heads (default draft)")
+    g.add_argument("--spec-draft-model", default="",
+                   help="with --search spec=... and proposer draft: the catalog draft model")
+    g.add_argument("--finalists", type=int, default=4,
+                   help="most designs planned and proved in full (default 4)")
+    g.add_argument("--screen-rel-tol", type=float, default=0.5,
+                   help="bracket of the screening capacity searches (default 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/plan", help="directory for plan.yaml, CSVs, plots")
@@ -186,6 +204,9 @@ def cmd_plan(args) -> int:
     from planner.assemble import check_options
     from sim.outputs import folder_lock
 
+    if getattr(args, "disaggregated", False) and getattr(args, "search", None):
+        raise PlannerError("--search and --disaggregated do not combine: add prefill/decode "
+                           "pools to the search with --search mode=colocated,disaggregated")
     if getattr(args, "disaggregated", False):
         from planner.placement_cli import cmd_plan_disagg
 
@@ -199,16 +220,37 @@ def cmd_plan(args) -> int:
 
 
 def _plan(args, opts, t0: float) -> int:
+    from planner.design_space import parse_search
     from planner.pipeline import make_plan
     from planner.report import headline, write_outputs
     from planner.sweep import parse_sweeps
 
     sweeps = parse_sweeps((args.sweep or []) + ([f"tpot={args.sweep_tpot}"] if args.sweep_tpot
                                                 else []))
+    space = parse_search(args.search, args.policy)
+    if space is not None:  # every design's settings, before the trace is read
+        from planner.design_search import check_search
+        from planner.design_space import SpecSettings
+
+        check_search(opts, args.finalists, args.screen_rel_tol)
+        spec = SpecSettings(args.spec_alpha, args.spec_proposer, args.spec_draft_model)
+        for d in space.designs():
+            d.scheduler(opts.scheduler, spec)
     trace = load_planning_trace(args.trace, args.trace_format, args.rate, args.max_requests,
                                 args.seed)
     log = lambda s: print(f"[plan] {s}", flush=True)  # noqa: E731
-    out = make_plan(trace, opts, log=log)
+    if space is None:
+        out = make_plan(trace, opts, log=log)
+    else:
+        from planner.design_search import designs_table, search_designs
+
+        res = search_designs(trace, opts, space, spec, args.finalists, args.screen_rel_tol,
+                             log=lambda s: print(f"[search] {s}", flush=True))
+        out = res.best
+        opts = replace(opts, scheduler=dict(out.plan.scheduler))  # the frontier's design
+        print(f"\ndesigns searched ({res.wall_s:.1f} s; cost is verified, estimate and lower "
+              f"bound are ILP-only figures from the screen):")
+        print(designs_table(res.table))
     print("\nslice shares per instance type:")
     print(shares_table(out.plan).to_string(index=False))
     print(headline(out))

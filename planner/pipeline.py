@@ -26,7 +26,7 @@ from planner.slices import Slicing, make_slices
 from planner.verify import PlanCheck
 
 __all__ = ["PlanOptions", "PlanOutcome", "build_plan", "instance_types", "make_plan",
-           "measure_capacities", "slice_inputs", "trace_meta"]
+           "measure_capacities", "planning_slices", "slice_inputs", "trace_meta"]
 
 
 @dataclass
@@ -42,6 +42,8 @@ class PlanOutcome:
     #: the best single type: ILP cost, and its plan and check after the same proof
     baseline: dict = field(default_factory=dict)
     burst: dict = field(default_factory=dict)  # see planner.burst.burst_report
+    #: with ``--search``: one row per design searched (planner.design_search.Candidate.row)
+    designs: pd.DataFrame | None = None
 
     @property
     def verified(self) -> bool:
@@ -116,16 +118,12 @@ def measure_capacities(slicing: Slicing, types: list[InstanceType], opts: PlanOp
     return cap, reasons, pd.DataFrame(rows)
 
 
-def make_plan(trace, opts: PlanOptions, log: Callable = lambda s: None) -> PlanOutcome:
-    """Plan (and unless ``opts.verify`` is False, prove) the cheapest cluster for ``trace``.
+def planning_slices(trace, opts: PlanOptions, log: Callable = lambda s: None
+                    ) -> tuple[Slicing, dict]:
+    """The slices the ILP provisions (scaled to the ``rate_percentile`` window rate when set)
+    and the burstiness report; shared with the design search's screen."""
+    from planner.burst import burst_report, scale_slicing
 
-    With verification the returned plan is the cheapest *verified* one: the mix, or the best
-    single type when its proved plan is cheaper (or the mix could not be proved)."""
-    from planner.baselines import best_single_type
-    from planner.burst import burst_absorbed, burst_report, scale_slicing
-
-    check_options(opts)
-    deadline = time.monotonic() + 60 * opts.max_minutes if opts.max_minutes else None
     slicing = make_slices(trace, opts.input_edges, opts.output_edges, opts.slice_factor)
     log(f"trace: {slicing.requests} requests at {slicing.total_rate:.3f} req/s -> "
         f"{len(slicing.buckets)} buckets, {len(slicing.slices)} slices")
@@ -136,6 +134,20 @@ def make_plan(trace, opts: PlanOptions, log: Callable = lambda s: None) -> PlanO
         slicing = scale_slicing(slicing, burst["planned_rate"] / slicing.total_rate)
         log(f"planning for the p{opts.rate_percentile:g} window rate {burst['planned_rate']:.3f} "
             f"req/s ({burst['planned_rate'] / burst['mean_rate']:.2f}x the mean)")
+    return slicing, burst
+
+
+def make_plan(trace, opts: PlanOptions, log: Callable = lambda s: None) -> PlanOutcome:
+    """Plan (and unless ``opts.verify`` is False, prove) the cheapest cluster for ``trace``.
+
+    With verification the returned plan is the cheapest *verified* one: the mix, or the best
+    single type when its proved plan is cheaper (or the mix could not be proved)."""
+    from planner.baselines import best_single_type
+    from planner.burst import burst_absorbed
+
+    check_options(opts)
+    deadline = time.monotonic() + 60 * opts.max_minutes if opts.max_minutes else None
+    slicing, burst = planning_slices(trace, opts, log)
     types, unfit = instance_types(opts.model, opts.gpus, opts.tps, opts.scheduler, opts.prices)
     for msg in unfit:
         log(f"skip: {msg}")

@@ -27,10 +27,12 @@ class PlanGroup:
     price_per_hour: float  # per instance (GPU price x tp)
     load: float = 0.0  # planned load in instances' worth of capacity (<= count)
     slices: list[str] = field(default_factory=list)
+    #: mixed (colocated) or prefill / decode (a disaggregated design from ``--search``)
+    role: str = "mixed"
 
     @property
     def key(self) -> str:
-        return f"{self.gpu}-tp{self.tp}"
+        return f"{self.gpu}-tp{self.tp}" + ("" if self.role == "mixed" else f"-{self.role}")
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Plan:
     trace: dict = field(default_factory=dict)  # source, requests, rate, duration_s
     solver: dict = field(default_factory=dict)
     verification: list[dict] = field(default_factory=list)
+    #: network settings (kv_transfer, ...) of a disaggregated plan; empty when colocated
+    network: dict = field(default_factory=dict)
     #: headline figures (verified cost/attainment, ILP-only cost, verified baseline, savings,
     #: prices and their sources, burstiness); written by planner.pipeline.make_plan
     summary: dict = field(default_factory=dict)
@@ -65,6 +69,10 @@ class Plan:
     @property
     def cost_per_hour(self) -> float:
         return sum(g.price_per_hour * g.count for g in self.groups)
+
+    @property
+    def disaggregated(self) -> bool:
+        return any(g.role != "mixed" for g in self.groups)
 
     @property
     def gpus(self) -> int:
@@ -144,6 +152,9 @@ class Plan:
         for i, g in enumerate(self.groups):
             if g.count < 1 or g.tp < 1:
                 raise PlannerError(f"{source}: groups[{i}] ({g.key}) needs count >= 1 and tp >= 1")
+            if g.role not in ("mixed", "prefill", "decode"):
+                raise PlannerError(f"{source}: groups[{i}].role={g.role!r}: use mixed, prefill "
+                                   f"or decode")
             keys.add(g.key)
         for s in self.slices:
             extra = set(s.shares) - keys

@@ -17,6 +17,10 @@ def headline(out: PlanOutcome) -> str:
     lines = ["", "plan:" if out.check is None else
              ("plan (verified by simulation):" if out.verified else "plan (NOT proved):"),
              plan.table()]
+    if s.get("design"):
+        d = s["design"]
+        lines.append(f"design: {d['name']} (the cheapest verified of {d['designs_searched']} "
+                     f"searched, {d['finalists']} proved in full; designs.csv lists them all)")
     if s.get("prices"):
         lines.append("prices: " + "; ".join(f"{g} ${p['usd_per_gpu_hour']:.2f}/GPU-h "
                                             f"({p['source']})" for g, p in s["prices"].items()))
@@ -66,6 +70,8 @@ def write_outputs(out: PlanOutcome, dest: Path, front=None, plots: bool = True) 
         out.check.per_slice.to_csv(dest / "attainment_per_slice.csv", index=False)
     if front is not None:
         front.to_csv(dest / "frontier.csv", index=False)
+    if out.designs is not None:
+        out.designs.to_csv(dest / "designs.csv", index=False)
     if plots:
         P.load_per_type(out.plan, dest / "load_per_type.png")
         if out.check is not None:

@@ -87,6 +87,11 @@ def plan_report(out: PlanOutcome, dest: Path, front=None) -> str:
     if check is not None:
         parts.append(row(section("Attainment per slice", _frame(check.per_slice)),
                          section("Attainment per instance type", _frame(check.per_type))))
+    if out.designs is not None and len(out.designs):
+        cols = ["design", "cost", "attainment", "verified", "status", "estimate_cost",
+                "lower_bound_cost", "mix", "why"]
+        parts.append(section("Designs searched (cost verified by simulation; estimate and lower "
+                             "bound are ILP-only screen figures)", _frame(out.designs[cols])))
     if front is not None and len(front):
         parts.append(section("Cost frontier (each point re-simulated)", _frame(front)))
     burst = plan.summary.get("burst") or out.burst

@@ -44,11 +44,17 @@ def plan_config(plan: Plan, seed: int | None = None, out_dir: str | Path = "", p
 
     cfg = SimConfig(
         cluster=[InstanceGroupConfig(model=plan.model, gpu=g.gpu, tp=g.tp, count=g.count,
-                                     name=g.key) for g in plan.groups],
+                                     name=g.key, role=g.role) for g in plan.groups],
         scheduler=from_dict(SchedulerConfig, plan.scheduler, "scheduler"),
         cost_model=from_dict(CostModelConfig, plan.cost_model, "cost_model"),
         seed=plan.seed if seed is None else seed)
-    cfg.router.name = router_for(plan)
+    if plan.disaggregated:  # prefill/decode pools: DistServe's dispatch, KV over the network
+        from sim.config import NetworkConfig
+
+        cfg.network = from_dict(NetworkConfig, plan.network, "network")
+        cfg.router.name = "least_outstanding_tokens"
+    else:
+        cfg.router.name = router_for(plan)
     cfg.router.seed = cfg.seed
     cfg.slo.ttft_s = plan.slo.get("ttft_s")
     cfg.slo.tpot_s = plan.slo.get("tpot_s")
