@@ -26,14 +26,31 @@ TINY_CPU_MODEL = ModelSpec(
     source="synthetic (profiler CPU mode)",
 )
 
+#: The tiny model's draft for speculative decoding on the CPU (same vocabulary, one layer).
+TINY_CPU_DRAFT = ModelSpec(
+    name="tiny-cpu-draft",
+    layers=1,
+    hidden_size=32,
+    heads=2,
+    kv_heads=1,
+    head_dim=16,
+    ffn_size=64,
+    gated_ffn=True,
+    vocab_size=256,
+    max_context=1024,
+    source="synthetic (serving loop CPU mode)",
+)
+
 #: KV-cache page size in tokens (vLLM's default block_size) used by the paged attention kernel.
 PAGE_SIZE = 16
 
 
 def resolve_model(name: str) -> ModelSpec:
-    """Catalog model by name, or the synthetic tiny model for ``tiny-cpu``."""
-    if name.strip().lower() == TINY_CPU_MODEL.name:
-        return TINY_CPU_MODEL
+    """Catalog model by name, or a synthetic tiny model (``tiny-cpu``, ``tiny-cpu-draft``)."""
+    key = name.strip().lower()
+    for tiny in (TINY_CPU_MODEL, TINY_CPU_DRAFT):
+        if key == tiny.name:
+            return tiny
     return get_model(name)
 
 

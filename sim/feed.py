@@ -43,6 +43,24 @@ def _prefixes(chunk: pd.DataFrame) -> list[tuple[int, ...] | None] | None:
     return [tuple(int(b) for b in c.split()) if c else None for c in col]
 
 
+def _alphas(chunk: pd.DataFrame) -> list[float] | None:
+    """The chunk's per-request acceptance rates (trace column ``alpha``; NaN: the config's), or
+    None without the column. Traces loaded from files were checked already; a DataFrame handed
+    to ``simulate`` is checked here, before its rows arrive."""
+    if "alpha" not in chunk:
+        return None
+    v = pd.to_numeric(chunk["alpha"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ((v < 0) | (v > 1) | (np.isnan(v) & chunk["alpha"].notna().to_numpy()))
+    if bad.any():
+        i = int(bad.argmax())
+        value = chunk["alpha"].iloc[i]
+        value = value.item() if hasattr(value, "item") else value  # np.float64(2.0) -> 2.0
+        raise ValueError(f"trace column 'alpha', row {chunk.index[i]}: value {value!r} "
+                         "is not an acceptance rate in [0, 1]; fix the row or leave it empty "
+                         "(= scheduler.speculation.alpha)")
+    return v.tolist()
+
+
 class ArrivalFeed:
     """Replays the trace chunk by chunk as SimPy timeouts, one event per distinct arrival time.
 
@@ -68,6 +86,7 @@ class ArrivalFeed:
         self.i = self.n = 0
         #: the current chunk's prefix block ids per request (None: the trace has none)
         self.prefixes: list[tuple[int, ...] | None] | None = None
+        self.alphas: list[float] | None = None
         self.rows = 0  # requests read from the trace (each must end up with exactly one record)
         if clients is not None:
             clients.feed = self
@@ -90,6 +109,8 @@ class ArrivalFeed:
                          chunk["priority"].to_numpy().tolist() if "priority" in chunk else [0] * n,
                          self._class_codes(chunk, n))
             self.prefixes = _prefixes(chunk)
+            #: per-request speculative acceptance (the optional trace column; NaN: the config's)
+            self.alphas = _alphas(chunk)
             self.extras = self.clients.chunk(chunk, self.cols[0]) if self.clients is not None else None
             self.i, self.n = 0, n
             self.rows += n
@@ -161,6 +182,8 @@ class ArrivalFeed:
                 seq = Sequence(rids[i], t, prompts[i], outputs[i], prios[i], classes[i])
                 if self.prefixes is not None:
                     seq.prefix = self.prefixes[i]
+                if self.alphas is not None:
+                    seq.alpha = self.alphas[i]
                 inst = choose(seq, now)
                 inst.submit(seq)
                 if inst.idle:

@@ -119,23 +119,24 @@ def test_position_dependent_acceptance_chains_the_positions():
     expect = 1 + 0.9 + 0.9 * 0.7 + 0.9 * 0.7 * 0.5 + 0.9 * 0.7 * 0.25 + 0.9 * 0.7 * 0.125
     assert a.expected(5) == pytest.approx(expect)
     assert Acceptance(0.8, by_position=[0.8]).expected(4) == pytest.approx(Acceptance(0.8).expected(4))
-    with pytest.raises(ConfigError, match=r"alpha_by_position: 1\.2 is not in"):
+    with pytest.raises(ConfigError, match=r"alpha_by_position values must be in \[0, 1\], got 1\.2"):
         Acceptance(0.8, by_position=[0.9, 1.2])
 
 
-def test_per_request_acceptance_is_the_members_mean_and_seeded():
+def test_per_request_acceptance_is_drawn_seeded_and_sets_levels():
     import numpy as np
 
     from sim.engine.sequence import Sequence
 
     spec = make_speculation(sched(alpha_dist="beta:8,2", seed=3, draft_pass_s=1e-3), target())
     members = [Sequence(rid, 0.0, 100, 50) for rid in (4, 9, 17)]
-    spec.choose(1, 3, 300, 100, None, members)
-    alphas = [min(0.999, float(np.random.default_rng([3, r]).beta(8, 2))) for r in (4, 9, 17)]
+    alphas = [float(np.random.default_rng([3, r]).beta(8, 2)) for r in (4, 9, 17)]
     assert all(s.alpha != s.alpha for s in members)  # drawn lazily, on first use
-    e = spec.expected(3)
-    assert [s.alpha for s in members] == alphas
-    assert e == pytest.approx(np.mean([(1 - a ** 4) / (1 - a) for a in alphas]))
+    drawn = spec.member_arrays(1, members)[-1]
+    assert [s.alpha for s in members] == alphas == drawn.tolist()
+    levels = spec.levels(1, 3, drawn)
+    assert levels.shape == (3, 3) and np.array_equal(levels, np.repeat(drawn[:, None], 3, axis=1))
+    assert spec.acceptance.expected(3, alphas[0]) == pytest.approx((1 - alphas[0] ** 4) / (1 - alphas[0]))
     for bad in ("beta:0,2", "normal:1,2", "beta:8"):
         with pytest.raises(ConfigError, match="alpha_dist"):
             make_speculation(sched(alpha_dist=bad, draft_pass_s=1e-3), target())

@@ -58,32 +58,46 @@ def iteration_table(model_dirs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def fit_engine(it: pd.DataFrame) -> dict:
+def fit_engine(it: pd.DataFrame, per_chunk: bool = False) -> dict:
+    """Fit the engine term on logged iterations (speculative steps, priced by the simulator's
+    draft + verify, are left out). ``per_chunk``: one more term, seconds per iteration that
+    carries a prompt chunk (mixed or prefill): such iterations do more host work (chunk
+    metadata, more attention launches between graph pieces, prefill bookkeeping) than a decode,
+    which one per-iteration constant fitted mostly on decodes under-charges (docs/fidelity.md,
+    "Mixed iterations"). The simulator's ``EngineOverhead`` does not apply it yet."""
     from scipy.optimize import least_squares
 
+    it = it[it.kind != "spec"]
     w = it.wall_s.to_numpy(float)
     k = it.kernel_s.to_numpy(float)
     n = it.n_seqs.to_numpy(float)
+    chunk = it.kind.isin(["mixed", "prefill"]).to_numpy(float)
 
     def residual(p):
-        return ((1 + p[0]) * k + p[1] + p[2] * n - w) / w
+        extra = p[3] * chunk if per_chunk else 0.0
+        return ((1 + p[0]) * k + p[1] + p[2] * n + extra - w) / w
 
-    sol = least_squares(residual, [0.0, 5e-4, 0.0], loss="soft_l1", f_scale=0.02,
-                        bounds=([-0.4, 0.0, 0.0], [1.0, 0.05, 1e-3]))
-    rho, e0, e1 = (float(x) for x in sol.x)
+    x0, lo, hi = [0.0, 5e-4, 0.0], [-0.4, 0.0, 0.0], [1.0, 0.05, 1e-3]
+    if per_chunk:
+        x0, lo, hi = [*x0, 0.0], [*lo, 0.0], [*hi, 0.05]
+    sol = least_squares(residual, x0, loss="soft_l1", f_scale=0.02, bounds=(lo, hi))
+    rho, e0, e1 = (float(x) for x in sol.x[:3])
     err = residual(sol.x)
     by_kind = {kind: {"n": int(m.sum()), "median_err_pct": round(float(np.median(err[m])) * 100, 2),
                       "median_ape_pct": round(float(np.median(np.abs(err[m]))) * 100, 2)}
                for kind in sorted(it.kind.unique()) for m in [(it.kind == kind).to_numpy()]}
-    return {"kernel_scale": rho, "per_iteration_s": e0, "per_seq_s": e1, "residuals": by_kind}
+    out = {"kernel_scale": rho, "per_iteration_s": e0, "per_seq_s": e1, "residuals": by_kind}
+    if per_chunk:
+        out["per_chunk_s"] = float(sol.x[3])
+    return out
 
 
-def calibrate(model_dirs, out: Path, name: str | None = None) -> dict:
+def calibrate(model_dirs, out: Path, name: str | None = None, per_chunk: bool = False) -> dict:
     it = iteration_table(model_dirs)
     gpus = sorted(it.gpu.unique())
     if len(gpus) != 1:
         raise ValueError(f"the runs span several GPUs {gpus}; calibrate one GPU at a time")
-    fit = fit_engine(it)
+    fit = fit_engine(it, per_chunk)
     meta = {}
     for d in model_dirs:
         for case in cases_of(Path(d)):
@@ -95,10 +109,12 @@ def calibrate(model_dirs, out: Path, name: str | None = None) -> dict:
                                 text=True, check=False).stdout.strip()
     except OSError:
         commit = ""
-    doc = {"params": {k: fit[k] for k in ("kernel_scale", "per_iteration_s", "per_seq_s")},
+    keys = ("kernel_scale", "per_iteration_s", "per_seq_s") + (("per_chunk_s",) if per_chunk else ())
+    doc = {"params": {k: fit[k] for k in keys},
            "name": name or f"{gpus[0]}-serve-loop",
            "gpu": gpus[0],
-           "form": "(1 + kernel_scale) * kernel + per_iteration_s + per_seq_s * n_seqs",
+           "form": "(1 + kernel_scale) * kernel + per_iteration_s + per_seq_s * n_seqs"
+                   + (" + per_chunk_s * [a prompt chunk in the batch]" if per_chunk else ""),
            "fitted_on": sorted(f"{m}/{c}" for m, c in set(zip(it.model, it.case, strict=True))),
            "iterations": len(it), "fit_residuals": fit["residuals"],
            "engine": "profiler.serve (random-weight model, piecewise CUDA graphs, eager paged "
@@ -138,15 +154,56 @@ def per_case(model_dirs, engine=None) -> str:
     return "\n".join(lines)
 
 
+def residuals_by_kind(model_dirs, engine) -> str:
+    """Median signed error of ``engine`` applied to the logged kernel times, per folder and
+    iteration kind, and per Sarathi case for the mixed iterations: where a shortfall of one
+    kind (mixed) stands against the others (docs/fidelity.md, "Mixed iterations")."""
+    lines = []
+    for d in model_dirs:
+        it = iteration_table([d])
+        it = it[it.kind != "spec"]
+        err = engine.apply(it.kernel_s, it.n_seqs) / it.wall_s - 1
+        kinds = ", ".join(f"{k} {100 * err[it.kind == k].median():+.1f}% (n={int((it.kind == k).sum())})"
+                          for k in ("decode", "mixed", "prefill") if (it.kind == k).any())
+        mixed = it.kind == "mixed"
+        cases = ", ".join(f"{c} {100 * err[mixed & (it.case == c)].median():+.1f}%"
+                          for c in sorted(it[mixed].case.unique()))
+        lines.append(f"{d}: {kinds}; mixed by case: {cases}")
+    return "\n".join(lines)
+
+
+def spec_steps(model_dirs) -> str:
+    """Speculative steps of each served case: the simulator's price against the measured step,
+    split into drafting (k draft passes, CUDA events around them) and verifying (the rest of the
+    GPU span), medians of the per-step ratios."""
+    lines = ["| case | steps | median k | median batch | step: measured / predicted ms | draft: "
+             "error | verify: error | host after GPU ms |", "|---|---|---|---|---|---|---|---|"]
+    for d in model_dirs:
+        it = iteration_table([d])
+        for case, g in it[it.kind == "spec"].groupby("case"):
+            verify = g.gpu_s - g.draft_s
+            pverify = g.predicted_s - g.predicted_draft_s
+            lines.append(
+                f"| {case} | {len(g)} | {g.spec_k.median():.0f} | {g.n_seqs.median():.0f} | "
+                f"{g.wall_s.median() * 1e3:.2f} / {g.predicted_s.median() * 1e3:.2f} | "
+                f"{100 * ((g.predicted_draft_s / g.draft_s).median() - 1):+.1f}% | "
+                f"{100 * ((pverify / verify).median() - 1):+.1f}% | "
+                f"{(g.wall_s - g.gpu_s).median() * 1e3:.2f} |")
+    return "\n".join(lines)
+
+
 def describe(doc: dict) -> str:
     p = doc["params"]
     lines = [f"engine overhead '{doc['name']}' from {doc['iterations']} iterations: "
              f"kernel x {1 + p['kernel_scale']:.3f} + {p['per_iteration_s'] * 1e3:.3f} ms "
-             f"+ {p['per_seq_s'] * 1e6:.2f} us/seq"]
+             f"+ {p['per_seq_s'] * 1e6:.2f} us/seq"
+             + (f" + {p['per_chunk_s'] * 1e3:.3f} ms per iteration with a prompt chunk"
+                if "per_chunk_s" in p else "")]
     for kind, r in doc["fit_residuals"].items():
         lines.append(f"  {kind:8s} n={r['n']:6d}  median error {r['median_err_pct']:+.2f}%  "
                      f"median |error| {r['median_ape_pct']:.2f}%")
     return "\n".join(lines)
 
 
-__all__ = ["calibrate", "describe", "fit_engine", "iteration_table", "per_case"]
+__all__ = ["calibrate", "describe", "fit_engine", "iteration_table", "per_case",
+           "residuals_by_kind", "spec_steps"]

@@ -35,7 +35,16 @@ def _cmd_run(args) -> int:
 
     for d in args.dirs:
         run_cases(d, args.device, max_wall_s=args.max_wall_s,
-                  only=args.only.split(",") if args.only else None)
+                  only=args.only.split(",") if args.only else None, attention=args.attention)
+    return 0
+
+
+def _cmd_derive(args) -> int:
+    from profiler.serve.variants import derive, parse_overrides
+
+    for c in derive(args.src, args.out, parse_overrides(args.set or []), args.prefix,
+                    args.only.split(",") if args.only else None):
+        print(c)
     return 0
 
 
@@ -53,6 +62,19 @@ def _cmd_calibrate(args) -> int:
     from profiler.serve.fidelity import cases_of, load_case
 
     dirs = [Path(d) for d in args.dirs]
+    if args.spec:
+        from profiler.serve.calibrate import spec_steps
+
+        print(spec_steps(dirs))
+        return 0
+    if args.residuals:
+        from profiler.serve.calibrate import residuals_by_kind
+        from sim.costmodel.engine import resolve_engine
+        from sim.costmodel.profiled import PROFILES_ROOT
+
+        gpu = load_case(cases_of(dirs[0])[0])[0].cluster[0].gpu
+        print(residuals_by_kind(dirs, resolve_engine(args.engine, PROFILES_ROOT, gpu)))
+        return 0
     if args.per_case:
         from sim.costmodel.engine import resolve_engine
         from sim.costmodel.profiled import PROFILES_ROOT
@@ -62,7 +84,7 @@ def _cmd_calibrate(args) -> int:
         return 0
     if not args.out:
         raise ValueError("--out is required (where to write the engine.json), or use --per-case")
-    print(describe(calibrate(dirs, Path(args.out), args.name)))
+    print(describe(calibrate(dirs, Path(args.out), args.name, args.per_chunk)))
     print(f"written to {args.out}")
     return 0
 
@@ -113,7 +135,19 @@ def add_fidelity_subcommands(subparsers) -> None:
     r.add_argument("--only", help="comma-separated case names")
     r.add_argument("--max-wall-s", type=float, default=None,
                    help="stop a case after this long (the rest counts as unfinished)")
+    r.add_argument("--attention", default="triton", choices=["triton", "fast", "flash"],
+                   help="the engine's attention (profiler/serve/attention.py): triton for every "
+                        "row; fast: cuDNN for whole prompts >= 1024 tokens, Triton elsewhere; "
+                        "flash: the first rule tried (cuDNN prompts, FlashAttention-2 chunks)")
     r.set_defaults(func=_cmd_run)
+    v = sub.add_parser("derive", help="copy cases (same traces) with config fields changed")
+    v.add_argument("src", metavar="SRC_DIR", help="a model's folder of cases")
+    v.add_argument("--out", required=True, help="folder for the derived cases")
+    v.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="e.g. scheduler.speculation.method=fixed (repeatable)")
+    v.add_argument("--prefix", default="", help="prepended to each case name")
+    v.add_argument("--only", help="comma-separated case names")
+    v.set_defaults(func=_cmd_derive)
     c = sub.add_parser("compare", help="simulate every served case and score the errors")
     c.add_argument("dirs", nargs="+", metavar="DIR")
     c.add_argument("--engine", default="auto",
@@ -129,6 +163,13 @@ def add_fidelity_subcommands(subparsers) -> None:
     k.add_argument("--engine", default="auto", help="with --per-case: the engine term to score "
                    "the slowest iterations against (auto: the GPU's shipped engine.json)")
     k.add_argument("--name", help="label stored in the file and in cost-model sources")
+    k.add_argument("--spec", action="store_true",
+                   help="print the speculative steps' draft and verify errors per case")
+    k.add_argument("--residuals", action="store_true",
+                   help="print the engine term's median error per folder and iteration kind")
+    k.add_argument("--per-chunk", action="store_true",
+                   help="fit one more term: seconds per iteration carrying a prompt chunk "
+                        "(the simulator does not apply it yet: see docs/fidelity.md)")
     k.set_defaults(func=_cmd_calibrate)
     pl = sub.add_parser("plot", help="TTFT / TPOT / E2E CDFs of one case: real vs simulated")
     pl.add_argument("case", metavar="CASE_DIR")

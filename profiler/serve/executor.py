@@ -19,11 +19,14 @@ class SequenceStore:
     pages: np.ndarray  # [slot, i] physical KV page of the slot's i-th block
     npages: np.ndarray  # [slot] pages the slot holds
 
-    def __init__(self, num_blocks: int, vocab: int, max_tokens: int, seed: int = 0):
+    def __init__(self, num_blocks: int, vocab: int, max_tokens: int, seed: int = 0,
+                 lookahead: int = 0):
+        """``lookahead``: token positions a speculative step may write past a request's end
+        (its k + 1 verified tokens), so the table is that much wider."""
         self.free_pages = list(range(num_blocks - 1, -1, -1))  # pop() hands out page 0 first
         self.num_blocks = num_blocks
         self.vocab, self.seed = vocab, seed
-        self.max_tokens = max_tokens + 1
+        self.max_tokens = max_tokens + 1 + lookahead
         self.max_pages = -(-self.max_tokens // PAGE_SIZE)
         self.slot_of: dict[int, int] = {}
         self.free_slots: list[int] = []
@@ -70,6 +73,16 @@ class SequenceStore:
                 self.pages[s, k] = self.free_pages.pop()
             self.npages[s] = want
 
+    def trim_pages(self, slots: np.ndarray, tokens: np.ndarray) -> None:
+        """Give back each slot's pages beyond ``tokens`` KV entries (a speculative step's
+        rejected lookahead: those positions are written again later)."""
+        need = -(-tokens // PAGE_SIZE)
+        extra = np.nonzero(self.npages[slots] > need)[0]
+        for j in extra.tolist():
+            s, n = int(slots[j]), int(need[j])
+            self.free_pages.extend(self.pages[s, n:int(self.npages[s])].tolist())
+            self.npages[s] = n
+
     def release_pages(self, rid: int) -> None:
         s = self.slot_of.get(rid)
         if s is None:
@@ -97,14 +110,15 @@ class ModelExecutor:
     the GPU) is measured by the loop's clock.
     """
 
-    def __init__(self, runner, store: SequenceStore):
-        self.runner, self.store = runner, store
+    def __init__(self, runner, store: SequenceStore, draft=None):
+        """``draft``: the draft model's ``ModelRunner`` (speculative decoding), its KV pool the
+        same page count as the target's, addressed by the same page table."""
+        self.runner, self.store, self.draft = runner, store, draft
         self.cuda = runner.cuda
         if self.cuda:
             import torch
 
-            self._events = (torch.cuda.Event(enable_timing=True),
-                            torch.cuda.Event(enable_timing=True))
+            self._events = tuple(torch.cuda.Event(enable_timing=True) for _ in range(3))
 
     def execute(self, seqs, q_lens, ctx_lens, n_prefills: int) -> float:
         store = self.store
@@ -127,9 +141,9 @@ class ModelExecutor:
         width = int(store.npages[slots].max())
         table = store.pages[slots, :width]
         if self.cuda:
-            ev0, ev1 = self._events
+            ev0, ev1, _ = self._events
             ev0.record()
-        out = self.runner.step(ids, q, c, table, rows)
+        out = self.runner.step(ids, q, c, table, rows, n_prefills)
         if self.cuda:
             ev1.record()
         sampled = out.cpu().numpy()  # waits for the GPU (unless no row samples)
@@ -138,3 +152,45 @@ class ModelExecutor:
             return float("nan")
         ev1.synchronize()  # an iteration whose chunks all stop mid-prompt copies nothing back
         return ev0.elapsed_time(ev1) * 1e-3
+
+    def execute_spec(self, step) -> tuple[float, float]:
+        """One speculative step (``profiler.serve.spec_step.SpecStep``): k one-token passes of
+        the draft over the decode set, pass i reading position c + i and proposing c + i + 1,
+        then one target pass verifying the k + 1 positions c .. c + k of every sequence (a
+        chunk of k + 1 tokens over its context). Acceptance is the simulator's: each member
+        keeps ``advance`` tokens, the drafted ones it accepted and the target's own token
+        sampled after them; KV pages beyond what it keeps go back (rejected positions are
+        written again by later steps). Returns (GPU span, drafting GPU span) in seconds."""
+        if self.draft is None:
+            raise ValueError("scheduler.speculation: the engine was built without a draft "
+                             "model; set scheduler.speculation.draft_model")
+        store, k = self.store, step.k
+        slot = store.slot
+        slots = np.fromiter((slot(s) for s in step.seqs), dtype=np.int64, count=len(step.seqs))
+        c, adv = step.contexts, step.advance
+        n = len(slots)
+        store.ensure_pages(slots, c + k + 1)
+        toks = store.tokens
+        table = store.pages[slots, :int(store.npages[slots].max())]
+        ones, every = np.ones(n, dtype=np.int64), np.arange(n)
+        if self.cuda:
+            ev0, ev1, ev2 = self._events
+            ev0.record()
+        for i in range(k):
+            drafted = self.draft.step(toks[slots, c + i], ones, c + i, table, every)
+            toks[slots, c + i + 1] = drafted.cpu().numpy()
+        if self.cuda:
+            ev1.record()
+        pos = c[:, None] + np.arange(k + 1)[None, :]
+        ids = toks[slots[:, None], pos].reshape(-1)
+        out = self.runner.step(ids, np.full(n, k + 1, dtype=np.int64), c, table,
+                               np.arange(n * (k + 1)))
+        if self.cuda:
+            ev2.record()
+        sampled = out.cpu().numpy().reshape(n, k + 1)
+        toks[slots, c + adv] = sampled[every, adv - 1]
+        store.trim_pages(slots, c + adv)
+        if not self.cuda:
+            return float("nan"), float("nan")
+        ev2.synchronize()
+        return ev0.elapsed_time(ev2) * 1e-3, ev0.elapsed_time(ev1) * 1e-3

@@ -208,6 +208,12 @@ def compare_case(case: Path, engine: str = "auto") -> dict:
         tr, ts = percentile_from_hist(real_tbt, q), percentile_from_hist(sim_tbt, q)
         out["tbt_s"][f"p{q}"] = {"real": tr, "sim": ts, "err_pct": _pct_err(ts, tr)}
     out["iterations"] = iteration_errors(pd.read_csv(case / "real_iterations.csv.gz"))
+    if cfg.scheduler.section("speculation").method != "none":
+        from profiler.serve.spec_step import decisions_fingerprint
+
+        ran = json.loads((case / "real_meta.json").read_text()).get("spec_decisions")
+        now = decisions_fingerprint()
+        out["spec_decisions"] = {"run": ran, "simulated": now, "same": ran == now}
     out["throughput_tok_s"] = {
         "real": _throughput(real), "sim": _throughput(sim)}
     return out

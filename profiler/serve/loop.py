@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from profiler.serve.spec_step import finish_spec_step, plan_spec_step
 from sim.config import ConfigError, SimConfig
 from sim.costmodel.base import Batch
 from sim.engine.clock import SteppedClock
@@ -33,9 +34,12 @@ from sim.engine.records import RecordSink
 from sim.engine.sequence import Sequence
 from sim.workload.schema import Trace
 
-#: predicted_s: the cost model's iteration time; kernel_s: its GPU part alone (profiled models)
+#: predicted_s: the cost model's iteration time; kernel_s: its GPU part alone (profiled models);
+#: speculative steps (kind "spec"): spec_k drafts per sequence, new_tokens the tokens kept,
+#: predicted_s the simulator's draft + verify price, draft_s / predicted_draft_s the drafting
+#: part measured (GPU events) and predicted (NaN for other kinds)
 ITERATION_COLUMNS = ["start_s", "end_s", "kind", "n_seqs", "new_tokens", "context_tokens",
-                     "predicted_s", "kernel_s", "gpu_s"]
+                     "predicted_s", "kernel_s", "gpu_s", "spec_k", "draft_s", "predicted_draft_s"]
 
 
 class WallClock(SteppedClock):
@@ -85,6 +89,11 @@ class CostModelExecutor:
         dt = self.cost.batch_time(Batch(q_lens, ctx_lens))
         self.clock.now += dt
         return dt
+
+    def execute_spec(self, step) -> tuple[float, float]:
+        """A speculative step takes the simulator's own price for it (draft + verify)."""
+        self.clock.now += step.predicted_s
+        return step.predicted_s, step.predicted_draft_s
 
 
 class StoreKeeper(NullObserver):
@@ -155,10 +164,11 @@ class ServingLoop:
         ``max_wall_s`` seconds of serving."""
         seqs = sequences_of(trace)
         inst, clock, execute = self.inst, self.clock, self.executor.execute
-        log = []
+        log: list[tuple] = []
         n, i = len(seqs), 0
         origin = seqs[0].arrival if n else 0.0
         deadline = origin + max_wall_s if max_wall_s else math.inf
+        spec_on = inst.spec.active
         w0 = time.perf_counter()
         clock.start(origin)
         while True:
@@ -174,13 +184,21 @@ class ServingLoop:
                     break
                 clock.sleep_until(min(seqs[i].arrival, deadline))
                 continue
+            if spec_on and not plan.prefills and plan.decode_tokens == 1 and inst.running:
+                step = plan_spec_step(inst, now)
+                if step is not None:
+                    gpu_s, draft_s = self.executor.execute_spec(step)
+                    end = clock.now
+                    finish_spec_step(inst, step, now, end, draft_s)
+                    log.append((now, end, "spec", step, None, gpu_s, draft_s))
+                    continue
             members, q_lens, ctx_lens = inst.plan_members(plan)
             gpu_s = execute(members, q_lens, ctx_lens, len(plan.prefills))
             end = clock.now
             inst.finish_iteration(plan, now, end)
             kind = ("decode" if not plan.prefills else "mixed" if plan.decode and len(members)
                     > len(plan.prefills) else "prefill")
-            log.append((now, end, kind, q_lens, ctx_lens, gpu_s))
+            log.append((now, end, kind, q_lens, ctx_lens, gpu_s, math.nan))
         end = clock.now
         inst.drain_unfinished(end)
         if i < n:
@@ -202,9 +220,16 @@ class ServingLoop:
         cost = self.cost
         kernel_time = getattr(cost, "kernel_time", None)
         rows = []
-        for start, end, kind, q_lens, ctx_lens, gpu_s in log:
+        nan = math.nan
+        for start, end, kind, q_lens, ctx_lens, gpu_s, draft_s in log:
+            if kind == "spec":
+                step = q_lens
+                rows.append((start, end, kind, len(step.seqs), int(step.advance.sum()),
+                             int(step.contexts.sum()), step.predicted_s, nan, gpu_s, step.k,
+                             draft_s, step.predicted_draft_s))
+                continue
             batch = Batch(q_lens, ctx_lens)
             rows.append((start, end, kind, len(q_lens), sum(q_lens), sum(ctx_lens),
-                         cost.batch_time(batch) if cost else math.nan,
-                         kernel_time(batch) if kernel_time else math.nan, gpu_s))
+                         cost.batch_time(batch) if cost else nan,
+                         kernel_time(batch) if kernel_time else nan, gpu_s, 0, nan, nan))
         return pd.DataFrame(rows, columns=ITERATION_COLUMNS)

@@ -57,7 +57,12 @@ def _iterations(case: dict) -> str:
 
 def case_table(report: dict, details: bool = True) -> str:
     cases = report["cases"]
-    lines = [f"cost model: {cases[0]['cost_model'] if cases else '-'}", "", HEAD, RULE]
+    lines = [f"cost model: {cases[0]['cost_model'] if cases else '-'}", ""]
+    stale = [c["case"] for c in cases if not c.get("spec_decisions", {}).get("same", True)]
+    if stale:
+        lines += [f"**Warning:** the simulator's speculation code changed since {', '.join(stale)} "
+                  "ran (`spec_decisions` in fidelity.json): re-run them on the GPU.", ""]
+    lines += [HEAD, RULE]
     lines += [_row(c) for c in cases]
     if details:
         lines += ["", "| case | real / simulated, ms |", "|---|---|"] + [_values(c) for c in cases]
@@ -82,11 +87,22 @@ def _reports(root: Path):
         yield f.parent.parent.name, f.parent.name, variant, json.loads(f.read_text())
 
 
+def _model_of(folder: Path) -> str:
+    """The model a folder of cases serves (derived folders such as ``spec-llama-3.1-8b`` are
+    named after their feature, not their model): the first case's config says."""
+    import yaml
+
+    for cfg in sorted(folder.glob("*/config.yaml")):
+        return str(yaml.safe_load(cfg.read_text())["cluster"][0]["model"])
+    return folder.name
+
+
 def _held_out(gpu: str, model: str) -> bool:
     """Was the shipped engine term of ``gpu`` fitted without any run of ``model``?"""
     from sim.costmodel.engine import ENGINE_FILE
     from sim.costmodel.profiled import PROFILES_ROOT
 
+    gpu = gpu.split("-")[0]  # h200-fastattn: the H200's runs with another attention kernel
     path = PROFILES_ROOT / gpu / ENGINE_FILE
     if not path.exists():
         return False
@@ -101,8 +117,8 @@ def markdown_report(root: Path) -> str:
                                 "compare DIR` first")
     order = {v: i for i, v in enumerate(VARIANTS)}
     reports.sort(key=lambda r: (r[0], order.get(r[2], 9), r[1]))
-    reports = [(g, m, "held-out" if not v and _held_out(g, m) else v, rep)
-               for g, m, v, rep in reports]
+    reports = [(g, m, "held-out" if not v and _held_out(g, _model_of(Path(root) / g / m)) else v,
+                rep) for g, m, v, rep in reports]
     out = ["| GPU / model | cost model | cases | abs. P50 error: median / max | abs. P99 error: "
            "median / max | P50 within 5% | P99 within 10% |", "|---|---|---|---|---|---|---|"]
     out += [summary_row(f"{g} / {m}", v, rep) for g, m, v, rep in reports]

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profiler.serve import build_loop, predicting_cost_model
-from profiler.serve.executor import ModelExecutor, SequenceStore
+from profiler.serve import build_loop, make_executor, predicting_cost_model
 from profiler.serve.fidelity import cases_of, load_case, save_real
 from profiler.serve.loop import ServingLoop, WallClock
+from profiler.serve.spec_step import decisions_fingerprint
 
 WARMUP_PROMPTS = (3, 17, 90, 300, 700, 1500, 3000, 6000)
 
@@ -28,14 +28,22 @@ def warmup_trace(max_tokens: int) -> pd.DataFrame:
                          "prompt_tokens": prompts * 2, "output_tokens": [40] * n})
 
 
+def _max_k(cfg) -> int:
+    from profiler.serve import speculation_of
+
+    sp = speculation_of(cfg)
+    return sp[1] if sp else 0
+
+
 def loop_cost_source(cfg) -> str:
     cm = predicting_cost_model(cfg)
     return cm.source if cm is not None else "none"
 
 
 def run_cases(model_dir, device: str = "cuda", max_wall_s: float | None = None,
-              only: list[str] | None = None, log=print) -> list[Path]:
-    """Serve every case under ``model_dir`` (or those named in ``only``); returns the cases."""
+              only: list[str] | None = None, log=print, attention: str = "triton") -> list[Path]:
+    """Serve every case under ``model_dir`` (or those named in ``only``); returns the cases.
+    ``attention``: the engine's kernel for prompt chunks (``profiler.serve.attention``)."""
     import torch
 
     from profiler import provenance
@@ -44,31 +52,39 @@ def run_cases(model_dir, device: str = "cuda", max_wall_s: float | None = None,
     loaded = [load_case(c) for c in cases]
     blocks = {cfg.scheduler.num_gpu_blocks for cfg, _ in loaded}
     models = {cfg.cluster[0].model for cfg, _ in loaded}
-    if len(blocks) != 1 or len(models) != 1:
-        raise ValueError(f"cases under '{model_dir}' must share one model and one "
-                         f"scheduler.num_gpu_blocks; found models {models}, blocks {blocks}")
+    drafts = {cfg.scheduler.section("speculation").draft_model for cfg, _ in loaded}
+    if len(blocks) != 1 or len(models) != 1 or len(drafts) != 1:
+        raise ValueError(f"cases under '{model_dir}' must share one model, one draft model and "
+                         f"one scheduler.num_gpu_blocks; found models {models}, drafts {drafts}, "
+                         f"blocks {blocks}")
+    # the case that drafts longest sizes the lookahead (and builds the draft) for all of them
+    loaded_first = max(loaded, key=lambda ct: _max_k(ct[0]))[0]
     max_tokens = max(int((t.df.prompt_tokens + t.df.output_tokens).max()) for _, t in loaded)
     max_tokens = max(max_tokens, max(WARMUP_PROMPTS) + 40)
     t0 = time.perf_counter()
-    first = build_loop(loaded[0][0], max_tokens, device)
-    runner = first.executor.runner
+    first = build_loop(loaded_first, max_tokens, device, attention=attention)
+    runner, draft = first.executor.runner, first.executor.draft
     build_s = time.perf_counter() - t0
     log(f"model {runner.spec.name}: built and {len(runner.sizes)} graph sizes captured in "
         f"{build_s:.1f} s (capture {runner.capture_s:.1f} s)")
 
     def loop_for(cfg):
-        store = SequenceStore(runner.pool_blocks - 1, runner.spec.vocab_size, max_tokens)
         return ServingLoop(cfg, first.inst.capacity, runner.spec.max_context,
-                           ModelExecutor(runner, store), WallClock(), predicting_cost_model(cfg))
+                           make_executor(loaded_first, runner, max_tokens, 0, draft), WallClock(),
+                           predicting_cost_model(cfg))
 
     t1 = time.perf_counter()
     runner.warm_up()
+    if draft is not None:
+        draft.warm_up()
     seen = set()
     for cfg, _ in loaded:
-        if cfg.scheduler.policy not in seen:
-            seen.add(cfg.scheduler.policy)
+        key = (cfg.scheduler.policy, cfg.scheduler.section("speculation").method)
+        if key not in seen:
+            seen.add(key)
             loop_for(cfg).run(warmup_trace(max_tokens))
-    log(f"warm-up ({', '.join(sorted(seen))}) {time.perf_counter() - t1:.1f} s")
+    log(f"warm-up ({', '.join('/'.join(k) for k in sorted(seen))}) "
+        f"{time.perf_counter() - t1:.1f} s")
     dev = torch.device(device)
     info = provenance.collect(dev)
     for case, (cfg, trace) in zip(cases, loaded, strict=True):
@@ -85,5 +101,7 @@ def run_cases(model_dir, device: str = "cuda", max_wall_s: float | None = None,
                               "cost_model": loop_cost_source(cfg),
                               "build_s": round(build_s, 1), "capture_s": round(runner.capture_s, 1),
                               "graph_sizes": runner.sizes, "instance": res.instance,
-                              "device": device})
+                              "device": device, "attention": attention,
+                              "spec_decisions": decisions_fingerprint(),
+                              "draft_model": draft.spec.name if draft is not None else None})
     return cases

@@ -27,6 +27,13 @@ from profiler.batches import build_meta_from_table, page_table
 from profiler.kernels import add_rmsnorm
 from profiler.layers import DecoderLayer, Embedding, LMHead, rope_table
 from profiler.paged_attention import paged_attention
+from profiler.serve.attention import (
+    ATTENTION_BACKENDS,
+    FastAttention,
+    IterationAttention,
+    build_cudnn_plans,
+    cudnn_chosen,
+)
 from profiler.shapes import PAGE_SIZE, ShardShapes
 
 
@@ -63,7 +70,13 @@ class ModelRunner:
     """Holds the model and KV pool; ``step`` runs one iteration and returns the sampled tokens."""
 
     def __init__(self, spec, num_blocks: int, device: torch.device | str, *, seed: int = 0,
-                 graph_max_tokens: int = 512, max_position: int | None = None):
+                 graph_max_tokens: int = 512, max_position: int | None = None,
+                 attention: str = "triton"):
+        if attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention={attention!r}: choose one of {list(ATTENTION_BACKENDS)}")
+        #: "triton": the paged kernel for every row; "flash": FlashAttention for the prompt
+        #: chunks of an iteration (profiler.serve.attention)
+        self.attention = attention
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.spec = spec
@@ -148,6 +161,8 @@ class ModelRunner:
         """
         g = self.s.group
         max_pos = self.cos_sin.shape[0] - 1  # batches must stay within the rotary table
+        if self.attention == "fast" and self.cuda:
+            build_cudnn_plans(self.s, max_pos, self.device)
         long_context = max(0, min(long_context, max_pos - 256))
         q_of_class = {16: 1, 64: max(2, 64 // g), 128: 128 // g + 1}
         batches = []
@@ -165,7 +180,8 @@ class ModelRunner:
                 continue
             table = page_table(need, np.arange(sum(need)))
             ids = np.zeros(sum(q_lens), dtype=np.int64)
-            self.step(ids, q_lens, ctx_lens, table, np.cumsum(q_lens) - 1).cpu()
+            n_prompts = sum(1 for q in q_lens if q > 1)
+            self.step(ids, q_lens, ctx_lens, table, np.cumsum(q_lens) - 1, n_prompts).cpu()
         return len(batches)
 
     def _bucket(self, tokens: int) -> int:
@@ -176,11 +192,13 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ one iteration
     def step(self, token_ids: np.ndarray, q_lens, ctx_lens, table: np.ndarray,
-             sample_rows: np.ndarray) -> torch.Tensor:
+             sample_rows: np.ndarray, n_prompts: int = 0) -> torch.Tensor:
         """Enqueue one iteration; returns the device tensor of sampled tokens (one per row).
 
         ``token_ids``: the T input tokens, sequence after sequence; ``table``: one block-table
-        row per sequence; ``sample_rows``: indices (into the T tokens) whose logits are sampled.
+        row per sequence; ``sample_rows``: indices (into the T tokens) whose logits are sampled;
+        ``n_prompts``: the first sequences are prompt chunks (FlashAttention under
+        ``attention="flash"``).
         """
         t = int(token_ids.size)
         size = self._bucket(t)
@@ -190,6 +208,15 @@ class ModelRunner:
                                      self.s.head_dim, self.device, self.sm_count, pad_to=size,
                                      pad_slot=self.scratch_slot,
                                      extra={"ids": ids, "rows": sample_rows})
+        fa: IterationAttention | FastAttention | None = None
+        if self.attention == "flash" and n_prompts:
+            fa = IterationAttention(q_lens, ctx_lens, table, n_prompts, self.s, self.device,
+                                    self.sm_count)
+        elif self.attention == "fast" and n_prompts:
+            chosen = cudnn_chosen(q_lens, ctx_lens, n_prompts)
+            if chosen:
+                fa = FastAttention(q_lens, ctx_lens, table, chosen, self.s, self.device,
+                                   self.sm_count)
         if size:
             gs = self._sets[size]
             gs.ids.copy_(meta.extra["ids"])
@@ -197,8 +224,11 @@ class ModelRunner:
             gs.slots.copy_(meta.slots)
             for i, layer in enumerate(self.layers):
                 gs.graphs[i].replay()
-                paged_attention(gs.q[i][:t], layer.k_cache, layer.v_cache, meta, layer.scale,
-                                out=gs.attn[:t])
+                if fa is not None:
+                    fa(gs.q[i][:t], layer, out=gs.attn[:t])
+                else:
+                    paged_attention(gs.q[i][:t], layer.k_cache, layer.v_cache, meta,
+                                    layer.scale, out=gs.attn[:t])
             gs.graphs[-1].replay()
             x = gs.final
             assert x is not None, "a captured graph set always has its final piece's output"
@@ -207,7 +237,8 @@ class ModelRunner:
             res = torch.zeros_like(h)
             for layer in self.layers:
                 q, res = layer.pre_attention(h, res, meta.positions, meta.slots, self.cos_sin)
-                a = paged_attention(q, layer.k_cache, layer.v_cache, meta, layer.scale)
+                a = (fa(q, layer) if fa is not None else
+                     paged_attention(q, layer.k_cache, layer.v_cache, meta, layer.scale))
                 h, res = layer.post_attention(a, res)
             x, _ = add_rmsnorm(h, res, self.head.norm)
         logits = F.linear(x.index_select(0, meta.extra["rows"]), self.head.w)

@@ -241,7 +241,11 @@ class Admission:
     def generated_now(self, seq: Sequence, now: float) -> int:
         """Output tokens ``seq`` (in the decode set) has produced by ``now``."""
         run = self._run
-        return self.decode.generated(seq, run.steps_done_by(now) * run.decode_q if run is not None else 0)
+        if run is None:
+            return self.decode.generated(seq)
+        tokens_of = getattr(run, "tokens_of", None)  # a SpecRun: each member keeps its own count
+        return self.decode.generated(seq, tokens_of(seq, now) if tokens_of is not None
+                                     else run.steps_done_by(now) * run.decode_q)
 
     # ------------------------------------------------------------------ arrivals and moves
     def submit(self, seq: Sequence) -> None:

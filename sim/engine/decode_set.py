@@ -126,6 +126,44 @@ class DecodeSet:
         seq.state = WAITING
         return produced - seq.generated
 
+    def credit(self, extra: list[int]) -> None:
+        """Move each member (``extra[i]`` for ``members[i]``) on by tokens beyond the common
+        counter: the accepted drafts of speculative steps, where every member keeps its own
+        count. Call before ``advance`` applies the steps' common token (so completions and block
+        phases see both). O(members with extra tokens): the members keep their virtual counters,
+        shifted (``token_base``, ``finish_at``, block ``phase``); the tokens arrive together with
+        their step's first one (zero gaps) and take their blocks now."""
+        t, bs = self.tokens, self.pool.block_size
+        heap, longest, phases = self._heap, self._longest, self.phases
+        grown = total = 0
+        for seq, a in zip(self.members, extra, strict=True):
+            if not a:
+                continue
+            total += a
+            if not seq.reserved:
+                kv = seq.prompt + seq.gen_base + t - seq.token_base - 1
+                grown += -(-(kv + a) // bs) - -(-kv // bs)
+                phases.remove(seq.phase)
+                seq.phase = (seq.phase - a) % bs
+                phases.add(seq.phase)
+            seq.token_base -= a
+            seq.finish_at -= a
+            heapq.heappush(heap, (seq.finish_at, seq.rid, seq))
+            heapq.heappush(longest, (seq.token_base - seq.prompt - seq.gen_base, seq.rid, seq))
+        if not total:
+            return
+        self.ctx_sum += total
+        if grown:
+            self.pool.grow(grown)
+        self.gaps.buf.append((0.0, 0.0, 1, total))
+        n = len(self.members)
+        if len(heap) > 4 * n + 64:  # mostly superseded entries: keep the live ones
+            heap[:] = [(s.finish_at, s.rid, s) for s in self.members]
+            heapq.heapify(heap)
+        if len(longest) > 4 * n + 64:
+            longest[:] = [(s.token_base - s.prompt - s.gen_base, s.rid, s) for s in self.members]
+            heapq.heapify(longest)
+
     # ------------------------------------------------------------------ producing iterations
     def advance(self, t0: float, k: int, q: int, d0: float, step: float,
                 now: float, durs: list[float] | None = None,

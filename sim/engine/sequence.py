@@ -25,6 +25,8 @@ WAITING, PREFILLING, DECODING, DONE, TRANSFERRING = 0, 1, 2, 3, 4
 class Sequence:
     __slots__ = (
         "alpha",
+        "alpha_accepted",
+        "alpha_checked",
         "arrival",
         "blocks",
         "cache_node",
@@ -112,6 +114,11 @@ class Sequence:
         #: this request's speculative acceptance rate (NaN: the run's alpha, or drawn from
         #: scheduler.speculation.alpha_dist when the batch first needs it)
         self.alpha = math.nan
+        #: its acceptance as an online policy estimates it: moving averages of the drafts it had
+        #: accepted and of the draft positions checked per step (SmartSpec; the estimate is their
+        #: ratio; NaN: nothing observed yet)
+        self.alpha_accepted = math.nan
+        self.alpha_checked = math.nan
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"Sequence(rid={self.rid}, prompt={self.prompt}, output={self.output}, "

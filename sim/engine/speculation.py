@@ -1,224 +1,58 @@
-"""Speculative decoding: how long to speculate (strategies by name), what is accepted, what it costs.
+"""Speculative decoding: how long to speculate (strategies by name) and what a step costs.
 
-A speculative step drafts ``k`` tokens per running sequence (``k`` forward passes of a small draft
-model, or a fixed per-pass cost), then verifies them in one target iteration of ``k + 1`` tokens
-per sequence; with a per-token acceptance rate ``alpha`` a sequence keeps on average
+A speculative step drafts ``k`` tokens per running sequence (``k`` forward passes of a small
+draft model, or a fixed per-pass cost), then verifies them in one target iteration of ``k + 1``
+tokens per sequence. Each sequence keeps its own accepted drafts plus the target's own token,
+drawn per step from seeded per-request, per-position uniforms (``sim.engine.speculation_draws``)
+against its acceptance rates (``sim.engine.speculation_acceptance``); on average
 
     E(k) = (1 - alpha^(k+1)) / (1 - alpha)        (1 <= E(k) <= k + 1)
 
-tokens per step (the accepted prefix plus the target's own next token; Leviathan et al. 2023).
-How ``k`` is chosen is a strategy, registered by name like the batching policies, each with its
-own config section (``scheduler.speculation.<method>``): ``none`` (the default), ``fixed`` and
-``smartspec`` (SmartSpec, arXiv 2406.14066: per batch the ``k`` in ``0..max_k`` that maximises
-goodput = E(k) / step time(k), priced by the cost models; ``k = 0`` is a plain decode).
-
-Every member of the batch advances by the same count per step (the engine's decode set keeps one
-counter): the expected value, with the fractional part carried per instance in exact integer
-units (``Acceptance.UNITS`` per token), so step ``j`` of a run yields
-``(c + j E) // U - (c + (j-1) E) // U`` tokens and a run of any length is closed form and the
-same in fast-forward and step mode (docs/speculation.md says why not random draws).
+(Leviathan et al. 2023). How ``k`` is chosen is a strategy, registered by name like the batching
+policies, each with its own config section (``scheduler.speculation.<method>``): ``none`` (the
+default), ``fixed``, ``table`` and ``smartspec`` (SmartSpec, arXiv 2406.14066: the ``k`` in
+``0..max_k`` maximising goodput(k) = sum_i E[accepted_i(k)] / T(k), each request's acceptance
+estimated online; ``k = 0`` is a plain decode).
 """
 from __future__ import annotations
 
-import itertools
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-from sim.config import ConfigError, SchedulerConfig, register_strategy
+import numpy as np
+
+from sim.config import ConfigError, SchedulerConfig
 from sim.costmodel.base import CostModel
 from sim.engine.proposers import Proposer, make_proposer
+from sim.engine.speculation_acceptance import Acceptance, alpha_draw
 from sim.engine.speculation_config import SpeculationConfig
+from sim.engine.speculation_draws import request_keys
+from sim.engine.speculation_strategies import (
+    MAX_K,
+    PROFILED_MAX_K,
+    SPECULATORS,
+    FixedK,
+    FixedOptions,
+    NoSpeculation,
+    SmartSpec,
+    SmartSpecOptions,
+    SpeculationLength,
+    TableK,
+    TableOptions,
+    register_speculator,
+)
 
-#: the largest k a strategy may use (a profile measures verifies up to k = 8)
-MAX_K = 16
-PROFILED_MAX_K = 8
+__all__ = ["MAX_K", "PROFILED_MAX_K", "SPECULATORS", "Acceptance", "FixedK", "FixedOptions",
+           "NoSpeculation", "SmartSpec", "SmartSpecOptions", "Speculation", "SpeculationConfig",
+           "SpeculationLength", "TableK", "TableOptions", "make_speculation", "register_speculator"]
 
-
-class Acceptance:
-    """Per-token acceptance rate ``alpha``: expected tokens per verify of ``k`` drafts. With a
-    tree of ``width`` candidates per position a level is accepted when any candidate is, with
-    probability ``p = 1 - (1 - alpha)^width`` (candidates treated as independent draws), so
-    E(k) = (1 - p^(k+1)) / (1 - p)."""
-
-    UNITS = 1 << 30  # the carried fraction's resolution (tokens are exact integers of these)
-
-    def __init__(self, alpha: float, width: int = 1, by_position: list[float] | None = None):
-        if not 0.0 <= alpha < 1.0:
-            raise ConfigError(f"scheduler.speculation.alpha must be in [0, 1), got {alpha}")
-        for a in by_position or ():
-            if not 0.0 <= a < 1.0:
-                raise ConfigError(f"scheduler.speculation.alpha_by_position: {a} is not in [0, 1)")
-        if width < 1:
-            raise ConfigError(f"scheduler.speculation.tree_width must be >= 1, got {width}")
-        self.alpha = alpha
-        self.width = width
-        self.level = 1.0 - (1.0 - alpha) ** width  # a drafted position is accepted
-        #: per-position acceptance (a tree level's), or None when every position accepts at alpha
-        self.levels = [1.0 - (1.0 - a) ** width for a in by_position] if by_position else None
-
-    def expected(self, k: int, alpha: float | None = None) -> float:
-        """E(k) at this acceptance, or for one request accepting at ``alpha`` (positions then
-        scale by alpha / the configured alpha, so a request's drift follows the same profile)."""
-        if self.levels is None or alpha is not None:
-            scale = 1.0 if alpha is None or self.alpha == 0 else alpha / self.alpha
-            if self.levels is not None:
-                return self._chain([min(0.999, a * scale) for a in self._per_position(k)])
-            p = self.level if alpha is None else 1.0 - (1.0 - alpha) ** self.width
-            return float(k + 1) if p >= 1.0 else (1.0 - p ** (k + 1)) / (1.0 - p)
-        return self._chain(self._per_position(k))
-
-    def _per_position(self, k: int) -> list[float]:
-        lv = self.levels
-        assert lv is not None
-        return [lv[min(i, len(lv) - 1)] for i in range(k)]
-
-    @staticmethod
-    def _chain(levels: list[float]) -> float:
-        """1 + sum over j of the chance that positions 1..j are all accepted."""
-        total, run = 1.0, 1.0
-        for p in levels:
-            run *= p
-            total += run
-        return total
-
-    def verify_tokens(self, k: int) -> int:
-        """Tokens a verify computes per sequence: the target's own next one plus the tree."""
-        return 1 + k * self.width
-
-    def units(self, k: int) -> int:
-        """E(k) in units of 1 / UNITS tokens."""
-        return round(self.expected(k) * self.UNITS)
-
-
-#: every speculation-length strategy by ``scheduler.speculation.method``
-SPECULATORS: dict[str, type[SpeculationLength]] = {}
-
-
-def register_speculator(cls: type[SpeculationLength]) -> type[SpeculationLength]:
-    """Class decorator: make a speculation method available by its ``name``, with its section."""
-    return register_strategy(SPECULATORS, SpeculationConfig, cls, "speculation method")
-
-
-class SpeculationLength(ABC):
-    """Chooses the draft length k (0: a plain decode) for the decode set as it is now."""
-
-    name: ClassVar[str] = "base"
-    Options: ClassVar[Any] = None
-
-    def __init__(self, options: Any):
-        self.options = options
-
-    def max_k(self) -> int:
-        return 0
-
-    @abstractmethod
-    def choose_k(self, spec: Speculation, batch: int, ctx_sum: int, ctx_max: int,
-                 contexts: Callable[[], list[int]] | None = None) -> int:
-        """k for a batch of ``batch`` sequences holding ``ctx_sum`` context tokens (the longest
-        ``ctx_max``; ``contexts()`` lists them for cost models that price one by one)."""
-
-
-@register_speculator
-class NoSpeculation(SpeculationLength):
-    name = "none"
-
-    def choose_k(self, spec, batch, ctx_sum, ctx_max, contexts=None) -> int:
-        return 0
-
-
-@dataclass
-class FixedOptions:
-    k: int = 4  # draft tokens per step
-
-
-@register_speculator
-class FixedK(SpeculationLength):
-    name = "fixed"
-    Options = FixedOptions
-
-    def __init__(self, options: FixedOptions):
-        super().__init__(options)
-        if not 1 <= options.k <= MAX_K:
-            raise ConfigError(f"scheduler.speculation.fixed.k must be in [1, {MAX_K}], got {options.k}")
-
-    def max_k(self) -> int:
-        return self.options.k
-
-    def choose_k(self, spec, batch, ctx_sum, ctx_max, contexts=None) -> int:
-        return self.options.k
-
-
-@dataclass
-class TableOptions:
-    #: [batch size, k] rows, batch sizes ascending: a batch of B runs the k of the last row whose
-    #: batch size is <= B (vLLM's static policy of disabling speculation above a batch size)
-    thresholds: list[list[int]] = field(default_factory=lambda: [[1, 4], [16, 2], [64, 0]])
-
-
-@register_speculator
-class TableK(SpeculationLength):
-    """A static batch-size-to-k table. Known to collapse throughput at its thresholds: one more
-    sequence changes k for the whole batch."""
-
-    name = "table"
-    Options = TableOptions
-
-    def __init__(self, options: TableOptions):
-        super().__init__(options)
-        rows = options.thresholds
-        ok = bool(rows) and all(len(r) == 2 and r[0] >= 1 and 0 <= r[1] <= MAX_K for r in rows)
-        if not ok or any(a[0] >= b[0] for a, b in itertools.pairwise(rows)):
-            raise ConfigError("scheduler.speculation.table.thresholds must be [batch size >= 1, k in "
-                              f"0..{MAX_K}] rows with batch sizes ascending, e.g. [[1, 4], [16, 2], [64, 0]]")
-
-    def max_k(self) -> int:
-        return max(k for _, k in self.options.thresholds)
-
-    def choose_k(self, spec, batch, ctx_sum, ctx_max, contexts=None) -> int:
-        k = 0
-        for size, kk in self.options.thresholds:
-            if batch >= size:
-                k = kk
-        return k
-
-
-@dataclass
-class SmartSpecOptions:
-    max_k: int = 8  # the longest draft considered (k = 0 .. max_k)
-
-
-@register_speculator
-class SmartSpec(SpeculationLength):
-    """SmartSpec: the k maximising goodput(k) = B E(k) / T(k) for the batch now (T: draft + verify
-    from the cost models, k = 0 a plain decode). Re-decided when the batch changes."""
-
-    name = "smartspec"
-    Options = SmartSpecOptions
-
-    def __init__(self, options: SmartSpecOptions):
-        super().__init__(options)
-        if not 1 <= options.max_k <= MAX_K:
-            raise ConfigError(f"scheduler.speculation.smartspec.max_k must be in [1, {MAX_K}], "
-                              f"got {options.max_k}")
-
-    def max_k(self) -> int:
-        return self.options.max_k
-
-    def choose_k(self, spec, batch, ctx_sum, ctx_max, contexts=None) -> int:
-        best, best_k = 0.0, 0
-        for k in range(self.options.max_k + 1):
-            t = sum(spec.step_time(k, batch, ctx_sum, ctx_max, contexts))
-            rate = spec.expected(k) / t
-            if rate > best * (1.0 + 1e-12):  # ties go to the shorter draft
-                best, best_k = rate, k
-        return best_k
+_UNPRICED = object()  # a step line not looked up yet
 
 
 class Speculation:
-    """One instance's speculation: strategy, acceptance, draft cost, the carried fraction of a
-    token, the current k, and counters (never read back to decide)."""
+    """One instance's speculation: strategy, acceptance, draft cost, the current k and the
+    step it was decided at, per-epoch arrays of the decode set's members, and counters (never
+    read back to decide)."""
 
     def __init__(self, cfg: SpeculationConfig, target: CostModel, proposer: Proposer | None,
                  strategy: SpeculationLength):
@@ -227,14 +61,18 @@ class Speculation:
         self.proposer = proposer
         self.strategy = strategy
         self.acceptance = Acceptance(cfg.alpha, cfg.tree_width, cfg.alpha_by_position)
-        self.draw = _alpha_draw(cfg)  # per-request acceptance (None: every request at alpha)
-        self._batch_e: dict[int, float] = {}  # k -> the batch's mean E(k), for the current epoch
-        self._members: list | None = None  # the decode set's members (per-request acceptance)
+        self.draw = alpha_draw(cfg)  # per-request acceptance (None: every request at alpha)
         self.active = strategy.name != "none"
         self.slow = 1.0  # the draft's slow-down (a straggler instance, see ``use_cost``)
-        self.carry = 0  # fraction of a token owed to the batch, in Acceptance.UNITS
         self.k = 0
+        self.k_cap = MAX_K  # the largest k the batch may verify now (a token budget)
+        self.members: list = []  # the decode set's members when k was decided
         self._epoch = -1  # decode-set epoch the current k was chosen at
+        self._since = 0  # speculative steps run since k was decided
+        self._arrays: tuple | None = None  # (epoch, keys, prompts, outputs, growing, alphas)
+        self._levels: tuple[int, int, np.ndarray] | None = None  # (epoch, k, levels)
+        #: (k, batch) -> a step's (draft a, draft b, verify a, verify b) line, or None
+        self._lines: dict[tuple[int, int], tuple[float, float, float, float] | None] = {}
         # counters
         self.steps = 0  # speculative steps (verify iterations)
         self.seq_steps = 0  # sequence x step pairs
@@ -244,38 +82,84 @@ class Speculation:
         self.verify_s = 0.0  # time spent in verify iterations
 
     def choose(self, epoch: int, batch: int, ctx_sum: int, ctx_max: int,
-               contexts: Callable[[], list[int]] | None = None, members: list | None = None) -> int:
-        """k for the step starting now: re-decided when the decode set changed (a join or leave),
-        which only happens at a boundary both step and fast-forward mode stop at."""
-        if epoch != self._epoch:
+               contexts: Callable[[], list[int]] | None = None, members: list | None = None,
+               k_cap: int = MAX_K) -> int:
+        """k for the step starting now: re-decided when the decode set changed (a join or leave)
+        or the strategy's decision expired (``horizon`` speculative steps), both at boundaries
+        that step and fast-forward mode stop at. ``k_cap``: the largest k that fits the
+        batch's token budget."""
+        horizon = self.strategy.horizon()
+        if epoch != self._epoch or k_cap != self.k_cap or (horizon is not None and self._since >= horizon):
             self._epoch = epoch
-            self._batch_e = {}
-            self._members = members
-            self.k = self.strategy.choose_k(self, batch, ctx_sum, ctx_max, contexts)
+            self._since = 0
+            self.k_cap = k_cap
+            self.members = list(members) if members is not None else []
+            self.k = min(k_cap, self.strategy.choose_k(self, batch, ctx_sum, ctx_max, contexts))
         return self.k
 
-    def expected(self, k: int) -> float:
-        """Tokens a member gains per step of k drafts. With per-request acceptance every member
-        still advances by the same count (the decode set's closed form): the mean of the
-        members' E_i(k), so the batch's tokens are right in expectation and SmartSpec's
-        goodput(k) = sum_i E_i(k) / T(k) is B x this / T(k)."""
-        if self.draw is None or not self._members:
-            return self.acceptance.expected(k)
-        e = self._batch_e.get(k)
-        if e is None:
-            e = self._batch_e[k] = sum(self.acceptance.expected(k, self.draw(s)) for s in self._members) \
-                / len(self._members)
-        return e
+    @property
+    def epoch(self) -> int:
+        """The decode-set epoch the current k was decided in."""
+        return self._epoch
 
-    def units(self, k: int) -> int:
-        """``expected(k)`` in units of 1 / Acceptance.UNITS tokens."""
-        return round(self.expected(k) * Acceptance.UNITS)
+    def steps_left(self) -> int:
+        """Speculative steps the current decision still holds (a run stops there)."""
+        horizon = self.strategy.horizon()
+        return 1 << 60 if horizon is None else max(1, horizon - self._since)
+
+    def expected(self, k: int) -> float:
+        """Mean tokens a member keeps per step of k drafts at the run's acceptance."""
+        return self.acceptance.expected(k)
+
+    def member_arrays(self, epoch: int, members: list) -> tuple:
+        """(draw keys, prompts, outputs, growing mask, alphas) of the decode set's members, built
+        once per epoch (membership changes bump it)."""
+        arr = self._arrays
+        if arr is None or arr[0] != epoch:
+            draw = self.draw
+            alphas = [draw(s) for s in members] if draw is not None else [s.alpha for s in members]
+            arr = self._arrays = (
+                epoch,
+                request_keys(self.cfg.seed, [s.rid for s in members]),
+                np.array([s.prompt for s in members], dtype=np.int64),
+                np.array([s.output for s in members], dtype=np.int64),
+                np.array([not s.reserved for s in members], dtype=bool),
+                np.array(alphas, dtype=float),
+            )
+        return arr[1:]
+
+    def levels(self, epoch: int, k: int, alphas: np.ndarray) -> np.ndarray:
+        """``(B, k)`` per-member acceptance of draft positions 1..k (cached per epoch and k)."""
+        lv = self._levels
+        if lv is None or lv[0] != epoch or lv[1] != k:
+            lv = self._levels = (epoch, k, self.acceptance.levels(alphas, k))
+        return lv[2]
 
     def use_cost(self, target: CostModel) -> None:
         """The instance's cost model now (a straggler's is slowed: its draft passes are too)."""
         if target is not self.target:
             self.target = target
             self.slow = float(getattr(target, "factor", 1.0))
+            self._lines = {}
+
+    def step_total(self, k: int, batch: int, ctx_sum: int, ctx_max: int,
+                   contexts: Callable[[], list[int]] | None = None) -> float:
+        """Seconds of one step of k drafts (draft + verify; k = 0 a plain decode): by the step's
+        line when the cost model has one (as the run prices it, cached per batch size), else
+        ``step_time``."""
+        key = (k, batch)
+        line: Any = self._lines.get(key, _UNPRICED)
+        if line is _UNPRICED:
+            if k == 0:
+                a, b = self.target.decode_coefficients(batch)
+                line = (0.0, 0.0, a, b)
+            else:
+                line = self.step_line(k, batch)
+            self._lines[key] = line
+        if line is None:
+            return sum(self.step_time(k, batch, ctx_sum, ctx_max, contexts))
+        da, db, va, vb = line
+        return da + db * ctx_sum + va + vb * ctx_sum
 
     def step_time(self, k: int, batch: int, ctx_sum: int, ctx_max: int,
                   contexts: Callable[[], list[int]] | None = None) -> tuple[float, float]:
@@ -303,13 +187,19 @@ class Speculation:
         da, db = self.proposer.line(k, batch, self.acceptance.width)
         return da * self.slow, db * self.slow, verify[0], verify[1]
 
-    def record(self, steps: int, batch: int, k: int, emitted: int, draft_s: float, verify_s: float) -> None:
+    def record(self, members: list, accepted: np.ndarray, k: int, emitted: int, draft_s: float,
+               verify_s: float) -> None:
+        """A run of ``len(accepted)`` steps of k drafts happened (``accepted[j, i]``: drafts of
+        member i kept in step j); the strategy learns from it."""
+        steps = len(accepted)
         self.steps += steps
-        self.seq_steps += steps * batch
-        self.drafted += steps * batch * k
+        self._since += steps
+        self.seq_steps += steps * len(members)
+        self.drafted += steps * len(members) * k
         self.emitted += emitted
         self.draft_s += draft_s
         self.verify_s += verify_s
+        self.strategy.observe(self, members, accepted, k)
 
     def summary(self) -> dict:
         """Acceptance (drafts accepted / proposed), tokens per sequence-step, and the share of
@@ -331,7 +221,9 @@ def make_speculation(sched: SchedulerConfig, target: CostModel) -> Speculation:
                           f"{sorted(SPECULATORS)}")
     strategy = cls(cfg.section(cls.name) if cls.Options is not None else None)
     acceptance = Acceptance(cfg.alpha, cfg.tree_width, cfg.alpha_by_position)  # validate even when off
-    _alpha_draw(cfg)
+    if cfg.seed < 0:
+        raise ConfigError(f"scheduler.speculation.seed must be >= 0, got {cfg.seed}")
+    alpha_draw(cfg)
     proposer = None
     if strategy.name != "none":
         proposer = make_proposer(cfg, target)
@@ -342,28 +234,3 @@ def make_speculation(sched: SchedulerConfig, target: CostModel) -> Speculation:
                               f"profiled verify range (<= {PROFILED_MAX_K}) of {target.source}; "
                               f"draft fewer or use cost_model.kind=roofline")
     return Speculation(cfg, target, proposer, strategy)
-
-
-def _alpha_draw(cfg: SpeculationConfig) -> Callable[[object], float] | None:
-    """``alpha_dist`` as a function of a request: its acceptance, drawn once from a Beta
-    distribution seeded by (seed, request id), so step and fast-forward mode (and reruns) agree."""
-    if not cfg.alpha_dist:
-        return None
-    kind, _, params = cfg.alpha_dist.partition(":")
-    try:
-        a, b = (float(x) for x in params.split(","))
-    except ValueError:
-        a = b = -1.0
-    if kind.strip().lower() != "beta" or not (a > 0 and b > 0):
-        raise ConfigError(f"scheduler.speculation.alpha_dist={cfg.alpha_dist!r}: write beta:A,B with "
-                          "A, B > 0 (mean A / (A + B), e.g. beta:8,2)")
-    import numpy as np
-
-    seed = cfg.seed
-
-    def draw(seq) -> float:
-        v = seq.alpha
-        if v != v:  # NaN: not drawn yet (a trace may also give it)
-            v = seq.alpha = min(0.999, float(np.random.default_rng([seed, seq.rid]).beta(a, b)))
-        return v
-    return draw

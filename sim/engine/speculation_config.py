@@ -14,7 +14,7 @@ class SpeculationConfig:
     """``scheduler.speculation``: the proposer, the acceptance model and the length strategy."""
 
     method: str = "none"  # none | fixed | table | smartspec (or a registered plugin)
-    alpha: float = 0.8  # per-token acceptance rate, in [0, 1)
+    alpha: float = 0.8  # per-token acceptance rate, in [0, 1] (a trace column alpha overrides it)
     #: who drafts: draft (a draft model) | ngram (prompt lookup) | heads (Medusa / EAGLE / MTP)
     proposer: str = "draft"
     #: candidates per drafted position (> 1: tree speculation, the whole tree verified at once)

@@ -1,30 +1,37 @@
 """A run of speculative decode steps, executed as one event (or one step in step mode).
 
-Every member advances by the same count per step: step j (1-based) of a run that starts with the
-instance's carried fraction ``c0`` (in ``Acceptance.UNITS``) and expects ``E`` units per step
-makes ``(c0 + j E) // U - (c0 + (j-1) E) // U`` tokens, so the tokens after j steps,
-``cum(j) = (c0 + j E) // U``, and the number of steps until a member finishes or the free blocks
-run out are exact integer arithmetic. Each step is priced once (draft + verify, from the group's
-totals), the run keeps its step end times and finds a truncation boundary by bisection, as
-``MixedRun`` does.
+Each member keeps its own tokens per step: 1 + the leading run of its accepted drafts, drawn from
+seeded uniforms keyed by (seed, request id, generated tokens before the step, draft position)
+(``sim.engine.speculation_draws``), so a step's outcome depends on the request alone and a
+fast-forwarded run of j steps is the same j steps a step engine runs. ``plan_spec_run`` walks the
+steps with numpy over the batch (O(1) Python work per step, whatever the batch or the tokens) up
+to the step in which a member finishes, the last whose tokens all fit in the free blocks, or the
+end of the strategy's decision (``Speculation.steps_left``); it prices each step once (draft +
+verify, from the group's totals) and keeps, per step, every member's kept tokens
+(``per_member``), the blocks taken and the work done, so that a truncation by an arrival,
+migration or drain (bisecting the step end times, as ``MixedRun`` does) and the load reads
+(``Admission.load_tokens``, ``used_blocks_now``, ``generated_now``) are exact mid-run.
 
-Load reads (``Admission.load_tokens``, ``used_blocks_now``, ``generated_now``) multiply
-``steps_done_by(now)`` by ``decode_q``; steps make different token counts here, so this run counts
-its progress in *tokens*: ``decode_q`` is 1 and ``steps_done_by`` is the tokens each member has
-advanced in the steps done by ``now``. The instance itself uses the step reads (``steps_by``,
-``first_boundary_at_or_after``, ``span``, ``cut``). It is a ``MixedRun`` (one priced entry per
-iteration, no prompt chunks) so the instance's run slot holds it as it is typed.
+``finish_spec_run`` applies the steps: the decode set's common counter advances one token per
+step (every member's bonus token) and ``DecodeSet.credit`` moves each member on by its accepted
+drafts. When a step's tokens do not all fit in the free blocks it keeps one token per member
+(its drafts are dropped), a deterministic stand-in for the preemption a real engine would do to
+make room for lookahead slots.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from sim.engine.mixed_run import MixedRun
-from sim.engine.speculation import Acceptance
+from sim.engine.speculation import MAX_K
+from sim.engine.speculation_draws import accepted_table
 from sim.engine.view import DECODE_ONLY
 
 if TYPE_CHECKING:
     from sim.engine.instance import Instance
+    from sim.engine.sequence import Sequence
 
 
 #: a speculative step's prompt chunks: none (shared, never mutated)
@@ -32,94 +39,173 @@ _NO_CHUNKS: list[int] = []
 
 
 class SpecRun(MixedRun):
-    """A ``MixedRun`` of speculative decode steps (no prompt chunks), counted in tokens."""
+    """A ``MixedRun`` of speculative decode steps (no prompt chunks), each member keeping its own
+    tokens per step."""
 
-    __slots__ = ("c0", "cum", "draft", "eu", "spec_k")
+    __slots__ = ("draft", "grown", "members", "per_member", "spec_k")
 
-    def __init__(self, t0: float, spec_k: int, batch: int, c0: int, eu: int, cum: list[int],
-                 durs: list[float], draft: list[float], blocks_for):
-        super().__init__(t0, DECODE_ONLY, [_NO_CHUNKS] * len(durs), durs, blocks_for, batch)
+    def __init__(self, t0: float, spec_k: int, members: list, per_member: np.ndarray,
+                 durs: list[float], draft: list[float], grown: list[int], work: list[int], blocks_for):
+        super().__init__(t0, DECODE_ONLY, [_NO_CHUNKS] * len(durs), durs, blocks_for, len(members))
         self.spec_k = spec_k  # drafts per sequence per step
-        self.c0, self.eu = c0, eu
-        self.cum = cum  # tokens each member advanced by the end of step j (cum[0] = 0)
+        self.members = members  # the decode set's members (join order) when the run began
+        #: (steps, members): tokens each member keeps in each step (1 + accepted drafts)
+        self.per_member = per_member
         self.draft = draft  # each step's drafting time (``durs``: draft + verify, + overhead)
+        self.grown = grown  # KV blocks the first j steps take (grown[0] = 0)
+        self.work = work  # tokens of work (up to each member's output) done by the first j steps
+        self.decode_q = 0  # load reads take blocks from ``chunk_blocks_started``, not the phases
 
     # ---- the reads the engine and the load account share with DecodeRun / MixedRun
-    def work_done(self, tokens: int) -> int:
-        return self.batch * tokens
-
     def chunk_blocks_started(self, j: int) -> int:
-        return 0
+        """KV blocks the first ``j`` steps took (``Admission.used_blocks_now``)."""
+        return self.grown[j]
 
-    def steps_done_by(self, now: float) -> int:
-        """Tokens each member has advanced in the steps done by ``now`` (not steps: see above)."""
-        return self.cum[self.steps_by(now)]
+    def tokens_of(self, seq: Sequence, now: float) -> int:
+        """Tokens ``seq`` has advanced in the steps done by ``now`` (``generated_now``)."""
+        j = self.steps_by(now)
+        return int(self.per_member[:j, self.members.index(seq)].sum()) if j else 0
 
-    # ---- step reads
     def cut(self, j: int) -> None:
         super().cut(j)
         del self.draft[j:]
-        del self.cum[j + 1:]
+        del self.grown[j + 1:]
+        self.per_member = self.per_member[:j]
+
+
+def budget_cap(inst: Instance, batch: int) -> int:
+    """The largest k whose verify (batch x (1 + k w) tokens) fits the policy's token budget
+    (Sarathi-Serve's ``token_budget``; policies without one: no cap)."""
+    budget = getattr(inst.policy, "token_budget", None)
+    if not budget:
+        return MAX_K
+    return max(0, min(MAX_K, (budget // batch - 1) // inst.spec.acceptance.width))
+
+
+#: steps whose draws one numpy pass computes (``accepted_table``), and the most draws it may hold
+WINDOW_STEPS = 32
+WINDOW_DRAWS = 8192
 
 
 def plan_spec_run(inst: Instance, now: float, extra: float, fast: bool) -> SpecRun | None:
-    """The speculative steps from this pure-decode boundary: up to the step in which a member
-    finishes (or the last whose tokens all fit in the free blocks) in fast-forward, else one.
-    None when the strategy chooses k = 0 (a plain decode: the caller's ``DecodeRun``)."""
+    """The speculative steps from this pure-decode boundary (one in step mode). None when the
+    strategy chooses k = 0 (a plain decode: the caller's ``DecodeRun``).
+
+    Steps are planned a window at a time: one numpy pass draws what each member would keep at
+    every position the window's steps can start from (``accepted_table``), the members' paths
+    through it give every step's tokens, and the window's block, completion and work counts are
+    column sums; so the Python work per step is a few array reads whatever the batch."""
     spec, dset, kv = inst.spec, inst.decode, inst.kv
-    bsz = len(dset.members)
-    ctx_sum, ctx_max = dset.ctx_sum, dset.longest_context()
+    members = dset.members
+    bsz = len(members)
+    ctx_sum = dset.ctx_sum
     spec.use_cost(inst.cost)
-    k = spec.choose(dset.epoch, bsz, ctx_sum, ctx_max, dset.contexts, dset.members)
+    epoch = dset.epoch
+    k = spec.choose(epoch, bsz, ctx_sum, dset.longest_context(), dset.contexts, members,
+                    budget_cap(inst, bsz))
     if k == 0:
         return None
-    units, eu, c0 = Acceptance.UNITS, spec.units(k), spec.carry
-    fit = dset.steps_until_shortage(kv.total - kv.used) if kv.phases.size else 1 << 60
-    # steps whose tokens all fit: the largest j with cum(j) <= fit
-    steps = ((fit + 1) * units - 1 - c0) // eu
-    if steps < 1:  # the next step's tokens do not all fit: it keeps what fits (at least the one
-        cum = [0, max(1, min(fit, (c0 + eu) // units))]  # the policy made room for)
-    else:
-        if fast and not inst._preempted:
-            to_done = dset.steps_to_completion()  # tokens until the first member finishes
-            steps = min(steps, max(1, -(-(to_done * units - c0) // eu)))
-        else:
+    keys, prompts, outputs, growing, alphas = spec.member_arrays(epoch, members)
+    levels = spec.levels(epoch, k, alphas)
+    ctx = np.array(dset.contexts(), dtype=np.int64)
+    pos = ctx - prompts + 1  # output tokens generated so far: the draws' position
+    left = outputs - pos
+    bs = kv.block_size
+    held = -(-ctx // bs)
+    free = kv.total - kv.used
+    remaining = spec.steps_left() if fast and not inst._preempted else 1
+    width = max(1, min(WINDOW_STEPS, WINDOW_DRAWS // (bsz * k * (k + 1))))
+    flat_base = np.arange(bsz, dtype=np.int64)
+    windows: list[np.ndarray] = []
+    starts: list[np.ndarray] = []  # each window's member contexts before it
+    grown, work = [0], [0]
+    while remaining > 0:
+        w = min(remaining, width)
+        span = (w - 1) * (k + 1) + 1  # the positions its steps can start from
+        table = accepted_table(keys, pos, span, k, levels) + 1  # tokens a step from there keeps
+        rows = _paths(table, w, flat_base * span)
+        cum = rows.cumsum(axis=0)  # tokens each member has advanced by the end of each step
+        blocks = ((-(-(ctx + cum) // bs) - held) * growing).sum(axis=1)
+        fit = int(np.searchsorted(grown[-1] + blocks > free, True))  # leading steps that fit
+        done = (cum >= left).any(axis=1)
+        finish = int(done.argmax()) + 1 if done.any() else w + 1  # the step a member finishes in
+        steps = min(fit, finish, w)
+        short = steps == 0
+        if short:
+            if windows:
+                break  # the next step's tokens do not all fit: the run ends before it
+            rows = np.ones((1, bsz), dtype=np.int64)  # keep the one token the policy made room for
+            cum = rows
+            blocks = ((-(-(ctx + cum) // bs) - held) * growing).sum(axis=1)
             steps = 1
-        cum = [(c0 + j * eu) // units for j in range(steps + 1)]
+        rows, cum = rows[:steps], cum[:steps]
+        windows.append(rows)
+        starts.append(ctx + np.vstack([np.zeros((1, bsz), dtype=np.int64), cum[:-1]]))
+        g0, w0 = grown[-1], work[-1]
+        grown.extend((g0 + blocks[:steps]).tolist())
+        work.extend((w0 + np.minimum(cum, left).sum(axis=1)).tolist())
+        last = cum[-1]
+        ctx, pos, left = ctx + last, pos + last, left - last
+        held = -(-ctx // bs)
+        remaining -= steps
+        if short or steps < w or finish == w:  # a member finished, or blocks ran out
+            break
+    per = windows[0] if len(windows) == 1 else np.vstack(windows)
+    before = np.concatenate([np.zeros(1, dtype=np.int64), per.sum(axis=1).cumsum()[:-1]])
+    csums = (ctx_sum + before).tolist()  # the group's context before each step
     line = spec.step_line(k, bsz)
-    if line is not None:  # priced by arithmetic: the same expression in step and fast-forward mode
+    if line is not None:  # priced by arithmetic: the same expression in either mode
         da, db, va, vb = line
-        draft = [da + db * (ctx_sum + bsz * t) for t in cum[:-1]]
-        durs = [d + va + vb * (ctx_sum + bsz * t) for d, t in zip(draft, cum, strict=False)]
+        draft = [da + db * c for c in csums]
+        durs = [d + va + vb * c for d, c in zip(draft, csums, strict=True)]
     else:
-        step_time = spec.step_time
+        snaps = starts[0] if len(starts) == 1 else np.vstack(starts)
         durs, draft = [], []
-        for j in range(len(cum) - 1):
-            t = cum[j]
-            d, v = step_time(k, bsz, ctx_sum + bsz * t, ctx_max + t, _contexts_after(dset, t))
+        for c, snap in zip(csums, snaps, strict=True):
+            d, v = spec.step_time(k, bsz, c, int(snap.max()), snap.tolist)
             durs.append(d + v)
             draft.append(d)
     durs[0] += extra
-    return SpecRun(now, k, bsz, c0, eu, cum, durs, draft, kv.blocks_for)
+    return SpecRun(now, k, list(members), per, durs, draft, grown, work, kv.blocks_for)
+
+
+def _paths(table: np.ndarray, steps: int, base: np.ndarray) -> np.ndarray:
+    """``(steps, B)``: the tokens each member keeps in each of ``steps`` steps, reading its path
+    through ``table[i, m]`` (tokens kept by a step starting ``m`` positions on) from ``m = 0``.
+    The start positions come by doubling (jumps of 1, 2, 4, ... steps composed), so the numpy
+    calls grow with log(steps), not steps."""
+    bsz, span = table.shape
+    flat = table.ravel()
+    jump = np.minimum(table + np.arange(span), span - 1).ravel()  # where a step from m lands
+    rows_of = np.repeat(base, span)
+    starts = np.zeros((steps, bsz), dtype=np.int64)
+    done = 1
+    while done < steps:
+        n = min(done, steps - done)
+        starts[done:done + n] = jump[base + starts[:n]]  # ``done`` steps further on
+        done += n
+        if done < steps:
+            jump = jump[rows_of + jump]  # jumps of twice as many steps
+    return flat[base + starts]
 
 
 def finish_spec_run(inst: Instance, run: SpecRun, now: float) -> None:
-    """Apply the run's steps: every member advances ``cum[k]`` tokens; the carry moves on."""
-    spec, k, total = inst.spec, run.k, run.cum[run.k]
-    bsz = len(inst.running)
-    dur = run.span(k)
-    spec.carry = (run.c0 + k * run.eu) % Acceptance.UNITS
+    """Apply the run's steps: every member advances by its own kept tokens."""
+    spec, steps, dset = inst.spec, run.k, inst.decode
+    per = run.per_member
+    bsz = len(run.members)
+    assert bsz == len(dset.members) and len(per) == steps
+    kept = per.sum(axis=0)
+    total = int(kept.sum())
+    dur = run.span(steps)
     for ob in inst.observers:
-        ob.iteration(inst.index, run.t0, run.t0 + dur, k, 0, 0, bsz, max(1, total // k))
-    done, overshoot = inst.decode.advance(run.t0, k, 1, run.durs[0], 0.0, now, run.durs, total)
-    emitted = bsz * total - overshoot
+        ob.iteration(inst.index, run.t0, run.t0 + dur, steps, 0, 0, bsz, max(1, total // (steps * bsz)))
+    dset.credit((kept - steps).tolist())  # the accepted drafts; ``advance`` adds a token a step
+    done, overshoot = dset.advance(run.t0, steps, 1, run.durs[0], 0.0, now, run.durs)
+    emitted = total - overshoot
     inst.queues.remove_work(emitted)
-    inst.stats.iteration(dur, k)
-    draft = sum(run.draft)
-    spec.record(k, bsz, run.spec_k, emitted, draft, dur - draft)
+    inst.stats.iteration(dur, steps)
+    drafting = sum(run.draft)
+    spec.record(run.members, per - 1, run.spec_k, emitted, drafting, dur - drafting)
     for seq in done:
         inst._complete(seq, now)
-
-
-def _contexts_after(dset, tokens: int):
-    return lambda: [c + tokens for c in dset.contexts()]

@@ -245,7 +245,25 @@ def _optional(df: pd.DataFrame, ctx: Ctx) -> pd.DataFrame:
         raise ctx.fail(ctx.col("kind"), label, f"value {df['kind'][label]!r} is not a request kind",
                        f"Use one of {list(REQUEST_KINDS)}.")
     _compound(df, ctx)
+    if "alpha" in df.columns:
+        df["alpha"] = acceptance_rates(df["alpha"], ctx, ctx.col("alpha"))
     return df
+
+
+def acceptance_rates(s: pd.Series, ctx: Ctx, column: str) -> pd.Series:
+    """The optional per-request speculative acceptance rate ``alpha``: float64 in [0, 1]; empty
+    stays NaN, which means "the config's alpha (or alpha_dist)" (docs/speculation.md)."""
+    if pd.api.types.is_bool_dtype(s.dtype) or s.dtype == object:
+        is_bool = np.fromiter((isinstance(x, (bool, np.bool_)) for x in s), bool, len(s))
+        _first_bad(ctx, column, s, [(is_bool, "is true/false; expected an acceptance rate in [0, 1]")])
+    v = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
+    missing = s.isna().to_numpy()
+    _first_bad(ctx, column, s, [
+        (np.isnan(v) & ~missing, "is not a number; expected an acceptance rate in [0, 1] (empty = "
+                                 "scheduler.speculation.alpha)"),
+        ((v < 0) | (v > 1), "is outside [0, 1]; an acceptance rate is a probability"),
+    ])
+    return pd.Series(v, index=s.index)
 
 
 def _compound(df: pd.DataFrame, ctx: Ctx) -> None:
