@@ -1,8 +1,9 @@
 """Writes notebooks/plan.ipynb and notebooks/profile_fit.ipynb from the cell sources below.
 
-One notebook per use (issue 18): *plan* (the planner's Python API on a small trace, its report
-and plots) and *profile -> fit* (the profiler's CPU path end to end: measure, fit, check the fit
-on held-out points, simulate with it). Each runs on 2 CPU cores in well under a minute and
+One notebook per use (issue 18): *plan* (the planner's Python API on a small trace, its report,
+plots, the verified TPOT frontier and a replay of plan.yaml) and *profile -> fit* (the
+profiler's CPU path end to end: measure, fit, check the fit on held-out points, simulate with
+it). Each runs on 2 CPU cores in well under a minute and
 writes only into a temporary folder.
 
 Run: python notebooks/build_use_notebooks.py   (tests execute the notebooks and check they are
@@ -53,6 +54,24 @@ PLAN = [
              "print(sorted(p.name for p in dest.iterdir()))\n"
              "for name in ('cost.png', 'load_per_type.png', 'attainment_per_slice.png'):\n"
              "    display(Image(filename=str(dest / name)))"),
+    ("md", "**The frontier**: how the verified cost moves with the TPOT bound (`goodput plan "
+           "--sweep tpot=...`). Every point is its own plan, proved by re-simulation like the "
+           "one above (which is reused for its own bound); `ilp_only_cost` is the unproved ILP "
+           "figure, shown for comparison, never as a result."),
+    ("code", "from planner.sweep import frontier, frontier_table\n"
+             "\n"
+             "front = frontier(trace, opts, {'tpot': [0.05, 0.1, 0.2]}, known={('tpot', 0.1): out})\n"
+             "print(frontier_table(front))"),
+    ("md", "**Replay** the written `plan.yaml` as `goodput simulate --plan plan.yaml --trace ...` "
+           "does, here on the same requests arriving twice as fast as planned: the check says "
+           "whether the plan still meets the target and which buckets miss first."),
+    ("code", "from planner.plan import Plan\n"
+             "from planner.verify import simulate_plan\n"
+             "\n"
+             "plan = Plan.load(dest / 'plan.yaml')\n"
+             "for name, replay in (('as planned', trace), ('twice as fast', rescale(trace, factor=2.0))):\n"
+             "    check = simulate_plan(plan, replay, plan.seed)\n"
+             "    print(f'{name}: {check.text()}')"),
 ]
 
 PROFILE = [
