@@ -285,3 +285,33 @@ def _mig_cfg(fast, kw, cut):
     cfg.router.migrate_out_freeness = 1e9  # anything running is a source
     cfg.router.migrate_in_freeness = cfg.scheduler.num_gpu_blocks - 1  # only an empty instance receives
     return cfg
+
+
+def test_memoised_context_free_time_is_bit_identical():
+    """The roofline memoises its context-free term by (tokens, sequences) (engine speed); a
+    warmed model prices every iteration exactly as a fresh one and as the uncached formula, so
+    the memo cannot make a step run and a fast-forwarded run differ."""
+    from sim.catalog import get_gpu, get_model
+    from sim.config import CostModelConfig
+    from sim.costmodel.factory import make_cost_model
+
+    def fresh():
+        cfg = CostModelConfig()
+        cfg.kind = "roofline"
+        return make_cost_model(get_model("llama-3.1-70b"), get_gpu("a100-80gb"), 2, cfg)
+
+    shapes = [([512], [0], 0), ([300, 212], [512, 0], 0), ([384], [1024], 128), ([1], [4000], 3),
+              ([512], [0], 0), ([384], [1024], 128)]
+    warm = fresh()
+    for new, ctx, dec in shapes * 2:
+        warm.iteration_time(new, ctx, dec, 1, 900 * dec, 1200 if dec else 0)
+    for new, ctx, dec in shapes:
+        args = (new, ctx, dec, 1, 900 * dec, 1200 if dec else 0)
+        one = fresh()
+        assert warm.iteration_time(*args) == one.iteration_time(*args)
+        tokens, seqs = sum(new) + dec, len(new) + dec
+        m = fresh()
+        direct = (m._linear_time(tokens) + m._lm_head_time(seqs)
+                  + tokens * m.model.hidden_size * m._act / m._bw + m._allreduce_time(tokens)
+                  + m._fixed_gpu_time(seqs))
+        assert warm._context_free_time(tokens, seqs) == direct

@@ -180,6 +180,9 @@ class RooflineCostModel(CostModel):
                                      floor_s=p.allreduce_latency_s, measured_world=2,
                                      measured_on="RooflineParams", measured=None)
         self._coeff_cache: dict[int, tuple[float, float]] = {}
+        #: _context_free_time by (tokens, sequences): a pure function of the two counts, asked
+        #: at every iteration; chunked batches repeat a few thousand pairs (engine speed)
+        self._free_cache: dict[tuple[int, int], float] = {}
 
     # ---- pieces of one iteration -------------------------------------------------------------
     def _linear_time(self, tokens: int) -> float:
@@ -223,10 +226,17 @@ class RooflineCostModel(CostModel):
         return self.model.layers * (p.layer_launch_s + p.per_seq_layer_s * sequences)
 
     def _context_free_time(self, tokens: int, sequences: int) -> float:
-        """GPU work except attention: depends only on token and sequence counts."""
-        embed = tokens * self.model.hidden_size * self._act / self._bw  # row gather
-        return (self._linear_time(tokens) + self._lm_head_time(sequences) + embed
-                + self._allreduce_time(tokens) + self._fixed_gpu_time(sequences))
+        """GPU work except attention: depends only on token and sequence counts (memoised)."""
+        key = (tokens, sequences)
+        t = self._free_cache.get(key)
+        if t is None:
+            if len(self._free_cache) >= 1 << 18:
+                self._free_cache.clear()  # bounded: batches of every shape in a long run
+            embed = tokens * self.model.hidden_size * self._act / self._bw  # row gather
+            t = self._free_cache[key] = (self._linear_time(tokens) + self._lm_head_time(sequences)
+                                         + embed + self._allreduce_time(tokens)
+                                         + self._fixed_gpu_time(sequences))
+        return t
 
     def _finish(self, kernel_s: float, sequences: int) -> float:
         """GPU time plus the host: the attached engine's terms, else the roofline's overhead."""

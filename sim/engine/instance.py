@@ -155,7 +155,8 @@ class Instance(Admission):
         members = self.decode.members
         if plan.prefills or plan.decode_tokens != 1:
             new = [n for _, n in plan.prefills]
-            self._sample(now, sum(new))
+            if now - stats.last_sample >= stats.interval:  # the common case skips the call
+                self._sample(now, sum(new))
             sizes = self._mixed_run_sizes(plan, new) if self.fast_forward and not self._preempted else None
             if sizes is not None:
                 self._run = run = MixedRun.priced(now, plan, sizes, self.cost, self.decode,
