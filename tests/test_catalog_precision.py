@@ -88,3 +88,13 @@ def test_a_variant_of_an_fp8_checkpoint_is_refused_and_configs_accept_variants()
         with_precision(get_model("llama-3.1-8b-fp8"), "-fp8")
     cfg = load_config(overrides={"cluster": [{"model": "llama-3.1-8b-fp8-kvfp8", "gpu": "h200"}]})
     assert cfg.cluster[0].model == "llama-3.1-8b-fp8-kvfp8"
+
+
+def test_the_profiler_refuses_to_time_an_fp8_variant_with_bf16_kernels():
+    from profiler.shapes import resolve_model
+
+    assert resolve_model("llama-3.1-8b").bytes_per_param == 2
+    with pytest.raises(ValueError, match="not profiled yet"):
+        resolve_model("llama-3.1-8b-fp8")
+    with pytest.raises(ValueError, match="not profiled yet"):
+        resolve_model("llama-3.1-8b-kvfp8")
