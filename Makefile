@@ -23,6 +23,8 @@ dev: $(VENV)/.dev-installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip $(QUIET_PIP)
+	# the distribution was renamed goodput-serving: drop an older venv's 'goodput' install
+	$(PY) -m pip uninstall -y -q goodput 2>/dev/null || true
 	$(PY) -m pip install -q -e . $(QUIET_PIP)
 	touch $@
 

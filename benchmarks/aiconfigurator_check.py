@@ -38,13 +38,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from profiler.batches import expand
-from profiler.fit import load_rows
-from sim.catalog import get_gpu, get_model
-from sim.costmodel.base import Batch
-from sim.costmodel.profile_store import PROFILES_ROOT
-from sim.costmodel.profiled import ProfiledCostModel, logit_rows
-from sim.costmodel.roofline import RooflineCostModel, RooflineParams
+from goodput.profiler.batches import expand
+from goodput.profiler.fit import load_rows
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.profile_store import PROFILES_ROOT
+from goodput.sim.costmodel.profiled import ProfiledCostModel, logit_rows
+from goodput.sim.costmodel.roofline import RooflineCostModel, RooflineParams
 
 #: our catalog name -> aiconfigurator's model id; our GPU -> its system name
 MODELS = {"llama-3.1-8b": "meta-llama/Meta-Llama-3.1-8B", "llama-3.1-70b": "meta-llama/Meta-Llama-3.1-70B"}

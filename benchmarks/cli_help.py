@@ -4,7 +4,7 @@
 
 Printed, not asserted: timing depends on the machine and its load (issue 18 wants well under
 0.5 s; it was 1.3 s when the parser imported pandas, and `plan --help` 0.75 s until
-planner.cli imported pandas only where it uses it).
+goodput.planner.cli imported pandas only where it uses it).
 """
 from __future__ import annotations
 

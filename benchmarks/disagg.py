@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.config import InstanceGroupConfig, SimConfig
-from sim.metrics import SLO, request_metrics, slo_met
-from sim.simulator import simulate
-from sim.workload.generators import synthesize
-from sim.workload.lengths import Empirical
+from goodput.sim.config import InstanceGroupConfig, SimConfig
+from goodput.sim.metrics import SLO, request_metrics, slo_met
+from goodput.sim.simulator import simulate
+from goodput.sim.workload.generators import synthesize
+from goodput.sim.workload.lengths import Empirical
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 SHAREGPT = TRACES / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"

@@ -2,11 +2,11 @@
 
 OPT-13B, ShareGPT-like lengths (prompt + output <= 2048, OPT's context), 4 x A100-80GB,
 TTFT <= 200 ms and TPOT <= 100 ms at 90% attainment. DistServe reports the best per-GPU rate
-1.56 req/s with tp_prefill = 2, tp_decode = 1. This script runs planner.placement's per-phase
+1.56 req/s with tp_prefill = 2, tp_decode = 1. This script runs goodput.planner.placement's per-phase
 search (pp = 1: the simulator has no pipeline parallelism), the best design within 4 GPUs,
 DistServe's own choice (1 x tp2 prefill + 2 x tp1 decode) for comparison, and the full-simulation
 rate of each; then the colocated baseline (vLLM on tp1 / tp2 / tp4 mixed instances, per-GPU
-capacity by planner.capacity's search) for the disaggregated / colocated goodput ratio.
+capacity by goodput.planner.capacity's search) for the disaggregated / colocated goodput ratio.
 
 Usage: python benchmarks/distserve_sanity.py [--cost-model roofline] [--max-requests 3000]
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from planner.capacity import CapacityTask, SearchSettings, search_capacity
-from planner.placement import Design, PlacementTask, combine, design_max_rate, search_placement
+from goodput.planner.capacity import CapacityTask, SearchSettings, search_capacity
+from goodput.planner.placement import Design, PlacementTask, combine, design_max_rate, search_placement
 
 SHAREGPT = (Path(__file__).resolve().parents[2] / "shared" / "traces"
             / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv")

@@ -9,9 +9,9 @@ import argparse
 
 import numpy as np
 
-from sim.config import load_config
-from sim.inputs import build_trace
-from sim.simulator import simulate
+from goodput.sim.config import load_config
+from goodput.sim.inputs import build_trace
+from goodput.sim.simulator import simulate
 
 
 def main() -> None:

@@ -12,11 +12,11 @@ every rate, so capacities are measured once per workload and SLO):
 Requests longer than the model's context (prompt + output > max_context) are dropped before
 sampling (the count is printed): an engine rejects them, so no GPU mix could serve them.
 SLOs: TPOT 40 ms and 120 ms, TTFT --ttft-slo (default 1 s), 90% attainment.
-Both plans are proved the same way by make_plan (planner.prove: re-simulated on the workload,
+Both plans are proved the same way by make_plan (goodput.planner.prove: re-simulated on the workload,
 converging on a plan whose simulated attainment reaches 90%; the single-type proof may only use
 that type). Savings = 1 - mixed $/h / single-type $/h, both after verification.
 
-Prices: the catalog's unless --price GPU=USD (repeatable) or --prices FILE (planner.prices).
+Prices: the catalog's unless --price GPU=USD (repeatable) or --prices FILE (goodput.planner.prices).
 --melange is Mélange's setting (Griggs et al. 2024): Llama-2-7B, Azure conversation lengths for
 chat, and Mélange's published prices A10G $1.01/h, A100-80GB $3.67/h (L4 and H100 keep the
 catalog's $0.80/h and $6.88/h unless --price sets them).
@@ -52,7 +52,7 @@ MELANGE_SAVINGS = {"chat": "9-77%", "summ": "2-33%", "mix": "4-51%"}
 def _lengths(path: Path, max_context: int | None) -> tuple[np.ndarray, int]:
     """(prompt, output) pairs of a file, without those beyond the model's context; and how
     many were dropped."""
-    from sim.workload import load_lengths
+    from goodput.sim.workload import load_lengths
 
     v = load_lengths(path).to_numpy()
     if not max_context:
@@ -63,8 +63,8 @@ def _lengths(path: Path, max_context: int | None) -> tuple[np.ndarray, int]:
 
 def workload(name: str, rate: float, n: int, seed: int = 0, chat_file: str = "sharegpt",
              max_context: int | None = None):
-    from sim.workload import synthesize
-    from sim.workload.lengths import Empirical
+    from goodput.sim.workload import synthesize
+    from goodput.sim.workload.lengths import Empirical
 
     chat, _ = _lengths(CHATS[chat_file], max_context)
     summ, _ = _lengths(SUMM, max_context)
@@ -84,7 +84,7 @@ def workload(name: str, rate: float, n: int, seed: int = 0, chat_file: str = "sh
 def _per_dollar(out, trace) -> str:
     """Measured capacity per $/h of every type on the workload's most common bucket: which GPU
     is the most cost-efficient per request where most requests are."""
-    from planner.slices import labels_for
+    from goodput.planner.slices import labels_for
 
     labels = labels_for(trace.df, out.slicing.input_edges, out.slicing.output_edges)
     top = pd.Series(labels).value_counts().index[0]
@@ -99,8 +99,8 @@ def _f(v, fmt: str) -> str:
 
 
 def run_one(wl: str, rate: float, tpot: float, trace, args, log) -> dict:
-    from planner.baselines import savings
-    from planner.pipeline import PlanOptions, make_plan
+    from goodput.planner.baselines import savings
+    from goodput.planner.pipeline import PlanOptions, make_plan
 
     t0 = time.perf_counter()
     opts = PlanOptions(model=args.model, ttft_s=args.ttft_slo, tpot_s=tpot,
@@ -154,8 +154,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
-    from planner.prices import load_price_file, parse_price_flags
-    from sim.catalog import get_model
+    from goodput.planner.prices import load_price_file, parse_price_flags
+    from goodput.sim.catalog import get_model
 
     args.model = args.model or ("llama-2-7b" if args.melange else "llama-3.1-8b")
     args.chat = args.chat or ("azure-conv" if args.melange else "sharegpt")

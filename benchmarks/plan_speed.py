@@ -31,8 +31,8 @@ AZURE_CONV = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.cs
 
 def ilp_instance(n_types: int = 8, n_in: int = 8, n_out: int = 8, seed: int = 0):
     """(types, rates, cap) of the synthetic benchmark instance described in the docstring."""
-    from planner.ilp import InstanceType
-    from sim.catalog import gpus
+    from goodput.planner.ilp import InstanceType
+    from goodput.sim.catalog import gpus
 
     rng = np.random.default_rng(seed)
     specs = sorted(gpus().values(), key=lambda g: g.price_per_hour)[:n_types]
@@ -54,7 +54,7 @@ def ilp_instance(n_types: int = 8, n_in: int = 8, n_out: int = 8, seed: int = 0)
 
 
 def bench_ilp(repeats: int) -> None:
-    from planner.ilp import solve
+    from goodput.planner.ilp import solve
 
     types, rates, cap = ilp_instance()
     times, wall = [], []
@@ -70,8 +70,8 @@ def bench_ilp(repeats: int) -> None:
 
 
 def bench_plan(gpus: str, workers: int | None) -> None:
-    from planner.pipeline import PlanOptions, make_plan
-    from sim.workload import load_trace
+    from goodput.planner.pipeline import PlanOptions, make_plan
+    from goodput.sim.workload import load_trace
 
     if not AZURE_CONV.exists():
         print(f"end-to-end: skipped ({AZURE_CONV} not found)")

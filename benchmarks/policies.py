@@ -28,14 +28,14 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sim.catalog import get_gpu, get_model  # noqa: E402
-from sim.config import InstanceGroupConfig, SimConfig  # noqa: E402
-from sim.costmodel.base import Batch  # noqa: E402
-from sim.costmodel.roofline import RooflineCostModel  # noqa: E402
-from sim.engine.kvcache import kv_capacity  # noqa: E402
-from sim.run import run_and_report  # noqa: E402
-from sim.workload.generators import synthesize  # noqa: E402
-from sim.workload.loaders import load_lengths  # noqa: E402
+from goodput.sim.catalog import get_gpu, get_model  # noqa: E402
+from goodput.sim.config import InstanceGroupConfig, SimConfig  # noqa: E402
+from goodput.sim.costmodel.base import Batch  # noqa: E402
+from goodput.sim.costmodel.roofline import RooflineCostModel  # noqa: E402
+from goodput.sim.engine.kvcache import kv_capacity  # noqa: E402
+from goodput.sim.run import run_and_report  # noqa: E402
+from goodput.sim.workload.generators import synthesize  # noqa: E402
+from goodput.sim.workload.loaders import load_lengths  # noqa: E402
 
 CONV = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
 MAX_SCHED_DELAY_S = 2.0  # median scheduling delay above which a load is not sustainable

@@ -1,4 +1,4 @@
-"""What FP8 weights and an FP8 KV cache change, per GPU (sim.catalog.precision).
+"""What FP8 weights and an FP8 KV cache change, per GPU (goodput.sim.catalog.precision).
 
 Prints, for each precision variant of a model on each GPU: weights per GPU, KV blocks that fit
 (vLLM's sizing, gpu_memory_utilization 0.9, 2 GB activation reserve), a decode iteration of 32
@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.catalog import get_gpu, get_model
-from sim.catalog.precision import VARIANTS
-from sim.config import CostModelConfig
-from sim.costmodel.base import Batch
-from sim.costmodel.factory import make_cost_model
-from sim.engine.kvcache import kv_capacity
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.catalog.precision import VARIANTS
+from goodput.sim.config import CostModelConfig
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.engine.kvcache import kv_capacity
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.config import InstanceGroupConfig, SimConfig
-from sim.metrics import request_metrics
-from sim.simulator import simulate
-from sim.workload.loaders import load_trace
+from goodput.sim.config import InstanceGroupConfig, SimConfig
+from goodput.sim.metrics import request_metrics
+from goodput.sim.simulator import simulate
+from goodput.sim.workload.loaders import load_trace
 
 REPO = Path(__file__).resolve().parents[1]
 MOONCAKE = REPO.parent / "shared" / "traces" / "mooncake_synthetic_trace.jsonl"

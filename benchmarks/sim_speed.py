@@ -62,7 +62,7 @@ def vidur_lengths(max_tokens: int = 4096):
 
 
 def _vidur_config(fast: bool):
-    from sim.config import InstanceGroupConfig, SimConfig
+    from goodput.sim.config import InstanceGroupConfig, SimConfig
 
     cfg = SimConfig(cluster=[InstanceGroupConfig(model="llama-3.1-70b", gpu="a100-80gb", tp=2, count=4)])
     cfg.router.name = "round_robin"
@@ -77,7 +77,7 @@ def _vidur_config(fast: bool):
 
 
 def _config(fast: bool, router: str = "round_robin"):
-    from sim.config import InstanceGroupConfig, SimConfig
+    from goodput.sim.config import InstanceGroupConfig, SimConfig
 
     cfg = SimConfig(cluster=[InstanceGroupConfig(model="llama-3.1-8b", gpu="h100", tp=1, count=4)])
     cfg.router.name = router
@@ -89,10 +89,10 @@ def _config(fast: bool, router: str = "round_robin"):
 
 def run_one(name: str) -> dict:
     """Runs inside the child process."""
-    from sim.simulator import simulate
-    from sim.workload.generators import synthesize_chunks
-    from sim.workload.lengths import Empirical
-    from sim.workload.loaders import load_trace
+    from goodput.sim.simulator import simulate
+    from goodput.sim.workload.generators import synthesize_chunks
+    from goodput.sim.workload.lengths import Empirical
+    from goodput.sim.workload.loaders import load_trace
 
     fast = not name.endswith("-step")
     base = name.removesuffix("-step")
@@ -126,7 +126,7 @@ def run_one(name: str) -> dict:
                                      prompt_dist="lognormal:mean=1155,std=1100,min=4,max=8000",
                                      output_dist="lognormal:mean=211,std=160,min=1,max=2000",
                                      seed=0, chunk=50_000)
-    from sim.engine.clock import SimClock
+    from goodput.sim.engine.clock import SimClock
 
     clocks: list = []
     init = SimClock.__init__

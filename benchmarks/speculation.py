@@ -29,10 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import sim.simulator as simulator  # noqa: E402
-from sim.config import load_config  # noqa: E402
-from sim.metrics import request_metrics  # noqa: E402
-from sim.workload.generators import synthesize  # noqa: E402
+import goodput.sim.simulator as simulator  # noqa: E402
+from goodput.sim.config import load_config  # noqa: E402
+from goodput.sim.metrics import request_metrics  # noqa: E402
+from goodput.sim.workload.generators import synthesize  # noqa: E402
 
 METHODS = {"none": {"method": "none"}, "fixed k=2": {"method": "fixed", "fixed.k": 2},
            "fixed k=4": {"method": "fixed", "fixed.k": 4}, "smartspec": {"method": "smartspec"}}

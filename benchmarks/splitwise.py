@@ -3,13 +3,13 @@
 Llama-3.1-70B (Llama-2-70B's shapes; its 4k context would reject the code trace's long
 prompts) on 8-GPU machines (tp 8, as Splitwise's DGX-A100 / DGX-H100 machines), lengths from
 a time slice of ../shared/traces/AzureLLMInferenceTrace_{code,conv}.csv, Poisson arrivals in the
-capacity probes. For each trace: one machine's colocated capacity (planner.capacity: largest
+capacity probes. For each trace: one machine's colocated capacity (goodput.planner.capacity: largest
 rate meeting P90 TTFT and TPOT at 90% attainment, vLLM batching), and its prompt-phase and
-token-phase capacities (planner.placement, disaggregated pools, KV over InfiniBand NDR). Then,
+token-phase capacities (goodput.planner.placement, disaggregated pools, KV over InfiniBand NDR). Then,
 at the cost of ``--machines`` colocated H100 machines:
 
 * Baseline-H100 / Baseline-A100: as many colocated machines as the budget buys;
-* Splitwise-HH: prompt and token pools of H100 machines (planner.phase_split ILP);
+* Splitwise-HH: prompt and token pools of H100 machines (goodput.planner.phase_split ILP);
 * Splitwise-HA: H100 prompt machines + A100 token machines;
 * Splitwise-AA: A100 prompt and token machines;
 
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from planner.capacity import CapacityTask, SearchSettings, search_capacity
-from planner.ilp import InstanceType
-from planner.phase_split import measure_phase_caps, solve_phase_split, verify_split
-from sim.catalog import get_gpu
-from sim.workload.generators import time_slice
-from sim.workload.loaders import load_trace
+from goodput.planner.capacity import CapacityTask, SearchSettings, search_capacity
+from goodput.planner.ilp import InstanceType
+from goodput.planner.phase_split import measure_phase_caps, solve_phase_split, verify_split
+from goodput.sim.catalog import get_gpu
+from goodput.sim.workload.generators import time_slice
+from goodput.sim.workload.loaders import load_trace
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 MODEL, TP = "llama-3.1-70b", 8  # Llama-2-70B shapes, 128k context (code prompts exceed 4k)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from sim.catalog import get_gpu, get_model
-from sim.config import CostModelConfig
-from sim.costmodel.base import Batch
-from sim.costmodel.factory import make_cost_model
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import CostModelConfig
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.factory import make_cost_model
 
 
 def main() -> None:

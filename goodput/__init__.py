@@ -33,36 +33,39 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+#: the distribution's name on the package index ("goodput" there is an unrelated project)
+DISTRIBUTION = "goodput-serving"
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("goodput")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:  # a source tree that was never installed
         return "0+unknown"
 
 
 #: public name -> module that defines it
 _EXPORTS = {
-    "load_config": "sim.config",
-    "SimConfig": "sim.config",
-    "InstanceGroupConfig": "sim.config",
-    "SchedulerConfig": "sim.config",
-    "RouterConfig": "sim.config",
-    "CostModelConfig": "sim.config",
-    "SLOConfig": "sim.config",
-    "TraceConfig": "sim.config",
-    "OutputConfig": "sim.config",
-    "LinkConfig": "sim.config",
-    "ClusterEvent": "sim.config",
-    "ConfigError": "sim.config",
-    "load_trace": "sim.workload",
-    "Trace": "sim.workload",
-    "build_trace": "sim.inputs",
-    "simulate": "sim.simulator",
-    "SimResult": "sim.simulator",
-    "run_and_report": "sim.run",
+    "load_config": "goodput.sim.config",
+    "SimConfig": "goodput.sim.config",
+    "InstanceGroupConfig": "goodput.sim.config",
+    "SchedulerConfig": "goodput.sim.config",
+    "RouterConfig": "goodput.sim.config",
+    "CostModelConfig": "goodput.sim.config",
+    "SLOConfig": "goodput.sim.config",
+    "TraceConfig": "goodput.sim.config",
+    "OutputConfig": "goodput.sim.config",
+    "LinkConfig": "goodput.sim.config",
+    "ClusterEvent": "goodput.sim.config",
+    "ConfigError": "goodput.sim.config",
+    "load_trace": "goodput.sim.workload",
+    "Trace": "goodput.sim.workload",
+    "build_trace": "goodput.sim.inputs",
+    "simulate": "goodput.sim.simulator",
+    "SimResult": "goodput.sim.simulator",
+    "run_and_report": "goodput.sim.run",
 }
 
 __all__ = [  # noqa: RUF022  (grouped as in the docstring)
@@ -91,7 +94,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static tools see the real names; at run time they load lazily
     __version__: str
-    from sim.config import (
+    from goodput.sim.config import (
         ClusterEvent,
         ConfigError,
         CostModelConfig,
@@ -105,7 +108,7 @@ if TYPE_CHECKING:  # static tools see the real names; at run time they load lazi
         TraceConfig,
         load_config,
     )
-    from sim.inputs import build_trace
-    from sim.run import run_and_report
-    from sim.simulator import SimResult, simulate
-    from sim.workload import Trace, load_trace
+    from goodput.sim.inputs import build_trace
+    from goodput.sim.run import run_and_report
+    from goodput.sim.simulator import SimResult, simulate
+    from goodput.sim.workload import Trace, load_trace

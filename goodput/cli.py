@@ -1,13 +1,14 @@
 """The ``goodput`` command: one parser holding the subcommands of every layer.
 
-* ``simulate``, ``trace ...``: the simulator's (``sim.cli``, ``sim.workload.cli``);
-* ``plan``: the planner's (``planner.cli``), and ``simulate --plan plan.yaml``, wired here to
-  ``planner.cli.cmd_simulate_plan``;
-* ``profile ...``, ``fidelity ...``: the profiler's (``profiler.cli``, ``profiler.serve.cli``).
+* ``simulate``, ``trace ...``: the simulator's (``goodput.sim.cli``, ``goodput.sim.workload.cli``);
+* ``plan``: the planner's (``goodput.planner.cli``), and ``simulate --plan plan.yaml``, wired here to
+  ``goodput.planner.cli.cmd_simulate_plan``;
+* ``profile ...``, ``fidelity ...``: the profiler's (``goodput.profiler.cli``,
+  ``goodput.profiler.serve.cli``).
 
 This module sits above the simulator, the planner and the profiler (docs/simulator.md,
 "Layering"): it imports them and none of them imports it, and the simulator never imports the
-planner or the profiler, which is why ``--plan`` is wired here and not in ``sim.cli``. A group
+planner or the profiler, which is why ``--plan`` is wired here and not in ``goodput.sim.cli``. A group
 whose optional dependencies are missing (torch for parts of the profiler) is left out, so the
 rest of the command still works.
 """
@@ -47,9 +48,9 @@ def _missing_optional(exc: ImportError, module: str) -> bool:
 
 def _plan_group() -> tuple[Callable, Callable] | None:
     try:
-        from planner.cli import add_plan_subcommands, cmd_simulate_plan
+        from goodput.planner.cli import add_plan_subcommands, cmd_simulate_plan
     except ImportError as exc:
-        if not _missing_optional(exc, "planner.cli"):
+        if not _missing_optional(exc, "goodput.planner.cli"):
             raise
         return None
     return add_plan_subcommands, cmd_simulate_plan
@@ -57,9 +58,9 @@ def _plan_group() -> tuple[Callable, Callable] | None:
 
 def _profile_group() -> Callable | None:
     try:
-        from profiler.cli import add_profile_subcommands
+        from goodput.profiler.cli import add_profile_subcommands
     except ImportError as exc:
-        if not _missing_optional(exc, "profiler.cli"):
+        if not _missing_optional(exc, "goodput.profiler.cli"):
             raise
         return None
     return add_profile_subcommands
@@ -67,9 +68,9 @@ def _profile_group() -> Callable | None:
 
 def _fidelity_group() -> Callable | None:
     try:
-        from profiler.serve.cli import add_fidelity_subcommands
+        from goodput.profiler.serve.cli import add_fidelity_subcommands
     except ImportError as exc:
-        if not _missing_optional(exc, "profiler.serve.cli"):
+        if not _missing_optional(exc, "goodput.profiler.serve.cli"):
             raise
         return None
     return add_fidelity_subcommands
@@ -78,7 +79,7 @@ def _fidelity_group() -> Callable | None:
 def _wire_plan_into_simulate(simulate: argparse.ArgumentParser) -> None:
     """``goodput simulate --plan plan.yaml --trace T``: the planner re-simulates its plan (the
     planner is imported only when --plan is given)."""
-    from sim.cli import run_simulate
+    from goodput.sim.cli import run_simulate
 
     simulate.add_argument("--plan", help="plan.yaml from `goodput plan`: re-simulate that "
                                          "deployment")
@@ -86,13 +87,13 @@ def _wire_plan_into_simulate(simulate: argparse.ArgumentParser) -> None:
     def simulate_or_plan(args) -> int:
         if not args.plan:
             return run_simulate(args)
-        from planner.cli import cmd_simulate_plan
+        from goodput.planner.cli import cmd_simulate_plan
 
         if args.out and not args.force:
             from pathlib import Path
 
-            from sim.outputs import holds_results
-            from sim.run import existing_results_error
+            from goodput.sim.outputs import holds_results
+            from goodput.sim.run import existing_results_error
 
             if holds_results(Path(args.out)):
                 raise existing_results_error(Path(args.out))
@@ -111,7 +112,7 @@ def _available(package: str) -> bool:
 def _add_group(sub, name: str) -> bool:
     """Add subcommand ``name``'s full parser; False where its optional dependencies are missing."""
     if name == "simulate":
-        from sim.cli import add_simulate_subcommand
+        from goodput.sim.cli import add_simulate_subcommand
 
         simulate = add_simulate_subcommand(sub)
         if _available("planner"):
@@ -123,7 +124,7 @@ def _add_group(sub, name: str) -> bool:
         add_completion_subcommand(sub)
         return True
     if name == "trace":
-        from sim.workload.cli import add_trace_subcommands
+        from goodput.sim.workload.cli import add_trace_subcommands
 
         add_trace_subcommands(sub)
         return True
@@ -147,9 +148,12 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from goodput import __version__
+        from goodput import DISTRIBUTION, __version__
+        from goodput.sim.provenance import git_commit
 
-        print(f"{parser.prog} {__version__}")
+        commit = git_commit()  # 'unknown' outside a git checkout (an installed wheel)
+        where = f", commit {commit[:12]}" if commit != "unknown" else ""
+        print(f"{parser.prog} {__version__} ({DISTRIBUTION}{where})")
         parser.exit()
 
 
@@ -175,7 +179,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the ``goodput`` console script (pyproject.toml ``[project.scripts]``)."""
-    from sim.cli import run_command
+    from goodput.sim.cli import run_command
 
     previous = _exit_on_sigterm()
     argv = sys.argv[1:] if argv is None else list(argv)

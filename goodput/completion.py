@@ -2,7 +2,7 @@
 
 The script is made from the same ``argparse`` parsers the command runs (every subcommand, nested
 subcommand, flag and fixed choice), plus the registries' names for the flags whose choices are
-open (policies, routers, trace formats, cost models: sim.cli_help), so it can never offer a flag
+open (policies, routers, trace formats, cost models: goodput.sim.cli_help), so it can never offer a flag
 that does not exist. It is static text: completing a word costs the shell a ``case`` lookup and
 never starts Python. Install it with one line in the shell's rc file::
 
@@ -18,7 +18,7 @@ import shlex
 
 SHELLS = ("bash", "zsh")
 
-#: flags whose values come from a registry rather than argparse ``choices`` (sim.cli_help and
+#: flags whose values come from a registry rather than argparse ``choices`` (goodput.sim.cli_help and
 #: the catalog), in the subcommands where those flags mean the simulator's settings
 REGISTRY_FLAGS = {"--policy": "policy", "--router": "router", "--trace-format": "trace_format",
                   "--cost-model": "cost_model", "--model": "model", "--gpu": "gpu"}
@@ -49,8 +49,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def _registry() -> dict[str, list[str]]:
-    from sim.catalog import gpus, models
-    from sim.cli_help import choices
+    from goodput.sim.catalog import gpus, models
+    from goodput.sim.cli_help import choices
 
     return {**choices(), "model": sorted(models()), "gpu": sorted(gpus())}
 

@@ -2,7 +2,7 @@
 
 Run: python notebooks/build_notebooks.py   (tests execute the resulting notebooks; `make
 notebooks` rebuilds every notebook and executes it in place, so the committed copies carry
-their outputs). Plots are shown inline with IPython.display: sim.plots draws on the Agg canvas
+their outputs). Plots are shown inline with IPython.display: goodput.sim.plots draws on the Agg canvas
 without pyplot, so it writes a PNG whatever the backend, and the notebook displays that PNG.
 """
 import sys
@@ -22,12 +22,12 @@ COMPARE = [
              "\n"
              "from IPython.display import Image, display\n"
              "\n"
-             "from sim.config import InstanceGroupConfig, SimConfig\n"
-             "from sim.metrics import SLO, compare\n"
-             "from sim.plots import plot_comparison\n"
-             "from sim.run import run_and_report\n"
-             "from sim.workload.generators import time_slice\n"
-             "from sim.workload.loaders import load_trace\n"
+             "from goodput.sim.config import InstanceGroupConfig, SimConfig\n"
+             "from goodput.sim.metrics import SLO, compare\n"
+             "from goodput.sim.plots import plot_comparison\n"
+             "from goodput.sim.run import run_and_report\n"
+             "from goodput.sim.workload.generators import time_slice\n"
+             "from goodput.sim.workload.loaders import load_trace\n"
              "\n"
              "real = Path('../../shared/traces/AzureLLMInferenceTrace_conv.csv')\n"
              "path = real if real.exists() else Path('../traces/sample_chat.csv')\n"
@@ -57,7 +57,7 @@ COMPARE = [
     ("md", "Two batching policies on the one instance, the trace sped up 3x so that batches "
            "crowd: vLLM (a waiting prefill runs first, stalling every decode) against Sarathi "
            "(prefills cut into chunks that share iterations with decodes, which keeps TPOT flat)."),
-    ("code", "from sim.workload.generators import rescale\n"
+    ("code", "from goodput.sim.workload.generators import rescale\n"
              "\n"
              "busy = rescale(trace, factor=3.0)\n"
              "policies = {p: run_and_report(config(1, p), busy) for p in ('vllm', 'sarathi')}\n"
@@ -78,11 +78,11 @@ FIDELITY = [
              "import pandas as pd\n"
              "from IPython.display import Image, display\n"
              "\n"
-             "from profiler.serve.fidelity import load_case\n"
-             "from profiler.serve.report import markdown_report\n"
-             "from sim.metrics import SLO, request_metrics, slo_met\n"
-             "from sim.plots import plot_comparison\n"
-             "from sim.simulator import simulate\n"
+             "from goodput.profiler.serve.fidelity import load_case\n"
+             "from goodput.profiler.serve.report import markdown_report\n"
+             "from goodput.sim.metrics import SLO, request_metrics, slo_met\n"
+             "from goodput.sim.plots import plot_comparison\n"
+             "from goodput.sim.simulator import simulate\n"
              "\n"
              "root = Path('../profiler/fidelity')\n"
              "print('\\n'.join(markdown_report(root).splitlines()[:11]))"),
@@ -103,8 +103,8 @@ FIDELITY = [
              "print(table.to_string())\n"
              "print('attainment (TTFT <= 100 ms, TPOT <= 15 ms):', table['SLO attainment'].to_dict())"),
     ("code", "display(Image(filename=str(plot_comparison(runs, 'fidelity_cdfs.png', slo))))"),
-    ("code", "from profiler.serve.calibrate import iteration_table\n"
-             "from sim.costmodel.engine import EngineOverhead\n"
+    ("code", "from goodput.profiler.serve.calibrate import iteration_table\n"
+             "from goodput.sim.costmodel.engine import EngineOverhead\n"
              "\n"
              "it = iteration_table([case.parent])\n"
              "engine = EngineOverhead.load('../profiler/profiles/h200/engine.json')\n"

@@ -10,6 +10,6 @@ cluster-wide choices beside the GPU mix (batching policy, token budget, speculat
 disaggregated pools: ``design_space``, ``design_disagg``), pruning designs by ILP bounds from
 coarse capacities and proving every finalist with ``make_plan``.
 """
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 __all__ = ["PlannerError"]

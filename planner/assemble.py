@@ -2,9 +2,9 @@
 
 ``PlanOptions`` is every knob of ``goodput plan``; ``slice_inputs`` turns per-bucket capacities
 into the ILP's per-slice inputs; ``build_plan`` and ``trace_meta`` turn a solution into a
-``Plan``. They are shared by the pipeline (``planner.pipeline``, which runs the steps in order),
-the proof search (``planner.prove``, which re-solves with derated capacities) and the SLO sweep
-(``planner.sweep``), so none of those has to import another to reach them: the planner's modules
+``Plan``. They are shared by the pipeline (``goodput.planner.pipeline``, which runs the steps in order),
+the proof search (``goodput.planner.prove``, which re-solves with derated capacities) and the SLO sweep
+(``goodput.planner.sweep``), so none of those has to import another to reach them: the planner's modules
 import each other without cycles (the ``planner-acyclic`` contract in pyproject.toml).
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from planner.errors import PlannerError
-from planner.ilp import InstanceType, Solution
-from planner.plan import Plan, PlanGroup, PlanSlice
-from planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES, Slicing, parse_edges
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import InstanceType, Solution
+from goodput.planner.plan import Plan, PlanGroup, PlanSlice
+from goodput.planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES, Slicing, parse_edges
 
 
 @dataclass
@@ -45,7 +45,7 @@ class PlanOptions:
     cache_dir: str | None = None
     use_cache: bool = True
     verify: bool = True
-    verify_rounds: int = 20  # re-simulations after the first (see planner.prove)
+    verify_rounds: int = 20  # re-simulations after the first (see goodput.planner.prove)
     verify_requests: int | None = None
     derate_step: float = 0.05  # the smallest cut of a failing pair's capacity per round
     verify_baseline: bool = True  # also prove the best single type, for verified savings

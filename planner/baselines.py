@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from planner.errors import PlannerError
-from planner.ilp import InstanceType, Solution, solve
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import InstanceType, Solution, solve
 
 
 def single_type_table(types: list[InstanceType], rates: dict[str, float],

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from planner.slices import Slicing
+from goodput.planner.slices import Slicing
 
 
 def window_rates(arrivals: np.ndarray, window_s: float) -> np.ndarray:

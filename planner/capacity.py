@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 CACHE_VERSION = 1
 _REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ class CapacityResult:
         counts as failing, as in the search): 0 when the capacity is 0 with no probe (it misses
         at zero load or does not fit), inf when no probe failed. With attainment monotone in
         the rate on the search's fixed request stream, a search of the same task at any
-        ``rel_tol`` returns less than this (planner.design_search bounds designs with it)."""
+        ``rel_tol`` returns less than this (goodput.planner.design_search bounds designs with it)."""
         if self.rate <= 0 and not self.probes:
             return 0.0
         failed = [float(p[0]) for p in self.probes
@@ -141,9 +141,9 @@ def sim_fingerprint() -> str:
 
 
 def cost_source(task: CapacityTask) -> str:
-    from sim.catalog import get_gpu, get_model
-    from sim.config import CostModelConfig, from_dict
-    from sim.costmodel.factory import make_cost_model
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.config import CostModelConfig, from_dict
+    from goodput.sim.costmodel.factory import make_cost_model
 
     cm = make_cost_model(get_model(task.model), get_gpu(task.gpu), task.tp,
                          from_dict(CostModelConfig, task.cost_model, "cost_model"))
@@ -239,8 +239,14 @@ class _Prober:
     """Replays one fixed request sample at any rate on one instance and returns its attainment."""
 
     def __init__(self, task: CapacityTask):
-        from sim.config import CostModelConfig, InstanceGroupConfig, SchedulerConfig, SimConfig, from_dict
-        from sim.metrics import SLO
+        from goodput.sim.config import (
+            CostModelConfig,
+            InstanceGroupConfig,
+            SchedulerConfig,
+            SimConfig,
+            from_dict,
+        )
+        from goodput.sim.metrics import SLO
 
         s = task.settings
         self.cfg = SimConfig(cluster=[InstanceGroupConfig(model=task.model, gpu=task.gpu,
@@ -268,8 +274,8 @@ class _Prober:
         running would miss anyway and attainment is exactly the same, while overloaded probes
         (the slowest to simulate) end early.
         """
-        from sim.metrics import request_metrics
-        from sim.simulator import simulate
+        from goodput.sim.metrics import request_metrics
+        from goodput.sim.simulator import simulate
 
         n = len(arrivals)
         df = pd.DataFrame({"request_id": np.arange(n), "arrival_s": arrivals,
@@ -295,7 +301,7 @@ class _Prober:
 
     def attainment(self, rate: float) -> float | None:
         """Attainment at ``rate``, or None when the probe would exceed max_requests."""
-        from sim.metrics import slo_met
+        from goodput.sim.metrics import slo_met
 
         n = self.requests_at(rate)
         if n > self.settings.max_requests:
@@ -327,8 +333,8 @@ def _zero_load_limit(df: pd.DataFrame, task: CapacityTask) -> str:
 
 def search_capacity(task: CapacityTask) -> CapacityResult:
     """Bracketing search for the largest passing rate (see the module docstring)."""
-    from sim.engine.kvcache import CapacityError
-    from sim.metrics import slo_met
+    from goodput.sim.engine.kvcache import CapacityError
+    from goodput.sim.metrics import slo_met
 
     if task.ttft_s is None:
         raise PlannerError("ttft_s is required for a capacity search: without a TTFT bound "
@@ -406,7 +412,7 @@ def _run_and_store(item) -> dict:
 def measure(tasks: list[CapacityTask], cache: CapacityCache | None = None,
             backend: str = "local", workers: int | None = None) -> list[CapacityResult]:
     """Capacities for ``tasks`` in order: cache hits first, the misses searched in parallel."""
-    from planner.parallel import run_parallel
+    from goodput.planner.parallel import run_parallel
 
     cache = cache or CapacityCache()
     keys = [task_key(t) for t in tasks]

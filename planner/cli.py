@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 if TYPE_CHECKING:  # pandas costs ~0.5 s to import: `goodput plan --help` must not pay it
     import pandas as pd
@@ -42,7 +42,7 @@ def _availability(text: str | None) -> dict | None:
             out[k.strip()] = int(v)
         except ValueError:
             raise PlannerError(f"--availability {k.strip()}: {v!r} is not a whole number") from None
-    from sim.catalog import get_gpu
+    from goodput.sim.catalog import get_gpu
     try:
         return {get_gpu(k).name: v for k, v in out.items()}
     except ValueError as exc:  # the catalog's 'unknown GPU'
@@ -52,8 +52,8 @@ def _availability(text: str | None) -> dict | None:
 def load_planning_trace(path: str, fmt: str | None = None, rate: float | None = None,
                         max_requests: int | None = None, seed: int = 0):
     """A trace file as the simulator would load it (length-only files need ``rate``)."""
-    from sim.config import TraceConfig
-    from sim.inputs import build_trace
+    from goodput.sim.config import TraceConfig
+    from goodput.sim.inputs import build_trace
 
     if rate is not None and not (math.isfinite(rate) and rate > 0):
         raise PlannerError(f"--rate={rate!r}: must be a finite number > 0 (requests per second)")
@@ -66,7 +66,7 @@ def load_planning_trace(path: str, fmt: str | None = None, rate: float | None = 
 
 
 def add_plan_subcommands(sub) -> None:
-    from sim.cli_help import ChoicesHelp
+    from goodput.sim.cli_help import ChoicesHelp
 
     p = sub.add_parser(
         "plan", help="cheapest GPU mix that meets TTFT/TPOT SLOs (Mélange ILP, proved by simulation)",
@@ -75,7 +75,7 @@ def add_plan_subcommands(sub) -> None:
                     "re-simulate the plan and add capacity while attainment falls short.",
         add_help=False)
     # the help lists the registered policies, formats and cost models and every default, read
-    # only when it is printed (sim.cli_help), so building this parser stays light
+    # only when it is printed (goodput.sim.cli_help), so building this parser stays light
     p.add_argument("-h", "--help", action=ChoicesHelp, help="show this help message and exit")
     p.add_argument("--trace", required=True, help="trace file (any format goodput simulate reads)")
     p.add_argument("--trace-format", help="trace format (default: detected)")
@@ -134,7 +134,7 @@ def add_plan_subcommands(sub) -> None:
                    help="verified cost frontier over tpot, ttft (s) or attainment, e.g. "
                         "tpot=0.04,0.08,0.12 (repeatable); writes frontier.csv/.png")
     p.add_argument("--sweep-tpot", help="same as --sweep tpot=...")
-    g = p.add_argument_group("one search over the whole design (planner.design_search)")
+    g = p.add_argument_group("one search over the whole design (goodput.planner.design_search)")
     g.add_argument("--search", action="append", metavar="DIM=V1,V2",
                    help="search cluster-wide choices beside the GPU mix (repeatable): "
                         "policy=vllm,sarathi; budget=256,1024 (Sarathi token budgets); "
@@ -155,15 +155,15 @@ def add_plan_subcommands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/plan", help="directory for plan.yaml, CSVs, plots")
     p.add_argument("--no-plots", action="store_true")
-    from planner.placement_cli import add_disagg_arguments
+    from goodput.planner.placement_cli import add_disagg_arguments
 
-    add_disagg_arguments(p)  # --disaggregated: DistServe placement search (planner.placement)
+    add_disagg_arguments(p)  # --disaggregated: DistServe placement search (goodput.planner.placement)
     p.set_defaults(func=cmd_plan)
 
 
 def options_from_args(args):
-    from planner.pipeline import PlanOptions
-    from planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES
+    from goodput.planner.pipeline import PlanOptions
+    from goodput.planner.slices import DEFAULT_INPUT_EDGES, DEFAULT_OUTPUT_EDGES
 
     return PlanOptions(
         model=args.model, ttft_s=args.ttft_slo, tpot_s=args.tpot_slo,
@@ -184,7 +184,7 @@ def options_from_args(args):
 
 
 def _prices(args) -> dict:
-    from planner.prices import load_price_file, parse_price_flags
+    from goodput.planner.prices import load_price_file, parse_price_flags
 
     prices = load_price_file(args.prices, args.price_kind) if args.prices else {}
     return {**prices, **parse_price_flags(args.price)}
@@ -201,14 +201,14 @@ def shares_table(plan) -> pd.DataFrame:
 
 
 def cmd_plan(args) -> int:
-    from planner.assemble import check_options
-    from sim.outputs import folder_lock
+    from goodput.planner.assemble import check_options
+    from goodput.sim.outputs import folder_lock
 
     if getattr(args, "disaggregated", False) and getattr(args, "search", None):
         raise PlannerError("--search and --disaggregated do not combine: add prefill/decode "
                            "pools to the search with --search mode=colocated,disaggregated")
     if getattr(args, "disaggregated", False):
-        from planner.placement_cli import cmd_plan_disagg
+        from goodput.planner.placement_cli import cmd_plan_disagg
 
         with folder_lock(Path(args.out)):
             return cmd_plan_disagg(args, _csv(args.gpus, str, "gpus"), load_planning_trace)
@@ -220,17 +220,17 @@ def cmd_plan(args) -> int:
 
 
 def _plan(args, opts, t0: float) -> int:
-    from planner.design_space import parse_search
-    from planner.pipeline import make_plan
-    from planner.report import headline, write_outputs
-    from planner.sweep import parse_sweeps
+    from goodput.planner.design_space import parse_search
+    from goodput.planner.pipeline import make_plan
+    from goodput.planner.report import headline, write_outputs
+    from goodput.planner.sweep import parse_sweeps
 
     sweeps = parse_sweeps((args.sweep or []) + ([f"tpot={args.sweep_tpot}"] if args.sweep_tpot
                                                 else []))
     space = parse_search(args.search, args.policy)
     if space is not None:  # every design's settings, before the trace is read
-        from planner.design_search import check_search
-        from planner.design_space import SpecSettings
+        from goodput.planner.design_search import check_search
+        from goodput.planner.design_space import SpecSettings
 
         check_search(opts, args.finalists, args.screen_rel_tol)
         spec = SpecSettings(args.spec_alpha, args.spec_proposer, args.spec_draft_model)
@@ -242,7 +242,7 @@ def _plan(args, opts, t0: float) -> int:
     if space is None:
         out = make_plan(trace, opts, log=log)
     else:
-        from planner.design_search import designs_table, search_designs
+        from goodput.planner.design_search import designs_table, search_designs
 
         res = search_designs(trace, opts, space, spec, args.finalists, args.screen_rel_tol,
                              log=lambda s: print(f"[search] {s}", flush=True))
@@ -256,7 +256,7 @@ def _plan(args, opts, t0: float) -> int:
     print(headline(out))
     front = None
     if sweeps:
-        from planner.sweep import frontier, frontier_table
+        from goodput.planner.sweep import frontier, frontier_table
 
         front = frontier(trace, opts, sweeps, log=lambda s: print(f"[sweep] {s}", flush=True))
         print("\nfrontier (every point re-simulated; ilp_only_cost is the ILP before it):")
@@ -269,9 +269,9 @@ def _plan(args, opts, t0: float) -> int:
 
 def cmd_simulate_plan(args) -> int:
     """Re-simulate ``args.plan`` on ``args.trace`` and print the run summary and the breakdowns."""
-    from planner.plan import Plan
-    from planner.verify import simulate_plan
-    from sim.metrics import format_summary
+    from goodput.planner.plan import Plan
+    from goodput.planner.verify import simulate_plan
+    from goodput.sim.metrics import format_summary
 
     if not getattr(args, "trace", None):
         raise PlannerError("--plan needs --trace FILE: the requests to replay through the plan")

@@ -1,11 +1,11 @@
-"""Disaggregated prefill/decode pools as designs of the design search (planner.design_search).
+"""Disaggregated prefill/decode pools as designs of the design search (goodput.planner.design_search).
 
 A disaggregated design (DistServe, Splitwise) serves prompts on prefill instances and decodes on
 decode instances, KV moved over the modelled network. Its capacities are per phase, not per
 request slice, so it is screened apart from the colocated designs:
 
 * **Phase capacities** of one instance of every (GPU, TP) in ``--gpus`` x ``--tp``, measured by
-  planner.placement (prefill: TTFT attainment on the trace's prompts; decode: TPOT attainment fed
+  goodput.planner.placement (prefill: TTFT attainment on the trace's prompts; decode: TPOT attainment fed
   by the best prefill candidate), at the planner's ``--rel-tol``, in parallel.
 * **Cheapest pair** for the planned rate R: every prefill candidate p with every decode
   candidate d, ceil(R / cap_p) and ceil(R / cap_d) instances, priced per GPU (a prefill on one GPU
@@ -14,7 +14,7 @@ request slice, so it is screened apart from the colocated designs:
   finalist uses the measured capacities themselves and verification only adds instances, so its
   verified cost is never below the bound.
 * **Proof**: the plan (two groups, roles prefill and decode) is re-simulated on the planning
-  trace with its own timestamps (planner.verify.simulate_plan); while attainment is short, one
+  trace with its own timestamps (goodput.planner.verify.simulate_plan); while attainment is short, one
   instance is added to the phase whose bound is met less often (TTFT: prefill, TPOT: decode),
   within availability and the power budget, for at most ``--verify-rounds`` rounds.
 
@@ -30,11 +30,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from planner.assemble import PlanOptions, trace_meta
-from planner.errors import PlannerError
-from planner.parallel import run_parallel
-from planner.placement_types import PhaseCapacity
-from planner.plan import Plan, PlanGroup
+from goodput.planner.assemble import PlanOptions, trace_meta
+from goodput.planner.errors import PlannerError
+from goodput.planner.parallel import run_parallel
+from goodput.planner.placement_types import PhaseCapacity
+from goodput.planner.plan import Plan, PlanGroup
 
 KV_TRANSFER = "layer_by_layer"
 
@@ -62,7 +62,7 @@ class DisaggScreen:
 
 
 def _task(opts: PlanOptions, policy: str, prefill_gpu: str, decode_gpu: str, lengths):
-    from planner.placement import PlacementTask
+    from goodput.planner.placement import PlacementTask
 
     return PlacementTask(
         model=opts.model, prefill_gpu=prefill_gpu, decode_gpu=decode_gpu, lengths=lengths,
@@ -73,14 +73,14 @@ def _task(opts: PlanOptions, policy: str, prefill_gpu: str, decode_gpu: str, len
 
 
 def _prefill_job(item) -> PhaseCapacity:
-    from planner.placement import prefill_capacity
+    from goodput.planner.placement import prefill_capacity
 
     task, tp = item
     return prefill_capacity(task, tp)
 
 
 def _decode_job(item) -> PhaseCapacity:
-    from planner.placement import decode_capacity
+    from goodput.planner.placement import decode_capacity
 
     task, tp, feed = item
     return decode_capacity(task, tp, feed)
@@ -119,8 +119,8 @@ def cheapest(prefill: list[PhaseCapacity], decode: list[PhaseCapacity], rate: fl
 def screen_disagg(trace, opts: PlanOptions, policy: str, rate: float,
                   log: Callable = lambda s: None) -> DisaggScreen:
     """Phase capacities of every (GPU, TP), then the estimate and bound pairs (module doc)."""
-    from planner.prices import price_of
-    from sim.catalog import get_gpu
+    from goodput.planner.prices import price_of
+    from goodput.sim.catalog import get_gpu
 
     df = trace.df if hasattr(trace, "df") else trace
     lengths = df[["prompt_tokens", "output_tokens"]].to_numpy(dtype=np.int64)
@@ -160,12 +160,12 @@ def pair_plan(pair: Pair, opts: PlanOptions, policy: str, price: dict[str, float
                 scheduler={**sched, "policy": policy}, cost_model=dict(opts.cost_model),
                 trace=meta, seed=opts.seed,
                 network={"kv_transfer": KV_TRANSFER, "decode_dispatch": "least_loaded"},
-                solver={"name": "pair enumeration (planner.design_disagg)", "status": "Optimal"})
+                solver={"name": "pair enumeration (goodput.planner.design_disagg)", "status": "Optimal"})
 
 
 def _phase_short(check, plan: Plan) -> str:
     """'prefill' when TTFT is met less often than TPOT, else 'decode'."""
-    from sim.metrics import SLO, slo_met
+    from goodput.sim.metrics import SLO, slo_met
 
     req = check.requests
     ttft = float(slo_met(req, SLO(plan.slo["ttft_s"], None)).mean())
@@ -184,8 +184,8 @@ def _fits(plan: Plan, opts: PlanOptions, tdp: dict[str, float]) -> bool:
 
 def prove_disagg(plan: Plan, trace, opts: PlanOptions, log: Callable = lambda s: None):
     """Re-simulate, adding one instance to the short phase per round (module docstring)."""
-    from planner.verify import simulate_plan
-    from sim.catalog import get_gpu
+    from goodput.planner.verify import simulate_plan
+    from goodput.sim.catalog import get_gpu
 
     tdp = {g.gpu: get_gpu(g.gpu).tdp_w for g in plan.groups}
     history: list[dict] = []
@@ -217,10 +217,10 @@ def prove_disagg(plan: Plan, trace, opts: PlanOptions, log: Callable = lambda s:
 def finalist_disagg(trace, opts: PlanOptions, policy: str, scr: DisaggScreen,
                     log: Callable = lambda s: None):
     """The estimate pair as a plan, proved; a PlanOutcome like make_plan's."""
-    from planner.ilp import InstanceType
-    from planner.pipeline import PlanOutcome, plan_summary, planning_slices
-    from planner.prices import price_of
-    from sim.catalog import get_gpu
+    from goodput.planner.ilp import InstanceType
+    from goodput.planner.pipeline import PlanOutcome, plan_summary, planning_slices
+    from goodput.planner.prices import price_of
+    from goodput.sim.catalog import get_gpu
 
     if scr.estimate is None:
         raise PlannerError(f"disaggregated {policy}: no prefill + decode pair meets the SLO")

@@ -2,7 +2,7 @@
 proved by simulation.
 
 ``search_designs`` takes the designs of a ``DesignSpace`` (batching policy, Sarathi token
-budget, speculation: planner.design_space) and, for each, lets the Mélange ILP choose GPU types
+budget, speculation: goodput.planner.design_space) and, for each, lets the Mélange ILP choose GPU types
 and TP degrees. Proving a design costs fine capacity searches and re-simulations, so it is
 bounded first:
 
@@ -15,7 +15,7 @@ bounded first:
    request stream at the same rates (the stream is seeded by the search settings, and a probe's
    length depends only on its rate), so with attainment monotone in the rate its capacity lies
    below the screen's failing rate; the ILP's cost only falls as capacities grow, and the proof
-   (planner.prove) only raises a plan's cost from the ILP's. So no plan the planner could prove
+   (goodput.planner.prove) only raises a plan's cost from the ILP's. So no plan the planner could prove
    for a design costs less than its bound: a design whose bound is at least the best verified
    cost is **pruned** with that reason, never simulated, and cannot be the cheaper one.
 3. **Finalists** are taken in order of estimate and planned in full (``make_plan``: fine
@@ -26,7 +26,7 @@ bounded first:
    finalist is planned, so there is a plan to return).
 
 Disaggregated designs (``--search mode=...,disaggregated``) are screened on phase capacities
-instead (planner.design_disagg: the cheapest prefill + decode pair; its bound comes from the
+instead (goodput.planner.design_disagg: the cheapest prefill + decode pair; its bound comes from the
 same searches' failing rates) and proved by re-simulating the trace on the two pools.
 
 The result is the cheapest verified design and a table of every design: estimate, bound,
@@ -42,13 +42,13 @@ from typing import Any
 
 import pandas as pd
 
-from planner.assemble import PlanOptions, check_options, slice_inputs
-from planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure
-from planner.design_space import Design, DesignSpace, SpecSettings
-from planner.errors import PlannerError
-from planner.ilp import solve
-from planner.parallel import progress_bars
-from planner.pipeline import PlanOutcome, instance_types, make_plan, planning_slices
+from goodput.planner.assemble import PlanOptions, check_options, slice_inputs
+from goodput.planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure
+from goodput.planner.design_space import Design, DesignSpace, SpecSettings
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import solve
+from goodput.planner.parallel import progress_bars
+from goodput.planner.pipeline import PlanOutcome, instance_types, make_plan, planning_slices
 
 #: a capacity the screen never saw fail counts as this (req/s) in the bound: effectively free
 UNBOUNDED = 1e9
@@ -67,7 +67,7 @@ class Candidate:
     cost: float | None = None  # the design's verified (or best unproved) plan, $/h
     attainment: float | None = None
     outcome: PlanOutcome | None = None
-    screen: Any = None  # a disaggregated design's phase capacities (planner.design_disagg)
+    screen: Any = None  # a disaggregated design's phase capacities (goodput.planner.design_disagg)
 
     def row(self) -> dict:
         return {"design": self.design.name, "mode": self.design.mode,
@@ -163,7 +163,7 @@ def check_search(opts: PlanOptions, max_finalists: int, screen_rel_tol: float) -
 
 
 def _screen_disagg(trace, opts: PlanOptions, c: Candidate, rate: float, log: Callable) -> None:
-    from planner.design_disagg import screen_disagg
+    from goodput.planner.design_disagg import screen_disagg
 
     try:
         c.screen = screen_disagg(trace, opts, c.design.policy, rate, log)
@@ -242,7 +242,7 @@ def _finalist(trace, opts: PlanOptions, c: Candidate, deadline: float | None,
     log(f"finalist {c.design.name}: planning with fine capacities and proving by simulation")
     try:
         if c.design.mode == "disaggregated":
-            from planner.design_disagg import finalist_disagg
+            from goodput.planner.design_disagg import finalist_disagg
 
             out = finalist_disagg(trace, o, c.design.policy, c.screen, lambda s: log(f"  {s}"))
         else:

@@ -10,7 +10,7 @@ one such choice; ``DesignSpace`` is the cross product the user asks for with ``-
 ``budget`` applies to ``sarathi`` only (a vLLM design has no token budget, so the product does
 not repeat it); ``spec`` values are ``none``, ``fixed:K`` (always K drafts) and ``smartspec``
 or ``smartspec:MAX_K`` (goodput-adaptive k in 0..MAX_K); ``mode=colocated,disaggregated``
-adds prefill/decode pools (planner.design_disagg: one design per policy, without Sarathi
+adds prefill/decode pools (goodput.planner.design_disagg: one design per policy, without Sarathi
 sections or speculation, which the placement search does not take). The speculation settings that describe
 the workload and the drafter rather than a choice (``alpha``, ``proposer``, ``draft_model``) are
 given once (``--spec-alpha``, ``--spec-proposer``, ``--spec-draft-model``): the planner must not
@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 #: search dimension -> what it sets
 DIMENSIONS = {"policy": "scheduler.policy", "budget": "scheduler.sarathi.token_budget",
@@ -143,7 +143,7 @@ def parse_search(items: list[str] | None, default_policy: str = "vllm") -> Desig
     """``['policy=vllm,sarathi', 'spec=none,smartspec']`` -> a DesignSpace (None without items)."""
     if not items:
         return None
-    from sim.engine.policies import POLICIES
+    from goodput.sim.engine.policies import POLICIES
 
     vals: dict[str, list[str]] = {}
     for item in items:

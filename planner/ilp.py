@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import pulp
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 SOLVERS = ("cbc", "highs", "auto")
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 BACKENDS = ("local", "ray")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -9,13 +9,13 @@ What exists here is the optimisation, which is exact given per-phase capacities:
 ``solve_phase_split`` maximises z (req/s) subject to z <= sum_p n_p * prompt_cap_p,
 z <= sum_t m_t * token_cap_t, and the budget, with integer machine counts (PuLP, CBC).
 
-``plan_phase_split`` measures those capacities by simulation (planner.placement): a prompt
+``plan_phase_split`` measures those capacities by simulation (goodput.planner.placement): a prompt
 machine's capacity is the largest rate one prefill-only instance of that type sustains with TTFT
 attainment at the target, its KV handed over the modelled fabric to a decode pool that is never
 the bottleneck; a token machine's is the largest rate one decode-only instance sustains with TPOT
 attainment at the target (TPOT counted from the first token, so the KV hand-off is in it), fed by
 enough prompt machines. Then it solves, and re-simulates the chosen pools once (``check``).
-Mixed (colocated) machines are not in the optimisation: compare against planner.capacity's
+Mixed (colocated) machines are not in the optimisation: compare against goodput.planner.capacity's
 colocated capacity at the same budget (benchmarks/splitwise.py does).
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import pulp
 
-from planner.errors import PlannerError
-from planner.ilp import InstanceType, cbc, new_var
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import InstanceType, cbc, new_var
 
 
 @dataclass
@@ -81,13 +81,13 @@ class PhaseSplitPlan:
     solution: PhaseSplitSolution
     prompt_cap: dict[str, float]  # type key -> req/s of one prompt machine
     token_cap: dict[str, float]  # type key -> req/s of one token machine
-    check: object | None  # planner.placement.Check of the chosen pools at solution.throughput
+    check: object | None  # goodput.planner.placement.Check of the chosen pools at solution.throughput
 
 
 def measure_phase_caps(lengths, model: str, ttft_s: float, tpot_s: float, types: list[InstanceType],
                        **task_options) -> tuple[dict[str, float], dict[str, float]]:
     """Prompt and token capacity (req/s) of one machine of each type, by simulation."""
-    from planner.placement import PlacementTask, decode_capacity, prefill_capacity
+    from goodput.planner.placement import PlacementTask, decode_capacity, prefill_capacity
 
     def task(prefill_gpu: str, decode_gpu: str) -> PlacementTask:
         return PlacementTask(model, prefill_gpu, decode_gpu, lengths, ttft_s, tpot_s,
@@ -105,7 +105,7 @@ def plan_phase_split(trace, model: str, ttft_s: float, tpot_s: float, gpus: list
                      **task_options) -> PhaseSplitPlan:
     """Splitwise provisioning: measure per-phase capacities of every (GPU, TP) machine type by
     simulation, maximise throughput within the budget, re-simulate the chosen pools once."""
-    from sim.catalog import get_gpu
+    from goodput.sim.catalog import get_gpu
 
     if not gpus:
         raise PlannerError("phase split: give at least one GPU type")
@@ -132,7 +132,7 @@ def plan_phase_split(trace, model: str, ttft_s: float, tpot_s: float, gpus: list
 def verify_split(sol: PhaseSplitSolution, types: list[InstanceType], lengths, model: str,
                  ttft_s: float, tpot_s: float, rate: float | None = None, **task_options):
     """One full simulation of the solution's pools at ``rate`` (default: its throughput)."""
-    from planner.placement import PlacementTask, Sample, config, run_check
+    from goodput.planner.placement import PlacementTask, Sample, config, run_check
 
     by = {t.key: t for t in types}
     groups = ([("prefill", by[k].gpu, by[k].tp, n) for k, n in sol.prompt.items()]

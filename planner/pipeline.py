@@ -1,9 +1,9 @@
 """End to end: trace -> slices -> capacities -> ILP -> plan -> proof by re-simulation.
 
 ``make_plan`` is what ``goodput plan`` runs; the helpers here (types the model fits on, the
-capacity table) are shared with the SLO sweep (``planner.sweep``). The options and the steps
-that turn a solution into a Plan live in ``planner.assemble``, which the proof search
-(``planner.prove``) imports too, so this module imports ``prove`` and not the other way round;
+capacity table) are shared with the SLO sweep (``goodput.planner.sweep``). The options and the steps
+that turn a solution into a Plan live in ``goodput.planner.assemble``, which the proof search
+(``goodput.planner.prove``) imports too, so this module imports ``prove`` and not the other way round;
 ``PlanOptions``, ``slice_inputs``, ``build_plan`` and ``trace_meta`` stay importable from here.
 """
 from __future__ import annotations
@@ -14,16 +14,16 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from planner.assemble import PlanOptions, build_plan, check_options, slice_inputs, trace_meta
-from planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure
-from planner.errors import PlannerError
-from planner.ilp import InstanceType, solve
-from planner.parallel import progress_bars
-from planner.plan import Plan
-from planner.prices import price_of
-from planner.prove import prove
-from planner.slices import Slicing, make_slices
-from planner.verify import PlanCheck
+from goodput.planner.assemble import PlanOptions, build_plan, check_options, slice_inputs, trace_meta
+from goodput.planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import InstanceType, solve
+from goodput.planner.parallel import progress_bars
+from goodput.planner.plan import Plan
+from goodput.planner.prices import price_of
+from goodput.planner.prove import prove
+from goodput.planner.slices import Slicing, make_slices
+from goodput.planner.verify import PlanCheck
 
 __all__ = ["PlanOptions", "PlanOutcome", "build_plan", "instance_types", "make_plan",
            "measure_capacities", "planning_slices", "slice_inputs", "trace_meta"]
@@ -41,8 +41,8 @@ class PlanOutcome:
     ilp_cost: float = 0.0  # the ILP's mixed plan before any re-simulation (ILP-only figure)
     #: the best single type: ILP cost, and its plan and check after the same proof
     baseline: dict = field(default_factory=dict)
-    burst: dict = field(default_factory=dict)  # see planner.burst.burst_report
-    #: with ``--search``: one row per design searched (planner.design_search.Candidate.row)
+    burst: dict = field(default_factory=dict)  # see goodput.planner.burst.burst_report
+    #: with ``--search``: one row per design searched (goodput.planner.design_search.Candidate.row)
     designs: pd.DataFrame | None = None
 
     @property
@@ -53,9 +53,9 @@ class PlanOutcome:
 def instance_types(model: str, gpus: list[str], tps: list[int], scheduler: dict | None = None,
                    prices: dict | None = None):
     """Types (GPU x TP) the model fits on; PlannerError naming every GPU and its limit if none."""
-    from sim.catalog import get_gpu, get_model
-    from sim.config import SchedulerConfig, from_dict
-    from sim.engine.kvcache import CapacityError, kv_capacity
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.config import SchedulerConfig, from_dict
+    from goodput.sim.engine.kvcache import CapacityError, kv_capacity
 
     if not gpus:
         raise PlannerError("gpus: give at least one GPU type, e.g. l4,a10g,h100")
@@ -122,7 +122,7 @@ def planning_slices(trace, opts: PlanOptions, log: Callable = lambda s: None
                     ) -> tuple[Slicing, dict]:
     """The slices the ILP provisions (scaled to the ``rate_percentile`` window rate when set)
     and the burstiness report; shared with the design search's screen."""
-    from planner.burst import burst_report, scale_slicing
+    from goodput.planner.burst import burst_report, scale_slicing
 
     slicing = make_slices(trace, opts.input_edges, opts.output_edges, opts.slice_factor)
     log(f"trace: {slicing.requests} requests at {slicing.total_rate:.3f} req/s -> "
@@ -142,8 +142,8 @@ def make_plan(trace, opts: PlanOptions, log: Callable = lambda s: None) -> PlanO
 
     With verification the returned plan is the cheapest *verified* one: the mix, or the best
     single type when its proved plan is cheaper (or the mix could not be proved)."""
-    from planner.baselines import best_single_type
-    from planner.burst import burst_absorbed
+    from goodput.planner.baselines import best_single_type
+    from goodput.planner.burst import burst_absorbed
 
     check_options(opts)
     deadline = time.monotonic() + 60 * opts.max_minutes if opts.max_minutes else None
@@ -199,8 +199,8 @@ def _bar(opts: PlanOptions, what: str):
 def plan_summary(out: PlanOutcome, opts: PlanOptions) -> dict:
     """The headline figures plan.yaml carries: verified cost and attainment, the ILP-only cost,
     the verified baseline and the savings between verified plans, prices and their sources."""
-    from planner.baselines import savings
-    from sim.catalog import get_gpu
+    from goodput.planner.baselines import savings
+    from goodput.sim.catalog import get_gpu
 
     b = out.baseline
     bplan, bcheck = b.get("plan"), b.get("check")

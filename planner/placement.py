@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from planner.errors import PlannerError
-from planner.placement_types import Check, Design, PhaseCapacity
+from goodput.planner.errors import PlannerError
+from goodput.planner.placement_types import Check, Design, PhaseCapacity
 
 __all__ = ["Check", "Design", "PhaseCapacity", "PlacementTask", "search_placement"]
 
@@ -86,7 +86,7 @@ class PlacementTask:
 # ---------------------------------------------------------------- simulation plumbing
 def tp_candidates(model: str, max_tp: int = NODE_GPUS) -> list[int]:
     """Divisors of the model's attention heads up to min(max_tp, 8)."""
-    from sim.catalog import get_model
+    from goodput.sim.catalog import get_model
 
     try:
         heads = get_model(model).heads
@@ -100,7 +100,7 @@ def tp_candidates(model: str, max_tp: int = NODE_GPUS) -> list[int]:
 
 def parallel_candidates(model: str, max_tp: int = NODE_GPUS, max_pp: int = 1) -> list[tuple[int, int]]:
     """(tp, pp) per phase: TP dividing the heads (<= 8, one node), PP dividing the layers."""
-    from sim.catalog import get_model
+    from goodput.sim.catalog import get_model
 
     layers = get_model(model).layers
     pps = [p for p in range(1, max_pp + 1) if layers % p == 0]
@@ -109,7 +109,7 @@ def parallel_candidates(model: str, max_tp: int = NODE_GPUS, max_pp: int = 1) ->
 
 def config(task: PlacementTask, groups: list[tuple]):
     """A SimConfig of (role, gpu, tp, count[, pp]) groups with the task's policy and cost model."""
-    from sim.config import InstanceGroupConfig, SimConfig
+    from goodput.sim.config import InstanceGroupConfig, SimConfig
 
     cfg = SimConfig(cluster=[InstanceGroupConfig(model=task.model, gpu=g[1], tp=g[2], count=g[3],
                                                  pp=g[4] if len(g) > 4 else 1, role=g[0],
@@ -143,10 +143,10 @@ class Sample:
 
 def simulate_requests(cfg, df: pd.DataFrame, task: PlacementTask) -> pd.DataFrame:
     """Per-request metrics of ``df`` replayed on ``cfg``."""
-    from sim.config import ConfigError
-    from sim.engine.kvcache import CapacityError
-    from sim.metrics import request_metrics
-    from sim.simulator import simulate
+    from goodput.sim.config import ConfigError
+    from goodput.sim.engine.kvcache import CapacityError
+    from goodput.sim.metrics import request_metrics
+    from goodput.sim.simulator import simulate
 
     try:
         return request_metrics(simulate(cfg, df).requests)
@@ -157,7 +157,7 @@ def simulate_requests(cfg, df: pd.DataFrame, task: PlacementTask) -> pd.DataFram
 
 def attainments(q: pd.DataFrame, task: PlacementTask) -> Check:
     """Both-bound, TTFT-only and TPOT-only attainment over every request (unfinished miss)."""
-    from sim.metrics import SLO, slo_met
+    from goodput.sim.metrics import SLO, slo_met
 
     rate = float(len(q) / max(float(q.arrival_s.max()), 1e-9))
     return Check(rate, float(slo_met(q, SLO(task.ttft_s, task.tpot_s)).mean()),

@@ -1,7 +1,7 @@
 """``goodput plan --disaggregated``: the DistServe placement search from the command line.
 
 ``add_disagg_arguments(parser)`` adds the options to ``plan``; ``cmd_plan_disagg(args)`` runs
-planner.placement.search_placement on the trace's lengths for the trace's mean rate (or
+goodput.planner.placement.search_placement on the trace's lengths for the trace's mean rate (or
 ``--rate``), or for the best per-GPU rate within ``--max-gpus``, prints the per-phase capacity
 table and the verified design, and writes ``placement.yaml``: a config ``goodput simulate``
 runs as it is (cluster with prefill and decode pools, network, SLO).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 KV_MODES = ("after_prefill", "layer_by_layer", "pull")
 
@@ -46,14 +46,14 @@ def design_yaml(task, design, rate: float) -> dict:
 
 
 def cmd_plan_disagg(args, gpus: list[str], load_planning_trace) -> int:
-    """``gpus``: the parsed --gpus list; ``load_planning_trace``: planner.cli's trace loader
-    (passed in, so this module does not import planner.cli, which imports it)."""
-    from planner.placement import PlacementTask, search_placement
+    """``gpus``: the parsed --gpus list; ``load_planning_trace``: goodput.planner.cli's trace loader
+    (passed in, so this module does not import goodput.planner.cli, which imports it)."""
+    from goodput.planner.placement import PlacementTask, search_placement
 
     t0 = time.perf_counter()
     if len(gpus) not in (1, 2):
         raise PlannerError(f"--disaggregated --gpus takes PREFILL_GPU[,DECODE_GPU], got {args.gpus!r}")
-    from sim.catalog import get_gpu
+    from goodput.sim.catalog import get_gpu
     try:
         gpus = [get_gpu(g).name for g in gpus]
     except ValueError as exc:

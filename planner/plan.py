@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 PLAN_VERSION = 1
 
@@ -61,7 +61,7 @@ class Plan:
     #: network settings (kv_transfer, ...) of a disaggregated plan; empty when colocated
     network: dict = field(default_factory=dict)
     #: headline figures (verified cost/attainment, ILP-only cost, verified baseline, savings,
-    #: prices and their sources, burstiness); written by planner.pipeline.make_plan
+    #: prices and their sources, burstiness); written by goodput.planner.pipeline.make_plan
     summary: dict = field(default_factory=dict)
     seed: int = 0
     version: int = PLAN_VERSION

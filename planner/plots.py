@@ -1,6 +1,6 @@
 """Planner figures: the verified cost frontier, load per GPU type, attainment per slice.
 
-Same approach as sim.plots: Figure + Agg canvas, never pyplot, so no display or global figure
+Same approach as goodput.sim.plots: Figure + Agg canvas, never pyplot, so no display or global figure
 registry is involved.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sim.plots import new_figure, save_figure
+from goodput.sim.plots import new_figure, save_figure
 
 
 def _figure(width: float = 6.0, height: float = 3.8) -> Figure:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 KINDS = ("on_demand", "spot")
 
 
 def _gpu_name(name: str, where: str) -> str:
-    from sim.catalog import get_gpu
+    from goodput.sim.catalog import get_gpu
 
     try:
         return get_gpu(str(name).strip()).name

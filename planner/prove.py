@@ -29,11 +29,11 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from planner.assemble import PlanOptions, build_plan, slice_inputs
-from planner.errors import PlannerError
-from planner.ilp import solve
-from planner.plan import Plan
-from planner.verify import PlanCheck, simulate_plan
+from goodput.planner.assemble import PlanOptions, build_plan, slice_inputs
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import solve
+from goodput.planner.plan import Plan
+from goodput.planner.verify import PlanCheck, simulate_plan
 
 
 def _signature(plan: Plan) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.pipeline import PlanOutcome
+from goodput.planner.pipeline import PlanOutcome
 
 
 def headline(out: PlanOutcome) -> str:
@@ -60,9 +60,9 @@ def _burst_line(b: dict) -> str:
 
 def write_outputs(out: PlanOutcome, dest: Path, front=None, plots: bool = True) -> Path:
     """plan.yaml (the verified plan with its summary), CSVs, plots and report.html (the page a
-    person opens: planner.report_html) under ``dest``."""
-    from planner import plots as P
-    from planner.report_html import write_plan_report
+    person opens: goodput.planner.report_html) under ``dest``."""
+    from goodput.planner import plots as P
+    from goodput.planner.report_html import write_plan_report
 
     out.plan.save(dest / "plan.yaml")
     out.capacities.to_csv(dest / "capacities.csv", index=False)

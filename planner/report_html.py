@@ -1,6 +1,6 @@
 """report.html of a plan: the verified deployment, how it was proved, and its plots, in one file.
 
-The same kind of page as a run's (sim.report_html, whose helpers it uses): headline cards
+The same kind of page as a run's (goodput.sim.report_html, whose helpers it uses): headline cards
 (verified or NOT proved, cost, GPUs, attainment), the plan per instance type, the cost figures
 with the ILP-only one labelled so, every verification round, attainment per slice and per type,
 the measured capacities, the frontier when swept, the plots embedded, and provenance (goodput
@@ -13,10 +13,21 @@ import hashlib
 import json
 from pathlib import Path
 
-from planner.pipeline import PlanOutcome
-from sim.report_html import REPORT, card, fmt, image, kv_table, page, row, section, table, write_atomic
+from goodput.planner.pipeline import PlanOutcome
+from goodput.sim.report_html import (
+    REPORT,
+    card,
+    fmt,
+    image,
+    kv_table,
+    page,
+    row,
+    section,
+    table,
+    write_atomic,
+)
 
-#: the PNGs planner.report.write_outputs draws, in the order the page shows them
+#: the PNGs goodput.planner.report.write_outputs draws, in the order the page shows them
 PLOTS = ("cost.png", "frontier.png", "load_per_type.png", "attainment_per_slice.png")
 
 
@@ -65,7 +76,7 @@ def _costs(out: PlanOutcome) -> str:
 
 def plan_report(out: PlanOutcome, dest: Path, front=None) -> str:
     """The HTML page of plan ``out`` whose files (CSVs, PNGs) are in ``dest``."""
-    from sim.provenance import git_commit, goodput_version
+    from goodput.sim.provenance import git_commit, goodput_version
 
     plan, check = out.plan, out.check
     slo = plan.slo

@@ -19,9 +19,9 @@ import json
 import random
 from typing import ClassVar
 
-from planner.errors import PlannerError
-from sim.catalog import get_gpu
-from sim.engine.routers import ROUTERS, Router, register_router
+from goodput.planner.errors import PlannerError
+from goodput.sim.catalog import get_gpu
+from goodput.sim.engine.routers import ROUTERS, Router, register_router
 
 
 class SizeAwareRouter(Router):
@@ -61,7 +61,7 @@ class SizeAwareRouter(Router):
 
 
 def _bucket_index(label: str, input_edges, output_edges) -> tuple[int, int]:
-    from planner.slices import bucket_label
+    from goodput.planner.slices import bucket_label
 
     for i in range(len(input_edges) + 1):
         for j in range(len(output_edges) + 1):

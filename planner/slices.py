@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 #: default inner bucket edges (tokens); buckets are [0,e0), [e0,e1), ..., [e_last, inf)
 DEFAULT_INPUT_EDGES = (256, 1024, 2048, 4096)

@@ -14,8 +14,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from planner.errors import PlannerError
-from planner.pipeline import PlanOptions, make_plan
+from goodput.planner.errors import PlannerError
+from goodput.planner.pipeline import PlanOptions, make_plan
 
 #: sweep parameter -> PlanOptions field
 PARAMS = {"tpot": "tpot_s", "ttft": "ttft_s", "attainment": "attainment_target"}

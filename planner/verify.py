@@ -1,7 +1,7 @@
 """Prove a plan: re-simulate the mixed cluster on a trace and report SLO attainment.
 
 ``simulate_plan`` builds one instance group per plan type (named by the type key, which the
-size-aware router matches), runs ``sim.run.run_and_report`` with the plan's SLO, scheduler and
+size-aware router matches), runs ``goodput.sim.run.run_and_report`` with the plan's SLO, scheduler and
 cost-model settings, and breaks attainment down per slice bucket and per instance type, so a
 shortfall points at where capacity is missing.
 """
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from planner.errors import PlannerError
-from planner.plan import Plan
-from planner.routing import router_for
-from planner.slices import labels_for
+from goodput.planner.errors import PlannerError
+from goodput.planner.plan import Plan
+from goodput.planner.routing import router_for
+from goodput.planner.slices import labels_for
 
 
 @dataclass
@@ -40,7 +40,7 @@ class PlanCheck:
 
 
 def plan_config(plan: Plan, seed: int | None = None, out_dir: str | Path = "", plots: bool = False):
-    from sim.config import CostModelConfig, InstanceGroupConfig, SchedulerConfig, SimConfig, from_dict
+    from goodput.sim.config import CostModelConfig, InstanceGroupConfig, SchedulerConfig, SimConfig, from_dict
 
     cfg = SimConfig(
         cluster=[InstanceGroupConfig(model=plan.model, gpu=g.gpu, tp=g.tp, count=g.count,
@@ -49,7 +49,7 @@ def plan_config(plan: Plan, seed: int | None = None, out_dir: str | Path = "", p
         cost_model=from_dict(CostModelConfig, plan.cost_model, "cost_model"),
         seed=plan.seed if seed is None else seed)
     if plan.disaggregated:  # prefill/decode pools: DistServe's dispatch, KV over the network
-        from sim.config import NetworkConfig
+        from goodput.sim.config import NetworkConfig
 
         cfg.network = from_dict(NetworkConfig, plan.network, "network")
         cfg.router.name = "least_outstanding_tokens"
@@ -68,8 +68,8 @@ def plan_config(plan: Plan, seed: int | None = None, out_dir: str | Path = "", p
 def _load(trace, rate: float | None, seed: int):
     if hasattr(trace, "df") or isinstance(trace, pd.DataFrame):
         return trace
-    from sim.config import TraceConfig
-    from sim.inputs import build_trace
+    from goodput.sim.config import TraceConfig
+    from goodput.sim.inputs import build_trace
 
     tr, _ = build_trace(TraceConfig(path=str(trace), rate=rate), seed)
     return tr
@@ -79,7 +79,7 @@ def simulate_plan(plan: Plan, trace, seed: int | None = None, rate: float | None
                   max_requests: int | None = None, out_dir: str | Path = "",
                   plots: bool = False) -> PlanCheck:
     """Re-simulate ``plan`` on ``trace`` (Trace, DataFrame or path; ``rate`` for length-only files)."""
-    from sim.run import run_and_report
+    from goodput.sim.run import run_and_report
 
     seed = plan.seed if seed is None else seed
     tr = _load(trace, rate, seed)
@@ -111,7 +111,7 @@ def simulate_plan(plan: Plan, trace, seed: int | None = None, rate: float | None
 
 
 def _met(req: pd.DataFrame, plan: Plan):
-    from sim.metrics import SLO, slo_met
+    from goodput.sim.metrics import SLO, slo_met
 
     slo = SLO(plan.slo.get("ttft_s"), plan.slo.get("tpot_s"), plan.slo.get("attainment_target", 0.9))
     return slo_met(req, slo).to_numpy()

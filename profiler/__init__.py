@@ -3,7 +3,7 @@
 Pipeline: ``grids`` lists the batches, ``run`` times them on the device (``layers`` +
 ``paged_attention`` + ``kernels`` build the shard, ``measure`` times it) into
 ``profiles/<gpu>/<model>/tp<k>/measurements.csv`` with ``provenance.json``; ``fit`` fits
-``sim.costmodel.profiled.ProfiledCostModel`` and reports its held-out error; ``calibrate`` fits
+``goodput.sim.costmodel.profiled.ProfiledCostModel`` and reports its held-out error; ``calibrate`` fits
 roofline efficiencies for GPUs without a profile. Entry point: ``goodput profile`` (``cli``).
 See docs/profiling.md.
 """

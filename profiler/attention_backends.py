@@ -1,6 +1,6 @@
 """The fastest attention kernel an engine would run for each batch: Triton paged vs torch SDPA.
 
-Why: the profiler's own paged Triton kernel (``profiler.paged_attention``) is correct for every
+Why: the profiler's own paged Triton kernel (``goodput.profiler.paged_attention``) is correct for every
 batch mix but is not what production engines run. vLLM, SGLang and TensorRT-LLM use
 FlashAttention-class kernels (FA2/FA3, FlashInfer, cuDNN), which on long prompts are about twice
 as fast, so a profile timed with the Triton kernel alone overstates long-prompt prefill. Here
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from profiler.batches import blocks_needed, decode
-from profiler.paged_attention import paged_attention
-from profiler.shapes import PAGE_SIZE
+from goodput.profiler.batches import blocks_needed, decode
+from goodput.profiler.paged_attention import paged_attention
+from goodput.profiler.shapes import PAGE_SIZE
 
 #: SDPA backends tried on CUDA (in this order); the CPU mode uses "math" alone.
 CUDA_BACKENDS = ("flash", "cudnn", "efficient")
@@ -148,7 +148,7 @@ class Choice:
 class AttentionSelector:
     """Times the candidates of each batch on one layer's cache and builds the chosen kernel.
 
-    ``timer(fn) -> seconds`` times a callable (``profiler.measure.time_fn`` on the device).
+    ``timer(fn) -> seconds`` times a callable (``goodput.profiler.measure.time_fn`` on the device).
     A backend that raises on some shape is recorded as an error for that shape and not used.
     """
 

@@ -1,8 +1,8 @@
 """Check every SDPA backend's attention over the paged cache against the reference on the GPU.
 
-Why: ``profiler.attention_backends`` reads K/V in place through strided views and folds GQA
+Why: ``goodput.profiler.attention_backends`` reads K/V in place through strided views and folds GQA
 heads for decodes; a wrong view would time the wrong work. Run on the device before profiling
-(``python -m profiler.attention_check``): each backend that runs a case must match the float32
+(``python -m goodput.profiler.attention_check``): each backend that runs a case must match the float32
 reference; one that refuses a shape (an unsupported mask or GQA layout) is listed, not failed,
 since the profiler then does not choose it for that shape. Exits non-zero on a mismatch.
 """
@@ -12,16 +12,16 @@ import sys
 
 import torch
 
-from profiler.attention_backends import (
+from goodput.profiler.attention_backends import (
     CPU_BACKENDS,
     CUDA_BACKENDS,
     contiguous_pages,
     layout,
     sdpa_group,
 )
-from profiler.batches import blocks_needed, build_meta
-from profiler.paged_attention import paged_attention_ref
-from profiler.shapes import PAGE_SIZE
+from goodput.profiler.batches import blocks_needed, build_meta
+from goodput.profiler.paged_attention import paged_attention_ref
+from goodput.profiler.shapes import PAGE_SIZE
 
 CASES = [  # (q heads, kv heads, head dim, batch code)
     (32, 8, 128, "1x1@5000"),

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from profiler.paged_attention import Launch, plan_launches
-from profiler.shapes import PAGE_SIZE
+from goodput.profiler.paged_attention import Launch, plan_launches
+from goodput.profiler.shapes import PAGE_SIZE
 
 
 class InfeasiblePoint(Exception):

@@ -8,12 +8,12 @@ cost) by minimising the squared log error of
 ``RooflineCostModel.batch_time`` against every measured batch (iteration time composed from the
 measured rows: layers x layer + embedding + LM head + overhead, each profile weighted equally).
 The all-reduce is not fitted: ``allreduce_rule="measured"`` takes it from the measured TP2
-table's rule (sim.costmodel.tp_estimate), the same one the profiled TP2 points are composed with.
+table's rule (goodput.sim.costmodel.tp_estimate), the same one the profiled TP2 points are composed with.
 
 The result, ``profiler/profiles/calibration.json``, records the error on the profiled GPUs and a
 leave-one-GPU-out error (fit on one GPU, score on the other), overall and by phase and TP: the
 honest estimate of how well a calibrated roofline transfers to a GPU nobody profiled.
-``python -m profiler.calibrate --table`` prints that table (docs/costmodel.md quotes it).
+``python -m goodput.profiler.calibrate --table`` prints that table (docs/costmodel.md quotes it).
 """
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from profiler.batches import expand
-from profiler.fit import ape_stats, load_rows
-from sim.catalog import get_gpu, get_model
-from sim.costmodel.base import Batch
-from sim.costmodel.profiled import ProfiledCostModel, logit_rows
-from sim.costmodel.roofline import RooflineCostModel, RooflineParams
+from goodput.profiler.batches import expand
+from goodput.profiler.fit import ape_stats, load_rows
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.profiled import ProfiledCostModel, logit_rows
+from goodput.sim.costmodel.roofline import RooflineCostModel, RooflineParams
 
 FITTED = ("gemm_flops_efficiency", "attention_flops_efficiency", "memory_bw_efficiency",
           "iteration_overhead_s", "layer_launch_s", "per_seq_layer_s")
@@ -152,7 +152,7 @@ def calibrate(root: Path, gpus=None) -> dict:
     cal = {
         "gpus": used, "params": asdict(params), "fitted": list(FITTED),
         "not_fitted": "allreduce_rule=measured: the TP all-reduce is the measured TP2 rule "
-                      "(sim.costmodel.tp_estimate); nvlink_efficiency and allreduce_latency_s "
+                      "(goodput.sim.costmodel.tp_estimate); nvlink_efficiency and allreduce_latency_s "
                       "are unused priors",
         "error": error, "error_by_phase": by_phase, "points": len(pts),
         "quantity": "iteration time, absolute percentage error",
@@ -187,7 +187,7 @@ def _row(gpu, sl, st) -> str:
 def main(argv=None) -> None:
     import argparse
 
-    from sim.costmodel.profile_store import PROFILES_ROOT
+    from goodput.sim.costmodel.profile_store import PROFILES_ROOT
 
     ap = argparse.ArgumentParser(description="calibrate the roofline on the profiles and print "
                                  "the leave-one-GPU-out error table")

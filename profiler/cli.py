@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from sim.costmodel.profile_store import PROFILES_ROOT
+from goodput.sim.costmodel.profile_store import PROFILES_ROOT
 
 #: where profiles are written by default: the directory the cost model reads them from
 DEFAULT_ROOT = PROFILES_ROOT
@@ -28,8 +28,8 @@ def require_device(device: str, command: str, cpu_hint: str = "--device cpu") ->
 
 
 def _cmd_run(args) -> int:
-    from profiler.fit import fit_profile
-    from profiler.run import RunConfig, run_profile
+    from goodput.profiler.fit import fit_profile
+    from goodput.profiler.run import RunConfig, run_profile
 
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not models:
@@ -53,7 +53,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_bandwidth(args) -> int:
     require_device(args.device, "bandwidth")
-    from profiler.run import run_copy_bandwidth
+    from goodput.profiler.run import run_copy_bandwidth
 
     print(f"copy bandwidth written to {run_copy_bandwidth(args.device, args.gpu_name, args.out)}")
     return 0
@@ -74,7 +74,7 @@ def _parse_bytes(text: str) -> int:
 
 def _cmd_collectives(args) -> int:
     require_device(args.device, "collectives", "--device cpu (gloo)")
-    from profiler.collectives import DEFAULT_SIZES, run_collectives
+    from goodput.profiler.collectives import DEFAULT_SIZES, run_collectives
 
     if args.sizes:
         sizes = [_parse_bytes(s) for s in args.sizes.split(",") if s.strip()]
@@ -85,8 +85,8 @@ def _cmd_collectives(args) -> int:
             raise ValueError(f"--max-size {args.max_size} is below the smallest default size "
                              f"({min(DEFAULT_SIZES)} bytes); use --sizes")
     if args.graph:
-        from profiler.collectives_graph import run_graph_collectives
-        from sim.costmodel.collectives import GRAPH_OPS
+        from goodput.profiler.collectives_graph import run_graph_collectives
+        from goodput.sim.costmodel.collectives import GRAPH_OPS
 
         ops = tuple(o.strip() for o in (args.ops or ",".join(GRAPH_OPS)).split(",") if o.strip())
         if args.device == "cpu":
@@ -116,7 +116,7 @@ def _cmd_collectives(args) -> int:
 
 
 def _cmd_fit(args) -> int:
-    from profiler.fit import fit_profile
+    from goodput.profiler.fit import fit_profile
 
     cmd = "goodput profile fit " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else None
     for d in args.dirs:
@@ -127,14 +127,14 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from profiler.report import accuracy_table
+    from goodput.profiler.report import accuracy_table
 
     print(accuracy_table(Path(args.root)))
     return 0
 
 
 def _cmd_calibrate(args) -> int:
-    from profiler.calibrate import calibrate
+    from goodput.profiler.calibrate import calibrate
 
     cal = calibrate(Path(args.root), gpus=args.gpus.split(",") if args.gpus else None)
     print(json.dumps({k: cal[k] for k in ("gpus", "params", "error")}, indent=1))
@@ -225,7 +225,7 @@ def standalone(add_subcommands, argv=None) -> int:
     are reported as ``goodput`` reports them."""
     import argparse
 
-    from sim.config import ConfigError
+    from goodput.sim.config import ConfigError
 
     parser = argparse.ArgumentParser(prog="goodput")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
@@ -238,7 +238,7 @@ def standalone(add_subcommands, argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m profiler.cli profile run ...`` (see ``standalone``)."""
+    """``python -m goodput.profiler.cli profile run ...`` (see ``standalone``)."""
     return standalone(add_profile_subcommands, argv)
 
 

@@ -7,7 +7,7 @@ Collectives need two or more GPUs of one host. ``measure_collectives`` spawns on
 GPU (NCCL; gloo on the CPU so the code path is tested in CI) and sweeps all-reduce (the TP
 layer's), all-gather and point-to-point send/recv (pipeline parallelism) over message sizes;
 ``run_collectives`` writes ``profiles/<gpu>/collectives/tp<N>.csv`` + provenance, which
-``sim.costmodel.collectives`` reads (no torch) and the profiled cost model uses for its
+``goodput.sim.costmodel.collectives`` reads (no torch) and the profiled cost model uses for its
 all-reduce term at the sizes where the sweep is bandwidth-bound. Where no table exists for a GPU
 and TP degree, ``estimate_allreduce_s`` charges the roofline's ring formula over the catalog's
 NVLink bandwidth instead, and the model says so (``allreduce_source``).
@@ -19,7 +19,7 @@ rounds, each after a barrier, of ``calls`` back-to-back calls between two CUDA e
 time over rounds; the table keeps the maximum over ranks of each, because a collective ends when
 its slowest rank ends. The calls are eager (not CUDA-graph captured), so for the smallest
 messages the time can include the host's launch cost when that exceeds the GPU time;
-``--graph`` (profiler.collectives_graph) captures them and separates the two.
+``--graph`` (goodput.profiler.collectives_graph) captures them and separates the two.
 send_recv: ranks (0,1), (2,3), ... exchange in parallel, the even rank sending; with an odd
 world the last rank idles. NVLink multicast (NVLS) is kept off (``NCCL_NVLS_ENABLE=0``).
 """
@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 
-from sim.catalog import GPUSpec
-from sim.costmodel.collectives import COLUMNS, OPS, CollectivesTable, collectives_path
-from sim.costmodel.profiled import ring_allreduce_s
-from sim.costmodel.roofline import RooflineParams
+from goodput.sim.catalog import GPUSpec
+from goodput.sim.costmodel.collectives import COLUMNS, OPS, CollectivesTable, collectives_path
+from goodput.sim.costmodel.profiled import ring_allreduce_s
+from goodput.sim.costmodel.roofline import RooflineParams
 
 ALLREDUCE_ESTIMATED = "estimated (roofline over NVLink), not measured"
 
@@ -178,7 +178,7 @@ def _op_fn(dist, op, nbytes, rank, world, device):
 
 def init_group(rank, world, backend, init_file, timeout_s):
     """(torch.distributed, device) of one spawned rank, its process group joined through a file
-    store; shared with profiler.collectives_graph so both sweeps start ranks the same way."""
+    store; shared with goodput.profiler.collectives_graph so both sweeps start ranks the same way."""
     os.environ["NCCL_NVLS_ENABLE"] = "0"  # never NVLink multicast (shared hosts)
     if backend == "gloo" and os.path.exists("/sys/class/net/lo"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -298,7 +298,7 @@ def run_collectives(world: int, device: str = "cuda", gpu_name: str = "auto",
                     out_root=Path("profiler/profiles"), sizes=None, ops=OPS,
                     rounds: int | None = None) -> Path:
     """Measure and write ``<out_root>/<gpu>/collectives/tp<world>.csv`` + ``.provenance.json``."""
-    from profiler import provenance
+    from goodput.profiler import provenance
 
     dev = torch.device(device if device == "cpu" else "cuda:0")
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -1,12 +1,12 @@
 """Collectives captured in CUDA graphs: the GPU time of a call, apart from the host's launch cost.
 
-Why: the eager sweep (profiler.collectives) times back-to-back eager calls between CUDA events;
+Why: the eager sweep (goodput.profiler.collectives) times back-to-back eager calls between CUDA events;
 on two H200s every size below ~8 MiB then takes 27-85 us, the rate at which the host launches
 NCCL calls, not what the GPUs spend. Inside a serving engine's forward pass collectives are
 replayed from CUDA graphs (decode) or overlap GPU work, so a cost model needs the GPU time;
 the launch cost is a separate, host-side number. ``goodput profile collectives --graph`` writes
 both, per op and size, to ``<gpu>/collectives/tp<N>.graph.csv`` (columns:
-``sim.costmodel.collectives.GRAPH_COLUMNS``) + ``tp<N>.graph.provenance.json``.
+``goodput.sim.costmodel.collectives.GRAPH_COLUMNS``) + ``tp<N>.graph.provenance.json``.
 
 Method, per op and size, on every rank (every rank issues the same collectives in one order):
 
@@ -54,7 +54,7 @@ from pathlib import Path
 
 import torch
 
-from profiler.collectives import (
+from goodput.profiler.collectives import (
     DEFAULT_SIZES,
     _op_fn,
     _quantile,
@@ -62,7 +62,7 @@ from profiler.collectives import (
     init_group,
     nccl_version,
 )
-from sim.costmodel.collectives import GRAPH_COLUMNS, GRAPH_OPS, CollectivesTable, collectives_path
+from goodput.sim.costmodel.collectives import GRAPH_COLUMNS, GRAPH_OPS, CollectivesTable, collectives_path
 
 
 def timing_settings(cuda: bool, rounds: int | None) -> dict:
@@ -75,7 +75,7 @@ def timing_settings(cuda: bool, rounds: int | None) -> dict:
 
 
 def _op(dist, op, nbytes, rank, world, device):
-    """(message bytes, callable or None) as profiler.collectives._op_fn, plus reduce_scatter."""
+    """(message bytes, callable or None) as goodput.profiler.collectives._op_fn, plus reduce_scatter."""
     if op != "reduce_scatter":
         return _op_fn(dist, op, nbytes, rank, world, device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # gloo: no bf16 sum
@@ -234,7 +234,7 @@ def measure_graph_op(world: int, backend: str, sizes, op: str, rounds: int | Non
 
 def topology() -> tuple[str | None, str]:
     """(``nvidia-smi topo -m`` without terminal colour codes, note) or (None, why absent)."""
-    from profiler.provenance import _run
+    from goodput.profiler.provenance import _run
 
     if shutil.which("nvidia-smi") is None:
         return None, "absent: nvidia-smi is not on PATH"
@@ -275,7 +275,7 @@ def run_graph_collectives(world: int, device: str = "cuda", gpu_name: str = "aut
     ``command``: the command line as parsed (the CLI's), else the process's argv."""
     import torch.multiprocessing as mp
 
-    from profiler import provenance
+    from goodput.profiler import provenance
 
     dev = torch.device(device if device == "cpu" else "cuda:0")
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -5,7 +5,7 @@
 #   WORLDS=2 bash profiler/device_collectives.sh      # one degree (a 2-GPU machine)
 #   EAGER=1 bash profiler/device_collectives.sh       # also the eager tp<N>.csv of each degree
 # Steps: (1) GPUs, NCCL and `nvidia-smi topo -m` (topo.txt); (2) a one-GPU capture self-check
-# (python3 -m profiler.collectives_graph, seconds; the script stops if NCCL calls cannot be
+# (python3 -m goodput.profiler.collectives_graph, seconds; the script stops if NCCL calls cannot be
 # captured); (3) per world W of WORLDS (default 2,4,8; a W above the GPU count is skipped and
 # said so) `goodput profile collectives --graph --world W`: all_reduce, all_gather,
 # reduce_scatter and send_recv, 1 KiB .. MAX_SIZE (default 256M), each size's calls captured in
@@ -42,7 +42,7 @@ python3 -c 'import torch; n = torch.cuda.nccl.version() if torch.cuda.is_availab
 cp "$DEST/topo.txt" "$STAGE/topo-x$NGPU.txt"
 if [ "$DEVICE" = cuda ]; then
   echo "== [$SECONDS s] capture self-check on GPU 0"
-  timeout -k 10 120 python3 -m profiler.collectives_graph > "$DEST/selfcheck.txt" 2>&1
+  timeout -k 10 120 python3 -m goodput.profiler.collectives_graph > "$DEST/selfcheck.txt" 2>&1
   rc=$?; grep -v -i warning "$DEST/selfcheck.txt" | tail -n 20
   cp "$DEST/selfcheck.txt" "$STAGE/"
   if [ $rc != 0 ]; then
@@ -57,7 +57,7 @@ sweep() {  # sweep W ARGS... : one `profile collectives` run, limited to the tim
   local left=$((DEADLINE - SECONDS - 15))
   [ $left -gt 30 ] || { echo "== no time left for: $*"; return; }
   echo "== [$SECONDS s] goodput profile collectives --world $* (limit ${left}s)"
-  timeout -k 10 "$left" python3 -m profiler.cli profile collectives --world "$@" --out "$ROOT" \
+  timeout -k 10 "$left" python3 -m goodput.profiler.cli profile collectives --world "$@" --out "$ROOT" \
       --max-size "${MAX_SIZE:-256M}" --device "$DEVICE" 2>&1 | grep -v -i warning
   local rc=${PIPESTATUS[0]}
   [ "$rc" = 0 ] || { echo "== world $1 exited $rc"; FAIL=1; }

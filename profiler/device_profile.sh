@@ -22,14 +22,14 @@ mkdir -p "$DEST"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)'
 if [ "$MODE" != resume ]; then
-  python3 -m profiler.selfcheck > "$DEST/selfcheck.txt" 2>&1
+  python3 -m goodput.profiler.selfcheck > "$DEST/selfcheck.txt" 2>&1
   rc=$?; tail -n 40 "$DEST/selfcheck.txt"; [ $rc = 0 ] || { echo "selfcheck failed"; exit 1; }
 fi
 prof() {  # prof ARGS... : one stage, limited to the time left before the deadline
   local left=$((DEADLINE - SECONDS))
   [ $left -gt 20 ] || { echo "no time left for: $*"; return; }
   echo "== [$SECONDS s] goodput profile $*"
-  timeout "$left" python3 -m profiler.cli profile "$@" 2>&1 | grep -v -i warning
+  timeout "$left" python3 -m goodput.profiler.cli profile "$@" 2>&1 | grep -v -i warning
 }
 RUN="run --no-fit --no-progress --out $ROOT --budget-s $T"
 if [ "$MODE" = resume ]; then

@@ -1,7 +1,7 @@
 """Fit the profiled cost model on a measured table and report its held-out error.
 
 ``fit_profile(dir)`` reads ``measurements.csv``, holds out a seeded 20% of the batch points,
-fits ``sim.costmodel.profiled`` on the rest and the component sweeps, scores the held-out points
+fits ``goodput.sim.costmodel.profiled`` on the rest and the component sweeps, scores the held-out points
 (absolute percentage error of the per-layer time, the quantity the table measures) and writes:
 
 * ``fit.json``: the parameters ``ProfiledCostModel`` loads (fitted on the training 80%, so the
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.batches import expand
-from sim.costmodel.profiled import (
+from goodput.profiler.batches import expand
+from goodput.sim.costmodel.profiled import (
     FEATURES,
     LIN_SCALE_KNOTS,
     PiecewiseLinear,

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from profiler.batches import encode
+from goodput.profiler.batches import encode
 
 
 @dataclass(frozen=True)
 class Point:
     kind: str  # batch | linear | embed | lmhead | overhead
     subkind: str  # prefill | decode | verify | mixed | random | sweep
-    code: str  # batch code (see profiler.batches) or "T=..." / "N=..."
+    code: str  # batch code (see goodput.profiler.batches) or "T=..." / "N=..."
 
     @property
     def key(self) -> tuple[str, str]:

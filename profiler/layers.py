@@ -18,10 +18,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from profiler.batches import AttnMeta
-from profiler.kernels import add_rmsnorm, rope_cache, silu_mul
-from profiler.paged_attention import paged_attention
-from profiler.shapes import PAGE_SIZE, ShardShapes
+from goodput.profiler.batches import AttnMeta
+from goodput.profiler.kernels import add_rmsnorm, rope_cache, silu_mul
+from goodput.profiler.paged_attention import paged_attention
+from goodput.profiler.shapes import PAGE_SIZE, ShardShapes
 
 DTYPE = torch.bfloat16
 ROPE_THETA = 10000.0
@@ -98,14 +98,14 @@ class DecoderLayer:
     def post_attention(self, a, res):
         """O projection, norm and MLP on the attention output: returns (hidden, residual)."""
         h = F.linear(a.view(a.shape[0], -1), self.o_w)
-        # (TP > 1: an all-reduce of h goes here; estimated separately, see profiler.collectives)
+        # (TP > 1: an all-reduce of h goes here; estimated separately, see goodput.profiler.collectives)
         x, res = add_rmsnorm(h, res, self.norm2)
         return self._mlp(x), res
 
     def forward(self, h, res, meta: AttnMeta, cos_sin, attention: bool = True, attn_fn=None):
         q, res = self.pre_attention(h, res, meta.positions, meta.slots, cos_sin)
         # attention=False times everything but the attention kernel (the "linear" sweep);
-        # attn_fn(q, layer, meta) replaces the Triton kernel (profiler.attention_backends).
+        # attn_fn(q, layer, meta) replaces the Triton kernel (goodput.profiler.attention_backends).
         if not attention:
             a = q
         elif attn_fn is not None:

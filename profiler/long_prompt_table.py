@@ -1,7 +1,7 @@
 """Long prompts, long chunks and long-context decode: measured vs predicted, from committed data.
 
-    python -m profiler.long_prompt_table            # markdown tables for docs/profiling.md
-    python -m profiler.long_prompt_table --new DIR --old DIR
+    python -m goodput.profiler.long_prompt_table            # markdown tables for docs/profiling.md
+    python -m goodput.profiler.long_prompt_table --new DIR --old DIR
 
 "measured" is the profile's own table composed into one forward pass: layers x the measured
 per-layer batch row + the measured embedding and LM-head sweeps (interpolated), i.e. GPU time
@@ -19,9 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-from sim.costmodel.base import Batch
-from sim.costmodel.profile_store import PROFILES_ROOT
-from sim.costmodel.profiled import PiecewiseLinear, ProfiledCostModel, logit_rows
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.profile_store import PROFILES_ROOT
+from goodput.sim.costmodel.profiled import PiecewiseLinear, ProfiledCostModel, logit_rows
 
 NEW = PROFILES_ROOT / "h200-fastattn" / "llama-3.1-8b" / "tp1"
 OLD = PROFILES_ROOT / "h200" / "llama-3.1-8b" / "tp1"

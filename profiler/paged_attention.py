@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from profiler.kernels import HAVE_TRITON, use_triton
+from goodput.profiler.kernels import HAVE_TRITON, use_triton
 
 if HAVE_TRITON:
     import triton
@@ -305,7 +305,7 @@ def paged_attention(q, k_cache, v_cache, meta, scale, out=None):
     """Attention output [T, Hq, D] for the batch described by ``meta`` (see batches.AttnMeta).
 
     ``out``: where to write it (same shape and strides as ``q``), e.g. the static buffer a
-    piecewise CUDA graph reads (profiler.serve.runner); a new tensor when not given.
+    piecewise CUDA graph reads (goodput.profiler.serve.runner); a new tensor when not given.
     """
     if not use_triton(q):
         ref = paged_attention_ref(q, k_cache, v_cache, meta.block_table, meta.q_start_host,

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sim.catalog import gpus
+from goodput.sim.catalog import gpus
 
 #: (pattern in torch's device name, catalog GPU name). Checked in order.
 _NAME_PATTERNS = (

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from profiler import provenance
-from profiler.attention_backends import AttentionSelector, contiguous_pages
-from profiler.batches import InfeasiblePoint, build_meta, decode, draw_pages, kv_tokens
-from profiler.collectives import ALLREDUCE_ESTIMATED, measure_copy_bandwidth
-from profiler.grids import CPU_TINY, QUICK, GridConfig, Point, build_grid
-from profiler.layers import Embedding, LayerStack, LMHead
-from profiler.measure import iteration_overhead, time_fn
-from profiler.shapes import PAGE_SIZE, ShardShapes, resolve_model
+from goodput.profiler import provenance
+from goodput.profiler.attention_backends import AttentionSelector, contiguous_pages
+from goodput.profiler.batches import InfeasiblePoint, build_meta, decode, draw_pages, kv_tokens
+from goodput.profiler.collectives import ALLREDUCE_ESTIMATED, measure_copy_bandwidth
+from goodput.profiler.grids import CPU_TINY, QUICK, GridConfig, Point, build_grid
+from goodput.profiler.layers import Embedding, LayerStack, LMHead
+from goodput.profiler.measure import iteration_overhead, time_fn
+from goodput.profiler.shapes import PAGE_SIZE, ShardShapes, resolve_model
 
 COLUMNS = ["kind", "subkind", "code", "n_seqs", "new_tokens", "kv_tokens", "status", "median_s",
            "p10_s", "p90_s", "rounds", "calls", "note"]
@@ -48,7 +48,7 @@ class RunConfig:
     cpu_memory_gb: float = 0.01
     validate_full_depth: bool = False
     #: "fastest": each batch row is timed with the faster of the Triton paged kernel and torch
-    #: SDPA (profiler.attention_backends); "triton": the Triton kernel alone (profiles before it)
+    #: SDPA (goodput.profiler.attention_backends); "triton": the Triton kernel alone (profiles before it)
     attention: str = "fastest"
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -226,8 +226,8 @@ def _allreduce_estimate(gpu: str, tp: int) -> dict | None:
     """Parameters of the all-reduce term for TP > 1 shards profiled on one GPU (not measured)."""
     if tp == 1:
         return None
-    from sim.catalog import get_gpu
-    from sim.costmodel.roofline import RooflineParams
+    from goodput.sim.catalog import get_gpu
+    from goodput.sim.costmodel.roofline import RooflineParams
 
     spec, p = get_gpu(gpu), RooflineParams()
     link = spec.nvlink_gbs if spec.nvlink_gbs > 0 else spec.pcie_gbs
@@ -333,7 +333,7 @@ def run_profile(cfg: RunConfig) -> Path:
     if bar:
         bar.close()
     if cfg.validate_full_depth and not stopped:
-        from profiler.validate import validate_full_depth
+        from goodput.profiler.validate import validate_full_depth
 
         _write_json(out / "validation.json", validate_full_depth(prof, out))
     meta["status"] = "stopped (budget); rerun to resume" if stopped else "complete"

@@ -1,7 +1,7 @@
 """Check the Triton kernels against the torch references before timing anything.
 
 Why: a fast kernel that computes the wrong thing (a missed page, a wrong causal bound) would time
-the wrong work. Run on the device first (``python -m profiler.selfcheck``); it draws fresh
+the wrong work. Run on the device first (``python -m goodput.profiler.selfcheck``); it draws fresh
 random inputs, poisons outputs, covers every GQA group size and head size of the catalog's
 profiled models, both tile classes and the split-KV path, and exits non-zero on a mismatch.
 With ``TRITON_INTERPRET=1`` it runs on the CPU through Triton's interpreter (float16/32 there:
@@ -14,9 +14,9 @@ import sys
 
 import torch
 
-from profiler import kernels as K
-from profiler.batches import build_meta, expand
-from profiler.paged_attention import paged_attention, paged_attention_ref
+from goodput.profiler import kernels as K
+from goodput.profiler.batches import build_meta, expand
+from goodput.profiler.paged_attention import paged_attention, paged_attention_ref
 
 CASES = [  # (q heads, kv heads, head dim, batch code)
     (32, 8, 128, "1x1@5000"),  # long-context decode -> split KV

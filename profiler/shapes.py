@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.catalog import ModelSpec, get_model
+from goodput.sim.catalog import ModelSpec, get_model
 
 #: Synthetic model for the CPU mode: small enough that profile -> fit -> predict runs in seconds
 #: in CI, shaped like a GQA Llama (2 query heads per KV head, gated MLP) so every code path runs.

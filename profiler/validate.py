@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from profiler.batches import InfeasiblePoint, build_meta, expand
-from profiler.layers import LayerStack
-from profiler.measure import time_fn
+from goodput.profiler.batches import InfeasiblePoint, build_meta, expand
+from goodput.profiler.layers import LayerStack
+from goodput.profiler.measure import time_fn
 
 CODES = ("1x1@1024", "32x1@1024", "256x1@512", "1x512@0", "1x2048@0", "1x256@1024+32x1@1024")
 

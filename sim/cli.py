@@ -5,11 +5,11 @@ the handler that runs it (``add_simulate_subcommand``, ``add_trace_subcommands``
 ``add_sim_subcommands`` for both). The umbrella ``goodput`` command (``goodput/cli.py``) registers
 them next to the planner's and the profiler's and wires ``simulate --plan``; nothing here
 imports the planner or the profiler (see docs/simulator.md, "Layering").
-``python -m sim.cli simulate ...`` runs the simulator's subcommands alone.
+``python -m goodput.sim.cli simulate ...`` runs the simulator's subcommands alone.
 
 Building the parser imports nothing heavy (no numpy, pandas or the engine): ``--help`` lists the
 registered policies, routers, trace formats and every flag's default, and imports the
-registries only when it is asked for (sim.cli_help).
+registries only when it is asked for (goodput.sim.cli_help).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from sim.cli_help import GROUP_FLAGS, SIM_FLAGS, RegistryHelp
+from goodput.sim.cli_help import GROUP_FLAGS, SIM_FLAGS, RegistryHelp
 
 _SIM_FLAGS, _GROUP_FLAGS = SIM_FLAGS, GROUP_FLAGS  # the names older callers use
 
@@ -26,7 +26,7 @@ _SIM_FLAGS, _GROUP_FLAGS = SIM_FLAGS, GROUP_FLAGS  # the names older callers use
 def _parse_set(items: list[str]) -> dict:
     import yaml
 
-    from sim.config import ConfigError
+    from goodput.sim.config import ConfigError
 
     out = {}
     for item in items or []:
@@ -52,8 +52,8 @@ def _file_sets(path: str | None, key: str) -> bool:
 
 
 def config_from_args(args):
-    from sim.config import ConfigError, load_config
-    from sim.config_checks import check_config
+    from goodput.sim.config import ConfigError, load_config
+    from goodput.sim.config_checks import check_config
 
     overrides = _parse_set(args.set)
     for dest, path in SIM_FLAGS.items():
@@ -98,8 +98,8 @@ def check_profile_matches(cfg, force: bool = False) -> None:
     d = cfg.cost_model.profile_dir
     if not d or cfg.cost_model.kind == "roofline":
         return
-    from sim.catalog import get_gpu, get_model
-    from sim.config import ConfigError
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.config import ConfigError
 
     fit = Path(d) / "fit.json"
     try:
@@ -132,11 +132,11 @@ def _load_options(args) -> dict:
 
 
 def cmd_simulate(args) -> int:
-    from sim.inputs import build_trace
-    from sim.metrics import PERCENTILES, format_summary, parse_percentiles
-    from sim.outputs import holds_results
-    from sim.provenance import collect, format_header
-    from sim.run import existing_results_error, run_and_report
+    from goodput.sim.inputs import build_trace
+    from goodput.sim.metrics import PERCENTILES, format_summary, parse_percentiles
+    from goodput.sim.outputs import holds_results
+    from goodput.sim.provenance import collect, format_header
+    from goodput.sim.run import existing_results_error, run_and_report
 
     cfg = config_from_args(args)
     percentiles = parse_percentiles(args.percentiles) if args.percentiles else PERCENTILES
@@ -222,7 +222,7 @@ def run_simulate(args) -> int:
     if args.print_config:
         import yaml
 
-        from sim.config import to_dict
+        from goodput.sim.config import to_dict
 
         print(yaml.safe_dump(to_dict(config_from_args(args)), sort_keys=False))
         return 0
@@ -231,7 +231,7 @@ def run_simulate(args) -> int:
 
 def add_sim_subcommands(sub) -> None:
     """The simulator's subcommands: ``simulate`` and ``trace ...``."""
-    from sim.workload.cli import add_trace_subcommands
+    from goodput.sim.workload.cli import add_trace_subcommands
 
     add_simulate_subcommand(sub)
     add_trace_subcommands(sub)
@@ -240,15 +240,15 @@ def add_sim_subcommands(sub) -> None:
 def clean_errors() -> tuple[type[BaseException], ...]:
     """Errors a handler reports as one ``goodput: error: ...`` line with exit status 2 (no
     traceback); ConfigError, TraceError, MetricsError and PlannerError are ValueErrors."""
-    from sim.config import ConfigError
+    from goodput.sim.config import ConfigError
 
     return (ConfigError, ValueError, FileNotFoundError)
 
 
 def __getattr__(name: str):
-    if name == "CLEAN_ERRORS":  # kept for callers; resolved lazily (sim.config is not light)
+    if name == "CLEAN_ERRORS":  # kept for callers; resolved lazily (goodput.sim.config is not light)
         return clean_errors()
-    raise AttributeError(f"module 'sim.cli' has no attribute {name!r}")
+    raise AttributeError(f"module 'goodput.sim.cli' has no attribute {name!r}")
 
 
 def run_command(parser: argparse.ArgumentParser, argv=None) -> int:
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """``python -m sim.cli simulate ...``: the simulator's subcommands without the rest."""
+    """``python -m goodput.sim.cli simulate ...``: the simulator's subcommands without the rest."""
     return run_command(build_parser(), argv)
 
 

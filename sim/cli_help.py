@@ -1,7 +1,8 @@
 """``goodput simulate --help``: every flag's default, and the registered choices.
 
-The choices come from the registries (``sim.engine.policies.POLICIES``,
-``sim.engine.routers.ROUTERS``, ``sim.costmodel.factory.KINDS`` and the trace loaders' formats),
+The choices come from the registries (``goodput.sim.engine.policies.POLICIES``,
+``goodput.sim.engine.routers.ROUTERS``, ``goodput.sim.costmodel.factory.KINDS`` and the trace
+loaders' formats),
 and the defaults from the config dataclasses, so the help never drifts from the code. Importing
 the registries costs numpy and the engine (~0.3 s, most of a help's time), so where they are not
 loaded yet their entries are read from the registering source with ``ast`` (the registration
@@ -41,13 +42,22 @@ def _get(obj, path: str):
     return obj
 
 
+def _module_path(module: str) -> Path:
+    """Where ``goodput.sim.<rest>`` lives, without importing it: this file's folder is goodput.sim
+    (installed, or the repository's sim/ folder that goodput/sim links to)."""
+    prefix = "goodput.sim."
+    if not module.startswith(prefix):
+        raise ValueError(f"{module!r} is not a goodput.sim module")
+    return Path(__file__).resolve().parent.joinpath(*module[len(prefix):].split("."))
+
+
 def _literal(module: str, name: str):
     """``module.name`` without importing ``module`` (pandas, the catalog): the loaded module's
     value when it is imported already, else the literal assigned to ``name`` in its source."""
     loaded = sys.modules.get(module)
     if loaded is not None:
         return getattr(loaded, name)
-    source = Path(__file__).resolve().parent.parent.joinpath(*module.split(".")).with_suffix(".py")
+    source = _module_path(module).with_suffix(".py")
     for node in ast.parse(source.read_text()).body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name) and node.targets[0].id == name):
@@ -56,8 +66,8 @@ def _literal(module: str, name: str):
 
 
 def format_names() -> list[str]:
-    """The trace loaders' formats (``sim.workload.formats.FORMATS``, the keys of its SIGNATURES)."""
-    return list(_literal("sim.workload.formats", "SIGNATURES"))
+    """The trace loaders' formats (``goodput.sim.workload.formats.FORMATS``, the keys of its SIGNATURES)."""
+    return list(_literal("goodput.sim.workload.formats", "SIGNATURES"))
 
 
 def _class_names(tree: ast.Module, decorator: str, registry: str | None = None) -> list[str]:
@@ -85,26 +95,26 @@ def _class_names(tree: ast.Module, decorator: str, registry: str | None = None) 
 
 
 def _sources(package: str) -> list[Path]:
-    base = Path(__file__).resolve().parent.parent.joinpath(*package.split("."))
+    base = _module_path(package)
     return sorted(base.glob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
 
 
 def policy_names() -> list[str]:
-    """``sim.engine.policies.POLICIES`` (plugins too) when it is loaded, else the built-in policies
+    """``goodput.sim.engine.policies.POLICIES`` (plugins too) when it is loaded, else the built-in policies
     read from their source (classes decorated with ``register_policy``): no engine import."""
-    loaded = sys.modules.get("sim.engine.policies")
+    loaded = sys.modules.get("goodput.sim.engine.policies")
     if loaded is not None:
         return sorted(loaded.POLICIES)
-    return sorted({n for f in _sources("sim.engine.policies")
+    return sorted({n for f in _sources("goodput.sim.engine.policies")
                    for n in _class_names(ast.parse(f.read_text()), "register_policy")})
 
 
 def router_names() -> list[str]:
-    """``sim.engine.routers.ROUTERS`` when it is loaded, else read from its source (as above)."""
-    loaded = sys.modules.get("sim.engine.routers")
+    """``goodput.sim.engine.routers.ROUTERS`` when it is loaded, else read from its source (as above)."""
+    loaded = sys.modules.get("goodput.sim.engine.routers")
     if loaded is not None:
         return sorted(loaded.ROUTERS)
-    tree = ast.parse(_sources("sim.engine.routers")[0].read_text())
+    tree = ast.parse(_sources("goodput.sim.engine.routers")[0].read_text())
     return sorted(set(_class_names(tree, "register_router", "ROUTERS")))
 
 
@@ -112,12 +122,12 @@ def choices() -> dict[str, list[str]]:
     """flag dest -> the names it accepts, from the registries (see policy_names)."""
     return {"policy": policy_names(), "router": router_names(),
             "trace_format": ["auto", *format_names()],
-            "cost_model": list(_literal("sim.costmodel.factory", "KINDS"))}
+            "cost_model": list(_literal("goodput.sim.costmodel.factory", "KINDS"))}
 
 
 def defaults() -> dict[str, object]:
     """flag dest -> its default, from the config dataclasses."""
-    from sim.config import InstanceGroupConfig, SimConfig
+    from goodput.sim.config import InstanceGroupConfig, SimConfig
 
     cfg, group = SimConfig(), InstanceGroupConfig()
     out = {dest: _get(cfg, path) for dest, path in SIM_FLAGS.items()}

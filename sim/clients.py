@@ -1,6 +1,6 @@
 """Request drivers: sessions, closed-loop clients, and requests that are not one LLM call.
 
-The arrival feed (``sim.feed``) hands this driver every trace row that needs more than "route it
+The arrival feed (``goodput.sim.feed``) hands this driver every trace row that needs more than "route it
 at its arrival time": a turn of a session (``session_id``), every row in closed-loop mode, an
 ``embed`` or a ``rag`` row. What comes next depends on when a request ends, so the driver learns
 ends through the one place every request ends, the record sink: a ``Sequence`` whose ``client``
@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Protocol, cast
 import numpy as np
 import pandas as pd
 
-from sim.compound import RagRequest, RetrievalService, StepLog, sample_latencies
-from sim.engine.records import RecordSink
-from sim.engine.sequence import COMPLETED, UNFINISHED, Sequence
-from sim.schema import EMBED, RAG, REQUEST_KINDS
-from sim.workload.schema import TraceError
+from goodput.sim.compound import RagRequest, RetrievalService, StepLog, sample_latencies
+from goodput.sim.engine.records import RecordSink
+from goodput.sim.engine.sequence import COMPLETED, UNFINISHED, Sequence
+from goodput.sim.schema import EMBED, RAG, REQUEST_KINDS
+from goodput.sim.workload.schema import TraceError
 
 if TYPE_CHECKING:
-    from sim.feed import ArrivalFeed
+    from goodput.sim.feed import ArrivalFeed
 
 
 class Client(Protocol):

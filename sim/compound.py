@@ -7,7 +7,7 @@ A rag row of the trace (docs/compound.md) runs, for round r = 1..R, a planning L
 ``RagRequest``: the record sink hands the call's end here instead of writing it to the request
 table, the step goes to the ``StepLog``, and the next step starts in a clock event at the same
 time (never inside the instance that just finished the call). The trace row gets one record for
-the whole request when its last step ends (``sim.invariants`` checks both tables agree).
+the whole request when its last step ends (``goodput.sim.invariants`` checks both tables agree).
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from collections import deque
 import numpy as np
 import pandas as pd
 
-from sim.config_clients import RetrievalConfig
-from sim.engine.records import RecordSink
-from sim.engine.sequence import COMPLETED, OUTCOMES, UNFINISHED, Sequence
-from sim.schema import RAG
+from goodput.sim.config_clients import RetrievalConfig
+from goodput.sim.engine.records import RecordSink
+from goodput.sim.engine.sequence import COMPLETED, OUTCOMES, UNFINISHED, Sequence
+from goodput.sim.schema import RAG
 
 #: step types of the steps table (index = code)
 STEP_TYPES = ("plan", "retrieve", "generate")

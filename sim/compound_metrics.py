@@ -1,11 +1,11 @@
 """Summary figures of sessions, closed-loop clients and compound requests (``summary.compound``).
 
-The request table's figures (sim.metrics) stay what they are: one row per trace request, so a rag
+The request table's figures (goodput.sim.metrics) stay what they are: one row per trace request, so a rag
 request's TTFT is the time to the first token of its answer and its e2e latency covers all its
 steps. This adds what only the driver and the steps table know: latency per step type (plan,
 retrieve, generate), the SLO on each LLM call of a rag request (``slo.ttft_s`` / ``slo.tpot_s``
 per call), the whole-request SLO (``slo.e2e_s``), and the closed loop's Little's law figures.
-Conventions as sim.metrics: latency statistics over completed steps or requests, attainment
+Conventions as goodput.sim.metrics: latency statistics over completed steps or requests, attainment
 over all of them (a rejected or unfinished one is a miss).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.metrics import PERCENTILES, _clean, _stats
+from goodput.sim.metrics import PERCENTILES, _clean, _stats
 
 
 def step_metrics(steps: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +46,7 @@ def compound_summary(requests: pd.DataFrame, steps: pd.DataFrame | None, clients
                      sim_duration_s: float, percentiles=PERCENTILES) -> dict | None:
     """The ``compound`` block of a run summary; None for a plain open-loop replay of generate
     requests with no whole-request SLO (its summary stays as it was). ``requests`` carries the
-    derived columns (sim.metrics.request_metrics); ``slo`` is the config's SLO section."""
+    derived columns (goodput.sim.metrics.request_metrics); ``slo`` is the config's SLO section."""
     kinds = requests["kind"].astype(str) if "kind" in requests else pd.Series("generate", requests.index)
     plain = (kinds == "generate").all() and steps is None and not clients.get("sessions") \
         and clients.get("mode", "open") == "open"
@@ -112,7 +112,7 @@ def _steps_block(st: pd.DataFrame, slo, duration: float, clients: dict, percenti
 
 def write_steps(out_dir: Path, steps: pd.DataFrame | None, csv: bool = False) -> None:
     """``steps.parquet`` (and ``steps.csv``) with the derived step latencies, beside the request
-    table, when the run had rag requests (into the run's staged folder: sim.outputs)."""
+    table, when the run had rag requests (into the run's staged folder: goodput.sim.outputs)."""
     if steps is None:
         return
     df = step_metrics(steps)
@@ -122,8 +122,8 @@ def write_steps(out_dir: Path, steps: pd.DataFrame | None, csv: bool = False) ->
 
 
 def compound_text(comp: dict) -> list[str]:
-    """The summary's terminal lines for the ``compound`` block (sim.summary_text)."""
-    from sim.summary_text import _fmt, _ms
+    """The summary's terminal lines for the ``compound`` block (goodput.sim.summary_text)."""
+    from goodput.sim.summary_text import _fmt, _ms
 
     kinds = "  ".join(f"{k} {_fmt(v['completed'])}/{_fmt(v['requests'])}"
                       for k, v in comp["kinds"].items())

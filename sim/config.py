@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sim.config_base import (
+from goodput.sim.config_base import (
     MOVED_FIELDS,
     ConfigError,
     from_dict,
@@ -27,7 +27,7 @@ from sim.config_base import (
     section_options,
     to_dict,
 )
-from sim.config_clients import ClientsConfig, RetrievalConfig
+from goodput.sim.config_clients import ClientsConfig, RetrievalConfig
 
 __all__ = ["MOVED_FIELDS", "ClusterEvent", "ConfigError", "CostModelConfig", "InstanceGroupConfig",
            "LinkConfig", "NetworkConfig", "OutputConfig", "RouterConfig", "SLOConfig",
@@ -44,7 +44,7 @@ class InstanceGroupConfig:
     gpu: str = "h100"
     tp: int = 1
     #: pipeline-parallel stages: the instance spans tp x pp GPUs and runs pp virtual engines
-    #: (vLLM), each its own batches and 1/pp of the KV cache (sim.costmodel.pipelined)
+    #: (vLLM), each its own batches and 1/pp of the KV cache (goodput.sim.costmodel.pipelined)
     pp: int = 1
     count: int = 1
     name: str = ""
@@ -97,7 +97,7 @@ class LinkConfig:
 class NetworkConfig:
     """How KV moves from prefill to decode instances (used when the cluster has pools)."""
 
-    #: nodes, GPUs and links (sim.network.Topology.from_config; docs/network.md); empty = every
+    #: nodes, GPUs and links (goodput.sim.network.Topology.from_config; docs/network.md); empty = every
     #: group on its own nodes of 8 GPUs of its type, InfiniBand NDR between nodes
     topology: dict[str, Any] = field(default_factory=dict)
     #: after_prefill | layer_by_layer (overlapped with the last prefill iteration) | pull
@@ -157,7 +157,7 @@ class CostModelConfig:
 
     kind: str = "auto"  # auto | roofline | profiled
     profile_dir: str = ""  # explicit profile directory (kind=profiled)
-    #: host costs of a real engine on top of a profile's kernels (sim.costmodel.engine):
+    #: host costs of a real engine on top of a profile's kernels (goodput.sim.costmodel.engine):
     #: auto = profiler/profiles/<gpu>/engine.json when present, none, or a path
     engine: str = "auto"
 
@@ -221,12 +221,12 @@ class SimConfig:
     #: policies and routers they register (and their option sections) can be named here
     plugins: list[str] = field(default_factory=list)
     #: open or closed-loop clients and think time; the rag requests' retrieval service
-    #: (sim.config_clients, docs/compound.md)
+    #: (goodput.sim.config_clients, docs/compound.md)
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
 
-register_section_source(SchedulerConfig, "sim.engine.policies")  # the built-in policies' sections
+register_section_source(SchedulerConfig, "goodput.sim.engine.policies")  # the built-in policies' sections
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -1,10 +1,10 @@
 """Strict typed loading shared by every config section: dicts onto dataclasses and back.
 
-Split from ``sim.config`` (which defines the sections and reads YAML) so the machinery that every
+Split from ``goodput.sim.config`` (which defines the sections and reads YAML) so the machinery that every
 section and every pluggable strategy relies on lives in one small place: ``from_dict`` rejects an
 unknown key or a wrong type naming the dotted path; strategies (batching policies, speculation
 methods, routers' options) register their own option sections; ``to_dict`` writes a config back
-so that it loads to an equal one; ``load_plugin`` imports user strategies. ``sim.config``
+so that it loads to an equal one; ``load_plugin`` imports user strategies. ``goodput.sim.config``
 re-exports every name, so callers import from there.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Value checks of a whole run configuration, before anything is built or simulated.
 
-The loader (``sim.config``) checks structure and types; this checks meaning: numbers in range,
+The loader (``goodput.sim.config``) checks structure and types; this checks meaning: numbers in range,
 no NaN, events that name instances that will exist at their time. One pass, the first problem as
 one line naming the dotted field and what would be valid, so a bad setting never costs a
 simulation (or, worse, runs and gives a number: a negative activation reserve used to double the
@@ -12,8 +12,8 @@ import dataclasses
 import math
 from typing import Any
 
-from sim.config import ConfigError, SimConfig
-from sim.pool_checks import check_pools
+from goodput.sim.config import ConfigError, SimConfig
+from goodput.sim.pool_checks import check_pools
 
 
 def _nan_fields(obj: Any, path: str):

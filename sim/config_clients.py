@@ -1,9 +1,9 @@
 """Config sections of the request drivers: clients (open or closed loop, think time) and the
 retrieval service of ``rag`` requests (docs/compound.md).
 
-Kept out of ``sim.config`` (which only points at these classes) so the request drivers own their
+Kept out of ``goodput.sim.config`` (which only points at these classes) so the request drivers own their
 settings, as batching policies own theirs; ``check_clients`` checks their meaning before a run,
-one line naming the field and the fix, like ``sim.config_checks``.
+one line naming the field and the fix, like ``goodput.sim.config_checks``.
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ class RetrievalConfig:
 
 def check_clients(cfg) -> None:
     """ConfigError for the first meaningless value of ``clients``, ``retrieval`` or
-    ``slo.e2e_s`` (called by ``sim.simulator.simulate`` beside ``check_config``)."""
-    from sim.config import ConfigError  # here: sim.config imports this module
+    ``slo.e2e_s`` (called by ``goodput.sim.simulator.simulate`` beside ``check_config``)."""
+    from goodput.sim.config import ConfigError  # here: goodput.sim.config imports this module
 
     c = cfg.clients
     if c.mode not in CLIENT_MODES:

@@ -1,10 +1,10 @@
 """The trace as arrivals: chunks of an arrival-ordered table replayed as clock events.
 
-Kept apart from the cluster (``sim.simulator``) because it is the one place requests enter a
+Kept apart from the cluster (``goodput.sim.simulator``) because it is the one place requests enter a
 run: each becomes a ``Sequence`` routed at its arrival time, and the ones a cut never reaches
-are recorded as unfinished, so every row read has exactly one record (``sim.invariants``).
+are recorded as unfinished, so every row read has exactly one record (``goodput.sim.invariants``).
 Rows that need more than that (a session's turns, closed-loop clients, embed and rag requests)
-go to the request driver (``sim.clients``); a chunk with none of them takes the plain path. In
+go to the request driver (``goodput.sim.clients``); a chunk with none of them takes the plain path. In
 a closed loop the driver pulls rows (``pull``) instead of the clock releasing them.
 """
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sim.engine.clock import SimClock
-from sim.engine.records import RecordSink
-from sim.engine.sequence import UNFINISHED, Sequence
-from sim.workload.schema import Trace
+from goodput.sim.engine.clock import SimClock
+from goodput.sim.engine.records import RecordSink
+from goodput.sim.engine.sequence import UNFINISHED, Sequence
+from goodput.sim.workload.schema import Trace
 
 if TYPE_CHECKING:
-    from sim.clients import ChunkExtras, Clients
+    from goodput.sim.clients import ChunkExtras, Clients
 
 
 def as_chunks(trace) -> Iterable[pd.DataFrame]:
@@ -71,7 +71,7 @@ class ArrivalFeed:
     def __init__(self, clock: SimClock, chunks, router, records: RecordSink, cutoff: float,
                  progress=None, clients: Clients | None = None):
         self.clock, self.router, self.records = clock, router, records
-        #: the request driver (sim.clients.Clients), or None: every row is a plain arrival
+        #: the request driver (goodput.sim.clients.Clients), or None: every row is a plain arrival
         self.clients = clients
         self.closed = clients is not None and clients.closed
         #: the current chunk's driver columns (None: no row of it needs the driver)

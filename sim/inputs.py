@@ -1,10 +1,10 @@
 """Turn the ``trace`` section of a config into the request stream the simulator replays."""
 from __future__ import annotations
 
-from sim.config import ConfigError, TraceConfig
-from sim.workload.generators import rescale, synthesize, synthesize_chunks, time_slice
-from sim.workload.loaders import load_trace
-from sim.workload.schema import Trace, TraceError
+from goodput.sim.config import ConfigError, TraceConfig
+from goodput.sim.workload.generators import rescale, synthesize, synthesize_chunks, time_slice
+from goodput.sim.workload.loaders import load_trace
+from goodput.sim.workload.schema import Trace, TraceError
 
 #: synthetic traces larger than this are streamed in chunks instead of being materialised
 STREAM_THRESHOLD = 200_000

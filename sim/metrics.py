@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.schema import COMPLETED, OPTIONAL_DEFAULTS, OUTCOMES, REJECTED, REQUIRED_COLUMNS, UNFINISHED
-from sim.summary_text import format_summary  # noqa: F401  (re-exported: planner, tests)
+from goodput.sim.schema import COMPLETED, OPTIONAL_DEFAULTS, OUTCOMES, REJECTED, REQUIRED_COLUMNS, UNFINISHED
+from goodput.sim.summary_text import format_summary  # noqa: F401  (re-exported: planner, tests)
 
-#: the request table's columns and outcomes are defined once, in sim.schema
+#: the request table's columns and outcomes are defined once, in goodput.sim.schema
 REQUIRED = REQUIRED_COLUMNS
 #: optional request column -> default (None: copy output_tokens), so hand-built or older tables
 #: still summarise

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sim.config import ConfigError
+from goodput.sim.config import ConfigError
 
-#: what a run writes (sim.run, sim.metrics.save_results, sim.plots); anything else is the user's
+#: what a run writes (goodput.sim.run, goodput.sim.metrics.save_results, goodput.sim.plots);
+#: anything else is the user's
 RUN_FILES = frozenset({"requests.parquet", "requests.csv", "timeseries.parquet", "instances.csv", "links.csv",
                        "steps.parquet", "steps.csv",
                        "summary.json", "config.json", "latency_cdfs.png", "timeseries.png",

@@ -9,11 +9,11 @@
   none until work arrives; a straight line from that sample to the next would draw a ramp that
   never happened. Where the sample before a silence longer than the sampling period says idle,
   the line is broken (NaN). A silence after a *busy* sample is a fast-forwarded run of
-  iterations (sim.engine: no event, no sample), and is drawn through.
+  iterations (goodput.sim.engine: no event, no sample), and is drawn through.
 * **Honest axes.** Every y axis starts at 0 (an all-zero series gets 0..1, not a centred axis
   with negative ticks); counts get integer ticks, the KV share is in percent.
 
-Large inputs are reduced first (time-bin means per instance, as sim.plots does for CDFs), so a
+Large inputs are reduced first (time-bin means per instance, as goodput.sim.plots does for CDFs), so a
 million-sample run plots as fast as a small one.
 """
 from __future__ import annotations
@@ -141,7 +141,7 @@ def timeseries_figure(timeseries: pd.DataFrame | None, interval_s: float | None 
 
     ``interval_s``: the run's ``output.timeseries_interval_s`` (inferred when None);
     ``names``: instance index -> label (e.g. the group name from instances.csv)."""
-    from sim.plots import new_figure
+    from goodput.sim.plots import new_figure
 
     if timeseries is None or len(timeseries) == 0:
         return _empty(new_figure(len(PANELS), 1, 4.4, 2.6), "no timeseries samples")
@@ -185,7 +185,7 @@ def timeseries_figure(timeseries: pd.DataFrame | None, interval_s: float | None 
 def _cluster_figure(ts: pd.DataFrame, cols: list[str], n: int, step: float) -> Figure:
     """Many instances: the mean over instances with the min-max band, on a grid a couple of
     sampling periods apart (finer would only show which instance happened to sample when)."""
-    from sim.plots import new_figure
+    from goodput.sim.plots import new_figure
 
     span = float(ts["time_s"].max() - ts["time_s"].min())
     points = int(min(TS_POINTS, max(50, span / (2 * step)))) if step > 0 else TS_POINTS

@@ -1,7 +1,7 @@
 """PNG plots of a run: latency CDFs, per-instance timeseries and multi-run comparisons.
 
 The timeseries figure (small multiples per instance, idle gaps left as gaps) is built in
-sim.plot_timeseries; this module saves it with the others.
+goodput.sim.plot_timeseries; this module saves it with the others.
 
 Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly, never
 through pyplot: no display is needed, no global figure registry grows across many plots, and the
@@ -19,8 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from sim.metrics import SLO, ensure_derived
-from sim.plot_timeseries import MAX_PANELS, TS_POINTS, timeseries_figure
+from goodput.sim.metrics import SLO, ensure_derived
+from goodput.sim.plot_timeseries import MAX_PANELS, TS_POINTS, timeseries_figure
 
 __all__ = ["CDF_PANELS", "CDF_POINTS", "MAX_PANELS", "TS_POINTS", "cdf_figure", "new_figure",
            "plot_comparison", "plot_latency_cdfs", "plot_timeseries", "save_all_plots",
@@ -114,7 +114,7 @@ def plot_timeseries(timeseries: pd.DataFrame | None, path, interval_s: float | N
                     names: dict | None = None) -> Path:
     """Batch size, KV cache used and waiting requests over time: one row per instance up to
     ``MAX_PANELS`` (the cluster's mean and band beyond), idle stretches left as gaps
-    (sim.plot_timeseries says how)."""
+    (goodput.sim.plot_timeseries says how)."""
     return save_figure(timeseries_figure(timeseries, interval_s, names), path)
 
 

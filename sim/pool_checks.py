@@ -1,8 +1,8 @@
 """Checks of a cluster with prefill/decode pools (``cluster[].role``, ``network``), before any
-simulation: one line naming the field and the fix (called by ``sim.config_checks``)."""
+simulation: one line naming the field and the fix (called by ``goodput.sim.config_checks``)."""
 from __future__ import annotations
 
-from sim.config import ConfigError, SimConfig
+from goodput.sim.config import ConfigError, SimConfig
 
 ROLES = ("mixed", "prefill", "decode")
 
@@ -23,9 +23,9 @@ def check_pools(cfg: SimConfig) -> None:
     if roles == {"prefill"}:
         raise ConfigError("cluster: every group has role 'prefill', so no instance decodes; "
                           "add a group with role 'decode' (or 'mixed')")
-    from sim.engine.disagg import DISPATCH
-    from sim.network import MODES, NetworkConfigError, Topology
-    from sim.network.placement import place
+    from goodput.sim.engine.disagg import DISPATCH
+    from goodput.sim.network import MODES, NetworkConfigError, Topology
+    from goodput.sim.network.placement import place
 
     net = cfg.network
     if net.kv_transfer not in MODES:

@@ -2,7 +2,7 @@
 
 Hit figures come from the per-request records (``cached_tokens``: prompt tokens the cache served
 at a request's last admission, so a preempted request that found its own prefix again counts
-once), tier traffic from the instances' cache counters (``sim.engine.prefix_cache``).
+once), tier traffic from the instances' cache counters (``goodput.sim.engine.prefix_cache``).
 """
 from __future__ import annotations
 

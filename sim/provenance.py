@@ -13,7 +13,7 @@ of ``goodput simulate``.
   the first and the last MiB (``hash_method`` says which; cheap on multi-GB traces, and any edit
   that changes the size or either end changes it). A synthetic workload records its generator.
 * ``cost_models``: per cluster group, the cost model's ``source``, and its ``provenance`` and
-  ``error_estimate`` from ``describe()`` (sim.costmodel.errors) plus the profile folder if any.
+  ``error_estimate`` from ``describe()`` (goodput.sim.costmodel.errors) plus the profile folder if any.
 * ``seed``: the run's seed.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def goodput_version() -> str:
             return str(top.__version__)
         from importlib.metadata import version
 
-        return version("goodput")
+        return version("goodput-serving")  # goodput.DISTRIBUTION
     except Exception:  # provenance never fails a run
         return "unknown"
 
@@ -146,7 +146,7 @@ def trace_provenance(cfg, trace=None, load_options: dict | None = None) -> dict:
     return out
 
 
-def _group_name(group, model, gpu) -> str:  # as sim.simulator names instances' groups
+def _group_name(group, model, gpu) -> str:  # as goodput.sim.simulator names instances' groups
     return group.name or f"{model.name}@{gpu.name}x{group.tp}"
 
 
@@ -154,8 +154,8 @@ def cost_model_provenance(cfg) -> dict:
     """Per cluster group: the cost model the run will use and what its numbers rest on."""
     out: dict[str, dict] = {}
     try:
-        from sim.catalog import get_gpu, get_model
-        from sim.costmodel.factory import make_cost_model
+        from goodput.sim.catalog import get_gpu, get_model
+        from goodput.sim.costmodel.factory import make_cost_model
     except Exception as exc:  # pragma: no cover  (a broken install; say so, do not fail)
         return {"error": f"{type(exc).__name__}: {exc}"}
     for i, group in enumerate(cfg.cluster):
@@ -172,7 +172,7 @@ def cost_model_provenance(cfg) -> dict:
 
 def collect(cfg, trace=None, load_options: dict | None = None) -> dict:
     """The provenance record of a run of ``cfg`` on ``trace`` (see the module docstring)."""
-    from sim.config import to_dict
+    from goodput.sim.config import to_dict
 
     config = to_dict(cfg)
     return {

@@ -9,7 +9,7 @@ opens. Built from plain string templates with ``html.escape`` on every value, so
 a group name can never inject markup, and no template engine is needed.
 
 The helpers (``page``, ``table``, ``kv_table``, ``image``, ``write_atomic``) are shared with the
-planner's report (planner.report_html).
+planner's report (goodput.planner.report_html).
 """
 from __future__ import annotations
 

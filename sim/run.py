@@ -1,6 +1,6 @@
 """Simulate, then derive metrics, summary, files and plots: what ``goodput simulate`` prints.
 
-The summary also carries ``provenance`` (what made the run: sim.provenance) and ``load``
+The summary also carries ``provenance`` (what made the run: goodput.sim.provenance) and ``load``
 (offered load against what the cluster processed, and the headroom beside busy time).
 """
 from __future__ import annotations
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.compound_metrics import compound_summary, write_steps
-from sim.config import ConfigError, SimConfig, to_dict
-from sim.engine.tbt import percentile_from_hist
-from sim.metrics import PERCENTILES, SLO, _num, request_metrics, save_results, summarize
-from sim.outputs import folder_lock, holds_results, staged_folder
-from sim.prefix_metrics import prefix_summary
-from sim.simulator import SimResult, simulate
+from goodput.sim.compound_metrics import compound_summary, write_steps
+from goodput.sim.config import ConfigError, SimConfig, to_dict
+from goodput.sim.engine.tbt import percentile_from_hist
+from goodput.sim.metrics import PERCENTILES, SLO, _num, request_metrics, save_results, summarize
+from goodput.sim.outputs import folder_lock, holds_results, staged_folder
+from goodput.sim.prefix_metrics import prefix_summary
+from goodput.sim.simulator import SimResult, simulate
 
 
 def slo_of(cfg: SimConfig) -> SLO:
@@ -93,11 +93,11 @@ def load_summary(result: SimResult, cfg: SimConfig, summary: dict) -> dict:
 def run_and_report(cfg: SimConfig, trace, count: int | None = None, *, force: bool = True,
                    provenance: dict | None = None, percentiles=PERCENTILES) -> SimResult:
     """Run one simulation; fill ``result.summary``; write files and plots if ``output.dir`` is set
-    (all at once when complete: see sim.outputs).
+    (all at once when complete: see goodput.sim.outputs).
 
     ``force=False`` refuses an ``output.dir`` that holds an earlier run's results (``goodput
     simulate`` without ``--force``); the default replaces them, as notebooks re-running a cell
-    expect. ``provenance`` is the record of sim.provenance.collect (collected here if None);
+    expect. ``provenance`` is the record of goodput.sim.provenance.collect (collected here if None);
     ``percentiles`` are the latency percentiles of the summary.
     """
     if not cfg.output.dir:
@@ -116,7 +116,7 @@ def existing_results_error(out: Path) -> ConfigError:
 
 def _run(cfg: SimConfig, trace, count: int | None, provenance: dict | None,
          percentiles) -> SimResult:
-    from sim.provenance import collect
+    from goodput.sim.provenance import collect
 
     prov = provenance if provenance is not None else collect(cfg, trace)
     result = simulate(cfg, trace, count)
@@ -146,10 +146,10 @@ def _run(cfg: SimConfig, trace, count: int | None, provenance: dict | None,
                 result.links.to_csv(out / "links.csv", index=False)
             write_steps(out, result.steps, cfg.output.csv)
             if cfg.output.plots:
-                from sim.plots import save_all_plots
+                from goodput.sim.plots import save_all_plots
                 save_all_plots(out, result.requests, result.timeseries, slo,
                                cfg.output.timeseries_interval_s, result.instances)
-            from sim.report_html import write_run_report
+            from goodput.sim.report_html import write_run_report
 
             write_run_report(out, result.summary)  # report.html: the tables and the plots above
             trace_file = Path(cfg.output.trace_events) if cfg.output.trace_events else None

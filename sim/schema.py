@@ -1,10 +1,11 @@
 """The per-request results table: its columns (names, dtypes, order) and outcome names, once.
 
 Every run produces one row per request (``SimResult.requests``, ``requests.parquet``). The
-engine's record sink (``sim.engine.records``) stores these columns, ``sim.metrics`` validates and
+engine's record sink (``goodput.sim.engine.records``) stores these columns,
+``goodput.sim.metrics`` validates and
 summarises them, and the planner, the profiler's real serving loop and the notebooks read them;
 all of them take the names from here. (The *input* boundary, the canonical trace, has its own
-schema in ``sim.workload.schema``.)
+schema in ``goodput.sim.workload.schema``.)
 
 Storage: the sink keeps each column in an ``array.array`` of float64 (``FLOAT_COLUMNS``) or int64
 (``INT_COLUMNS``). The four categorical columns are stored as int64 codes and become
@@ -32,7 +33,7 @@ class Column:
     name: str
     #: dtype in the frame: "float64", "int64" or "category" (stored as int64 codes)
     dtype: str
-    #: a table handed to ``sim.metrics`` must have it (else it is filled with ``default``)
+    #: a table handed to ``goodput.sim.metrics`` must have it (else it is filled with ``default``)
     required: bool
     #: fill value for a missing optional column; None means "copy output_tokens"
     default: Any = None
@@ -83,7 +84,7 @@ FLOAT_COLUMNS: tuple[str, ...] = tuple(c.name for c in REQUEST_SCHEMA if c.stora
 INT_COLUMNS: tuple[str, ...] = tuple(c.name for c in REQUEST_SCHEMA if c.storage == "int64")
 CATEGORICAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in REQUEST_SCHEMA
                                              if c.dtype == "category")
-#: columns a request table must have for ``sim.metrics``
+#: columns a request table must have for ``goodput.sim.metrics``
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in REQUEST_SCHEMA if c.required)
 #: optional column -> default (None: copy output_tokens), so hand-built or older tables summarise
 OPTIONAL_DEFAULTS: dict[str, Any] = {c.name: c.default for c in REQUEST_SCHEMA

@@ -16,26 +16,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sim.catalog import get_gpu, get_model
-from sim.clients import ClientRecords, Clients
-from sim.config import ConfigError, SimConfig
-from sim.config_checks import check_config
-from sim.config_clients import check_clients
-from sim.costmodel.factory import make_cost_model
-from sim.costmodel.pipelined import PipelinedCostModel
-from sim.engine.clock import SimClock
-from sim.engine.disagg import DecodeCapacityFreed, KVDispatcher, build_dispatcher, link_table
-from sim.engine.instance import Instance
-from sim.engine.kvcache import kv_capacity
-from sim.engine.observer import NullObserver
-from sim.engine.policies import make_policy
-from sim.engine.proposers import speculation_memory
-from sim.engine.records import RecordSink
-from sim.engine.routers import make_router
-from sim.engine.sequence import UNFINISHED
-from sim.engine.trace_events import EventTrace
-from sim.feed import ArrivalFeed, as_chunks
-from sim.invariants import check_run
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.clients import ClientRecords, Clients
+from goodput.sim.config import ConfigError, SimConfig
+from goodput.sim.config_checks import check_config
+from goodput.sim.config_clients import check_clients
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.costmodel.pipelined import PipelinedCostModel
+from goodput.sim.engine.clock import SimClock
+from goodput.sim.engine.disagg import DecodeCapacityFreed, KVDispatcher, build_dispatcher, link_table
+from goodput.sim.engine.instance import Instance
+from goodput.sim.engine.kvcache import kv_capacity
+from goodput.sim.engine.observer import NullObserver
+from goodput.sim.engine.policies import make_policy
+from goodput.sim.engine.proposers import speculation_memory
+from goodput.sim.engine.records import RecordSink
+from goodput.sim.engine.routers import make_router
+from goodput.sim.engine.sequence import UNFINISHED
+from goodput.sim.engine.trace_events import EventTrace
+from goodput.sim.feed import ArrivalFeed, as_chunks
+from goodput.sim.invariants import check_run
 
 TIMESERIES_COLUMNS = ["time_s", "instance", "batch_size", "prefill_tokens", "running", "waiting",
                       "kv_used_blocks", "kv_total_blocks"]
@@ -43,7 +43,7 @@ TIMESERIES_COLUMNS = ["time_s", "instance", "batch_size", "prefill_tokens", "run
 
 @dataclass
 class SimResult:
-    requests: pd.DataFrame  # raw per-request records (see sim.engine.records)
+    requests: pd.DataFrame  # raw per-request records (see goodput.sim.engine.records)
     timeseries: pd.DataFrame
     instances: pd.DataFrame
     sim_duration_s: float
@@ -51,17 +51,17 @@ class SimResult:
     config: SimConfig
     cost_sources: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
-    #: histogram over every token's time-between-tokens (bins: sim.engine.tbt.EDGES)
+    #: histogram over every token's time-between-tokens (bins: goodput.sim.engine.tbt.EDGES)
     tbt_hist: np.ndarray | None = None
     migration: dict = field(default_factory=dict)
-    #: disaggregated pools: per-link traffic (sim.engine.disagg.link_table) and KV hand-off counts
+    #: disaggregated pools: per-link traffic (goodput.sim.engine.disagg.link_table) and KV hand-off counts
     links: pd.DataFrame | None = None
     kv_transfer: dict = field(default_factory=dict)
     #: injected faults: failures, requests they affected, tokens those recompute
     faults: dict = field(default_factory=dict)
-    #: one row per step of every rag request (sim.compound.STEP_COLUMNS); None: no rag request
+    #: one row per step of every rag request (goodput.sim.compound.STEP_COLUMNS); None: no rag request
     steps: pd.DataFrame | None = None
-    #: the request driver: client mode, sessions, closed loop, retrieval (sim.clients.Clients.info)
+    #: the request driver: client mode, sessions, closed loop, retrieval (goodput.sim.clients.Clients.info)
     clients: dict = field(default_factory=dict)
 
 

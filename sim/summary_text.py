@@ -1,6 +1,7 @@
 """The terminal text of a run summary (``format_summary``): aligned rows, latencies in ms.
 
-The JSON summary (sim.metrics.summarize, sim.run) stays the source of truth: this only prints it.
+The JSON summary (goodput.sim.metrics.summarize, goodput.sim.run) stays the source of truth: this
+only prints it.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def format_summary(s: dict) -> str:
             ("batch fill", _fmt(load["batch_fill_when_busy"], pct=True)),
             ("headroom", _fmt(load["headroom"], pct=True))]))
     if s.get("compound"):  # sessions, closed loop, embed / rag (docs/compound.md)
-        from sim.compound_metrics import compound_text
+        from goodput.sim.compound_metrics import compound_text
         lines += compound_text(s["compound"])
     cols = list(next(iter(s["latency"].values()), {"mean": None}))
     lines.append(f"{'latency (ms)':<32}" + "".join(f"{h:>10}" for h in cols))

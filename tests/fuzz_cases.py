@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from hypothesis import strategies as st
 
-from planner.errors import PlannerError
-from sim.config import ConfigError
-from sim.engine.kvcache import CapacityError
-from sim.workload.schema import TraceError
+from goodput.planner.errors import PlannerError
+from goodput.sim.config import ConfigError
+from goodput.sim.engine.kvcache import CapacityError
+from goodput.sim.workload.schema import TraceError
 
 CLEAN = (TraceError, ConfigError, PlannerError, CapacityError)
 CASE_LIMIT_S = 20.0
@@ -173,7 +173,7 @@ def _expected_arrivals(case) -> np.ndarray:
 
 def run_trace_case(case) -> str:
     """Write the case's rows in its format/container/compression and load them back."""
-    from sim.workload.loaders import load_trace
+    from goodput.sim.workload.loaders import load_trace
 
     df = raw_frame(case)
     with tempfile.TemporaryDirectory() as d:
@@ -226,7 +226,7 @@ def mutated_files(draw):
 
 
 def run_mutated_case(drawn) -> str:
-    from sim.workload.loaders import load_trace
+    from goodput.sim.workload.loaders import load_trace
 
     case, df, ops = drawn
     with tempfile.TemporaryDirectory() as d:
@@ -296,7 +296,7 @@ KEYS = st.one_of(_KNOWN, _KNOWN, _KNOWN, _KNOWN, _KNOWN,
 
 def _tiny_run(cfg) -> None:
     """Simulate 3 small requests under ``cfg``: each request exactly once, with an outcome."""
-    from sim.simulator import simulate
+    from goodput.sim.simulator import simulate
 
     cfg.cost_model.kind = "roofline"
     cfg.progress = False
@@ -314,9 +314,9 @@ def run_config_case(pairs: list, as_yaml: bool, simulate_it: bool) -> str:
     """Apply ``pairs`` (dotted key, value) as YAML text or ``--set`` overrides; load and check."""
     import yaml
 
-    from sim.cli import _parse_set
-    from sim.config import _set_dotted, load_config
-    from sim.config_checks import check_config
+    from goodput.sim.cli import _parse_set
+    from goodput.sim.config import _set_dotted, load_config
+    from goodput.sim.config_checks import check_config
 
     try:
         with time_limit():
@@ -349,7 +349,7 @@ def run_config_case(pairs: list, as_yaml: bool, simulate_it: bool) -> str:
 
 
 def run_yaml_text_case(text: str) -> str:
-    from sim.config import load_config
+    from goodput.sim.config import load_config
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "c.yaml"
@@ -403,10 +403,10 @@ def plan_argvs(draw):
 def run_plan_args_case(argv: list[str], repo: Path) -> str:
     """Parse and check ``goodput plan`` arguments as cmd_plan does, up to the first search."""
     from goodput.cli import build_parser
-    from planner.assemble import check_options
-    from planner.cli import load_planning_trace, options_from_args
-    from planner.pipeline import instance_types
-    from planner.slices import make_slices, parse_edges
+    from goodput.planner.assemble import check_options
+    from goodput.planner.cli import load_planning_trace, options_from_args
+    from goodput.planner.pipeline import instance_types
+    from goodput.planner.slices import make_slices, parse_edges
 
     try:
         with time_limit(), contextlib.redirect_stderr(io.StringIO()):

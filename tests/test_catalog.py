@@ -1,7 +1,7 @@
 """Catalog tests: the YAML loads, names resolve, and derived sizes match published figures."""
 import pytest
 
-from sim.catalog import get_gpu, get_model, gpus, models
+from goodput.sim.catalog import get_gpu, get_model, gpus, models
 
 # Published parameter counts (billions) from each model's card / paper.
 PUBLISHED_PARAMS_B = {

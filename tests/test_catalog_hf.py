@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from sim import catalog
-from sim.catalog import get_gpu, get_model
-from sim.catalog.hf import model_from_hf_config, spec_fields_from_hf
+from goodput.sim import catalog
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.catalog.hf import model_from_hf_config, spec_fields_from_hf
 
 LLAMA_31_8B = {  # huggingface.co/meta-llama/Llama-3.1-8B config.json (fields that matter)
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
@@ -50,8 +50,8 @@ def test_qwen2_moe_import_has_fine_grained_and_shared_experts():
     assert m.param_count() / 1e9 == pytest.approx(14.3, rel=0.03)  # published 14.3B total
     active = m.layers * m.active_params_per_layer() + m.embedding_params()
     assert active / 1e9 == pytest.approx(2.7, rel=0.12)  # "A2.7B" (non-embedding ~2.0B)
-    from sim.costmodel.base import Batch
-    from sim.costmodel.roofline import RooflineCostModel
+    from goodput.sim.costmodel.base import Batch
+    from goodput.sim.costmodel.roofline import RooflineCostModel
 
     cm = RooflineCostModel(m, get_gpu("h100"), 2, expert_parallel=True)
     assert cm.batch_time(Batch.decode([100] * 4)) > 0

@@ -1,9 +1,9 @@
 """GPU memory in the hardware's units and the KV capacity of Llama-70B at TP2 (issue 16, item 5)."""
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.catalog.memory import breakdown, engine_reserve_gb
-from sim.engine.kvcache import kv_capacity
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.catalog.memory import breakdown, engine_reserve_gb
+from goodput.sim.engine.kvcache import kv_capacity
 
 #: Vidur (microsoft/vidur) sizes Llama-3-70B at TP2 on an A100-80GB to 3,328 KV blocks of 16
 #: tokens per instance (the figure our benchmark uses). Its MemoryPlanner: 80 * 1024**3 bytes x

@@ -1,14 +1,14 @@
-"""FP8 weights and FP8 KV cache as precision variants of catalog models (sim.catalog.precision):
+"""FP8 weights and FP8 KV cache as precision variants of catalog models (goodput.sim.catalog.precision):
 bytes, KV capacity, roofline pricing, profile lookup and KV transfer, each against hand figures."""
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.catalog.precision import split_variant
-from sim.config import CostModelConfig, load_config
-from sim.costmodel.factory import make_cost_model
-from sim.costmodel.roofline import RooflineCostModel
-from sim.engine.kvcache import kv_capacity
-from sim.network.kv import kv_size
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.catalog.precision import split_variant
+from goodput.sim.config import CostModelConfig, load_config
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.engine.kvcache import kv_capacity
+from goodput.sim.network.kv import kv_size
 
 BASE = get_model("llama-3.1-8b")
 
@@ -82,7 +82,7 @@ def test_kv_transfer_moves_the_variants_bytes():
 
 
 def test_a_variant_of_an_fp8_checkpoint_is_refused_and_configs_accept_variants():
-    from sim.catalog.precision import with_precision
+    from goodput.sim.catalog.precision import with_precision
 
     with pytest.raises(ValueError, match="already has 1-byte weights"):
         with_precision(get_model("llama-3.1-8b-fp8"), "-fp8")
@@ -91,7 +91,7 @@ def test_a_variant_of_an_fp8_checkpoint_is_refused_and_configs_accept_variants()
 
 
 def test_the_profiler_refuses_to_time_an_fp8_variant_with_bf16_kernels():
-    from profiler.shapes import resolve_model
+    from goodput.profiler.shapes import resolve_model
 
     assert resolve_model("llama-3.1-8b").bytes_per_param == 2
     with pytest.raises(ValueError, match="not profiled yet"):

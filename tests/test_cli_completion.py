@@ -83,8 +83,8 @@ def test_plan_help_lists_registered_choices_and_every_default(capsys):
         main(["plan", "--help"])
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    from sim.engine.policies import POLICIES
-    from sim.workload.formats import FORMATS
+    from goodput.sim.engine.policies import POLICIES
+    from goodput.sim.workload.formats import FORMATS
 
     for name in (*POLICIES, *FORMATS, "roofline", "profiled"):
         assert name in text, name
@@ -97,7 +97,8 @@ def test_plan_and_completion_help_import_nothing_heavy():
     code = ("import sys\nfrom goodput.cli import main\n"
             "for argv in (['plan', '--help'], ['completion', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in ('numpy', 'pandas', 'sim.engine', 'profiler', 'sim.workload', "
+            "heavy = [m for m in ('numpy', 'pandas', 'goodput.sim.engine', 'goodput.profiler', "
+            "'goodput.sim.workload', "
             "'torch', 'yaml') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

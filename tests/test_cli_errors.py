@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from goodput.cli import main
-from sim.cli import build_parser, config_from_args
+from goodput.sim.cli import build_parser, config_from_args
 from tests.conftest import REPO
 
 PROFILE = REPO / "profiler" / "profiles" / "h100-sxm" / "llama-3.1-8b" / "tp1"

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from goodput.cli import main
-from sim import cli_help
+from goodput.sim import cli_help
 from tests.conftest import REPO
 
 
@@ -23,11 +23,11 @@ def _help(capsys, *argv) -> str:
 
 
 def test_simulate_help_lists_every_registered_choice_and_default(capsys):
-    from sim.config import SimConfig
-    from sim.costmodel.factory import KINDS
-    from sim.engine.policies import POLICIES
-    from sim.engine.routers import ROUTERS
-    from sim.workload.formats import FORMATS
+    from goodput.sim.config import SimConfig
+    from goodput.sim.costmodel.factory import KINDS
+    from goodput.sim.engine.policies import POLICIES
+    from goodput.sim.engine.routers import ROUTERS
+    from goodput.sim.workload.formats import FORMATS
 
     text = _help(capsys, "simulate")
     for name in (*POLICIES, *ROUTERS, *FORMATS, *KINDS):
@@ -44,7 +44,8 @@ def test_the_help_read_from_source_matches_the_live_registries():
     """Where the registries are not imported the help reads them from their source: the same."""
     code = ("from sim import cli_help\n"
             "cold = cli_help.choices()\n"
-            "import sim.engine.policies, sim.engine.routers, sim.workload, sim.costmodel.factory\n"
+            "import goodput.sim.engine.policies, goodput.sim.engine.routers, goodput.sim.workload\n"
+            "import goodput.sim.costmodel.factory\n"
             "assert cli_help.choices() == cold, (cli_help.choices(), cold)\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
@@ -52,7 +53,7 @@ def test_the_help_read_from_source_matches_the_live_registries():
 
 
 def test_live_registries_include_plugins():
-    from sim.engine.routers import ROUTERS
+    from goodput.sim.engine.routers import ROUTERS
 
     assert cli_help.router_names() == sorted(ROUTERS)
 
@@ -67,8 +68,9 @@ def test_top_level_help_lists_every_group(capsys):
 def test_help_imports_nothing_heavy(argv):
     code = ("import sys\nfrom goodput.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('numpy', 'pandas', 'sim.engine', 'planner', 'profiler', "
-            "'sim.workload', 'torch') if m in sys.modules]\n"
+            "heavy = [m for m in ('numpy', 'pandas', 'goodput.sim.engine', 'goodput.planner', "
+            "'goodput.profiler', "
+            "'goodput.sim.workload', 'torch') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=120)

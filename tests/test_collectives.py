@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.costmodel.collectives import (
+from goodput.sim.costmodel.collectives import (
     COLUMNS,
     OPS,
     CollectiveCurve,
@@ -23,7 +23,7 @@ from sim.costmodel.collectives import (
     fit_latency_bandwidth,
     formula_s,
 )
-from sim.costmodel.profiled import PROFILES_ROOT, ProfiledCostModel, ring_allreduce_s
+from goodput.sim.costmodel.profiled import PROFILES_ROOT, ProfiledCostModel, ring_allreduce_s
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [1 << p for p in range(10, 29)]  # 1 KiB .. 256 MiB
@@ -31,7 +31,7 @@ SIZES = [1 << p for p in range(10, 29)]  # 1 KiB .. 256 MiB
 
 # ---- measuring (gloo, 2-3 CPU processes) ------------------------------------------------------
 def test_cli_sweeps_every_op_and_size_and_writes_table_with_provenance(tmp_path):
-    from profiler.cli import main as profile_main
+    from goodput.profiler.cli import main as profile_main
 
     rc = profile_main(["profile", "collectives", "--world", "2", "--device", "cpu",
                        "--sizes", "1K,4K,64K", "--rounds", "3", "--out", str(tmp_path)])
@@ -58,7 +58,7 @@ def test_cli_sweeps_every_op_and_size_and_writes_table_with_provenance(tmp_path)
 
 
 def test_odd_world_sweep_idles_the_unpaired_rank_and_rounds_gather_sizes():
-    from profiler.collectives import measure_collectives
+    from goodput.profiler.collectives import measure_collectives
 
     rows = measure_collectives(3, backend="gloo", sizes=[1000, 1 << 14],
                                ops=("all_gather", "send_recv"), rounds=3)
@@ -72,8 +72,8 @@ def test_odd_world_sweep_idles_the_unpaired_rank_and_rounds_gather_sizes():
 def test_too_few_gpus_and_bad_arguments_name_the_fix():
     import torch
 
-    from profiler.cli import _parse_bytes
-    from profiler.collectives import measure_collectives
+    from goodput.profiler.cli import _parse_bytes
+    from goodput.profiler.collectives import measure_collectives
 
     if torch.cuda.device_count() < 4:
         with pytest.raises(ValueError, match=r"needs 4 GPUs.*nvidia-h200-x4"):
@@ -90,9 +90,9 @@ def test_too_few_gpus_and_bad_arguments_name_the_fix():
 
 def test_measuring_path_needs_no_simpy_and_the_simulator_side_no_torch():
     code = ("import sys\n"
-            "import sim.costmodel.collectives, sim.costmodel.profiled\n"
+            "import goodput.sim.costmodel.collectives, goodput.sim.costmodel.profiled\n"
             "assert 'torch' not in sys.modules, 'sim side imports torch'\n"
-            "import profiler.collectives, profiler.cli, profiler.provenance\n"
+            "import goodput.profiler.collectives, goodput.profiler.cli, goodput.profiler.provenance\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('simpy', 'pulp'))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
@@ -185,7 +185,7 @@ def _write_table(root, world, rows, date="2026-11-30T10:00:00+00:00"):
 
 
 def test_profiled_model_uses_the_measured_allreduce_table(tp2_root):
-    from sim.costmodel.base import Batch
+    from goodput.sim.costmodel.base import Batch
 
     root, d = tp2_root
     est = ProfiledCostModel.from_dir(d)
@@ -229,7 +229,7 @@ def test_profiled_model_uses_the_measured_allreduce_table(tp2_root):
 
 
 def test_bandwidth_bound_region_starts_above_the_launch_floor():
-    from sim.costmodel.collectives import CollectiveCurve
+    from goodput.sim.costmodel.collectives import CollectiveCurve
 
     sizes = [2 ** k for k in range(10, 29, 2)]
     # eager sweep: a noisy ~30 us floor up to 4 MiB, then bandwidth-bound

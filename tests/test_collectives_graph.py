@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.costmodel.base import Batch
-from sim.costmodel.collectives import (
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.collectives import (
     COLUMNS,
     GRAPH_COLUMNS,
     GRAPH_OPS,
@@ -22,9 +22,9 @@ from sim.costmodel.collectives import (
     collectives_path,
     find_table,
 )
-from sim.costmodel.profile_store import PROFILES_ROOT
-from sim.costmodel.roofline import RooflineCostModel
-from sim.costmodel.tp_estimate import tp_allreduce
+from goodput.sim.costmodel.profile_store import PROFILES_ROOT
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.costmodel.tp_estimate import tp_allreduce
 
 
 def _find(root, gpu, world, op="all_reduce") -> CollectivesTable:
@@ -35,7 +35,7 @@ def _find(root, gpu, world, op="all_reduce") -> CollectivesTable:
 
 # ---- the sweep on the CPU (2 gloo processes) ----------------------------------------------------
 def test_graph_sweep_on_cpu_writes_every_op_with_graph_schema_and_provenance(tmp_path, capsys):
-    from profiler.cli import main as profile_main
+    from goodput.profiler.cli import main as profile_main
 
     rc = profile_main(["profile", "collectives", "--graph", "--world", "2", "--device", "cpu",
                        "--sizes", "1K,64K", "--rounds", "2", "--out", str(tmp_path)])
@@ -79,7 +79,7 @@ def test_graph_sweep_on_cpu_writes_every_op_with_graph_schema_and_provenance(tmp
 def test_a_failed_op_is_recorded_and_the_other_ops_are_kept(tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
-    import profiler.collectives_graph as cg
+    import goodput.profiler.collectives_graph as cg
 
     def fake(world, backend, sizes, op, rounds=None, min_world=2):
         if op == "send_recv":
@@ -106,8 +106,8 @@ def test_a_failed_op_is_recorded_and_the_other_ops_are_kept(tmp_path, monkeypatc
 def test_graph_sweep_arguments_name_the_fix():
     import torch
 
-    from profiler.cli import main as profile_main
-    from profiler.collectives_graph import measure_graph_op, run_graph_collectives
+    from goodput.profiler.cli import main as profile_main
+    from goodput.profiler.collectives_graph import measure_graph_op, run_graph_collectives
 
     with pytest.raises(ValueError, match=r"unknown collective.*reduce_scatter"):
         measure_graph_op(2, "gloo", [1024], "broadcast")
@@ -229,7 +229,7 @@ def test_without_graph_tables_tp4_is_estimated_and_the_eager_tp2_table_works_as_
 
 
 def test_profiled_tp4_model_uses_the_graph_table_at_every_size(tmp_path):
-    from sim.costmodel.profiled import ProfiledCostModel
+    from goodput.sim.costmodel.profiled import ProfiledCostModel
 
     src = PROFILES_ROOT / "h200" / "llama-3.1-70b" / "tp2" / "fit.json"
     if not src.exists():

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.compound import sample_latencies
-from sim.config import ConfigError, load_config
-from sim.config_clients import RetrievalConfig
-from sim.invariants import InvariantError, check_steps
-from sim.run import run_and_report
-from sim.simulator import simulate
-from sim.workload.schema import TraceError
+from goodput.sim.compound import sample_latencies
+from goodput.sim.config import ConfigError, load_config
+from goodput.sim.config_clients import RetrievalConfig
+from goodput.sim.invariants import InvariantError, check_steps
+from goodput.sim.run import run_and_report
+from goodput.sim.simulator import simulate
+from goodput.sim.workload.schema import TraceError
 from tests.conftest import poisson_requests
 from tests.test_fast_forward import COLUMNS, assert_conserved, assert_same
 from tests.test_sessions import alone, make_cfg
@@ -230,7 +230,7 @@ def test_invariants_catch_a_lost_or_inflated_step():
 
 
 def test_rag_yaml_end_to_end(tmp_path):
-    from sim.inputs import build_trace
+    from goodput.sim.inputs import build_trace
 
     out = tmp_path / "run"
     for _ in range(2):  # a second run replaces the first one's files, steps.parquet included

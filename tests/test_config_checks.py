@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sim.config import ClusterEvent, ConfigError, InstanceGroupConfig, SimConfig, load_config
-from sim.simulator import simulate
+from goodput.sim.config import ClusterEvent, ConfigError, InstanceGroupConfig, SimConfig, load_config
+from goodput.sim.simulator import simulate
 
 ONE = pd.DataFrame({"request_id": [0], "arrival_s": [0.0], "prompt_tokens": [10], "output_tokens": [2]})
 
@@ -111,8 +111,8 @@ def test_ctrl_c_is_one_line_and_exit_130():
 
 
 def test_instances_are_billed_for_their_own_lifetime():
-    from sim.metrics import summarize
-    from sim.run import slo_of
+    from goodput.sim.metrics import summarize
+    from goodput.sim.run import slo_of
 
     df = pd.DataFrame({"request_id": range(40), "arrival_s": [i * 0.25 for i in range(40)],
                        "prompt_tokens": [200] * 40, "output_tokens": [30] * 40})

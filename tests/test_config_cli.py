@@ -6,7 +6,7 @@ import json
 import pytest
 
 from goodput.cli import main
-from sim.config import ConfigError, SimConfig, from_dict, load_config, to_dict
+from goodput.sim.config import ConfigError, SimConfig, from_dict, load_config, to_dict
 from tests.conftest import REPO
 
 

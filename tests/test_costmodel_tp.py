@@ -2,13 +2,13 @@
 and the provenance / error estimate every cost model now reports (deliverable 7)."""
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.costmodel.base import Batch
-from sim.costmodel.collectives import CollectivesTable
-from sim.costmodel.profile_store import PROFILES_ROOT
-from sim.costmodel.profiled import calibrated_roofline
-from sim.costmodel.roofline import RooflineCostModel
-from sim.costmodel.tp_estimate import HOP_S, latency_floor, ring_steps, tp_allreduce
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.collectives import CollectivesTable
+from goodput.sim.costmodel.profile_store import PROFILES_ROOT
+from goodput.sim.costmodel.profiled import calibrated_roofline
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.costmodel.tp_estimate import HOP_S, latency_floor, ring_steps, tp_allreduce
 
 TABLE = PROFILES_ROOT / "h200" / "collectives" / "tp2.csv"
 
@@ -70,7 +70,7 @@ def test_tp_collectives_are_labelled_estimated_in_describe():
 
 
 def test_profiled_describe_has_provenance_and_error():
-    from sim.costmodel.profiled import ProfiledCostModel, find_profile
+    from goodput.sim.costmodel.profiled import ProfiledCostModel, find_profile
 
     path = find_profile("h100", "llama-3.1-8b", 1)
     if path is None:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import ClusterEvent, InstanceGroupConfig, SimConfig
-from sim.simulator import simulate
+from goodput.sim.config import ClusterEvent, InstanceGroupConfig, SimConfig
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests, with_priorities
 
 COLUMNS = ["instance", "first_scheduled_s", "first_token_s", "completion_s", "generated_tokens",
@@ -291,9 +291,9 @@ def test_memoised_context_free_time_is_bit_identical():
     """The roofline memoises its context-free term by (tokens, sequences) (engine speed); a
     warmed model prices every iteration exactly as a fresh one and as the uncached formula, so
     the memo cannot make a step run and a fast-forwarded run differ."""
-    from sim.catalog import get_gpu, get_model
-    from sim.config import CostModelConfig
-    from sim.costmodel.factory import make_cost_model
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.config import CostModelConfig
+    from goodput.sim.costmodel.factory import make_cost_model
 
     def fresh():
         cfg = CostModelConfig()

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import ClusterEvent, ConfigError, load_config
-from sim.simulator import simulate
+from goodput.sim.config import ClusterEvent, ConfigError, load_config
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 from tests.test_fast_forward import COLUMNS, assert_same, both, make_cfg
 from tests.test_pools import pools_cfg
@@ -110,7 +110,7 @@ def test_unknown_fabric_link_is_refused_before_the_run():
 def test_shipped_fault_example_loses_nothing():
     from pathlib import Path
 
-    from sim.inputs import build_trace
+    from goodput.sim.inputs import build_trace
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "examples/faults.yaml")
     trace, n = build_trace(cfg.trace, cfg.seed)

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.catalog import get_model
-from sim.config import load_config, to_dict
-from sim.costmodel.base import Batch
-from sim.costmodel.engine import EngineOverhead, resolve_engine
-from sim.costmodel.profiled import ProfiledCostModel, find_profile
+from goodput.sim.catalog import get_model
+from goodput.sim.config import load_config, to_dict
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.engine import EngineOverhead, resolve_engine
+from goodput.sim.costmodel.profiled import ProfiledCostModel, find_profile
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = find_profile("h200", "llama-3.1-8b", 1)
@@ -63,7 +63,7 @@ def test_resolve_engine_auto_none_and_errors(tmp_path):
 
 
 def test_fit_engine_recovers_known_parameters():
-    from profiler.serve.calibrate import fit_engine
+    from goodput.profiler.serve.calibrate import fit_engine
 
     rng = np.random.default_rng(0)
     n = rng.integers(1, 200, 3000)
@@ -81,8 +81,8 @@ def test_fit_engine_recovers_known_parameters():
 
 def _virtual_case(case: Path, policy: str, rate: float, n: int = 120, seed: int = 1):
     """A case whose 'real' run is the loop clocked by the profile-only cost model."""
-    from profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
-    from profiler.serve.fidelity import base_config, poisson_trace, save_real
+    from goodput.profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
+    from goodput.profiler.serve.fidelity import base_config, poisson_trace, save_real
 
     case.mkdir(parents=True)
     cfg = base_config("llama-3.1-8b", "h200", policy)
@@ -106,8 +106,8 @@ def _virtual_case(case: Path, policy: str, rate: float, n: int = 120, seed: int 
 
 
 def test_compare_scores_zero_error_when_real_equals_simulation(tmp_path):
-    from profiler.serve.fidelity import compare
-    from profiler.serve.report import case_table, markdown_report
+    from goodput.profiler.serve.fidelity import compare
+    from goodput.profiler.serve.report import case_table, markdown_report
 
     root = tmp_path / "fid" / "h200" / "llama-3.1-8b"
     _virtual_case(root / "vllm-a", "vllm", 12.0)
@@ -138,7 +138,7 @@ def test_compare_scores_zero_error_when_real_equals_simulation(tmp_path):
 
 
 def test_calibrate_writes_engine_from_iteration_logs(tmp_path):
-    from profiler.serve.calibrate import calibrate
+    from goodput.profiler.serve.calibrate import calibrate
 
     root = tmp_path / "h200" / "llama-3.1-8b"
     _virtual_case(root / "vllm-a", "vllm", 10.0)
@@ -149,7 +149,7 @@ def test_calibrate_writes_engine_from_iteration_logs(tmp_path):
     assert doc["params"]["per_iteration_s"] == pytest.approx(cm.overhead_c[0], rel=0.05)
     assert doc["fitted_on"] == ["llama-3.1-8b/vllm-a"] and doc["gpu"] == "h200"
     assert EngineOverhead.load(tmp_path / "engine.json").name == "virt"
-    from profiler.serve.calibrate import per_case
+    from goodput.profiler.serve.calibrate import per_case
 
     line = per_case([root])
     assert line.startswith("llama-3.1-8b") and "vllm-a" in line and "kernel x 1.000" in line
@@ -159,7 +159,7 @@ def test_calibrate_writes_engine_from_iteration_logs(tmp_path):
 
 
 def test_design_writes_cases_at_fractions_of_capacity(tmp_path):
-    from profiler.serve.fidelity import design
+    from goodput.profiler.serve.fidelity import design
 
     lengths = REPO / "traces" / "sample_chat.csv"
     if not lengths.exists():
@@ -178,7 +178,7 @@ def test_design_writes_cases_at_fractions_of_capacity(tmp_path):
 
 def test_run_cases_on_the_cpu_writes_every_file(tmp_path):
     pytest.importorskip("torch")
-    from profiler.serve.run_cases import run_cases
+    from goodput.profiler.serve.run_cases import run_cases
 
     case = tmp_path / "tiny" / "vllm-a"
     case.mkdir(parents=True)

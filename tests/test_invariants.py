@@ -1,12 +1,12 @@
-"""The always-on end-of-run invariants (sim.invariants) and the cases that once broke them."""
+"""The always-on end-of-run invariants (goodput.sim.invariants) and the cases that once broke them."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from sim.config import SimConfig
-from sim.invariants import InvariantError, check_run
-from sim.simulator import simulate
+from goodput.sim.config import SimConfig
+from goodput.sim.invariants import InvariantError, check_run
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 
 

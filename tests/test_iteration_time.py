@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import CostModelConfig
-from sim.costmodel.base import Batch, CostModel
-from sim.costmodel.factory import make_cost_model
-from sim.costmodel.profiled import find_profile
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import CostModelConfig
+from goodput.sim.costmodel.base import Batch, CostModel
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.costmodel.profiled import find_profile
 
 
 def _models() -> list[tuple[str, CostModel]]:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.metrics import (
+from goodput.sim.metrics import (
     SLO,
     MetricsError,
     compare,
@@ -246,7 +246,7 @@ def test_compare_side_by_side():
 
 
 def test_slo_from_config_mapping_or_object():
-    class Cfg:  # like sim.config.SLOConfig, which has no per_class
+    class Cfg:  # like goodput.sim.config.SLOConfig, which has no per_class
         ttft_s, tpot_s, attainment_target = 0.5, None, 0.95
 
     assert SLO.from_config(Cfg()) == SLO(0.5, None, 0.95)

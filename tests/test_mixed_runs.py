@@ -12,12 +12,12 @@ from typing import ClassVar
 
 import pytest
 
-import sim.engine.instance as instance_mod
-from sim.catalog import get_gpu, get_model
-from sim.config import CostModelConfig
-from sim.costmodel.factory import make_cost_model
-from sim.engine.mixed_run import MixedRun
-from sim.engine.view import Plan
+import goodput.sim.engine.instance as instance_mod
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import CostModelConfig
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.engine.mixed_run import MixedRun
+from goodput.sim.engine.view import Plan
 from tests.conftest import poisson_requests
 from tests.test_fast_forward import COLUMNS, MIGRATION_COLUMNS, ROUTERS, assert_same, both, make_cfg
 
@@ -108,9 +108,9 @@ def test_run_prices_each_iteration_and_bisects_boundaries():
 
 def test_sarathi_predicts_full_chunks_then_the_last_piece():
     """One 2,000-token prompt alone on an instance, chunk 512: the run is 512, 512, 512, 464."""
-    from sim.engine.records import RecordSink
-    from sim.engine.sequence import Sequence
-    from sim.simulator import build_cluster
+    from goodput.sim.engine.records import RecordSink
+    from goodput.sim.engine.sequence import Sequence
+    from goodput.sim.simulator import build_cluster
 
     cfg = sarathi(True, chunk=512, budget=512, count=1, blocks=4000)
     inst = build_cluster(cfg, RecordSink()).instances[0]

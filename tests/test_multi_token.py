@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import SimConfig
-from sim.costmodel.base import Batch
-from sim.costmodel.roofline import RooflineCostModel
-from sim.engine.policies import register_policy
-from sim.engine.policies.vllm import VLLMPolicy
-from sim.engine.view import Plan
-from sim.metrics import request_metrics
-from sim.simulator import simulate
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import SimConfig
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.engine.policies import register_policy
+from goodput.sim.engine.policies.vllm import VLLMPolicy
+from goodput.sim.engine.view import Plan
+from goodput.sim.metrics import request_metrics
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 
 Q = 3

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.engine.clock import SimClock
-from sim.network import Fabric, GpuId, NetworkConfigError, Topology, max_min_rates
+from goodput.sim.engine.clock import SimClock
+from goodput.sim.network import Fabric, GpuId, NetworkConfigError, Topology, max_min_rates
 
 A0, A1, B0, B1 = GpuId(0, 0), GpuId(0, 1), GpuId(1, 0), GpuId(1, 1)
 GB = 1e9

@@ -1,10 +1,10 @@
-"""KV transfer sizing: GQA-correct bytes, TP/PP sharding (sim.network.kv)."""
+"""KV transfer sizing: GQA-correct bytes, TP/PP sharding (goodput.sim.network.kv)."""
 from __future__ import annotations
 
 import pytest
 
-from sim.catalog import get_model, models
-from sim.network import NetworkConfigError, kv_bytes, kv_heads_per_gpu, kv_size
+from goodput.sim.catalog import get_model, models
+from goodput.sim.network import NetworkConfigError, kv_bytes, kv_heads_per_gpu, kv_size
 
 
 def test_llama2_70b_is_gqa_327680_bytes_per_token():

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.engine.clock import SimClock
-from sim.network import (
+from goodput.sim.engine.clock import SimClock
+from goodput.sim.network import (
     Fabric,
     GpuId,
     NetworkConfigError,
@@ -132,7 +132,7 @@ def test_bad_mode_arguments(call):
 
 
 def test_worked_example_runs_and_prints_the_doc_numbers(capsys):
-    from sim.network.example import main
+    from goodput.sim.network.example import main
 
     main()
     out = capsys.readouterr().out

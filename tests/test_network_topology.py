@@ -1,13 +1,13 @@
-"""Link catalog, topology construction, paths and validation (sim.network.linkspec / topology)."""
+"""Link catalog, topology construction, paths and validation (goodput.sim.network.linkspec / topology)."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from sim.catalog import gpus
-from sim.network import GpuId, NetworkConfigError, Topology, get_link, link_spec
-from sim.network.linkspec import LINK_KINDS, Jitter, catalog, gpu_link_specs, parse_jitter
+from goodput.sim.catalog import gpus
+from goodput.sim.network import GpuId, NetworkConfigError, Topology, get_link, link_spec
+from goodput.sim.network.linkspec import LINK_KINDS, Jitter, catalog, gpu_link_specs, parse_jitter
 
 
 def test_every_catalog_link_has_a_source_and_a_known_kind():
@@ -75,7 +75,7 @@ def test_heterogeneous_nodes_and_overrides():
 
 
 def test_link_config_fields_are_accepted():
-    # sim.config.LinkConfig's fields (bandwidth_gbs, latency_s, jitter_s) map onto a spec unchanged
+    # goodput.sim.config.LinkConfig's fields (bandwidth_gbs, latency_s, jitter_s) map onto a spec unchanged
     s = link_spec({"kind": "infiniband", "bandwidth_gbs": 25.0, "latency_s": 20e-6, "jitter_s": 1e-6})
     assert s.jitter == Jitter("normal", 1e-6) and s.bytes_per_s == 25e9
 

@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import pytest
 
-from sim.config import ConfigError, load_config
-from sim.outputs import staged_folder
-from sim.run import run_and_report
+from goodput.sim.config import ConfigError, load_config
+from goodput.sim.outputs import staged_folder
+from goodput.sim.run import run_and_report
 
 ONE = pd.DataFrame({"request_id": [0, 1], "arrival_s": [0.0, 0.5], "prompt_tokens": [50, 60],
                     "output_tokens": [4, 5]})

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, load_config
-from sim.costmodel.pipelined import NVLINK_SEND_LATENCY_S, PipelinedCostModel
-from sim.costmodel.roofline import RooflineCostModel
-from sim.network import kv_size
-from sim.simulator import simulate
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import ConfigError, load_config
+from goodput.sim.costmodel.pipelined import NVLINK_SEND_LATENCY_S, PipelinedCostModel
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.network import kv_size
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 
 MODEL, GPU = "llama-3.1-70b", "h100"
@@ -48,7 +48,7 @@ def test_decode_stays_linear_so_fast_forward_is_exact():
                             get_gpu(GPU), 2, 3)
     a, b = pc.decode_coefficients(16)
     ctx = list(range(100, 1700, 100))
-    from sim.costmodel.base import Batch
+    from goodput.sim.costmodel.base import Batch
     assert pc.batch_time(Batch.decode(ctx)) == pytest.approx(a + b * sum(ctx), rel=1e-9)
     df = poisson_requests(200, 4.0)
     fast, step = simulate(cfg(pp=2), df).requests, simulate(cfg(pp=2, fast=False), df).requests

@@ -8,10 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from planner.cli import add_plan_subcommands
-from planner.errors import PlannerError
-from planner.placement import PhaseCapacity, PlacementTask, combine, max_rate, search_placement, tp_candidates
-from sim.config import load_config
+from goodput.planner.cli import add_plan_subcommands
+from goodput.planner.errors import PlannerError
+from goodput.planner.placement import (
+    PhaseCapacity,
+    PlacementTask,
+    combine,
+    max_rate,
+    search_placement,
+    tp_candidates,
+)
+from goodput.sim.config import load_config
 from tests.conftest import poisson_requests, shared_trace
 
 
@@ -108,7 +115,7 @@ def test_search_by_simulation_finds_and_verifies_a_design():
 
 
 def test_zero_load_miss_gives_zero_capacity_with_reason():
-    from planner.placement import prefill_capacity
+    from goodput.planner.placement import prefill_capacity
     c = prefill_capacity(small_task(ttft_s=1e-4), 1)
     assert c.rate == 0.0 and "misses at zero load" in c.limit
 
@@ -160,7 +167,7 @@ def test_distserve_lengths_fit_opt_context():
 
 
 def test_pipeline_stages_are_candidates_that_divide_the_layers():
-    from planner.placement import parallel_candidates
+    from goodput.planner.placement import parallel_candidates
 
     assert parallel_candidates("llama-3.1-70b", 8, 4) == [(tp, pp) for pp in (1, 2, 4)
                                                           for tp in (1, 2, 4, 8)]

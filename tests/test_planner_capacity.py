@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from planner.capacity import (
+from goodput.planner.capacity import (
     CapacityCache,
     CapacityTask,
     SearchSettings,
@@ -17,7 +17,7 @@ from planner.capacity import (
     search_capacity,
     task_key,
 )
-from planner.errors import PlannerError
+from goodput.planner.errors import PlannerError
 
 SHORT = np.array([[128, 32], [256, 64], [200, 48]])
 SMALL = SearchSettings(min_requests=40, max_requests=600, span_e2e=10, rel_tol=0.1)
@@ -61,7 +61,7 @@ def test_same_inputs_same_result():
 
 def test_cutoff_does_not_change_attainment():
     """Stopping at last arrival + TTFT + (max output - 1) x TPOT is exact, not an approximation."""
-    from sim.metrics import slo_met
+    from goodput.sim.metrics import slo_met
 
     p = _Prober(task())
     for rate in (5.0, 50.0, 400.0):

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from planner.cli import _availability, add_plan_subcommands, cmd_simulate_plan, load_planning_trace
-from planner.errors import PlannerError
-from planner.plan import Plan
+from goodput.planner.cli import _availability, add_plan_subcommands, cmd_simulate_plan, load_planning_trace
+from goodput.planner.errors import PlannerError
+from goodput.planner.plan import Plan
 
 
 def _parser():
@@ -87,7 +87,7 @@ def test_length_only_trace_needs_and_takes_a_rate(tmp_path):
 
 
 def test_price_file_and_flags(tmp_path):
-    from planner.prices import load_price_file, parse_price_flags
+    from goodput.planner.prices import load_price_file, parse_price_flags
 
     f = tmp_path / "prices.yaml"
     f.write_text("h100: {on_demand: 4.5, spot: 2.1}\nl4: 0.7\n")
@@ -104,7 +104,7 @@ def test_price_file_and_flags(tmp_path):
 
 
 def test_sweep_flags():
-    from planner.sweep import parse_sweeps
+    from goodput.planner.sweep import parse_sweeps
 
     assert parse_sweeps(["tpot=0.04,0.08", "attainment=0.95"]) == {
         "tpot": [0.04, 0.08], "attainment": [0.95]}

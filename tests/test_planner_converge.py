@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import planner.prove as prove_mod
-from planner.assemble import PlanOptions, build_plan, slice_inputs
-from planner.ilp import InstanceType, solve
-from planner.prove import ProofState, derate_factor, prove
-from planner.slices import Bucket, Slice, Slicing
-from planner.verify import PlanCheck
+import goodput.planner.prove as prove_mod
+from goodput.planner.assemble import PlanOptions, build_plan, slice_inputs
+from goodput.planner.ilp import InstanceType, solve
+from goodput.planner.prove import ProofState, derate_factor, prove
+from goodput.planner.slices import Bucket, Slice, Slicing
+from goodput.planner.verify import PlanCheck
 
 A = InstanceType("a10g", 1, 1.0, 150.0)
 B = InstanceType("a100-80gb", 1, 3.0, 400.0)

@@ -1,4 +1,4 @@
-"""One search over the whole design (planner.design_search): hand-checkable winners, safe pruning."""
+"""One search over the whole design (goodput.planner.design_search): hand-checkable winners, safe pruning."""
 from __future__ import annotations
 
 import math
@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from planner.capacity import CapacityResult
-from planner.design_search import search_designs
-from planner.design_space import Design, DesignSpace, SpecSettings, Speculation, parse_search
-from planner.errors import PlannerError
-from planner.pipeline import PlanOptions, make_plan
+from goodput.planner.capacity import CapacityResult
+from goodput.planner.design_search import search_designs
+from goodput.planner.design_space import Design, DesignSpace, SpecSettings, Speculation, parse_search
+from goodput.planner.errors import PlannerError
+from goodput.planner.pipeline import PlanOptions, make_plan
 
 
 def light_trace(n=200, rate=0.5, prompt=200, output=100, seed=0) -> pd.DataFrame:
@@ -129,8 +129,8 @@ def test_pruned_designs_are_never_cheaper_and_verified(policy_search):
 def test_plan_command_with_search_writes_the_chosen_design_and_the_table(tmp_path, capsys):
     import argparse
 
-    from planner.cli import add_plan_subcommands
-    from planner.plan import Plan
+    from goodput.planner.cli import add_plan_subcommands
+    from goodput.planner.plan import Plan
 
     p = argparse.ArgumentParser(prog="goodput")
     add_plan_subcommands(p.add_subparsers(dest="command", required=True))
@@ -158,9 +158,9 @@ def test_plan_command_with_search_writes_the_chosen_design_and_the_table(tmp_pat
 
 
 def test_a_disaggregated_design_is_proved_with_prefill_and_decode_pools(tmp_path):
-    from planner.design_disagg import finalist_disagg, screen_disagg
-    from planner.plan import Plan
-    from planner.verify import simulate_plan
+    from goodput.planner.design_disagg import finalist_disagg, screen_disagg
+    from goodput.planner.plan import Plan
+    from goodput.planner.verify import simulate_plan
 
     trace = light_trace(n=300, rate=2.0, prompt=600, output=60)
     o = opts(tmp_path, gpus=["a10g", "a100-80gb"], tpot_s=0.06, ttft_s=1.0)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from planner.baselines import best_single_type, savings, single_type_table
-from planner.errors import PlannerError
-from planner.ilp import InstanceType, single_type_counts, solve
+from goodput.planner.baselines import best_single_type, savings, single_type_table
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import InstanceType, single_type_counts, solve
 
 # A: $1/h, 100 W, serves only small requests (10 req/s); B: $3/h, 400 W, 30 small or 10 big req/s
 A = InstanceType("a", 1, 1.0, 100.0)

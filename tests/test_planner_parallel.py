@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure
-from planner.errors import PlannerError
-from planner.parallel import run_parallel
+from goodput.planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure
+from goodput.planner.errors import PlannerError
+from goodput.planner.parallel import run_parallel
 
 LENGTHS = [np.array([[128, 16], [200, 24]]), np.array([[900, 16]])]
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from planner.errors import PlannerError
-from planner.ilp import InstanceType
-from planner.phase_split import plan_phase_split, solve_phase_split
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import InstanceType
+from goodput.planner.phase_split import plan_phase_split, solve_phase_split
 from tests.conftest import poisson_requests
 
 A = InstanceType("a", 1, 1.0, 100.0)  # good at prompts: 10 req/s of prefill, 2 of decode

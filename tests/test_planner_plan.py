@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from planner.errors import PlannerError
-from planner.ilp import solve
-from planner.pipeline import PlanOptions, build_plan, instance_types, make_plan, slice_inputs
-from planner.plan import Plan, PlanGroup, PlanSlice
-from planner.prove import prove
-from planner.verify import simulate_plan
+from goodput.planner.errors import PlannerError
+from goodput.planner.ilp import solve
+from goodput.planner.pipeline import PlanOptions, build_plan, instance_types, make_plan, slice_inputs
+from goodput.planner.plan import Plan, PlanGroup, PlanSlice
+from goodput.planner.prove import prove
+from goodput.planner.verify import simulate_plan
 
 SHORT, LONG = (128, 32), (3000, 40)
 

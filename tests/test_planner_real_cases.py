@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from conftest import shared_trace
 
-from planner.cli import load_planning_trace
-from planner.pipeline import PlanOptions, make_plan
+from goodput.planner.cli import load_planning_trace
+from goodput.planner.pipeline import PlanOptions, make_plan
 
 FAST = {"input_edges": (1024,), "output_edges": (256,), "min_probe_requests": 60,
         "max_probe_requests": 1200, "span_e2e": 10, "rel_tol": 0.2, "workers": 2}

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from planner.errors import PlannerError
-from planner.slices import bucket_label, make_slices, parse_edges, trace_rate
+from goodput.planner.errors import PlannerError
+from goodput.planner.slices import bucket_label, make_slices, parse_edges, trace_rate
 
 
 def _trace(prompts, outputs, span=10.0):

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import plot_timeseries, plots
-from sim.metrics import SLO
+from goodput.sim import plot_timeseries, plots
+from goodput.sim.metrics import SLO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

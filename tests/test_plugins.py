@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sim.config import ConfigError, load_config
-from sim.simulator import simulate
+from goodput.sim.config import ConfigError, load_config
+from goodput.sim.simulator import simulate
 from tests.conftest import REPO
 
 PLUGIN = str(REPO / "examples/plugins/shortest_prompt_first.py")

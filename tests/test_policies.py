@@ -13,11 +13,11 @@ import math
 import pandas as pd
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import InstanceGroupConfig, SimConfig
-from sim.costmodel.base import Batch
-from sim.costmodel.roofline import RooflineCostModel
-from sim.simulator import simulate
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import InstanceGroupConfig, SimConfig
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.simulator import simulate
 
 MODEL, GPU = "llama-3.1-8b", "h100"
 COST = RooflineCostModel(get_model(MODEL), get_gpu(GPU), 1)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-import sim.simulator as simulator
-from sim.config import ClusterEvent, ConfigError, load_config
-from sim.engine.instance import Instance
-from sim.workload.generators import synthesize
+import goodput.sim.simulator as simulator
+from goodput.sim.config import ClusterEvent, ConfigError, load_config
+from goodput.sim.engine.instance import Instance
+from goodput.sim.workload.generators import synthesize
 from tests.test_policies import cfg_for, trace, util_for_blocks
 
 POLICIES = ["vllm", "sarathi", "orca", "static", "decode_priority"]

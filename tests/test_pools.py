@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.catalog import get_model
-from sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
-from sim.network import kv_size
-from sim.simulator import simulate
+from goodput.sim.catalog import get_model
+from goodput.sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
+from goodput.sim.network import kv_size
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 from tests.test_fast_forward import assert_conserved
 
@@ -151,7 +151,7 @@ def test_shipped_example_runs_from_yaml():
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "examples/disaggregated.yaml")
     cfg.trace.num_requests = 300
-    from sim.inputs import build_trace
+    from goodput.sim.inputs import build_trace
 
     trace, n = build_trace(cfg.trace, cfg.seed)
     res = simulate(cfg, trace, n)
@@ -160,8 +160,8 @@ def test_shipped_example_runs_from_yaml():
 
 
 def _overflow_run(rate, limit):
-    from sim.config import load_config
-    from sim.simulator import simulate
+    from goodput.sim.config import load_config
+    from goodput.sim.simulator import simulate
     from tests.conftest import poisson_requests
 
     cfg = load_config(None, {

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import ConfigError, SimConfig, load_config
-from sim.engine.kvcache import KVCapacity
-from sim.engine.kvpool import KVPool
-from sim.engine.prefix_cache import EVICTIONS, PrefixCache, PrefixCacheConfig, make_prefix_cache
-from sim.engine.sequence import Sequence
-from sim.simulator import simulate
+from goodput.sim.config import ConfigError, SimConfig, load_config
+from goodput.sim.engine.kvcache import KVCapacity
+from goodput.sim.engine.kvpool import KVPool
+from goodput.sim.engine.prefix_cache import EVICTIONS, PrefixCache, PrefixCacheConfig, make_prefix_cache
+from goodput.sim.engine.sequence import Sequence
+from goodput.sim.simulator import simulate
 
 BS = 16
 UNIT = 64  # 4 engine blocks per unit: small numbers to reason about
@@ -167,8 +167,8 @@ def two_requests(shared_units=6, prompt=4000, gap=10.0) -> pd.DataFrame:
 
 @pytest.mark.parametrize("policy", ["vllm", "sarathi", "orca", "decode_priority"])
 def test_a_hit_prefills_only_the_uncached_tokens_priced_over_the_cached_context(policy):
-    from sim.catalog import get_gpu, get_model
-    from sim.costmodel.roofline import RooflineCostModel
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.costmodel.roofline import RooflineCostModel
 
     df = two_requests()
     c = cfg(policy=policy)
@@ -202,7 +202,7 @@ def test_a_failure_loses_the_cache():
     c = cfg()
     c.cluster[0].count = 2
     c.router.name = "prefix_aware"
-    from sim.config import ClusterEvent
+    from goodput.sim.config import ClusterEvent
     c.events = [ClusterEvent(time_s=5.0, action="fail", instance=0),
                 ClusterEvent(time_s=6.0, action="recover", instance=0)]
     res = simulate(c, df).requests
@@ -228,7 +228,7 @@ def test_prefill_pools_cache_prefixes():
 
 
 def test_the_mooncake_trace_hits_and_fast_forward_holds():
-    from sim.workload.loaders import load_trace
+    from goodput.sim.workload.loaders import load_trace
     from tests.conftest import shared_trace
 
     df = load_trace(shared_trace("mooncake_synthetic_trace.jsonl")).df.iloc[:400]
@@ -250,9 +250,9 @@ def test_a_generated_mooncake_file_runs_from_yaml_with_caching(tmp_path):
     (512-token blocks from the format), simulated from a YAML config, summarised."""
     import json
 
-    from sim.run import run_and_report
-    from sim.workload.loaders import load_trace
-    from sim.workload.sessions import mooncake_like, save_mooncake
+    from goodput.sim.run import run_and_report
+    from goodput.sim.workload.loaders import load_trace
+    from goodput.sim.workload.sessions import mooncake_like, save_mooncake
 
     path = tmp_path / "chat.jsonl"
     save_mooncake(mooncake_like(sessions=40, turns=3, rate=2.0, seed=1), path)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sim.simulator as simulator
+import goodput.sim.simulator as simulator
 from tests.test_fast_forward import COLUMNS, assert_same, both, make_cfg
 from tests.test_policies_invariants import audit  # noqa: F401  (fixture)
 

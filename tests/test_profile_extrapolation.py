@@ -5,11 +5,11 @@ was extrapolated downwards: 62 prompts of 1,150 tokens came out cheaper than 7, 
 prefill-only instance appeared to sustain 300 req/s."""
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import CostModelConfig
-from sim.costmodel.base import Batch
-from sim.costmodel.factory import make_cost_model
-from sim.costmodel.profiled import PiecewiseLinear
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import CostModelConfig
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.costmodel.profiled import PiecewiseLinear
 
 
 def test_tail_slope_is_the_secant_over_the_upper_half_and_never_negative():

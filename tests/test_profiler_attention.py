@@ -1,19 +1,19 @@
-"""SDPA attention over the paged cache (profiler.attention_backends) matches the reference."""
+"""SDPA attention over the paged cache (goodput.profiler.attention_backends) matches the reference."""
 from __future__ import annotations
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.attention_backends import (  # noqa: E402
+from goodput.profiler.attention_backends import (  # noqa: E402
     AttentionSelector,
     contiguous_pages,
     layout,
     sdpa_attention,
 )
-from profiler.batches import blocks_needed, build_meta  # noqa: E402
-from profiler.paged_attention import paged_attention_ref  # noqa: E402
-from profiler.shapes import PAGE_SIZE  # noqa: E402
+from goodput.profiler.batches import blocks_needed, build_meta  # noqa: E402
+from goodput.profiler.paged_attention import paged_attention_ref  # noqa: E402
+from goodput.profiler.shapes import PAGE_SIZE  # noqa: E402
 
 
 def _case(code, hq=8, hkv=2, d=16, seed=0):

@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.cli import main as profile_main  # noqa: E402
-from profiler.run import RunConfig, run_profile  # noqa: E402
-from sim.costmodel.base import Batch  # noqa: E402
-from sim.costmodel.profiled import ProfiledCostModel, find_profile  # noqa: E402
+from goodput.profiler.cli import main as profile_main  # noqa: E402
+from goodput.profiler.run import RunConfig, run_profile  # noqa: E402
+from goodput.sim.costmodel.base import Batch  # noqa: E402
+from goodput.sim.costmodel.profiled import ProfiledCostModel, find_profile  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_killed_run_resumes_where_it_stopped(tiny_profile, tmp_path):
 
 
 def test_simulate_with_the_tiny_profile(tiny_profile):
-    from sim.config import InstanceGroupConfig, SimConfig
-    from sim.simulator import simulate
+    from goodput.sim.config import InstanceGroupConfig, SimConfig
+    from goodput.sim.simulator import simulate
     from tests.conftest import poisson_requests
 
     _, d = tiny_profile

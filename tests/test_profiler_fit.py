@@ -7,13 +7,18 @@ import json
 
 import pytest
 
-from profiler.batches import expand
-from profiler.fit import fit_profile, split_holdout
-from profiler.grids import GridConfig, build_grid
-from profiler.run import COLUMNS
-from sim.catalog import get_gpu, get_model
-from sim.costmodel.base import Batch
-from sim.costmodel.profiled import ProfiledCostModel, attention_features, calibrated_roofline, find_profile
+from goodput.profiler.batches import expand
+from goodput.profiler.fit import fit_profile, split_holdout
+from goodput.profiler.grids import GridConfig, build_grid
+from goodput.profiler.run import COLUMNS
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.profiled import (
+    ProfiledCostModel,
+    attention_features,
+    calibrated_roofline,
+    find_profile,
+)
 
 LAYERS, GROUP = 3, 4
 # attention feature weights, per class (launch, blocks, tiles, split, items), t128_attn_work

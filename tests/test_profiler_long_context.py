@@ -4,11 +4,11 @@ from __future__ import annotations
 import csv
 import json
 
-from profiler.batches import expand
-from profiler.grids import GridConfig, build_grid
-from profiler.long_prompt_table import NEW, OLD, PROMPTS, main, tables
-from sim.costmodel.base import Batch
-from sim.costmodel.profiled import ProfiledCostModel
+from goodput.profiler.batches import expand
+from goodput.profiler.grids import GridConfig, build_grid
+from goodput.profiler.long_prompt_table import NEW, OLD, PROMPTS, main, tables
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.profiled import ProfiledCostModel
 
 
 def test_table_prints_every_prompt_from_committed_data(capsys):

@@ -5,11 +5,11 @@ from itertools import pairwise
 
 import pytest
 
-from profiler.batches import blocks_needed, decode, encode, expand, kv_tokens
-from profiler.grids import GridConfig, build_grid, log_grid
-from profiler.shapes import TINY_CPU_MODEL, ShardShapes
-from sim.catalog import get_model
-from sim.costmodel.profiled import FEATURES, attention_features, logit_rows, ring_allreduce_s
+from goodput.profiler.batches import blocks_needed, decode, encode, expand, kv_tokens
+from goodput.profiler.grids import GridConfig, build_grid, log_grid
+from goodput.profiler.shapes import TINY_CPU_MODEL, ShardShapes
+from goodput.sim.catalog import get_model
+from goodput.sim.costmodel.profiled import FEATURES, attention_features, logit_rows, ring_allreduce_s
 
 torch = pytest.importorskip("torch")
 
@@ -86,7 +86,7 @@ def test_attention_features_by_hand():
 
 
 def test_attention_split_rule_matches_the_kernel_planner():
-    from profiler.paged_attention import plan_launches
+    from goodput.profiler.paged_attention import plan_launches
 
     for q, c in (([3], [20000]), ([9, 9], [300, 40000]), ([1] * 64 + [2], [100] * 64 + [5000]),
                  ([500], [0]), ([300], [100000])):
@@ -106,8 +106,8 @@ def test_logit_rows_and_ring_allreduce():
 
 
 def test_reference_attention_matches_dense_causal_softmax():
-    from profiler.batches import build_meta
-    from profiler.paged_attention import paged_attention_ref
+    from goodput.profiler.batches import build_meta
+    from goodput.profiler.paged_attention import paged_attention_ref
 
     gen = torch.Generator().manual_seed(0)
     hq, hkv, d = 4, 2, 8
@@ -129,8 +129,8 @@ def test_reference_attention_matches_dense_causal_softmax():
 
 
 def test_layer_stack_runs_on_cpu_and_writes_kv():
-    from profiler.batches import build_meta
-    from profiler.layers import LayerStack
+    from goodput.profiler.batches import build_meta
+    from goodput.profiler.layers import LayerStack
 
     s = ShardShapes.from_spec(TINY_CPU_MODEL, 1)
     stack = LayerStack(s, 2, 64, 512, torch.device("cpu"), seed=0)
@@ -145,9 +145,9 @@ def test_layer_stack_runs_on_cpu_and_writes_kv():
 
 
 def test_allreduce_estimate_and_measured_path_on_cpu():
-    from profiler.collectives import estimate_allreduce_s, measure_allreduce
-    from sim.catalog import get_gpu
-    from sim.costmodel.roofline import RooflineParams
+    from goodput.profiler.collectives import estimate_allreduce_s, measure_allreduce
+    from goodput.sim.catalog import get_gpu
+    from goodput.sim.costmodel.roofline import RooflineParams
 
     p = RooflineParams()
     h100 = get_gpu("h100-sxm")

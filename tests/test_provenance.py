@@ -6,9 +6,9 @@ import json
 import pandas as pd
 
 from goodput.cli import main
-from sim import provenance
-from sim.config import load_config, to_dict
-from sim.run import run_and_report
+from goodput.sim import provenance
+from goodput.sim.config import load_config, to_dict
+from goodput.sim.run import run_and_report
 from tests.conftest import REPO
 
 TINY = str(REPO / "traces" / "sample_tiny.csv")

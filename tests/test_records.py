@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.engine import records
-from sim.engine.records import RecordSink
-from sim.engine.sequence import COMPLETED, OUTCOMES, UNFINISHED, Sequence
+from goodput.sim.engine import records
+from goodput.sim.engine.records import RecordSink
+from goodput.sim.engine.sequence import COMPLETED, OUTCOMES, UNFINISHED, Sequence
 
 
 @pytest.fixture
@@ -74,8 +74,8 @@ def test_empty_sink_has_every_column():
 
 def test_block_size_does_not_change_a_run(monkeypatch):
     """A whole simulation's table is identical with tiny blocks and with the default ones."""
-    from sim.config import InstanceGroupConfig, SimConfig
-    from sim.simulator import simulate
+    from goodput.sim.config import InstanceGroupConfig, SimConfig
+    from goodput.sim.simulator import simulate
     from tests.conftest import poisson_requests
 
     def run():

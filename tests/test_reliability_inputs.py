@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from goodput.cli import main
-from sim.workload import rawio
-from sim.workload.loaders import load_trace
-from sim.workload.schema import TraceError
+from goodput.sim.workload import rawio
+from goodput.sim.workload.loaders import load_trace
+from goodput.sim.workload.schema import TraceError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "traces" / "sample_tiny.csv")
@@ -70,9 +70,9 @@ def test_a_big_cluster_count_is_refused_at_once(capsys, tmp_path):
 
 
 def test_negative_slo_costs_no_simulation(capsys, monkeypatch):
-    import sim.run
+    import goodput.sim.run
 
-    monkeypatch.setattr(sim.run, "simulate", lambda *a, **k: pytest.fail("simulated"))
+    monkeypatch.setattr(goodput.sim.run, "simulate", lambda *a, **k: pytest.fail("simulated"))
     one_line_error(capsys, ["simulate", "--trace", TINY, "--tpot-slo", "-0.1", *FAST], "slo.tpot_s")
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from goodput.cli import main
-from planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure, task_key
-from sim.config import ConfigError
-from sim.outputs import check_replaceable, folder_lock
+from goodput.planner.capacity import CapacityCache, CapacityTask, SearchSettings, measure, task_key
+from goodput.sim.config import ConfigError
+from goodput.sim.outputs import check_replaceable, folder_lock
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "traces" / "sample_tiny.csv")
@@ -40,9 +40,9 @@ PLAN = ["plan", "--trace", TINY, "--model", "llama-3.1-8b", "--ttft-slo", "1", "
     (["--max-probe-requests", "100"], "--max-probe-requests=100: must be a finite number >= 300"),
 ])
 def test_bad_plan_flags_are_one_line_before_any_search(capsys, tmp_path, monkeypatch, flags, needle):
-    import planner.pipeline
+    import goodput.planner.pipeline
 
-    monkeypatch.setattr(planner.pipeline, "make_plan", lambda *a, **k: pytest.fail("planned"))
+    monkeypatch.setattr(goodput.planner.pipeline, "make_plan", lambda *a, **k: pytest.fail("planned"))
     rc = main([*PLAN, "--out", str(tmp_path / "p"), *flags])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
@@ -52,7 +52,7 @@ def test_bad_plan_flags_are_one_line_before_any_search(capsys, tmp_path, monkeyp
 _POOL_SCRIPT = textwrap.dedent("""
     import sys, time
     from goodput.cli import _exit_on_sigterm
-    from planner.parallel import run_parallel
+    from goodput.planner.parallel import run_parallel
     _exit_on_sigterm_prev = _exit_on_sigterm()
     print("ready", flush=True)
     try:
@@ -155,7 +155,7 @@ def test_a_lock_held_by_another_process_is_seen(tmp_path):
     out = tmp_path / "res"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from sim.outputs import folder_lock\n"
+         "from goodput.sim.outputs import folder_lock\n"
          f"with folder_lock(Path({str(out)!r})):\n print('held', flush=True); time.sleep(30)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -204,7 +204,7 @@ def test_a_capacity_another_process_is_measuring_is_waited_for(tmp_path):
     lock = cache.lock(key)
     with lock:  # "another plan" holds the entry and writes it before releasing
         cache.put(key, first)
-    from planner.capacity import _run_and_store
+    from goodput.planner.capacity import _run_and_store
 
     d = _run_and_store((_task(), key, str(tmp_path), True))
     assert d["cached"] is True and d["rate"] == first.rate

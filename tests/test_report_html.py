@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.config import InstanceGroupConfig, SimConfig
-from sim.outputs import holds_results
-from sim.report_html import run_report
-from sim.run import run_and_report
+from goodput.sim.config import InstanceGroupConfig, SimConfig
+from goodput.sim.outputs import holds_results
+from goodput.sim.report_html import run_report
+from goodput.sim.run import run_and_report
 from tests.conftest import poisson_requests
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -125,8 +125,8 @@ def test_optional_blocks_appear_when_present(run_dir):
 
 
 def test_plan_report(tmp_path):
-    from planner.pipeline import PlanOptions, make_plan
-    from planner.report import write_outputs
+    from goodput.planner.pipeline import PlanOptions, make_plan
+    from goodput.planner.report import write_outputs
 
     rng = np.random.default_rng(1)
     trace = poisson_requests(150, rate=2.0, prompt=(100, 2000), output=(10, 60), seed=1)

@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.costmodel.base import Batch
-from sim.costmodel.roofline import RooflineCostModel, RooflineParams
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.roofline import RooflineCostModel, RooflineParams
 
 P = RooflineParams()
 

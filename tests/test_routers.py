@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import ClusterEvent
-from sim.engine.kvcache import kv_capacity
-from sim.engine.records import RecordSink
-from sim.metrics import request_metrics
-from sim.simulator import build_cluster
-from sim.workload.generators import synthesize
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import ClusterEvent
+from goodput.sim.engine.kvcache import kv_capacity
+from goodput.sim.engine.records import RecordSink
+from goodput.sim.metrics import request_metrics
+from goodput.sim.simulator import build_cluster
+from goodput.sim.workload.generators import synthesize
 from tests.test_policies import (
     EPS,
     FAST,

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
-from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
-from sim.costmodel.factory import make_cost_model
-from sim.simulator import simulate
+from goodput.profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 
 COLUMNS = ["first_scheduled_s", "first_token_s", "completion_s", "generated_tokens",
@@ -99,7 +99,7 @@ def _tiny_trace(n=24, seed=0, span=0.3):
 
 @pytest.mark.parametrize("policy,blocks", [("vllm", 400), ("sarathi", 400), ("vllm", 30)])
 def test_tiny_model_serves_every_request(policy, blocks):
-    from profiler.serve import build_loop
+    from goodput.profiler.serve import build_loop
 
     # Under memory pressure every request arrives at once, so the schedule (and the preemptions it
     # forces) does not depend on how fast this machine runs the tiny model against the wall clock.
@@ -128,7 +128,7 @@ def test_tiny_model_serves_every_request(policy, blocks):
 def test_incremental_decode_matches_full_recompute():
     """The paged KV cache is used correctly: tokens generated step by step equal the argmax of a
     from-scratch forward over prompt + generated tokens."""
-    from profiler.serve import build_loop
+    from goodput.profiler.serve import build_loop
 
     df = pd.DataFrame({"request_id": [0], "arrival_s": [0.0], "prompt_tokens": [37],
                        "output_tokens": [12]})

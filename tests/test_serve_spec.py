@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
-from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
-from sim.costmodel.factory import make_cost_model
-from sim.simulator import simulate
+from goodput.profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 
 COLUMNS = ["first_scheduled_s", "first_token_s", "completion_s", "generated_tokens",
@@ -68,7 +68,7 @@ def test_speculative_loop_with_cost_model_clock_equals_simulator(policy, method,
 
 
 def test_real_loop_refuses_what_it_cannot_draft():
-    from profiler.serve import speculation_of
+    from goodput.profiler.serve import speculation_of
 
     cfg = _spec_cfg("vllm", "fixed")
     cfg.scheduler.section("speculation").proposer = "ngram"
@@ -84,9 +84,9 @@ torch = pytest.importorskip("torch")
 
 
 def _tiny_spec_loop(blocks, k=3, policy="vllm", attention="triton"):
-    from profiler.serve import build_runners, make_executor
-    from profiler.serve.loop import WallClock
-    from profiler.shapes import TINY_CPU_MODEL
+    from goodput.profiler.serve import build_runners, make_executor
+    from goodput.profiler.serve.loop import WallClock
+    from goodput.profiler.shapes import TINY_CPU_MODEL
 
     cfg = load_config(None, {
         "cluster": [{"model": "tiny-cpu", "gpu": "h100", "tp": 1, "count": 1}],
@@ -132,11 +132,11 @@ def test_flash_prompt_path_equals_the_paged_reference():
     """The packed-gather prompt path (FlashAttention on the GPU, its float32 reference here)
     computes the same attention as the paged kernel for a mixed batch: a fresh prompt, a chunk
     over a cached prefix, decodes."""
-    from profiler.batches import build_meta_from_table, page_table
-    from profiler.layers import DecoderLayer
-    from profiler.paged_attention import paged_attention
-    from profiler.serve.attention import IterationAttention
-    from profiler.shapes import TINY_CPU_MODEL, ShardShapes
+    from goodput.profiler.batches import build_meta_from_table, page_table
+    from goodput.profiler.layers import DecoderLayer
+    from goodput.profiler.paged_attention import paged_attention
+    from goodput.profiler.serve.attention import IterationAttention
+    from goodput.profiler.shapes import TINY_CPU_MODEL, ShardShapes
 
     s = ShardShapes.from_spec(TINY_CPU_MODEL, 1)
     gen = torch.Generator().manual_seed(0)
@@ -157,11 +157,11 @@ def test_fast_path_pads_long_prompts_and_keeps_other_rows_on_triton():
     """The ``fast`` backend: a whole prompt of >= 1024 tokens on the cuDNN path (padded to a
     multiple of 512; its float32 reference here), a short prompt, a chunk over a prefix and
     decodes on the paged kernel, here with the cuDNN prompt in the middle (rows scattered)."""
-    from profiler.batches import build_meta_from_table, page_table
-    from profiler.layers import DecoderLayer
-    from profiler.paged_attention import paged_attention
-    from profiler.serve.attention import FastAttention, cudnn_chosen
-    from profiler.shapes import TINY_CPU_MODEL, ShardShapes
+    from goodput.profiler.batches import build_meta_from_table, page_table
+    from goodput.profiler.layers import DecoderLayer
+    from goodput.profiler.paged_attention import paged_attention
+    from goodput.profiler.serve.attention import FastAttention, cudnn_chosen
+    from goodput.profiler.shapes import TINY_CPU_MODEL, ShardShapes
 
     s = ShardShapes.from_spec(TINY_CPU_MODEL, 1)
     gen = torch.Generator().manual_seed(0)
@@ -181,8 +181,8 @@ def test_fast_path_pads_long_prompts_and_keeps_other_rows_on_triton():
 
 
 def test_unknown_attention_backend_is_refused():
-    from profiler.serve.runner import ModelRunner
-    from profiler.shapes import TINY_CPU_MODEL
+    from goodput.profiler.serve.runner import ModelRunner
+    from goodput.profiler.shapes import TINY_CPU_MODEL
 
     with pytest.raises(ValueError, match="attention='fastest'"):
         ModelRunner(TINY_CPU_MODEL, 8, "cpu", attention="fastest")
@@ -193,15 +193,15 @@ def test_derive_copies_traces_and_rejects_unknown_fields(tmp_path):
     its name before anything runs on a GPU."""
     import json
 
-    from profiler.serve.variants import derive, parse_overrides
-    from sim.config import load_config
+    from goodput.profiler.serve.variants import derive, parse_overrides
+    from goodput.sim.config import load_config
 
     src = tmp_path / "src" / "vllm-load30"
     src.mkdir(parents=True)
     cfg = _spec_cfg("vllm", "none")
     import yaml
 
-    from sim.config import to_dict
+    from goodput.sim.config import to_dict
     (src / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     poisson_requests(5, rate=1).to_csv(src / "trace.csv", index=False)
     made = derive(tmp_path / "src", tmp_path / "out", parse_overrides(

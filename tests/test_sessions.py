@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
-from sim.costmodel.base import Batch
-from sim.costmodel.factory import make_cost_model
-from sim.run import run_and_report
-from sim.simulator import simulate
-from sim.workload.schema import TraceError
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.run import run_and_report
+from goodput.sim.simulator import simulate
+from goodput.sim.workload.schema import TraceError
 from tests.conftest import poisson_requests
 from tests.test_fast_forward import COLUMNS, assert_conserved, assert_same
 
@@ -194,7 +194,7 @@ def test_bad_think_time_in_the_trace():
 
 
 def test_sessions_yaml_end_to_end(tmp_path):
-    from sim.inputs import build_trace
+    from goodput.sim.inputs import build_trace
 
     cfg = load_config("examples/sessions.yaml", {"output.dir": str(tmp_path / "run"),
                                                  "output.plots": False})

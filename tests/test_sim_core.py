@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import InstanceGroupConfig, SimConfig
-from sim.costmodel.base import Batch
-from sim.costmodel.roofline import RooflineCostModel
-from sim.metrics import request_metrics
-from sim.simulator import simulate
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import InstanceGroupConfig, SimConfig
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.metrics import request_metrics
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 
 

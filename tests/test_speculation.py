@@ -5,15 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-import sim.simulator as simulator
-from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, SchedulerConfig, load_config, to_dict
-from sim.costmodel.base import Batch
-from sim.costmodel.roofline import RooflineCostModel
-from sim.engine.speculation import Acceptance, SpeculationConfig, make_speculation
-from sim.engine.speculation_draws import acceptance_uniform
-from sim.metrics import request_metrics
-from sim.simulator import simulate
+import goodput.sim.simulator as simulator
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import ConfigError, SchedulerConfig, load_config, to_dict
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.engine.speculation import Acceptance, SpeculationConfig, make_speculation
+from goodput.sim.engine.speculation_draws import acceptance_uniform
+from goodput.sim.metrics import request_metrics
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 
 TARGET = RooflineCostModel(get_model("llama-3.1-8b"), get_gpu("h100"), 1)
@@ -166,8 +166,8 @@ def test_smartspec_hand_derived_choice():
 
 @pytest.mark.parametrize("kind", ["roofline", "profiled"])
 def test_adaptive_k_falls_as_batch_grows(kind):
-    from sim.config import CostModelConfig
-    from sim.costmodel.factory import make_cost_model
+    from goodput.sim.config import CostModelConfig
+    from goodput.sim.costmodel.factory import make_cost_model
 
     target = make_cost_model(get_model("llama-3.1-8b"), get_gpu("h100"), 1, CostModelConfig(kind=kind))
     spec = _spec(target=target, alpha=0.8)

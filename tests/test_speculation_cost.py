@@ -5,14 +5,14 @@ import random
 
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import CostModelConfig
-from sim.costmodel.base import Batch
-from sim.costmodel.factory import make_cost_model
-from sim.costmodel.profiled import ProfiledCostModel
-from sim.costmodel.roofline import RooflineCostModel
-from sim.costmodel.scaled import ScaledCostModel
-from sim.costmodel.speculative import draft_cost_model
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import CostModelConfig
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.factory import make_cost_model
+from goodput.sim.costmodel.profiled import ProfiledCostModel
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.costmodel.scaled import ScaledCostModel
+from goodput.sim.costmodel.speculative import draft_cost_model
 
 CASES = [(kind, model, gpu, tp) for kind in ("roofline", "profiled")
          for model, gpu, tp in (("llama-3.1-8b", "h100", 1), ("llama-3.1-8b", "h200", 1),
@@ -60,10 +60,10 @@ def test_draft_cost_model_follows_the_target():
 
 def test_roofline_verify_line_equals_verify_time():
     """The line a run of speculative steps is priced by is the roofline's verify time itself."""
-    from sim.catalog import get_gpu, get_model
-    from sim.config import CostModelConfig
-    from sim.costmodel.factory import make_cost_model
-    from sim.costmodel.scaled import ScaledCostModel
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.config import CostModelConfig
+    from goodput.sim.costmodel.factory import make_cost_model
+    from goodput.sim.costmodel.scaled import ScaledCostModel
 
     for model, gpu, tp in (("llama-3.1-8b", "h100", 1), ("llama-3.1-70b", "a100-80gb", 2)):
         cost = make_cost_model(get_model(model), get_gpu(gpu), tp, CostModelConfig(kind="roofline"))

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import ConfigError, SchedulerConfig, load_config
-from sim.engine.sequence import Sequence
-from sim.engine.speculation import SmartSpec, SmartSpecOptions, SpeculationConfig, make_speculation
-from sim.engine.speculation_acceptance import Acceptance
-from sim.engine.speculation_draws import acceptance_uniform, acceptance_uniforms, accepted_counts
-from sim.engine.speculation_run import budget_cap
-from sim.simulator import simulate
-from sim.workload.loaders import load_trace
-from sim.workload.schema import TraceError
+from goodput.sim.config import ConfigError, SchedulerConfig, load_config
+from goodput.sim.engine.sequence import Sequence
+from goodput.sim.engine.speculation import SmartSpec, SmartSpecOptions, SpeculationConfig, make_speculation
+from goodput.sim.engine.speculation_acceptance import Acceptance
+from goodput.sim.engine.speculation_draws import acceptance_uniform, acceptance_uniforms, accepted_counts
+from goodput.sim.engine.speculation_run import budget_cap
+from goodput.sim.simulator import simulate
+from goodput.sim.workload.loaders import load_trace
+from goodput.sim.workload.schema import TraceError
 from tests.conftest import poisson_requests
 from tests.test_speculation import run_capturing, spec_overrides
 
@@ -170,7 +170,7 @@ def test_sarathi_verify_fits_the_token_budget():
     cfg = load_config(overrides={**spec_overrides("fixed", alpha=0.8), "scheduler.policy": "sarathi",
                                  "scheduler.sarathi.token_budget": 96, "scheduler.sarathi.chunk_size": 96})
     seen = []
-    import sim.engine.speculation_run as sr
+    import goodput.sim.engine.speculation_run as sr
     plan = sr.plan_spec_run
 
     def spy(inst, now, extra, fast):
@@ -179,7 +179,7 @@ def test_sarathi_verify_fits_the_token_budget():
             seen.append((run.batch, run.spec_k))
         return run
     sr_plan, sr.plan_spec_run = sr.plan_spec_run, spy
-    import sim.engine.instance as si
+    import goodput.sim.engine.instance as si
     si_plan, si.plan_spec_run = si.plan_spec_run, spy
     try:
         res, _ = run_capturing(cfg, df)

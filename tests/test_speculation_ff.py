@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.engine.proposers import HeadsOptions
-from sim.engine.speculation import FixedOptions, SmartSpecOptions, SpeculationConfig, TableOptions
-from sim.simulator import simulate
+from goodput.sim.engine.proposers import HeadsOptions
+from goodput.sim.engine.speculation import FixedOptions, SmartSpecOptions, SpeculationConfig, TableOptions
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests, with_priorities
 from tests.test_fast_forward import (
     COLUMNS,

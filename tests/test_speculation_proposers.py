@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, load_config
-from sim.costmodel.roofline import RooflineCostModel
-from sim.engine.kvcache import kv_capacity
-from sim.engine.proposers import HeadsOptions, NGramOptions
-from sim.engine.speculation import (
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import ConfigError, load_config
+from goodput.sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.engine.kvcache import kv_capacity
+from goodput.sim.engine.proposers import HeadsOptions, NGramOptions
+from goodput.sim.engine.speculation import (
     Acceptance,
     SpeculationConfig,
     TableK,
     TableOptions,
     make_speculation,
 )
-from sim.simulator import simulate
+from goodput.sim.simulator import simulate
 from tests.conftest import poisson_requests
 
 
@@ -126,7 +126,7 @@ def test_position_dependent_acceptance_chains_the_positions():
 def test_per_request_acceptance_is_drawn_seeded_and_sets_levels():
     import numpy as np
 
-    from sim.engine.sequence import Sequence
+    from goodput.sim.engine.sequence import Sequence
 
     spec = make_speculation(sched(alpha_dist="beta:8,2", seed=3, draft_pass_s=1e-3), target())
     members = [Sequence(rid, 0.0, 100, 50) for rid in (4, 9, 17)]

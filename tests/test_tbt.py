@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.engine.tbt import EDGES, TokenGaps, percentile_from_hist
+from goodput.sim.engine.tbt import EDGES, TokenGaps, percentile_from_hist
 
 
 def brute(series):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from sim.engine.trace_events import EventTrace, summarize_trace_events, validate_trace_events
+from goodput.sim.engine.trace_events import EventTrace, summarize_trace_events, validate_trace_events
 
 
 def _scenario(max_events: int | None = None) -> EventTrace:

@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from sim.engine.trace_events import summarize_trace_events, validate_trace_events
-from sim.simulator import simulate
-from sim.workload.generators import synthesize
+from goodput.sim.engine.trace_events import summarize_trace_events, validate_trace_events
+from goodput.sim.simulator import simulate
+from goodput.sim.workload.generators import synthesize
 from tests.conftest import poisson_requests
 from tests.test_policies import cfg_for, util_for_blocks
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.workload import OPTIONAL, RAG_COLUMNS, TraceError, load_trace, save_trace, synthesize
+from goodput.sim.workload import OPTIONAL, RAG_COLUMNS, TraceError, load_trace, save_trace, synthesize
 
 HEAD = "arrival_s,prompt_tokens,output_tokens,kind,rag_rounds,plan_tokens,retrieved_tokens,think_time_s\n"
 

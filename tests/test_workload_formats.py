@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from sim.workload import (
+from goodput.sim.workload import (
     OPTIONAL,
     REQUIRED,
     TraceError,

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.workload import (
+from goodput.sim.workload import (
     OPTIONAL,
     REQUIRED,
     Empirical,

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.workload import TraceError, load_trace, trace_stats
-from sim.workload.prefix import parse_blocks
-from sim.workload.validate import Ctx, finalize
+from goodput.sim.workload import TraceError, load_trace, trace_stats
+from goodput.sim.workload.prefix import parse_blocks
+from goodput.sim.workload.validate import Ctx, finalize
 
 MOONCAKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces" / \
     "mooncake_synthetic_trace.jsonl"
@@ -158,7 +158,7 @@ def test_stats_on_generated_full_blocks(tmp_path):
     Turn 1: 1024 + 512 = 1536 tokens = 3 full blocks (2 system + 1 own); turn 2: 1536 + 512 +
     512 = 2560 = 5 full blocks (turn 1's 3 + 2 new). Refs 4 * 8 = 32, distinct 2 + 4 * 3 = 14,
     reusable 32 - 14 = 18 blocks = 9216 of 4 * 4096 = 16384 prompt tokens = 0.5625."""
-    from sim.workload.generators import mooncake_like, save_mooncake
+    from goodput.sim.workload.generators import mooncake_like, save_mooncake
 
     df = mooncake_like(sessions=4, turns=2, system_prompts=1, system_tokens=1024,
                        user_tokens="fixed:512", output_tokens="fixed:512", seed=5)
@@ -179,8 +179,8 @@ def test_stats_on_generated_partial_blocks(tmp_path, capsys):
     tokens = [sys0, sys1, a] with a partial (100 tokens); turn 2: 1124 + 200 = 1324 = [sys0,
     sys1, b], b partial (300). Refs 12, full refs 8 over 2 distinct chains: 6 reused blocks =
     3072 of 2 * (1124 + 1324) = 4896 tokens. Distinct ids 6: 2 * 512 + 2 * (100 + 300) = 1824."""
-    from sim.workload.cli import main
-    from sim.workload.generators import mooncake_like, save_mooncake
+    from goodput.sim.workload.cli import main
+    from goodput.sim.workload.generators import mooncake_like, save_mooncake
 
     df = mooncake_like(sessions=2, turns=2, system_prompts=1, system_tokens=1024,
                        user_tokens="fixed:100", output_tokens="fixed:100", seed=2)

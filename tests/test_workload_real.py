@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.workload import load_trace, trace_stats
+from goodput.sim.workload import load_trace, trace_stats
 
 REPO = Path(__file__).resolve().parents[1]
 TRACES = REPO / ".." / "shared" / "traces"
@@ -67,7 +67,7 @@ def test_length_only_with_synthesized_arrivals(name, rows):
 
 def test_cli_module_entry_point():
     p = real("AzureLLMInferenceTrace_conv.csv")
-    r = subprocess.run([sys.executable, "-m", "sim.workload.cli", "trace", "stats", str(p)],
+    r = subprocess.run([sys.executable, "-m", "goodput.sim.workload.cli", "trace", "stats", str(p)],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "19,366" in r.stdout and "5.530 req/s" in r.stdout

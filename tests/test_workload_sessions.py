@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.workload import TraceError, load_trace
-from sim.workload.cli import main
-from sim.workload.generators import mooncake_like, save_mooncake, to_canonical
+from goodput.sim.workload import TraceError, load_trace
+from goodput.sim.workload.cli import main
+from goodput.sim.workload.generators import mooncake_like, save_mooncake, to_canonical
 
 
 def test_turns_extend_the_previous_prompt_and_its_full_blocks():

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.workload import Trace, format_stats, load_trace, trace_stats
-from sim.workload.cli import add_trace_subcommands, main
+from goodput.sim.workload import Trace, format_stats, load_trace, trace_stats
+from goodput.sim.workload.cli import add_trace_subcommands, main
 
 
 def test_stats_hand_computed():
@@ -97,7 +97,7 @@ def test_samples_are_what_the_generator_makes():
     """traces/sample_*.csv must be reproducible from the commands in traces/make_samples.sh."""
     from pathlib import Path
 
-    from sim.workload import synthesize
+    from goodput.sim.workload import synthesize
 
     folder = Path(__file__).resolve().parents[1] / "traces"
     cases = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sim.workload import TraceError, load_trace
+from goodput.sim.workload import TraceError, load_trace
 from tests.conftest import REPO
 
 REPO_TRACES = REPO / "traces"
@@ -155,7 +155,7 @@ def _jsonl(tmp_path, rows):
 @pytest.mark.parametrize("value,needle", [(1e30, "is too large"), (2**63, "is too large"),
                                           (True, "is true/false")])
 def test_absurd_or_boolean_token_counts_are_refused(tmp_path, value, needle):
-    from sim.workload.loaders import load_trace
+    from goodput.sim.workload.loaders import load_trace
     p = _jsonl(tmp_path, [{"request_id": 0, "arrival_s": 0.0, "prompt_tokens": 5, "output_tokens": 2},
                           {"request_id": 1, "arrival_s": 1.0, "prompt_tokens": value, "output_tokens": 2}])
     with pytest.raises(TraceError, match="prompt_tokens") as exc:
@@ -164,14 +164,14 @@ def test_absurd_or_boolean_token_counts_are_refused(tmp_path, value, needle):
 
 
 def test_large_request_ids_stay_exact(tmp_path):
-    from sim.workload.loaders import load_trace
+    from goodput.sim.workload.loaders import load_trace
     p = _jsonl(tmp_path, [{"request_id": 2**53 + i, "arrival_s": float(i), "prompt_tokens": 3,
                            "output_tokens": 2} for i in range(3)])
     assert load_trace(p).df.request_id.tolist() == [2**53, 2**53 + 1, 2**53 + 2]
 
 
 def test_parquet_datetime_arrivals_are_seconds_from_the_first(tmp_path):
-    from sim.workload.loaders import load_trace
+    from goodput.sim.workload.loaders import load_trace
     p = tmp_path / "t.parquet"
     pd.DataFrame({"request_id": [0, 1, 2], "prompt_tokens": [10, 20, 30], "output_tokens": [5, 5, 5],
                   "arrival_s": pd.to_datetime(["2024-01-01T00:00:00", "2024-01-01T00:00:02.5",

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-gen() { "$PYTHON" -m sim.workload.cli trace generate --float-format %.6f "$@"; }
+gen() { "$PYTHON" -m goodput.sim.workload.cli trace generate --float-format %.6f "$@"; }
 
 # Chat-like (cf. Azure conv: prompt mean ~1.2k, output mean ~210), Poisson at 4 req/s.
 gen --n 500 --rate 4 --seed 1 \

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.config import ConfigError
-from sim.engine.policies import register_policy
-from sim.engine.policies.vllm import VLLMPolicy
-from sim.engine.view import SchedulerView
+from goodput.sim.config import ConfigError
+from goodput.sim.engine.policies import register_policy
+from goodput.sim.engine.policies.vllm import VLLMPolicy
+from goodput.sim.engine.view import SchedulerView
 
 
 @dataclass

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sim.config import ConfigError, SimConfig
+from goodput.sim.config import ConfigError, SimConfig
 
 if TYPE_CHECKING:
-    from profiler.serve.loop import ServeResult, ServingLoop
+    from goodput.profiler.serve.loop import ServeResult, ServingLoop
 
-#: names re-exported from ``profiler.serve.loop``, imported on first use (it loads pandas and
+#: names re-exported from ``goodput.profiler.serve.loop``, imported on first use (it loads pandas and
 #: the engine): ``goodput fidelity --help`` must not pay for them
 _LOOP_NAMES = ("CostModelExecutor", "ServeResult", "ServingLoop", "VirtualClock", "WallClock",
                "check_servable")
@@ -21,18 +21,18 @@ _LOOP_NAMES = ("CostModelExecutor", "ServeResult", "ServingLoop", "VirtualClock"
 
 def __getattr__(name: str) -> Any:
     if name in _LOOP_NAMES:
-        from profiler.serve import loop
+        from goodput.profiler.serve import loop
 
         return getattr(loop, name)
-    raise AttributeError(f"module 'profiler.serve' has no attribute {name!r}")
+    raise AttributeError(f"module 'goodput.profiler.serve' has no attribute {name!r}")
 
 
 def instance_capacity(cfg: SimConfig, model):
     """The KV capacity the simulator would give this instance (or scheduler.num_gpu_blocks):
     what fits next to the weights, and next to a draft model's weights and KV when speculating."""
-    from sim.catalog import get_gpu
-    from sim.engine.kvcache import kv_capacity
-    from sim.engine.proposers import speculation_memory
+    from goodput.sim.catalog import get_gpu
+    from goodput.sim.engine.kvcache import kv_capacity
+    from goodput.sim.engine.proposers import speculation_memory
 
     sched, group = cfg.scheduler, cfg.cluster[0]
     spec_w, spec_kv = speculation_memory(sched.section("speculation"), group.model, group.tp)
@@ -43,8 +43,8 @@ def instance_capacity(cfg: SimConfig, model):
 
 def predicting_cost_model(cfg: SimConfig):
     """The cost model ``simulate`` would use for this instance, or None (e.g. the tiny model)."""
-    from sim.catalog import get_gpu, get_model
-    from sim.costmodel.factory import make_cost_model
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.costmodel.factory import make_cost_model
 
     group = cfg.cluster[0]
     try:
@@ -60,8 +60,8 @@ def speculation_of(cfg: SimConfig):
     The real engine runs draft + verify passes: other proposers (n-gram, heads), trees and a
     fixed per-pass draft cost are simulated only, and are refused here with the field to change.
     """
-    from profiler.shapes import TINY_CPU_DRAFT, TINY_CPU_MODEL, resolve_model
-    from sim.engine.speculation import SPECULATORS
+    from goodput.profiler.shapes import TINY_CPU_DRAFT, TINY_CPU_MODEL, resolve_model
+    from goodput.sim.engine.speculation import SPECULATORS
 
     spec = cfg.scheduler.section("speculation")
     if spec.method == "none":
@@ -88,7 +88,7 @@ def lookahead_pages(cfg: SimConfig, max_k: int) -> int:
 def make_executor(cfg: SimConfig, runner, max_tokens: int, seed: int = 0, draft=None):
     """A ``ModelExecutor`` over a fresh ``SequenceStore`` of the runner's pool (the draft's
     runner, when speculating, shares its page table)."""
-    from profiler.serve.executor import ModelExecutor, SequenceStore
+    from goodput.profiler.serve.executor import ModelExecutor, SequenceStore
 
     sp = speculation_of(cfg)
     store = SequenceStore(runner.pool_blocks - 1, runner.spec.vocab_size, max_tokens, seed,
@@ -102,8 +102,8 @@ def build_runners(cfg: SimConfig, cap, max_tokens: int, device: str = "cuda", se
     otherwise), each with ``cap.total_blocks`` KV pages plus the lookahead spares."""
     import torch
 
-    from profiler.serve.runner import ModelRunner
-    from profiler.shapes import resolve_model
+    from goodput.profiler.serve.runner import ModelRunner
+    from goodput.profiler.shapes import resolve_model
 
     model = resolve_model(cfg.cluster[0].model)
     dev = torch.device(device)
@@ -128,9 +128,9 @@ def build_loop(cfg: SimConfig, max_tokens: int, device: str = "cuda", seed: int 
                graph_max_tokens: int = 512, attention: str = "triton") -> ServingLoop:
     """Model (and draft), KV pool, captured graphs and loop for ``cfg``'s instance (see module
     docstring). ``max_tokens``: the longest prompt + output the trace holds (sizes the token
-    table); ``attention``: the serving kernel (``profiler.serve.runner.ATTENTION_BACKENDS``)."""
-    from profiler.serve.loop import ServingLoop, WallClock, check_servable
-    from profiler.shapes import PAGE_SIZE, resolve_model
+    table); ``attention``: the serving kernel (``goodput.profiler.serve.runner.ATTENTION_BACKENDS``)."""
+    from goodput.profiler.serve.loop import ServingLoop, WallClock, check_servable
+    from goodput.profiler.shapes import PAGE_SIZE, resolve_model
 
     check_servable(cfg)
     if cfg.scheduler.block_size != PAGE_SIZE:

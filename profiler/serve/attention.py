@@ -2,7 +2,7 @@
 
 Why: the fidelity runs must check the simulator against an engine as fast as a production one,
 and the profiles that price it (``profiles/h200-fastattn``) time attention with the fastest
-kernel per shape (``profiler.attention_backends``). There the prompt shapes (a chunk of many
+kernel per shape (``goodput.profiler.attention_backends``). There the prompt shapes (a chunk of many
 tokens, with or without a cached prefix) go to FlashAttention-class kernels, about twice as fast
 as the Triton paged kernel on long prompts, while one-token decodes and short verifies are about
 as fast in Triton (and SDPA cannot batch decodes of different lengths). The engine does the same
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from profiler.batches import build_meta_from_table
-from profiler.paged_attention import paged_attention
-from profiler.shapes import PAGE_SIZE
+from goodput.profiler.batches import build_meta_from_table
+from goodput.profiler.paged_attention import paged_attention
+from goodput.profiler.shapes import PAGE_SIZE
 
 #: the serving loop's attention kernels: "triton" (the paged kernel for every row); "fast"
 #: (cuDNN for whole prompts of >= CUDNN_MIN_TOKENS, padded to CUDNN_BUCKET, Triton for every

@@ -1,6 +1,6 @@
 """Check the serving loop's FlashAttention prompt path on the GPU before serving with it.
 
-``python -m profiler.serve.attention_check --model llama-3.1-8b --backend fast --out FILE.json``:
+``python -m goodput.profiler.serve.attention_check --model llama-3.1-8b --backend fast --out FILE.json``:
 for a few mixed batches (fresh prompts, a chunk over a cached prefix next to decodes) it compares
 the ``fast`` (or ``flash``) path's output with the Triton paged kernel's (max abs difference,
 bf16) and times both per layer (CUDA events, eager: what the engine launches between graph
@@ -16,12 +16,12 @@ import sys
 import numpy as np
 import torch
 
-from profiler.batches import build_meta_from_table, page_table
-from profiler.layers import DecoderLayer
-from profiler.measure import time_fn
-from profiler.paged_attention import paged_attention
-from profiler.serve.attention import FastAttention, IterationAttention, cudnn_chosen
-from profiler.shapes import PAGE_SIZE, ShardShapes, resolve_model
+from goodput.profiler.batches import build_meta_from_table, page_table
+from goodput.profiler.layers import DecoderLayer
+from goodput.profiler.measure import time_fn
+from goodput.profiler.paged_attention import paged_attention
+from goodput.profiler.serve.attention import FastAttention, IterationAttention, cudnn_chosen
+from goodput.profiler.shapes import PAGE_SIZE, ShardShapes, resolve_model
 
 #: (q_lens, ctx_lens, prompt chunks first): what the fidelity cases' iterations look like
 BATCHES = [

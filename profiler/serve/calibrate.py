@@ -1,4 +1,4 @@
-"""Fit a GPU's engine overhead (sim.costmodel.engine) on the iteration logs of real serving runs.
+"""Fit a GPU's engine overhead (goodput.sim.costmodel.engine) on the iteration logs of real serving runs.
 
 Each logged iteration gives its measured wall time and the profile's kernel-only prediction for
 the same batch; the fit minimises the *relative* error of
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profiler.serve.fidelity import cases_of, load_case
+from goodput.profiler.serve.fidelity import cases_of, load_case
 
 
 def _profile_model(cfg):
-    from sim.catalog import get_gpu
-    from sim.costmodel.profiled import ProfiledCostModel, find_profile
+    from goodput.sim.catalog import get_gpu
+    from goodput.sim.costmodel.profiled import ProfiledCostModel, find_profile
 
     g = cfg.cluster[0]
     path = find_profile(get_gpu(g.gpu).name, g.model, g.tp)
@@ -117,7 +117,7 @@ def calibrate(model_dirs, out: Path, name: str | None = None, per_chunk: bool = 
                    + (" + per_chunk_s * [a prompt chunk in the batch]" if per_chunk else ""),
            "fitted_on": sorted(f"{m}/{c}" for m, c in set(zip(it.model, it.case, strict=True))),
            "iterations": len(it), "fit_residuals": fit["residuals"],
-           "engine": "profiler.serve (random-weight model, piecewise CUDA graphs, eager paged "
+           "engine": "goodput.profiler.serve (random-weight model, piecewise CUDA graphs, eager paged "
                      "attention, synchronous token copy)",
            "runs_measured_on": {k: meta.get(k) for k in ("device_name", "driver", "torch",
                                                           "cuda", "date_utc")},

@@ -15,7 +15,7 @@ AZURE_CONV = Path("../shared/traces/AzureLLMInferenceTrace_conv.csv")
 
 
 def _cmd_design(args) -> int:
-    from profiler.serve.fidelity import design
+    from goodput.profiler.serve.fidelity import design
 
     if not Path(args.trace).exists():
         raise FileNotFoundError(f"--trace '{args.trace}' not found; pass a trace file with "
@@ -31,7 +31,7 @@ def _cmd_design(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from profiler.serve.run_cases import run_cases
+    from goodput.profiler.serve.run_cases import run_cases
 
     for d in args.dirs:
         run_cases(d, args.device, max_wall_s=args.max_wall_s,
@@ -40,7 +40,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_derive(args) -> int:
-    from profiler.serve.variants import derive, parse_overrides
+    from goodput.profiler.serve.variants import derive, parse_overrides
 
     for c in derive(args.src, args.out, parse_overrides(args.set or []), args.prefix,
                     args.only.split(",") if args.only else None):
@@ -49,8 +49,8 @@ def _cmd_derive(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from profiler.serve.fidelity import compare
-    from profiler.serve.report import case_table
+    from goodput.profiler.serve.fidelity import compare
+    from goodput.profiler.serve.report import case_table
 
     for d in args.dirs:
         print(case_table(compare(Path(d), engine=args.engine, tag=args.tag)))
@@ -58,26 +58,26 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
-    from profiler.serve.calibrate import calibrate, describe, per_case
-    from profiler.serve.fidelity import cases_of, load_case
+    from goodput.profiler.serve.calibrate import calibrate, describe, per_case
+    from goodput.profiler.serve.fidelity import cases_of, load_case
 
     dirs = [Path(d) for d in args.dirs]
     if args.spec:
-        from profiler.serve.calibrate import spec_steps
+        from goodput.profiler.serve.calibrate import spec_steps
 
         print(spec_steps(dirs))
         return 0
     if args.residuals:
-        from profiler.serve.calibrate import residuals_by_kind
-        from sim.costmodel.engine import resolve_engine
-        from sim.costmodel.profiled import PROFILES_ROOT
+        from goodput.profiler.serve.calibrate import residuals_by_kind
+        from goodput.sim.costmodel.engine import resolve_engine
+        from goodput.sim.costmodel.profiled import PROFILES_ROOT
 
         gpu = load_case(cases_of(dirs[0])[0])[0].cluster[0].gpu
         print(residuals_by_kind(dirs, resolve_engine(args.engine, PROFILES_ROOT, gpu)))
         return 0
     if args.per_case:
-        from sim.costmodel.engine import resolve_engine
-        from sim.costmodel.profiled import PROFILES_ROOT
+        from goodput.sim.costmodel.engine import resolve_engine
+        from goodput.sim.costmodel.profiled import PROFILES_ROOT
 
         gpu = load_case(cases_of(dirs[0])[0])[0].cluster[0].gpu
         print(per_case(dirs, resolve_engine(args.engine, PROFILES_ROOT, gpu)))
@@ -92,9 +92,9 @@ def _cmd_calibrate(args) -> int:
 def _cmd_plot(args) -> int:
     import pandas as pd
 
-    from profiler.serve.fidelity import load_case
-    from sim.plots import plot_comparison
-    from sim.simulator import simulate
+    from goodput.profiler.serve.fidelity import load_case
+    from goodput.sim.plots import plot_comparison
+    from goodput.sim.simulator import simulate
 
     case = Path(args.case)
     cfg, trace = load_case(case)
@@ -106,7 +106,7 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from profiler.serve.report import markdown_report
+    from goodput.profiler.serve.report import markdown_report
 
     print(markdown_report(Path(args.root)))
     return 0
@@ -182,9 +182,9 @@ def add_fidelity_subcommands(subparsers) -> None:
 
 
 def main(argv=None) -> int:
-    """``python3 -m profiler.serve.cli fidelity run DIR`` on a GPU machine (see
-    profiler.cli.standalone)."""
-    from profiler.cli import standalone
+    """``python3 -m goodput.profiler.serve.cli fidelity run DIR`` on a GPU machine (see
+    goodput.profiler.cli.standalone)."""
+    from goodput.profiler.cli import standalone
 
     return standalone(add_fidelity_subcommands, argv)
 

@@ -17,7 +17,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 for d in "$@"; do
   echo "== [$SECONDS s] $d"
-  timeout "${PER_DIR_S:-290}" python3 -m profiler.serve.cli fidelity run "$d" ${ONLY:+--only "$ONLY"} --attention "${ATTENTION:-triton}" 2>&1 | grep -v -i warning
+  timeout "${PER_DIR_S:-290}" python3 -m goodput.profiler.serve.cli fidelity run "$d" ${ONLY:+--only "$ONLY"} --attention "${ATTENTION:-triton}" 2>&1 | grep -v -i warning
   name=$(echo "$d" | tr '/' '_')
   (cd "$d" && tar czf "$DEST/$name.tgz" $(ls -d ${ONLY:-*}/real_* 2>/dev/null))
 done

@@ -14,7 +14,7 @@ full_graph vs predicted isolates the profile's error at full depth (per-layer x 
 footprint, clocks); piecewise vs full_graph isolates the engine's launch gaps between graph
 pieces; step vs piecewise the host preparation that the GPU waits for.
 
-    python3 -m profiler.serve.diagnose --model llama-3.1-8b --gpu h200
+    python3 -m goodput.profiler.serve.diagnose --model llama-3.1-8b --gpu h200
 """
 from __future__ import annotations
 
@@ -43,10 +43,10 @@ def _events_median(fn, reps: int) -> float:
 def diagnose(model: str, gpu: str, batches, reps: int = 30) -> list[dict]:
     import numpy as np
 
-    from profiler.serve.runner import ModelRunner
-    from sim.catalog import get_gpu, get_model
-    from sim.costmodel.profiled import ProfiledCostModel, find_profile
-    from sim.engine.kvcache import kv_capacity
+    from goodput.profiler.serve.runner import ModelRunner
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.costmodel.profiled import ProfiledCostModel, find_profile
+    from goodput.sim.engine.kvcache import kv_capacity
 
     spec = get_model(model)
     blocks = kv_capacity(spec, get_gpu(gpu), 1, 16, 0.9, 2.0).total_blocks
@@ -67,10 +67,10 @@ def _diagnose_batch(runner, cost, blocks: int, rng, q_lens, ctx_lens, reps: int)
     import torch
     import torch.nn.functional as F
 
-    from profiler.batches import build_meta_from_table, page_table
-    from profiler.kernels import add_rmsnorm
-    from profiler.paged_attention import paged_attention
-    from sim.costmodel.base import Batch
+    from goodput.profiler.batches import build_meta_from_table, page_table
+    from goodput.profiler.kernels import add_rmsnorm
+    from goodput.profiler.paged_attention import paged_attention
+    from goodput.sim.costmodel.base import Batch
 
     spec = runner.spec
     n = len(q_lens)
@@ -134,7 +134,7 @@ def _diagnose_batch(runner, cost, blocks: int, rng, q_lens, ctx_lens, reps: int)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m profiler.serve.diagnose")
+    p = argparse.ArgumentParser(prog="python3 -m goodput.profiler.serve.diagnose")
     p.add_argument("--model", required=True)
     p.add_argument("--gpu", required=True, help="catalog GPU of the profile to compare with")
     p.add_argument("--out", help="write the rows as JSON here")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from profiler.shapes import PAGE_SIZE
+from goodput.profiler.shapes import PAGE_SIZE
 
 
 class SequenceStore:
@@ -154,7 +154,7 @@ class ModelExecutor:
         return ev0.elapsed_time(ev1) * 1e-3
 
     def execute_spec(self, step) -> tuple[float, float]:
-        """One speculative step (``profiler.serve.spec_step.SpecStep``): k one-token passes of
+        """One speculative step (``goodput.profiler.serve.spec_step.SpecStep``): k one-token passes of
         the draft over the decode set, pass i reading position c + i and proposing c + i + 1,
         then one target pass verifying the k + 1 positions c .. c + k of every sequence (a
         chunk of k + 1 tokens over its context). Acceptance is the simulator's: each member

@@ -6,7 +6,7 @@ Three steps, so that only the middle one needs a GPU and everything it produced 
   by the simulator with the GPU's profiled cost model, and one *case* per (policy, load): a
   folder with ``config.yaml`` (KV blocks pinned) and ``trace.csv`` (Poisson arrivals at that
   fraction of capacity).
-* ``run`` (GPU, ``profiler.serve``): every case served in real time; writes
+* ``run`` (GPU, ``goodput.profiler.serve``): every case served in real time; writes
   ``real_requests.csv``, ``real_iterations.csv.gz`` (one row per iteration: wall span, GPU span,
   the cost model's prediction), ``real_tbt.csv`` (histogram of every token's gap) and
   ``real_meta.json`` (GPU, driver, torch/CUDA, date, command).
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim.config import InstanceGroupConfig, SimConfig, load_config, to_dict
+from goodput.sim.config import InstanceGroupConfig, SimConfig, load_config, to_dict
 
 CASE_FILES = ("config.yaml", "trace.csv")
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
@@ -45,7 +45,7 @@ def cases_of(model_dir: Path) -> list[Path]:
 
 
 def load_case(case: Path):
-    from sim.workload.loaders import load_trace
+    from goodput.sim.workload.loaders import load_trace
 
     return load_config(case / "config.yaml"), load_trace(case / "trace.csv")
 
@@ -53,8 +53,8 @@ def load_case(case: Path):
 # ------------------------------------------------------------------------------ design
 def base_config(model: str, gpu: str, policy: str, max_batched_tokens: int = 8192) -> SimConfig:
     """One instance, profiled cost model, KV blocks pinned to the count the catalog gives."""
-    from sim.catalog import get_gpu, get_model
-    from sim.engine.kvcache import kv_capacity
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.engine.kvcache import kv_capacity
 
     cfg = SimConfig(cluster=[InstanceGroupConfig(model=model, gpu=gpu, tp=1, count=1)])
     s = cfg.scheduler
@@ -68,7 +68,7 @@ def base_config(model: str, gpu: str, policy: str, max_batched_tokens: int = 819
 
 
 def sample_lengths(trace_path, n: int, max_tokens: int, seed: int) -> pd.DataFrame:
-    from sim.workload.loaders import load_trace
+    from goodput.sim.workload.loaders import load_trace
 
     df = load_trace(trace_path).df
     df = df[(df.prompt_tokens + df.output_tokens <= max_tokens) & (df.output_tokens >= 1)]
@@ -90,7 +90,7 @@ def saturation_rate(cfg: SimConfig, lengths: pd.DataFrame, seed: int = 0) -> flo
     percentile of completion times (steady state: neither ramp-up nor the drain at the end) is
     the service capacity.
     """
-    from sim.simulator import simulate
+    from goodput.sim.simulator import simulate
 
     res = simulate(cfg, poisson_trace(lengths, rate=len(lengths) / 2.0, seed=seed))
     done = np.sort(res.requests.completion_s.dropna().to_numpy())
@@ -109,7 +109,7 @@ def design(model: str, gpu: str, out: Path, lengths_trace, policies=("vllm", "sa
     """
     import copy
 
-    from sim.catalog import get_model
+    from goodput.sim.catalog import get_model
 
     out = Path(out)
     max_tokens = min(max_tokens, get_model(model).max_context)
@@ -142,7 +142,7 @@ def design(model: str, gpu: str, out: Path, lengths_trace, policies=("vllm", "sa
 def save_real(case: Path, res, meta: dict) -> None:
     res.requests.to_csv(case / "real_requests.csv", index=False)
     res.iterations.to_csv(case / "real_iterations.csv.gz", index=False, float_format="%.7g")
-    from sim.engine.tbt import EDGES
+    from goodput.sim.engine.tbt import EDGES
 
     nz = np.nonzero(res.tbt_hist)[0]
     pd.DataFrame({"lo_s": EDGES[nz], "hi_s": EDGES[nz + 1], "tokens": res.tbt_hist[nz]}).to_csv(
@@ -153,7 +153,7 @@ def save_real(case: Path, res, meta: dict) -> None:
 # ------------------------------------------------------------------------------ compare
 def read_tbt_hist(path) -> np.ndarray:
     """The full TokenGaps histogram from a ``real_tbt.csv`` (which stores its non-empty bins)."""
-    from sim.engine.tbt import EDGES
+    from goodput.sim.engine.tbt import EDGES
 
     df = pd.read_csv(path)
     hist = np.zeros(len(EDGES) - 1)
@@ -173,9 +173,9 @@ def compare_case(case: Path, engine: str = "auto") -> dict:
 
     ``engine``: the cost model's engine overhead (``cost_model.engine``: auto | none | path).
     """
-    from sim.engine.tbt import percentile_from_hist
-    from sim.metrics import request_metrics
-    from sim.simulator import simulate
+    from goodput.sim.engine.tbt import percentile_from_hist
+    from goodput.sim.metrics import request_metrics
+    from goodput.sim.simulator import simulate
 
     cfg, trace = load_case(case)
     cfg.cost_model.engine = engine
@@ -209,7 +209,7 @@ def compare_case(case: Path, engine: str = "auto") -> dict:
         out["tbt_s"][f"p{q}"] = {"real": tr, "sim": ts, "err_pct": _pct_err(ts, tr)}
     out["iterations"] = iteration_errors(pd.read_csv(case / "real_iterations.csv.gz"))
     if cfg.scheduler.section("speculation").method != "none":
-        from profiler.serve.spec_step import decisions_fingerprint
+        from goodput.profiler.serve.spec_step import decisions_fingerprint
 
         ran = json.loads((case / "real_meta.json").read_text()).get("spec_decisions")
         now = decisions_fingerprint()

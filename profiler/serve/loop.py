@@ -1,6 +1,6 @@
 """The real serving loop: replay a trace against a model in real time, with the simulator's policies.
 
-Why it reuses ``sim.engine.instance.Instance``: the fidelity question is "does the simulator
+Why it reuses ``goodput.sim.engine.instance.Instance``: the fidelity question is "does the simulator
 predict what an engine does?", so the engine must take the same decisions. The loop drives an
 Instance in step mode: at each iteration boundary it submits the requests whose arrival time has
 passed, asks ``Instance.next_plan`` (the same policy code: vLLM, Sarathi-Serve, Orca, ...),
@@ -9,7 +9,7 @@ executes the plan on the model and reports the measured end time back with
 tokens, completions, KV block accounting) as in simulation. Only the clock differs: wall time
 here, the cost model there.
 
-Executors run a plan: ``ModelExecutor`` on the real model (profiler.serve.runner), and
+Executors run a plan: ``ModelExecutor`` on the real model (goodput.profiler.serve.runner), and
 ``CostModelExecutor`` which advances a virtual clock by the cost model's iteration time, which
 makes the loop a step-by-step simulator (tests check it equals ``sim.simulate`` exactly).
 """
@@ -22,17 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from profiler.serve.spec_step import finish_spec_step, plan_spec_step
-from sim.config import ConfigError, SimConfig
-from sim.costmodel.base import Batch
-from sim.engine.clock import SteppedClock
-from sim.engine.instance import Instance
-from sim.engine.kvcache import KVCapacity
-from sim.engine.observer import NullObserver
-from sim.engine.policies import make_policy
-from sim.engine.records import RecordSink
-from sim.engine.sequence import Sequence
-from sim.workload.schema import Trace
+from goodput.profiler.serve.spec_step import finish_spec_step, plan_spec_step
+from goodput.sim.config import ConfigError, SimConfig
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.engine.clock import SteppedClock
+from goodput.sim.engine.instance import Instance
+from goodput.sim.engine.kvcache import KVCapacity
+from goodput.sim.engine.observer import NullObserver
+from goodput.sim.engine.policies import make_policy
+from goodput.sim.engine.records import RecordSink
+from goodput.sim.engine.sequence import Sequence
+from goodput.sim.workload.schema import Trace
 
 #: predicted_s: the cost model's iteration time; kernel_s: its GPU part alone (profiled models);
 #: speculative steps (kind "spec"): spec_k drafts per sequence, new_tokens the tokens kept,
@@ -112,11 +112,11 @@ class StoreKeeper(NullObserver):
 
 @dataclass
 class ServeResult:
-    requests: pd.DataFrame  # the simulator's raw per-request records (sim.engine.records)
+    requests: pd.DataFrame  # the simulator's raw per-request records (goodput.sim.engine.records)
     iterations: pd.DataFrame  # one row per executed iteration (ITERATION_COLUMNS)
     wall_s: float
     instance: dict
-    #: every token's time between tokens, binned as the simulator bins it (sim.engine.tbt.EDGES)
+    #: every token's time between tokens, binned as the simulator bins it (goodput.sim.engine.tbt.EDGES)
     tbt_hist: object = None
 
 

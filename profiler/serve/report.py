@@ -99,8 +99,8 @@ def _model_of(folder: Path) -> str:
 
 def _held_out(gpu: str, model: str) -> bool:
     """Was the shipped engine term of ``gpu`` fitted without any run of ``model``?"""
-    from sim.costmodel.engine import ENGINE_FILE
-    from sim.costmodel.profiled import PROFILES_ROOT
+    from goodput.sim.costmodel.engine import ENGINE_FILE
+    from goodput.sim.costmodel.profiled import PROFILES_ROOT
 
     gpu = gpu.split("-")[0]  # h200-fastattn: the H200's runs with another attention kernel
     path = PROFILES_ROOT / gpu / ENGINE_FILE

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profiler.serve import build_loop, make_executor, predicting_cost_model
-from profiler.serve.fidelity import cases_of, load_case, save_real
-from profiler.serve.loop import ServingLoop, WallClock
-from profiler.serve.spec_step import decisions_fingerprint
+from goodput.profiler.serve import build_loop, make_executor, predicting_cost_model
+from goodput.profiler.serve.fidelity import cases_of, load_case, save_real
+from goodput.profiler.serve.loop import ServingLoop, WallClock
+from goodput.profiler.serve.spec_step import decisions_fingerprint
 
 WARMUP_PROMPTS = (3, 17, 90, 300, 700, 1500, 3000, 6000)
 
@@ -29,7 +29,7 @@ def warmup_trace(max_tokens: int) -> pd.DataFrame:
 
 
 def _max_k(cfg) -> int:
-    from profiler.serve import speculation_of
+    from goodput.profiler.serve import speculation_of
 
     sp = speculation_of(cfg)
     return sp[1] if sp else 0
@@ -43,10 +43,10 @@ def loop_cost_source(cfg) -> str:
 def run_cases(model_dir, device: str = "cuda", max_wall_s: float | None = None,
               only: list[str] | None = None, log=print, attention: str = "triton") -> list[Path]:
     """Serve every case under ``model_dir`` (or those named in ``only``); returns the cases.
-    ``attention``: the engine's kernel for prompt chunks (``profiler.serve.attention``)."""
+    ``attention``: the engine's kernel for prompt chunks (``goodput.profiler.serve.attention``)."""
     import torch
 
-    from profiler import provenance
+    from goodput.profiler import provenance
 
     cases = [c for c in cases_of(Path(model_dir)) if not only or c.name in only]
     loaded = [load_case(c) for c in cases]

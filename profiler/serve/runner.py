@@ -23,18 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from profiler.batches import build_meta_from_table, page_table
-from profiler.kernels import add_rmsnorm
-from profiler.layers import DecoderLayer, Embedding, LMHead, rope_table
-from profiler.paged_attention import paged_attention
-from profiler.serve.attention import (
+from goodput.profiler.batches import build_meta_from_table, page_table
+from goodput.profiler.kernels import add_rmsnorm
+from goodput.profiler.layers import DecoderLayer, Embedding, LMHead, rope_table
+from goodput.profiler.paged_attention import paged_attention
+from goodput.profiler.serve.attention import (
     ATTENTION_BACKENDS,
     FastAttention,
     IterationAttention,
     build_cudnn_plans,
     cudnn_chosen,
 )
-from profiler.shapes import PAGE_SIZE, ShardShapes
+from goodput.profiler.shapes import PAGE_SIZE, ShardShapes
 
 
 def graph_sizes(max_tokens: int) -> list[int]:
@@ -75,7 +75,7 @@ class ModelRunner:
         if attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention={attention!r}: choose one of {list(ATTENTION_BACKENDS)}")
         #: "triton": the paged kernel for every row; "flash": FlashAttention for the prompt
-        #: chunks of an iteration (profiler.serve.attention)
+        #: chunks of an iteration (goodput.profiler.serve.attention)
         self.attention = attention
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"

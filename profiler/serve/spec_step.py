@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.engine.speculation_run import SpecRun, finish_spec_run, plan_spec_run
+from goodput.sim.engine.speculation_run import SpecRun, finish_spec_run, plan_spec_run
 
 
 @dataclass
@@ -36,7 +36,7 @@ class SpecStep:
 
 def advance_of(run: SpecRun) -> np.ndarray:
     """Tokens each member keeps in the run's first step: 1 + its accepted drafts, drawn by the
-    simulator (``sim.engine.speculation_draws``, keyed by seed, request id and position)."""
+    simulator (``goodput.sim.engine.speculation_draws``, keyed by seed, request id and position)."""
     return np.asarray(run.per_member[0], dtype=np.int64)
 
 
@@ -71,11 +71,13 @@ def decisions_fingerprint() -> str:
     """A hash of the simulator code that takes a speculative step's decisions (k, the acceptance
     draws, what each member keeps). A real run records it; ``compare`` flags a case whose
     simulator has changed since, because the real engine then ran other accepted counts than
-    the simulation it is compared with."""
-    import sim.engine
+    the simulation it is compared with. The import namespace is not a decision: module paths
+    are hashed as ``sim.`` whether the code names them ``goodput.sim.`` (since the packages moved
+    under one namespace) or not, so a run recorded before the move keeps its fingerprint."""
+    import goodput.sim.engine
 
     h = hashlib.sha256()
-    for f in sorted(Path(sim.engine.__file__).parent.glob("speculation*.py")):
+    for f in sorted(Path(goodput.sim.engine.__file__).parent.glob("speculation*.py")):
         h.update(f.name.encode())
-        h.update(f.read_bytes())
+        h.update(f.read_bytes().replace(b"goodput.sim.", b"sim."))
     return h.hexdigest()[:12]

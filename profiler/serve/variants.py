@@ -5,7 +5,7 @@ is checked on the very traces the committed table was measured on, so its rows d
 old ones by that feature alone. ``derive`` copies each case's ``trace.csv`` and ``design.json``
 and rewrites its ``config.yaml`` with the overrides (dotted keys, YAML values), recording them
 in ``design.json`` (``derived_from``, ``overrides``). The result loads through the same checks
-as any config (``sim.config.load_config``), so a misspelt field fails here with its name.
+as any config (``goodput.sim.config.load_config``), so a misspelt field fails here with its name.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from profiler.serve.fidelity import cases_of
-from sim.config import ConfigError, load_config
+from goodput.profiler.serve.fidelity import cases_of
+from goodput.sim.config import ConfigError, load_config
 
 
 def parse_overrides(pairs: list[str]) -> dict:

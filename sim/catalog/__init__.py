@@ -9,7 +9,7 @@ User catalogs (new models and GPUs without code): ``GOODPUT_CATALOG`` (paths sep
 its ``models.yaml`` and ``gpus.yaml``; a file holds ``models:`` and/or ``gpus:`` mappings. Their
 entries override shipped entries of the same name field by field, later files win. A model entry may say
 ``hf_config: path/to/config.json`` (relative to its file) and is then imported from that Hugging
-Face config (``sim.catalog.hf``), with any other fields of the entry overriding the import.
+Face config (``goodput.sim.catalog.hf``), with any other fields of the entry overriding the import.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class ModelSpec:
     shared_ffn_size: int = 0  # total width of always-active shared experts (Qwen2-MoE, DeepSeek)
     dense_layers: int = 0  # MoE models: leading layers with a dense MLP of ffn_size (DeepSeek)
     tied_embeddings: bool = False
-    bytes_per_param: int = 2  # weights: bf16/fp16 serving; 1 for FP8 (sim.catalog.precision)
+    bytes_per_param: int = 2  # weights: bf16/fp16 serving; 1 for FP8 (goodput.sim.catalog.precision)
     #: KV-cache bytes per element; 0 = bytes_per_param (a model's own dtype, vLLM's "auto")
     kv_cache_bytes: int = 0
     aliases: tuple[str, ...] = ()
@@ -184,7 +184,7 @@ class GPUSpec:
 def _entry(kind: str, cls, name: str, entry: dict, where: Path) -> object:
     entry = dict(entry)
     if kind == "models" and "hf_config" in entry:
-        from sim.catalog.hf import load_hf_config, spec_fields_from_hf
+        from goodput.sim.catalog.hf import load_hf_config, spec_fields_from_hf
 
         cfg_path = Path(entry.pop("hf_config"))
         if not cfg_path.is_absolute():
@@ -295,11 +295,11 @@ def _lookup(table: dict, name: str, what: str, flag: str):
 
 def get_model(name: str) -> ModelSpec:
     """A catalog model, or a precision variant of one (``llama-3.1-8b-fp8``, ``-kvfp8``,
-    ``-fp8-kvfp8``: sim.catalog.precision) when no entry has that exact name."""
+    ``-fp8-kvfp8``: goodput.sim.catalog.precision) when no entry has that exact name."""
     table = models()
     key = name.strip().lower()
     if key not in table and not any(key in (a.lower() for a in m.aliases) for m in table.values()):
-        from sim.catalog.precision import split_variant, with_precision
+        from goodput.sim.catalog.precision import split_variant, with_precision
 
         base, suffix = split_variant(key)
         if suffix:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sim.catalog import ModelSpec
+from goodput.sim.catalog import ModelSpec
 
 _GATED = ("llama", "mistral", "mixtral", "qwen", "gemma", "deepseek", "phi3", "yi", "internlm",
           "baichuan", "olmo", "granite", "cohere", "exaone", "starcoder2")

@@ -1,6 +1,6 @@
 """What a serving engine holds back from GPU memory besides weights and KV cache.
 
-``sim.engine.kvcache.kv_capacity`` sizes the KV cache as vLLM does::
+``goodput.sim.engine.kvcache.kv_capacity`` sizes the KV cache as vLLM does::
 
     KV bytes = memory_bytes x gpu_memory_utilization - weights(tp) - reserve
 
@@ -24,7 +24,7 @@ is what the engine subtracts today; ``engine_reserve_gb`` gives that number for 
 """
 from __future__ import annotations
 
-from sim.catalog import ModelSpec
+from goodput.sim.catalog import ModelSpec
 
 GIB = 2**30
 NON_TORCH_BYTES = 0.25 * GIB

@@ -23,7 +23,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sim.catalog import ModelSpec
+    from goodput.sim.catalog import ModelSpec
 
 #: suffix -> (weight bytes per parameter or None to keep, KV bytes per element or None)
 VARIANTS: dict[str, tuple[int | None, int | None]] = {

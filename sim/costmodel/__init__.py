@@ -1,4 +1,4 @@
 """Cost models: predict per-iteration batch time (see base.CostModel)."""
-from sim.costmodel.base import Batch, CostModel
+from goodput.sim.costmodel.base import Batch, CostModel
 
 __all__ = ["Batch", "CostModel"]

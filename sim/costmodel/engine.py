@@ -3,7 +3,7 @@
 Why: a profile times kernels (CUDA-graph replays between events) plus a minimal host loop. A
 real engine iteration also waits for the scheduler, builds its inputs while the GPU idles,
 launches attention eagerly between graph pieces, copies sampled tokens back and does its
-bookkeeping. The fidelity runs (profiler.serve) measured that at ~1 ms per iteration on an
+bookkeeping. The fidelity runs (goodput.profiler.serve) measured that at ~1 ms per iteration on an
 H200, three times the profile's own host term, which made every simulated latency 10-30%
 short. ``goodput fidelity calibrate`` fits this form on the runs' iteration logs:
 

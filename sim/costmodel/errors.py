@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 
-from sim.costmodel.base import Batch
-from sim.costmodel.profile_store import PROFILES_ROOT
+from goodput.sim.costmodel.base import Batch
+from goodput.sim.costmodel.profile_store import PROFILES_ROOT
 
 #: a typical decode batch the collectives share is evaluated on (8 sequences of 2k context)
 _PROBE = Batch.decode([2048] * 8)
@@ -53,7 +53,7 @@ def _label(kind: str, pct: float | None, extra: str = "") -> str:
 
 
 def _precision_note(model) -> str:
-    """What the error estimate does not cover for an FP8 variant (sim.catalog.precision): the
+    """What the error estimate does not cover for an FP8 variant (goodput.sim.catalog.precision): the
     calibration fitted 16-bit kernels only, so FP8 GEMM and attention efficiencies are assumed
     equal to the 16-bit ones."""
     parts = [what for what, on in (("FP8 weights", model.bytes_per_param == 1),

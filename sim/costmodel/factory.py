@@ -3,24 +3,24 @@
 ``kind``: ``auto`` (profile if ``<profiles root>/<gpu>/<model>/tp<k>`` exists, else the roofline
 calibrated on profiled GPUs, else the plain roofline), ``profiled`` (a profile is required) or
 ``roofline``. The chosen model's ``source`` is stored with every result. The profiles root is
-``sim.costmodel.profile_store.PROFILES_ROOT`` (the shipped ``profiler/profiles`` data).
+``goodput.sim.costmodel.profile_store.PROFILES_ROOT`` (the shipped ``profiler/profiles`` data).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from sim.catalog import GPUSpec, ModelSpec
-from sim.config import ConfigError, CostModelConfig
-from sim.costmodel.base import CostModel
-from sim.costmodel.profile_store import profiles_root
-from sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.catalog import GPUSpec, ModelSpec
+from goodput.sim.config import ConfigError, CostModelConfig
+from goodput.sim.costmodel.base import CostModel
+from goodput.sim.costmodel.profile_store import profiles_root
+from goodput.sim.costmodel.roofline import RooflineCostModel
 
 KINDS = ("auto", "profiled", "roofline")
 
 
 def _profiled_module():
     try:
-        from sim.costmodel import profiled
+        from goodput.sim.costmodel import profiled
     except ImportError:  # the profiled model is optional until profiles ship
         return None
     return profiled

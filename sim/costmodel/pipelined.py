@@ -7,7 +7,7 @@ the stages together compute the whole model (``inner``: the model on ``tp`` GPUs
 ``layers / pp`` of its layers), plus ``pp - 1`` hand-offs of the batch's hidden states to the next
 stage (send/recv: ``latency + tokens x hidden x 2 bytes / tp / bandwidth``, each TP rank sending
 its slice). The simulator therefore models a PP instance as ``pp`` instances with this cost model,
-each holding ``1 / pp`` of the pipeline's KV blocks (``sim.engine.kvcache.kv_capacity``).
+each holding ``1 / pp`` of the pipeline's KV blocks (``goodput.sim.engine.kvcache.kv_capacity``).
 
 Both hand-off terms are linear in the iteration's tokens, so the decode linearity contract holds
 (``a`` grows by ``(pp - 1) (latency + B x bytes / bandwidth)``, ``b`` is unchanged) and
@@ -17,8 +17,8 @@ exist (``goodput profile collectives --graph``).
 """
 from __future__ import annotations
 
-from sim.catalog import GPUSpec, ModelSpec
-from sim.costmodel.base import Batch, CostModel
+from goodput.sim.catalog import GPUSpec, ModelSpec
+from goodput.sim.costmodel.base import Batch, CostModel
 
 GPUS_PER_NODE = 8
 NVLINK_SEND_LATENCY_S = 10e-6  # NCCL point-to-point within a node (estimate)

@@ -1,7 +1,7 @@
 """Where a profile and its companions are found: fit.json, the measured collectives table,
 the TP all-reduce rule, and the calibrated roofline for GPUs without a profile.
 
-Split from sim.costmodel.profiled (which re-exports ``find_profile`` and
+Split from goodput.sim.costmodel.profiled (which re-exports ``find_profile`` and
 ``calibrated_roofline``) so that module stays about the model itself.
 """
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sim.costmodel.collectives import CollectivesTable, find_table
-from sim.costmodel.engine import engine_for
-from sim.costmodel.profile_store import PROFILES_ROOT
+from goodput.sim.costmodel.collectives import CollectivesTable, find_table
+from goodput.sim.costmodel.engine import engine_for
+from goodput.sim.costmodel.profile_store import PROFILES_ROOT
 
 FIT_FILE = "fit.json"
 
@@ -49,8 +49,8 @@ def _floor_rule(fit: dict, tp: int):
     ar = fit.get("allreduce") or {}
     if tp <= 1 or "estimated" not in str(ar.get("source", "estimated")):
         return None
-    from sim.catalog import get_gpu
-    from sim.costmodel.tp_estimate import tp_allreduce
+    from goodput.sim.catalog import get_gpu
+    from goodput.sim.costmodel.tp_estimate import tp_allreduce
 
     try:
         gpu = get_gpu(str(fit.get("gpu", "")))
@@ -60,7 +60,7 @@ def _floor_rule(fit: dict, tp: int):
 
 
 def _canonical(kind: str, name: str) -> str:
-    from sim.catalog import get_gpu, get_model
+    from goodput.sim.catalog import get_gpu, get_model
 
     try:
         return (get_gpu(name) if kind == "gpu" else get_model(name)).name.lower()
@@ -82,7 +82,7 @@ def calibrated_roofline(model, gpu, tp: int, root: Path | None = None, engine: s
 
     Returns None when no calibration has been made (``goodput profile calibrate``).
     """
-    from sim.costmodel.roofline import RooflineCostModel, RooflineParams
+    from goodput.sim.costmodel.roofline import RooflineCostModel, RooflineParams
 
     root = Path(root) if root else PROFILES_ROOT
     path = root / "calibration.json"

@@ -9,9 +9,9 @@ The data stays at ``profiler/profiles/`` in the repository (shipped as package d
 ``profiler`` package, see pyproject.toml), resolved relative to this file, so it is found the
 same way from a checkout, an editable install or an installed wheel. Layout under the root::
 
-    <root>/<gpu>/<model>/tp<k>/fit.json         a fitted profile (sim.costmodel.profiled)
-    <root>/<gpu>/collectives/tp<N>.csv          measured TP collectives (sim.costmodel.collectives)
-    <root>/<gpu>/engine.json                    fitted engine overhead (sim.costmodel.engine)
+    <root>/<gpu>/<model>/tp<k>/fit.json         a fitted profile (goodput.sim.costmodel.profiled)
+    <root>/<gpu>/collectives/tp<N>.csv          measured TP collectives (goodput.sim.costmodel.collectives)
+    <root>/<gpu>/engine.json                    fitted engine overhead (goodput.sim.costmodel.engine)
     <root>/calibration.json                     roofline efficiencies fitted on profiled GPUs
 
 Every function that takes a ``root`` also accepts None for "the shipped profiles".

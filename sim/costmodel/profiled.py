@@ -22,10 +22,10 @@ import json
 import math
 from pathlib import Path
 
-from sim.costmodel.base import Batch, CostModel
-from sim.costmodel.collectives import CollectivesTable, formula_s
-from sim.costmodel.engine import EngineOverhead, engine_for
-from sim.costmodel.profile_lookup import (
+from goodput.sim.costmodel.base import Batch, CostModel
+from goodput.sim.costmodel.collectives import CollectivesTable, formula_s
+from goodput.sim.costmodel.engine import EngineOverhead, engine_for
+from goodput.sim.costmodel.profile_lookup import (
     FIT_FILE,
     _display_path,
     _floor_rule,
@@ -33,7 +33,7 @@ from sim.costmodel.profile_lookup import (
     calibrated_roofline,
     find_profile,
 )
-from sim.costmodel.profile_store import PROFILES_ROOT
+from goodput.sim.costmodel.profile_store import PROFILES_ROOT
 
 #: Tile heights of the paged attention kernel's launches (profiler/paged_attention.py): a
 #: sequence with q * G query rows runs in the first class that holds them; keys in blocks of 64.
@@ -130,7 +130,7 @@ def attention_features(q_lens, ctx_lens, group: int, kv_heads: int = 8,
     of chunks) carry that cost. ``t128_attn_work`` (query-key pairs) lets the fit weigh the
     causal masking of long prompts; ``t128_prefix_work`` (the pairs against a cached prefix,
     q x ctx) lets it price chunks over a cached prefix apart from fresh prompts, since the
-    fastest kernels differ there (profiler.attention_backends; fit.json files written before
+    fastest kernels differ there (goodput.profiler.attention_backends; fit.json files written before
     this feature have one coefficient fewer and ignore it). Decodes (q = 1) only enter the
     split decision of the 16-row class they share; their own cost is the measured decode
     line. ``decodes`` more one-token sequences may be given by their totals (context sum and
@@ -199,14 +199,14 @@ class ProfiledCostModel(CostModel):
         self.b_dec = PiecewiseLinear(fit["decode"]["B"], fit["decode"]["b"])
         self.w = [float(x) for x in fit["attention"]["coef"]]
         #: fitted relative correction of lin(T) in batches that are not pure decodes, on the
-        #: LIN_SCALE_KNOTS hat basis (see profiler.fit.fit_attention)
+        #: LIN_SCALE_KNOTS hat basis (see goodput.profiler.fit.fit_attention)
         ls = fit.get("lin_scale") or {}
         self.lin_scale = [float(v) for v in ls.get("scale", [0.0] * len(LIN_SCALE_KNOTS))]
         self.overhead_c = (float(fit["overhead"]["c0"]), float(fit["overhead"]["c1"]))
         ar = fit.get("allreduce") or {}
         self.ar = (float(ar.get("link_bytes_per_s", 1.0)), float(ar.get("latency_s", 0.0)))
         #: the estimate for sizes the measured table does not cover: the per-call floor and bus
-        #: bandwidth of sim.costmodel.tp_estimate (measured TP2 floor, ring-step rule) when
+        #: bandwidth of goodput.sim.costmodel.tp_estimate (measured TP2 floor, ring-step rule) when
         #: fit.json holds only the old roofline estimate (~10 us per call)
         self.ar_rule = _floor_rule(fit, self.tp)
         if self.ar_rule is not None:
@@ -224,7 +224,7 @@ class ProfiledCostModel(CostModel):
         #: an eager one only where bandwidth-bound (CollectivesTable.measured_from)
         self._ar_measured_from = (self.collectives.measured_from()
                                   if self.collectives is not None else math.inf)
-        #: engine host costs fitted on real serving (sim.costmodel.engine); replaces the
+        #: engine host costs fitted on real serving (goodput.sim.costmodel.engine); replaces the
         #: profile's own host term when set
         self.engine = engine
         self.source = (f"profile:{fit['gpu']}/{fit['model']}/tp{self.tp}"
@@ -238,7 +238,7 @@ class ProfiledCostModel(CostModel):
         degree, ``<root>/<gpu>/collectives/tp<k>.csv``, where ``root`` is the profiles root
         holding this profile (``<root>/<gpu>/<model>/tp<k>/``) unless ``collectives_root``
         names another. Without that table the all-reduce stays the estimate in ``fit.json``.
-        ``engine``: ``cost_model.engine`` (auto | none | path; see sim.costmodel.engine)."""
+        ``engine``: ``cost_model.engine`` (auto | none | path; see goodput.sim.costmodel.engine)."""
         path = Path(path)
         fit_path = path / FIT_FILE if path.is_dir() else path
         if not fit_path.exists():
@@ -344,10 +344,10 @@ class ProfiledCostModel(CostModel):
         return self._finish(self._kernels(q_lens, ctx_lens, decodes, decode_ctx_sum, decode_ctx_max), n)
 
     def verify_time(self, decodes, q, ctx_sum, ctx_max, contexts=None) -> float:
-        """From the group's totals (``sim.costmodel.speculative.profiled_verify_time``)."""
+        """From the group's totals (``goodput.sim.costmodel.speculative.profiled_verify_time``)."""
         if q == 1:
             return super().verify_time(decodes, q, ctx_sum, ctx_max, contexts)
-        from sim.costmodel.speculative import profiled_verify_time
+        from goodput.sim.costmodel.speculative import profiled_verify_time
 
         return profiled_verify_time(self, decodes, q, ctx_sum, ctx_max)
 
@@ -368,7 +368,7 @@ class ProfiledCostModel(CostModel):
         return self._kernels(q_lens, ctx_lens)
 
     def describe(self) -> dict:
-        from sim.costmodel.errors import profiled_error
+        from goodput.sim.costmodel.errors import profiled_error
 
         f = self.fit
         return {**profiled_error(self),

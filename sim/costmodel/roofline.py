@@ -20,9 +20,9 @@ What one iteration costs (per GPU of a TP group, all layers):
   launch floors that do not shrink with TP, and per-sequence work (attention tiles, rotary, KV
   writes, sampling) that the FLOP/byte counts miss; fitted by calibration.
 * TP all-reduces, ``2 x layers + 1`` per iteration, each a per-call latency floor plus bytes
-  over the link (``sim.costmodel.tp_estimate``: measured TP2 table, ring-step rule beyond it).
+  over the link (``goodput.sim.costmodel.tp_estimate``: measured TP2 table, ring-step rule beyond it).
 * host time: ``iteration_overhead_s``, or, when an ``EngineOverhead`` is given, that engine's
-  ``(1 + kernel_scale) * kernels + per_iteration_s + per_seq_s * n`` (sim.costmodel.engine).
+  ``(1 + kernel_scale) * kernels + per_iteration_s + per_seq_s * n`` (goodput.sim.costmodel.engine).
 
 Decode linearity (the CostModel contract): for ``q = 1`` both attention terms are proportional to
 ``ctx + 1``, so the per-sequence max is ``(ctx + 1) * rate`` with one constant ``rate``; everything
@@ -34,10 +34,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral
 
-from sim.catalog import GPUSpec, ModelSpec
-from sim.costmodel.base import Batch, CostModel
-from sim.costmodel.engine import EngineOverhead
-from sim.costmodel.tp_estimate import TPAllReduce, tp_allreduce
+from goodput.sim.catalog import GPUSpec, ModelSpec
+from goodput.sim.costmodel.base import Batch, CostModel
+from goodput.sim.costmodel.engine import EngineOverhead
+from goodput.sim.costmodel.tp_estimate import TPAllReduce, tp_allreduce
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class RooflineParams:
     #: Fraction of the per-direction link bandwidth a ring all-reduce achieves, and the per-call
     #: all-reduce latency at TP2 (seconds): the old priors. The roofline uses them only with
     #: ``allreduce_rule="params"``; by default (``"measured"``) it takes both from the measured
-    #: H200 TP2 table (sim.costmodel.tp_estimate: bus efficiency 0.78, floor ~40 us, plus the
+    #: H200 TP2 table (goodput.sim.costmodel.tp_estimate: bus efficiency 0.78, floor ~40 us, plus the
     #: ring-step rule above TP2). The profiler's fit.json estimate still records these priors.
     nvlink_efficiency: float = 0.7
     allreduce_latency_s: float = 10e-6
@@ -136,7 +136,7 @@ class RooflineCostModel(CostModel):
         self.engine, self.ep = engine, (tp if expert_parallel else 1)
         p = params
         peak = gpu.bf16_tflops * 1e12
-        # FP8 weights (sim.catalog.precision) run their GEMMs on the FP8 tensor cores where the
+        # FP8 weights (goodput.sim.catalog.precision) run their GEMMs on the FP8 tensor cores where the
         # GPU has them, else weight-only (1-byte reads at the BF16 rate); the LM head, the
         # embedding, activations and attention stay 16-bit
         fp8 = model.bytes_per_param == 1 and gpu.fp8_tflops > 0
@@ -299,7 +299,7 @@ class RooflineCostModel(CostModel):
 
     def verify_time(self, decodes, q, ctx_sum, ctx_max, contexts=None) -> float:
         """From the group's totals where one roofline side bounds every sequence's attention."""
-        from sim.costmodel.speculative import roofline_verify_time
+        from goodput.sim.costmodel.speculative import roofline_verify_time
 
         t = roofline_verify_time(self, decodes, q, ctx_sum, ctx_max, contexts) if q > 1 else None
         return t if t is not None else super().verify_time(decodes, q, ctx_sum, ctx_max, contexts)
@@ -336,7 +336,7 @@ class RooflineCostModel(CostModel):
         return cached
 
     def describe(self) -> dict:
-        from sim.costmodel.errors import roofline_error
+        from goodput.sim.costmodel.errors import roofline_error
 
         d = {
             "source": self.source,

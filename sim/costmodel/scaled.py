@@ -6,7 +6,7 @@ contract holds with ``(a, b)`` scaled alike and fast-forward stays exact.
 """
 from __future__ import annotations
 
-from sim.costmodel.base import Batch, CostModel
+from goodput.sim.costmodel.base import Batch, CostModel
 
 
 class ScaledCostModel(CostModel):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from sim.catalog import GPUSpec, ModelSpec
-from sim.config import ConfigError
-from sim.costmodel import profiled as P
-from sim.costmodel.base import CostModel
-from sim.costmodel.profile_store import profiles_root
-from sim.costmodel.roofline import RooflineCostModel
+from goodput.sim.catalog import GPUSpec, ModelSpec
+from goodput.sim.config import ConfigError
+from goodput.sim.costmodel import profiled as P
+from goodput.sim.costmodel.base import CostModel
+from goodput.sim.costmodel.profile_store import profiles_root
+from goodput.sim.costmodel.roofline import RooflineCostModel
 
 
 def target_model_name(target: CostModel) -> str:

@@ -23,7 +23,7 @@ The rule (``TPAllReduce.time``), for ``n`` GPUs of a GPU with link bandwidth ``l
   with ``n``, so the same efficiency holds at TP4 and TP8.
 
 Measured tables of the target GPU replace the rule at their own world size
-(``sim.costmodel.collectives.find_table``): a graph-captured ``tp<n>.graph.csv`` at every
+(``goodput.sim.costmodel.collectives.find_table``): a graph-captured ``tp<n>.graph.csv`` at every
 message size (GPU time; it is preferred), an eager ``tp<n>.csv`` only where it is
 bandwidth-bound. The anchor, too, comes from a graph table of the reference GPU when one exists,
 since the eager floor is the host's launch rate rather than what a call costs inside a
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from sim.catalog import GPUSpec, get_gpu
-from sim.costmodel.collectives import CollectivesTable, find_table
+from goodput.sim.catalog import GPUSpec, get_gpu
+from goodput.sim.costmodel.collectives import CollectivesTable, find_table
 
 #: per-step latency of a ring all-reduce, seconds (NCCL tuning model, ring LL protocol)
 HOP_S = {"nvlink": 0.6e-6, "pcie": 1.0e-6}
@@ -143,7 +143,7 @@ class TPAllReduce:
 def _anchor(root: str) -> dict:
     """floor, bus efficiency and world of the reference GPU's smallest measured table (under
     ``root``, else under the shipped profiles); a graph-captured table before an eager one."""
-    from sim.costmodel.profile_store import PROFILES_ROOT
+    from goodput.sim.costmodel.profile_store import PROFILES_ROOT
 
     for base in dict.fromkeys((Path(root), PROFILES_ROOT)):
         tables = [t for w in MEASURED_WORLDS
@@ -164,7 +164,7 @@ def _anchor(root: str) -> dict:
 
 def tp_allreduce(gpu: GPUSpec, root=None) -> TPAllReduce:
     """The all-reduce model for ``gpu``, anchored on the measured reference table."""
-    from sim.costmodel.profile_store import profiles_root
+    from goodput.sim.costmodel.profile_store import profiles_root
 
     return _tp_allreduce(gpu, str(profiles_root(root)))
 

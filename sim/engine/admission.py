@@ -14,23 +14,23 @@ from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Protocol
 
-from sim.costmodel.base import CostModel
-from sim.costmodel.scaled import ScaledCostModel
-from sim.engine.clock import Clock
-from sim.engine.decode_run import DecodeRun
-from sim.engine.decode_set import DecodeSet
-from sim.engine.kvcache import KVCapacity
-from sim.engine.kvpool import KVPool, Reservation
-from sim.engine.mixed_run import MixedRun
-from sim.engine.observer import InstanceObserver
-from sim.engine.policies.base import BatchingPolicy
-from sim.engine.queues import RequestQueues, work_left
-from sim.engine.sequence import DECODING, PREFILLING, REJECTED, TRANSFERRING, WAITING, Sequence
-from sim.engine.stats import InstanceStats
+from goodput.sim.costmodel.base import CostModel
+from goodput.sim.costmodel.scaled import ScaledCostModel
+from goodput.sim.engine.clock import Clock
+from goodput.sim.engine.decode_run import DecodeRun
+from goodput.sim.engine.decode_set import DecodeSet
+from goodput.sim.engine.kvcache import KVCapacity
+from goodput.sim.engine.kvpool import KVPool, Reservation
+from goodput.sim.engine.mixed_run import MixedRun
+from goodput.sim.engine.observer import InstanceObserver
+from goodput.sim.engine.policies.base import BatchingPolicy
+from goodput.sim.engine.queues import RequestQueues, work_left
+from goodput.sim.engine.sequence import DECODING, PREFILLING, REJECTED, TRANSFERRING, WAITING, Sequence
+from goodput.sim.engine.stats import InstanceStats
 
 
 class KVHandoff(Protocol):
-    """Where a prefill-only instance sends prefilled requests (sim.engine.disagg.KVDispatcher)."""
+    """Where a prefill-only instance sends prefilled requests (goodput.sim.engine.disagg.KVDispatcher)."""
 
     early: bool  # wants ``prefill_finishing`` (layer-by-layer transfer)
 

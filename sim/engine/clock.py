@@ -2,7 +2,7 @@
 
 Instances, migrations, the arrival feed and cluster events ask a ``Clock`` for the time and for a
 callback after a delay. The simulator's clock is SimPy's environment; the real-GPU serving loop
-(profiler.serve) drives instances step by step with a wall or virtual clock that only has to tell
+(goodput.profiler.serve) drives instances step by step with a wall or virtual clock that only has to tell
 the time. Keeping SimPy behind this seam is what lets one engine run both, and gives one place to
 observe every scheduled event.
 """

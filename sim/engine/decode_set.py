@@ -12,9 +12,9 @@ from __future__ import annotations
 import heapq
 import math
 
-from sim.engine.kvpool import KVPool
-from sim.engine.sequence import DECODING, WAITING, Sequence
-from sim.engine.tbt import TokenGaps
+from goodput.sim.engine.kvpool import KVPool
+from goodput.sim.engine.sequence import DECODING, WAITING, Sequence
+from goodput.sim.engine.tbt import TokenGaps
 
 
 class DecodeSet:

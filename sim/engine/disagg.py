@@ -7,7 +7,7 @@ dispatcher picks a decode instance with room (``decode_dispatch``: least KV in u
 or round robin), *reserves* the blocks the KV needs there before a byte moves, and ships the
 per-GPU shards over the ``Fabric`` (max-min fair sharing with every other transfer, latency,
 jitter, loss) in the configured mode: ``after_prefill``, ``layer_by_layer`` (started when the
-prompt's last prefill iteration starts, overlapping it; see ``sim.network.modes``) or ``pull``
+prompt's last prefill iteration starts, overlapping it; see ``goodput.sim.network.modes``) or ``pull``
 (the decode side asks once its blocks are reserved). When every shard has landed, the request
 joins the decode instance's batch at its next iteration boundary and the prefill instance frees
 the KV. Requests that find no decode instance with room wait in FCFS order, holding their KV on
@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from sim.engine.kvpool import Reservation
-from sim.engine.observer import NullObserver
-from sim.engine.sequence import Sequence
-from sim.network import Fabric, GpuId, KVTransferResult, after_prefill, kv_size, layer_by_layer, pull
+from goodput.sim.engine.kvpool import Reservation
+from goodput.sim.engine.observer import NullObserver
+from goodput.sim.engine.sequence import Sequence
+from goodput.sim.network import Fabric, GpuId, KVTransferResult, after_prefill, kv_size, layer_by_layer, pull
 
 DISPATCH = ("least_loaded", "round_robin")
 
@@ -193,9 +193,9 @@ class KVDispatcher:
 
 def build_dispatcher(cfg, clock) -> KVDispatcher:
     """The fabric, placement and dispatcher of a cluster with pools (``cluster[].role``)."""
-    from sim.catalog import get_gpu, get_model
-    from sim.network.placement import default_layout, place
-    from sim.network.topology import Topology
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.network.placement import default_layout, place
+    from goodput.sim.network.topology import Topology
 
     net = cfg.network
     # a pipeline-parallel instance spans tp x pp GPUs; each of its pp virtual engines ships its

@@ -12,24 +12,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from sim.costmodel.base import CostModel
-from sim.engine.admission import Admission, KVHandoff
-from sim.engine.clock import Clock
-from sim.engine.decode_run import DecodeRun
-from sim.engine.decode_set import DecodeSet, nanmax
-from sim.engine.kvcache import KVCapacity
-from sim.engine.kvpool import KVPool
-from sim.engine.mixed_run import MixedRun
-from sim.engine.observer import InstanceObserver
-from sim.engine.policies.base import BatchingPolicy
-from sim.engine.prefix_cache import make_prefix_cache
-from sim.engine.queues import RequestQueues, work_left
-from sim.engine.records import RecordSink
-from sim.engine.sequence import COMPLETED, DONE, OUTCOMES, REJECTED, UNFINISHED, Sequence
-from sim.engine.speculation import make_speculation
-from sim.engine.speculation_run import SpecRun, finish_spec_run, plan_spec_run
-from sim.engine.stats import InstanceStats
-from sim.engine.view import Plan
+from goodput.sim.costmodel.base import CostModel
+from goodput.sim.engine.admission import Admission, KVHandoff
+from goodput.sim.engine.clock import Clock
+from goodput.sim.engine.decode_run import DecodeRun
+from goodput.sim.engine.decode_set import DecodeSet, nanmax
+from goodput.sim.engine.kvcache import KVCapacity
+from goodput.sim.engine.kvpool import KVPool
+from goodput.sim.engine.mixed_run import MixedRun
+from goodput.sim.engine.observer import InstanceObserver
+from goodput.sim.engine.policies.base import BatchingPolicy
+from goodput.sim.engine.prefix_cache import make_prefix_cache
+from goodput.sim.engine.queues import RequestQueues, work_left
+from goodput.sim.engine.records import RecordSink
+from goodput.sim.engine.sequence import COMPLETED, DONE, OUTCOMES, REJECTED, UNFINISHED, Sequence
+from goodput.sim.engine.speculation import make_speculation
+from goodput.sim.engine.speculation_run import SpecRun, finish_spec_run, plan_spec_run
+from goodput.sim.engine.stats import InstanceStats
+from goodput.sim.engine.view import Plan
 
 
 class Instance(Admission):
@@ -90,7 +90,7 @@ class Instance(Admission):
         """Run pending hooks, then the policy's plan for the iteration starting at ``now``.
 
         None means nothing can run: the instance goes idle until something arrives. Shared by the
-        simulated engine and the real GPU serving loop (profiler.serve), so both take exactly the
+        simulated engine and the real GPU serving loop (goodput.profiler.serve), so both take exactly the
         same scheduling decisions.
         """
         while self._hooks:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.catalog import GPUSpec, ModelSpec
+from goodput.sim.catalog import GPUSpec, ModelSpec
 
 
 class CapacityError(ValueError):

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sim.engine.kvcache import DecodeBlockPhases, KVCapacity
-from sim.engine.prefix_cache import PrefixCache
-from sim.engine.sequence import Sequence
+from goodput.sim.engine.kvcache import DecodeBlockPhases, KVCapacity
+from goodput.sim.engine.prefix_cache import PrefixCache
+from goodput.sim.engine.sequence import Sequence
 
 
 class Reservation:

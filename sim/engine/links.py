@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.config import LinkConfig
+from goodput.sim.config import LinkConfig
 
 
 class Link:
     def __init__(self, cfg: LinkConfig, seed: int = 0):
-        # bandwidth > 0, latency and jitter >= 0: checked with the whole config (sim.config_checks)
+        # bandwidth > 0, latency and jitter >= 0: checked with the whole config (goodput.sim.config_checks)
         self.nominal_bps = self.bps = cfg.bandwidth_gbs * 1e9
         self.latency = cfg.latency_s
         self.jitter = cfg.jitter_s

@@ -12,9 +12,9 @@ state), so migration decisions are identical with and without fast-forwarding.
 """
 from __future__ import annotations
 
-from sim.engine.kvpool import Reservation
-from sim.engine.links import Link
-from sim.engine.sequence import DECODING, Sequence
+from goodput.sim.engine.kvpool import Reservation
+from goodput.sim.engine.links import Link
+from goodput.sim.engine.sequence import DECODING, Sequence
 
 
 def kv_tokens_now(inst, seq: Sequence, now: float) -> int:
@@ -106,7 +106,7 @@ class MigrationManager:
         self.max_stages = cfg.max_stages
         self.active: dict[int, Migration] = {}  # source instance -> its migration in flight
         self.completed = self.aborted = 0
-        self.bytes = 0.0  # router.migration_interval_s > 0 is checked by sim.config_checks
+        self.bytes = 0.0  # router.migration_interval_s > 0 is checked by goodput.sim.config_checks
         self._tick_event()
 
     def _tick_event(self) -> None:

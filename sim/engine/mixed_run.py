@@ -19,9 +19,9 @@ import bisect
 from collections.abc import Callable
 from itertools import accumulate
 
-from sim.costmodel.base import CostModel
-from sim.engine.decode_set import DecodeSet
-from sim.engine.view import Plan
+from goodput.sim.costmodel.base import CostModel
+from goodput.sim.engine.decode_set import DecodeSet
+from goodput.sim.engine.view import Plan
 
 
 class MixedRun:

@@ -1,14 +1,14 @@
 """Observers of an instance: who wants to know what happened, without being asked to decide.
 
-The event-trace export (sim.engine.trace_events) and the real-GPU serving loop's memory store
-(profiler.serve) watch an instance through this one interface instead of overriding its methods.
+The event-trace export (goodput.sim.engine.trace_events) and the real-GPU serving loop's memory store
+(goodput.profiler.serve) watch an instance through this one interface instead of overriding its methods.
 Observers are told, never consulted: they cannot change a scheduling decision.
 """
 from __future__ import annotations
 
 from typing import Protocol
 
-from sim.engine.sequence import Sequence
+from goodput.sim.engine.sequence import Sequence
 
 
 class InstanceObserver(Protocol):

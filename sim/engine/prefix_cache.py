@@ -28,7 +28,13 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sim.config import ConfigError, SchedulerConfig, register_section, register_strategy, section_options
+from goodput.sim.config import (
+    ConfigError,
+    SchedulerConfig,
+    register_section,
+    register_strategy,
+    section_options,
+)
 
 GPU, HOST, REMOTE = 0, 1, 2
 TIER_NAMES = ("gpu", "host", "remote")

@@ -16,7 +16,7 @@ each with its own config section (``scheduler.speculation.<proposer>``):
 
 Tree speculation (``tree_width`` w > 1) drafts w candidates per position; the verify checks the
 whole tree (1 + k w tokens per sequence) at once and a level is accepted when any of its w
-candidates is (``sim.engine.speculation.Acceptance``). Drafting w candidates runs each pass over
+candidates is (``goodput.sim.engine.speculation.Acceptance``). Drafting w candidates runs each pass over
 w x batch rows.
 
 Drafting time is a line in the batch's context sum, ``a + b x ctx_sum``, for every proposer, so
@@ -27,11 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sim.catalog import get_gpu, get_model
-from sim.config import ConfigError, register_strategy
-from sim.costmodel.base import CostModel
-from sim.costmodel.speculative import draft_cost_model, target_model_name
-from sim.engine.speculation_config import SpeculationConfig
+from goodput.sim.catalog import get_gpu, get_model
+from goodput.sim.config import ConfigError, register_strategy
+from goodput.sim.costmodel.base import CostModel
+from goodput.sim.costmodel.speculative import draft_cost_model, target_model_name
+from goodput.sim.engine.speculation_config import SpeculationConfig
 
 #: every proposer by ``scheduler.speculation.proposer``
 PROPOSERS: dict[str, type[Proposer]] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from sim.engine.sequence import Sequence
+from goodput.sim.engine.sequence import Sequence
 
 
 def work_left(seq: Sequence) -> int:

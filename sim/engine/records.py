@@ -15,12 +15,12 @@ from array import array
 import numpy as np
 import pandas as pd
 
-from sim.engine.sequence import OUTCOMES, UNFINISHED, Sequence
-from sim.schema import FLOAT_COLUMNS as _FLOAT_COLS
-from sim.schema import INT_COLUMNS as _INT_COLS
-from sim.schema import REQUEST_COLUMNS, REQUEST_KINDS
+from goodput.sim.engine.sequence import OUTCOMES, UNFINISHED, Sequence
+from goodput.sim.schema import FLOAT_COLUMNS as _FLOAT_COLS
+from goodput.sim.schema import INT_COLUMNS as _INT_COLS
+from goodput.sim.schema import REQUEST_COLUMNS, REQUEST_KINDS
 
-#: the order values are stored in each request's stretch of the buffers (sim.schema names them)
+#: the order values are stored in each request's stretch of the buffers (goodput.sim.schema names them)
 _F_ORDER = ("arrival_s", "first_scheduled_s", "first_token_s", "completion_s", "max_tbt_s",
             "migrated_bytes", "kv_handoff_s", "kv_landed_s", "kv_transfer_bytes")
 _I_ORDER = ("request_id", "instance", "prompt_tokens", "output_tokens", "generated_tokens",

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 
-from sim.config import ConfigError, RouterConfig
-from sim.engine.migration import MigrationManager
-from sim.engine.sequence import Sequence
+from goodput.sim.config import ConfigError, RouterConfig
+from goodput.sim.engine.migration import MigrationManager
+from goodput.sim.engine.sequence import Sequence
 
 
 class Router(ABC):
@@ -24,7 +24,7 @@ class Router(ABC):
 
     def candidates(self, now: float | None = None) -> list:
         """Instances that take new prompts: not draining, not decode-only (a pool's decode
-        instances receive prefilled requests from sim.engine.disagg instead). With
+        instances receive prefilled requests from goodput.sim.engine.disagg instead). With
         ``pool_overflow_tokens`` (and ``now``), only the prefill instances below it while there
         are any: mixed instances take the overflow (Splitwise)."""
         live = [i for i in self.instances if not i.draining and i.role != "decode"]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# outcome codes and names used in the records: defined once, in sim.schema (re-exported here)
-from sim.schema import COMPLETED as COMPLETED
-from sim.schema import OUTCOMES as OUTCOMES
-from sim.schema import REJECTED as REJECTED
-from sim.schema import UNFINISHED as UNFINISHED
+# outcome codes and names used in the records: defined once, in goodput.sim.schema (re-exported here)
+from goodput.sim.schema import COMPLETED as COMPLETED
+from goodput.sim.schema import OUTCOMES as OUTCOMES
+from goodput.sim.schema import REJECTED as REJECTED
+from goodput.sim.schema import UNFINISHED as UNFINISHED
 
 # lifecycle states (TRANSFERRING: prefilled, its KV on the way to a decode instance)
 WAITING, PREFILLING, DECODING, DONE, TRANSFERRING = 0, 1, 2, 3, 4
@@ -98,18 +98,18 @@ class Sequence:
         self.reserved = False  # KV reserved up front (Orca/static): the decode set does not grow it
         self.swapped = False  # KV sits in host memory after a swap preemption
         self.migration: object | None = None  # the live migration moving this request, if any
-        # disaggregated prefill/decode (sim.engine.disagg)
+        # disaggregated prefill/decode (goodput.sim.engine.disagg)
         self.prefill_instance = -1  # the instance whose prefill produced the first token
         self.kv_handoff = math.nan  # when a prefill-only instance handed the KV on
         self.kv_landed = math.nan  # when it landed on the decode instance
         self.kv_bytes = 0.0
-        # prefix caching (sim.engine.prefix_cache; written by KVPool only)
+        # prefix caching (goodput.sim.engine.prefix_cache; written by KVPool only)
         self.prefix: tuple[int, ...] | None = None  # the trace's prefix block ids (None: none)
         self.cache_node: Any = None  # deepest prefix-cache node it references (a Node), or None
         self.shared = 0  # of ``blocks``, those owned by the prefix cache (counted once there)
         self.cached = 0  # prompt tokens the cache served at its last admission (records)
         #: who is told when this request ends (a session, closed-loop client or compound
-        #: request driver; sim.clients / sim.compound), or None
+        #: request driver; goodput.sim.clients / goodput.sim.compound), or None
         self.client: object | None = None
         #: this request's speculative acceptance rate (NaN: the run's alpha, or drawn from
         #: scheduler.speculation.alpha_dist when the batch first needs it)

@@ -3,8 +3,8 @@
 A speculative step drafts ``k`` tokens per running sequence (``k`` forward passes of a small
 draft model, or a fixed per-pass cost), then verifies them in one target iteration of ``k + 1``
 tokens per sequence. Each sequence keeps its own accepted drafts plus the target's own token,
-drawn per step from seeded per-request, per-position uniforms (``sim.engine.speculation_draws``)
-against its acceptance rates (``sim.engine.speculation_acceptance``); on average
+drawn per step from seeded per-request, per-position uniforms (``goodput.sim.engine.speculation_draws``)
+against its acceptance rates (``goodput.sim.engine.speculation_acceptance``); on average
 
     E(k) = (1 - alpha^(k+1)) / (1 - alpha)        (1 <= E(k) <= k + 1)
 
@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from sim.config import ConfigError, SchedulerConfig
-from sim.costmodel.base import CostModel
-from sim.engine.proposers import Proposer, make_proposer
-from sim.engine.speculation_acceptance import Acceptance, alpha_draw
-from sim.engine.speculation_config import SpeculationConfig
-from sim.engine.speculation_draws import request_keys
-from sim.engine.speculation_strategies import (
+from goodput.sim.config import ConfigError, SchedulerConfig
+from goodput.sim.costmodel.base import CostModel
+from goodput.sim.engine.proposers import Proposer, make_proposer
+from goodput.sim.engine.speculation_acceptance import Acceptance, alpha_draw
+from goodput.sim.engine.speculation_config import SpeculationConfig
+from goodput.sim.engine.speculation_draws import request_keys
+from goodput.sim.engine.speculation_strategies import (
     MAX_K,
     PROFILED_MAX_K,
     SPECULATORS,

@@ -5,7 +5,7 @@ column ``alpha`` or drawn from ``alpha_dist``, scaled along ``alpha_by_position`
 further ahead are accepted less often). With a tree of ``width`` candidates per position a level
 is accepted when any candidate is: ``p = 1 - (1 - alpha)^width`` (candidates treated as
 independent). ``levels`` gives the per-member, per-position rates the seeded draws are compared
-with (``sim.engine.speculation_draws``); ``expected`` is their mean outcome,
+with (``goodput.sim.engine.speculation_draws``); ``expected`` is their mean outcome,
 E(k) = 1 + sum_j prod_{i<=j} p_i, which is (1 - p^(k+1)) / (1 - p) at a constant ``p``.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sim.config import ConfigError
-from sim.engine.speculation_config import SpeculationConfig
+from goodput.sim.config import ConfigError
+from goodput.sim.engine.speculation_config import SpeculationConfig
 
 
 def check_alpha(value: float, where: str) -> float:

@@ -1,12 +1,12 @@
 """The ``scheduler.speculation`` section, apart from the engine code so that the proposers
-(``sim.engine.proposers``) and the length strategies (``sim.engine.speculation``) can both
+(``goodput.sim.engine.proposers``) and the length strategies (``goodput.sim.engine.speculation``) can both
 register their own sections on it without importing each other."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.config import SchedulerConfig, register_section, section_options
+from goodput.sim.config import SchedulerConfig, register_section, section_options
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Each member keeps its own tokens per step: 1 + the leading run of its accepted drafts, drawn from
 seeded uniforms keyed by (seed, request id, generated tokens before the step, draft position)
-(``sim.engine.speculation_draws``), so a step's outcome depends on the request alone and a
+(``goodput.sim.engine.speculation_draws``), so a step's outcome depends on the request alone and a
 fast-forwarded run of j steps is the same j steps a step engine runs. ``plan_spec_run`` walks the
 steps with numpy over the batch (O(1) Python work per step, whatever the batch or the tokens) up
 to the step in which a member finishes, the last whose tokens all fit in the free blocks, or the
@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sim.engine.mixed_run import MixedRun
-from sim.engine.speculation import MAX_K
-from sim.engine.speculation_draws import accepted_table
-from sim.engine.view import DECODE_ONLY
+from goodput.sim.engine.mixed_run import MixedRun
+from goodput.sim.engine.speculation import MAX_K
+from goodput.sim.engine.speculation_draws import accepted_table
+from goodput.sim.engine.view import DECODE_ONLY
 
 if TYPE_CHECKING:
-    from sim.engine.instance import Instance
-    from sim.engine.sequence import Sequence
+    from goodput.sim.engine.instance import Instance
+    from goodput.sim.engine.sequence import Sequence
 
 
 #: a speculative step's prompt chunks: none (shared, never mutated)

@@ -5,7 +5,7 @@ Each strategy is a small class registered like the batching policies
 section ``scheduler.speculation.<method>``: ``none`` (the default), ``fixed``, ``table`` (vLLM's
 static batch-size-to-k table) and ``smartspec`` (SmartSpec, arXiv 2406.14066: per decision the
 ``k`` in ``0..max_k`` maximising goodput(k) = sum_i E_i(k) / T(k), each request's acceptance
-estimated online). ``sim.engine.speculation`` runs them for an instance.
+estimated online). ``goodput.sim.engine.speculation`` runs them for an instance.
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from sim.config import ConfigError, register_strategy
-from sim.engine.speculation_acceptance import expected_by_k
-from sim.engine.speculation_config import SpeculationConfig
+from goodput.sim.config import ConfigError, register_strategy
+from goodput.sim.engine.speculation_acceptance import expected_by_k
+from goodput.sim.engine.speculation_config import SpeculationConfig
 
 if TYPE_CHECKING:
-    from sim.engine.speculation import Speculation
+    from goodput.sim.engine.speculation import Speculation
 
 #: the largest k a strategy may use (a profile measures verifies up to k = 8)
 MAX_K = 16

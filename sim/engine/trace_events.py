@@ -160,7 +160,7 @@ class EventTrace:
                      {"ph": "M", "name": "process_sort_index", "pid": pid, "args": {"sort_index": pid}}]
             meta += [{"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": th}}
                      for th, tid in _TID.items()]
-        other = {"generator": "goodput sim.engine.trace_events", "time_unit": "us",
+        other = {"generator": "goodput.sim.engine.trace_events", "time_unit": "us",
                  "max_events": self.max_events, "recorded_calls": len(self._ev),
                  "dropped_events": self._dropped, "truncated": self._dropped > 0,
                  "open_lifecycles_closed": len(self._open), "counts": self.counts()}

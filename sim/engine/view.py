@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 from typing import Protocol
 
-from sim.engine.sequence import Sequence
+from goodput.sim.engine.sequence import Sequence
 
 
 class Plan:

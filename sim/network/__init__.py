@@ -2,14 +2,14 @@
 with max-min fair sharing, and KV transfer modes. See docs/network.md.
 
 The engine integration (prefill/decode pools sending KV over a ``Fabric``) is to come; this package
-is self-contained and depends only on the Clock seam (sim.engine.clock) and the catalogs.
+is self-contained and depends only on the Clock seam (goodput.sim.engine.clock) and the catalogs.
 """
-from sim.network.errors import NetworkConfigError
-from sim.network.fabric import Fabric, Transfer
-from sim.network.kv import KVSize, kv_bytes, kv_heads_per_gpu, kv_size
-from sim.network.linkspec import LINK_KINDS, Jitter, LinkSpec, get_link, link_spec
-from sim.network.maxmin import max_min_rates
-from sim.network.modes import (
+from goodput.sim.network.errors import NetworkConfigError
+from goodput.sim.network.fabric import Fabric, Transfer
+from goodput.sim.network.kv import KVSize, kv_bytes, kv_heads_per_gpu, kv_size
+from goodput.sim.network.linkspec import LINK_KINDS, Jitter, LinkSpec, get_link, link_spec
+from goodput.sim.network.maxmin import max_min_rates
+from goodput.sim.network.modes import (
     MODES,
     KVTransfer,
     KVTransferResult,
@@ -18,8 +18,8 @@ from sim.network.modes import (
     layer_by_layer_estimate,
     pull,
 )
-from sim.network.records import LinkStats, TransferRecord
-from sim.network.topology import GpuId, NodeSpec, Path, Topology
+from goodput.sim.network.records import LinkStats, TransferRecord
+from goodput.sim.network.topology import GpuId, NodeSpec, Path, Topology
 
 __all__ = [
     "LINK_KINDS", "MODES", "Fabric", "GpuId", "Jitter", "KVSize", "KVTransfer", "KVTransferResult",

@@ -1,4 +1,4 @@
-"""Worked example for docs/network.md: ``python -m sim.network.example`` prints every number the
+"""Worked example for docs/network.md: ``python -m goodput.sim.network.example`` prints every number the
 doc quotes, so the doc cannot drift from the code.
 
 Scenario: Llama-2-70B, a 2048-token prompt prefilled on node 0 (8 x H100, TP 8) and decoded on
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim.catalog import get_model
-from sim.engine.clock import SimClock
-from sim.network.fabric import Fabric
-from sim.network.kv import kv_bytes, kv_size
-from sim.network.modes import KVTransferResult, after_prefill, layer_by_layer
-from sim.network.topology import GpuId, Topology
+from goodput.sim.catalog import get_model
+from goodput.sim.engine.clock import SimClock
+from goodput.sim.network.fabric import Fabric
+from goodput.sim.network.kv import kv_bytes, kv_size
+from goodput.sim.network.modes import KVTransferResult, after_prefill, layer_by_layer
+from goodput.sim.network.topology import GpuId, Topology
 
 TOKENS, TP = 2048, 8
 PREFILL_S = 0.300  # assumed prefill time of the prompt (illustrative, not from the cost model)

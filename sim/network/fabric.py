@@ -1,10 +1,10 @@
 """Flow-level simulation of concurrent transfers over a topology, on the engine's Clock seam.
 
 Each transfer is a fluid flow along its path. Rates are max-min fair over every link the flows
-cross (sim.network.maxmin) and are recomputed only when something changes: a flow starts, finishes,
+cross (goodput.sim.network.maxmin) and are recomputed only when something changes: a flow starts, finishes,
 or a link is degraded / partitioned / restored. Each moving flow has one scheduled completion event;
 when its rate changes the event is superseded (the callback checks ``ev is flow.pending``, like
-sim.engine.instance's ``_pending``) rather than cancelled, since SimPy events cannot be withdrawn.
+goodput.sim.engine.instance's ``_pending``) rather than cancelled, since SimPy events cannot be withdrawn.
 Nothing loops per byte or per tick.
 
 Costs a transfer pays besides bandwidth (docs/network.md):
@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine.clock import Clock
-from sim.network.errors import NetworkConfigError
-from sim.network.maxmin import max_min_rates
-from sim.network.records import LinkStats, TransferRecord
-from sim.network.topology import GpuId, Path, Topology
+from goodput.sim.engine.clock import Clock
+from goodput.sim.network.errors import NetworkConfigError
+from goodput.sim.network.maxmin import max_min_rates
+from goodput.sim.network.records import LinkStats, TransferRecord
+from goodput.sim.network.topology import GpuId, Path, Topology
 
 OnDone = Callable[[TransferRecord], None]
 _UNSET: Any = object()

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from sim.network.errors import NetworkConfigError
+from goodput.sim.network.errors import NetworkConfigError
 
 
 class KVShape(Protocol):
-    """What KV sizing needs from a model (``sim.catalog.ModelSpec`` satisfies it)."""
+    """What KV sizing needs from a model (``goodput.sim.catalog.ModelSpec`` satisfies it)."""
 
     @property
     def layers(self) -> int: ...
@@ -73,7 +73,7 @@ def kv_size(model: KVShape, tokens: float, tp: int = 1, pp: int = 1,
             dtype_bytes: float | None = None) -> KVSize:
     """Size the KV cache of ``tokens`` tokens for a (tp, pp) instance; see :func:`kv_bytes`.
     ``dtype_bytes`` None: the model's own KV element size (``kv_element_bytes``: 1 for an FP8
-    KV cache, sim.catalog.precision), else 2 (bf16)."""
+    KV cache, goodput.sim.catalog.precision), else 2 (bf16)."""
     if dtype_bytes is None:
         dtype_bytes = getattr(model, "kv_element_bytes", 2)
     _check(model, tokens, tp, pp, dtype_bytes)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sim.network.errors import NetworkConfigError
+from goodput.sim.network.errors import NetworkConfigError
 
 LINK_KINDS = ("nvlink", "pcie", "infiniband", "roce", "ethernet")
 FABRIC_KINDS = ("infiniband", "roce", "ethernet")  # kinds that connect nodes
@@ -41,7 +41,7 @@ def _finite(value: Any, where: str, fix: str, *, positive: bool = False) -> floa
 class Jitter:
     """Extra one-way delay per transfer and hop, never negative.
 
-    ``normal``: N(0, scale_s) truncated at 0 (the convention of sim.config.LinkConfig.jitter_s);
+    ``normal``: N(0, scale_s) truncated at 0 (the convention of goodput.sim.config.LinkConfig.jitter_s);
     ``exponential``: mean ``scale_s``; ``lognormal``: median ``scale_s`` and shape ``sigma`` (heavy
     right tail, the usual shape of congested-network delays); ``none``: zero.
     """
@@ -146,7 +146,7 @@ def _build(name: str, entry: Mapping[str, Any], base: LinkSpec | None, where: st
     kw: dict[str, Any] = {k: entry[k] for k in entry if k in _FIELDS - {"jitter", "jitter_s", "aliases"}}
     if "jitter" in entry:
         kw["jitter"] = parse_jitter(entry["jitter"], f"{where}.jitter")
-    elif "jitter_s" in entry:  # sim.config.LinkConfig's field: a truncated-normal std-dev
+    elif "jitter_s" in entry:  # goodput.sim.config.LinkConfig's field: a truncated-normal std-dev
         kw["jitter"] = Jitter("normal", _finite(entry["jitter_s"], f"{where}.jitter_s", "give seconds"))
     if "aliases" in entry:
         kw["aliases"] = tuple(str(a).lower() for a in entry["aliases"])
@@ -194,7 +194,7 @@ def link_spec(raw: str | Mapping[str, Any] | LinkSpec, where: str = "link",
 
     ``raw`` is a catalog name, a ``LinkSpec``, or a dict of fields, optionally with ``base: NAME``
     (without it the dict overrides ``default``, e.g. the GPU's own NVLink). The dict form accepts
-    sim.config.LinkConfig's fields (``bandwidth_gbs``, ``latency_s``, ``jitter_s``) unchanged.
+    goodput.sim.config.LinkConfig's fields (``bandwidth_gbs``, ``latency_s``, ``jitter_s``) unchanged.
     """
     if isinstance(raw, LinkSpec):
         return raw.validated(where)
@@ -208,8 +208,8 @@ def link_spec(raw: str | Mapping[str, Any] | LinkSpec, where: str = "link",
 
 
 def gpu_link_specs(gpu: str, where: str = "gpu") -> tuple[LinkSpec | None, LinkSpec]:
-    """(NVLink spec or None, PCIe spec) of a GPU type, matched through sim.catalog's aliases."""
-    from sim.catalog import get_gpu  # catalog of GPUs; imported here so kv/fabric stay light
+    """(NVLink spec or None, PCIe spec) of a GPU type, matched through goodput.sim.catalog's aliases."""
+    from goodput.sim.catalog import get_gpu  # catalog of GPUs; imported here so kv/fabric stay light
 
     try:
         canonical = get_gpu(gpu).name.lower()

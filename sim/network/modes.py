@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.network.errors import NetworkConfigError
-from sim.network.fabric import Fabric, Transfer
-from sim.network.records import TransferRecord
-from sim.network.topology import GpuId
+from goodput.sim.network.errors import NetworkConfigError
+from goodput.sim.network.fabric import Fabric, Transfer
+from goodput.sim.network.records import TransferRecord
+from goodput.sim.network.topology import GpuId
 
 MODES = ("after_prefill", "layer_by_layer", "pull")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sim.network.errors import NetworkConfigError
-from sim.network.topology import GpuId, Topology
+from goodput.sim.network.errors import NetworkConfigError
+from goodput.sim.network.topology import GpuId, Topology
 
 GPUS_PER_NODE = 8
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
 
-from sim.network.errors import NetworkConfigError
-from sim.network.linkspec import (
+from goodput.sim.network.errors import NetworkConfigError
+from goodput.sim.network.linkspec import (
     FABRIC_KINDS,
     LinkSpec,
     gpu_link_specs,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the names with their types, for checkers; at run time they 
     from .stats import format_stats, prefix_sharing, print_stats, trace_stats
 
 #: public name -> the module of this package that defines it; imported on first use, so that
-#: importing a light submodule (``sim.workload.format_names``, the CLI) does not load pandas
+#: importing a light submodule (``goodput.sim.workload.format_names``, the CLI) does not load pandas
 _WHERE = {
     "ARRIVALS": "arrivals", "arrival_times": "arrivals",
     "FORMATS": "formats", "SIGNATURES": "formats",
@@ -41,7 +41,7 @@ _WHERE = {
 def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
-        raise AttributeError(f"module 'sim.workload' has no attribute {name!r}")
+        raise AttributeError(f"module 'goodput.sim.workload' has no attribute {name!r}")
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

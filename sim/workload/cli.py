@@ -1,6 +1,6 @@
 """`trace stats | generate | sessions | convert` subcommands, mountable under any argparse parent.
 
-The console script mounts these as `goodput trace ...`; `python -m sim.workload.cli trace ...`
+The console script mounts these as `goodput trace ...`; `python -m goodput.sim.workload.cli trace ...`
 works standalone. Handlers are plain functions of the parsed args returning an exit code; a
 TraceError becomes a one-line "error: ..." on stderr and exit code 2, never a traceback, because
 its message already says what to fix.
@@ -202,7 +202,7 @@ def add_trace_subcommands(subparsers) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.workload.cli",
+    parser = argparse.ArgumentParser(prog="python -m goodput.sim.workload.cli",
                                      description="Goodput trace tools")
     add_trace_subcommands(parser.add_subparsers(dest="cmd", required=True))
     return parser

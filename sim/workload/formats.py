@@ -37,7 +37,7 @@ SIGNATURES = {
 }
 FORMATS = tuple(SIGNATURES)
 if FORMATS != FORMAT_NAMES:  # the light list the CLI's help shows must name exactly these
-    raise ImportError(f"sim.workload.format_names lists {FORMAT_NAMES}, the readers are {FORMATS}")
+    raise ImportError(f"goodput.sim.workload.format_names lists {FORMAT_NAMES}, the readers are {FORMATS}")
 #: options each format accepts beyond the common ones (sort, zero_tokens)
 FORMAT_OPTS = {
     "canonical": (), "azure": (), "vidur": (), "mooncake": (),

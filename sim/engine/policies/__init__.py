@@ -5,11 +5,11 @@ decorated by ``register_policy`` (see docs/simulator.md, "Adding a batching poli
 """
 from __future__ import annotations
 
-from sim.config import ConfigError, SchedulerConfig
-from sim.engine import prefix_cache, speculation  # noqa: F401  (register scheduler.prefix_cache, .speculation)
-from sim.engine.kvcache import KVCapacity
-from sim.engine.policies import decode_priority, reserving, sarathi, vllm  # noqa: F401  (registers)
-from sim.engine.policies.base import POLICIES, BatchingPolicy, register_policy
+from goodput.sim.config import ConfigError, SchedulerConfig
+from goodput.sim.engine import prefix_cache, speculation  # noqa: F401  (register scheduler.prefix_cache, .speculation)
+from goodput.sim.engine.kvcache import KVCapacity
+from goodput.sim.engine.policies import decode_priority, reserving, sarathi, vllm  # noqa: F401  (registers)
+from goodput.sim.engine.policies.base import POLICIES, BatchingPolicy, register_policy
 
 
 def make_policy(cfg: SchedulerConfig, capacity: KVCapacity, max_context: int = 0) -> BatchingPolicy:

@@ -16,10 +16,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from sim.config import ConfigError, SchedulerConfig, register_strategy
-from sim.engine.kvcache import KVCapacity
-from sim.engine.sequence import Sequence
-from sim.engine.view import Plan, SchedulerView
+from goodput.sim.config import ConfigError, SchedulerConfig, register_strategy
+from goodput.sim.engine.kvcache import KVCapacity
+from goodput.sim.engine.sequence import Sequence
+from goodput.sim.engine.view import Plan, SchedulerView
 
 #: every batching policy by ``scheduler.policy`` name
 POLICIES: dict[str, type[BatchingPolicy]] = {}

@@ -7,9 +7,9 @@ iteration every decode waits for — the contrast the Sarathi-Serve paper draws.
 """
 from __future__ import annotations
 
-from sim.engine.policies.base import register_policy
-from sim.engine.policies.vllm import VLLMPolicy
-from sim.engine.view import Plan, SchedulerView
+from goodput.sim.engine.policies.base import register_policy
+from goodput.sim.engine.policies.vllm import VLLMPolicy
+from goodput.sim.engine.view import Plan, SchedulerView
 
 
 @register_policy

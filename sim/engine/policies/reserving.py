@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.engine.policies.base import BatchingPolicy, register_policy
-from sim.engine.view import Plan, SchedulerView
+from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
+from goodput.sim.engine.view import Plan, SchedulerView
 
 
 @dataclass
@@ -30,7 +30,7 @@ class _Reserving(BatchingPolicy):
         super().__init__(cfg, capacity, max_context)
         extra = self.options.reserve_output_tokens
         if extra is not None and extra < 1:
-            from sim.config import ConfigError
+            from goodput.sim.config import ConfigError
             raise ConfigError(f"scheduler.{self.name}.reserve_output_tokens must be >= 1 (or null)")
 
     def reserve_tokens(self, seq) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.config import ConfigError
-from sim.engine.policies.base import BatchingPolicy, register_policy
-from sim.engine.view import Plan, SchedulerView
+from goodput.sim.config import ConfigError
+from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
+from goodput.sim.engine.view import Plan, SchedulerView
 
 #: most chunked iterations predicted at once (bounds a run's arrays)
 MAX_RUN = 256

@@ -8,8 +8,8 @@ the lowest-priority, latest-arrived sequences are preempted (recompute or swap).
 """
 from __future__ import annotations
 
-from sim.engine.policies.base import BatchingPolicy, register_policy
-from sim.engine.view import DECODE_ONLY, Plan, SchedulerView
+from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
+from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 
 @register_policy
