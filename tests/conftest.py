@@ -34,3 +34,18 @@ def with_priorities(df: pd.DataFrame, high_fraction: float = 0.2, seed: int = 0)
     out = df.copy()
     out["priority"] = (rng.random(len(df)) < high_fraction).astype(np.int64)
     return out
+
+
+def virtual_serve(cfg, df):
+    """The real-GPU serving loop with the cost model as its clock and executor: what
+    tests/test_serve_loop.py and test_serve_spec.py compare with ``simulate`` (it must equal it)."""
+    from goodput.profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
+    from goodput.sim.catalog import get_gpu, get_model
+    from goodput.sim.costmodel.factory import make_cost_model
+
+    model = get_model(cfg.cluster[0].model)
+    cost = make_cost_model(model, get_gpu(cfg.cluster[0].gpu), 1, cfg.cost_model)
+    clock = VirtualClock()
+    loop = ServingLoop(cfg, instance_capacity(cfg, model), model.max_context,
+                       CostModelExecutor(cost, clock), clock, cost)
+    return loop.run(df)

@@ -6,12 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from goodput.profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
-from goodput.sim.catalog import get_gpu, get_model
 from goodput.sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
-from goodput.sim.costmodel.factory import make_cost_model
 from goodput.sim.simulator import simulate
-from tests.conftest import poisson_requests
+from tests.conftest import poisson_requests, virtual_serve
 
 COLUMNS = ["first_scheduled_s", "first_token_s", "completion_s", "generated_tokens",
            "preemptions", "max_tbt_s", "outcome"]
@@ -27,22 +24,13 @@ def _cfg(policy, mem=0.9, max_batch=256):
     return cfg
 
 
-def _virtual_serve(cfg, df):
-    model = get_model(cfg.cluster[0].model)
-    cost = make_cost_model(model, get_gpu(cfg.cluster[0].gpu), 1, cfg.cost_model)
-    clock = VirtualClock()
-    loop = ServingLoop(cfg, instance_capacity(cfg, model), model.max_context,
-                       CostModelExecutor(cost, clock), clock, cost)
-    return loop.run(df)
-
-
 @pytest.mark.parametrize("policy,mem", [("vllm", 0.9), ("sarathi", 0.9), ("vllm", 0.25),
                                         ("orca", 0.9), ("sarathi", 0.25)])
 def test_loop_with_cost_model_clock_equals_simulator(policy, mem):
     """Same policy code, same bookkeeping: only the clock differs between loop and simulator."""
     df = poisson_requests(500, rate=30, seed=3)
     cfg = _cfg(policy, mem)
-    served = _virtual_serve(cfg, df)
+    served = virtual_serve(cfg, df)
     sim = simulate(cfg, df)
     if mem < 0.5:
         assert sim.instances.preemptions.sum() > 0  # the memory-pressure path is exercised
@@ -63,18 +51,18 @@ def test_loop_rejects_clusters_it_cannot_serve():
     cfg = _cfg("vllm")
     cfg.cluster[0].count = 2
     with pytest.raises(ConfigError, match="exactly one instance"):
-        _virtual_serve(cfg, poisson_requests(5, rate=1))
+        virtual_serve(cfg, poisson_requests(5, rate=1))
     cfg = _cfg("vllm")
     cfg.scheduler.preemption = "swap"
     with pytest.raises(ConfigError, match="recompute"):
-        _virtual_serve(cfg, poisson_requests(5, rate=1))
+        virtual_serve(cfg, poisson_requests(5, rate=1))
 
 
 def test_loop_rejects_unsorted_trace():
     df = poisson_requests(10, rate=5)
     df.loc[3, "arrival_s"] = 100.0
     with pytest.raises(ValueError, match="arrival_s is not sorted"):
-        _virtual_serve(_cfg("vllm"), df)
+        virtual_serve(_cfg("vllm"), df)
 
 
 # ---------------------------------------------------------------- the tiny model on the CPU

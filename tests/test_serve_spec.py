@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from goodput.profiler.serve import CostModelExecutor, ServingLoop, VirtualClock, instance_capacity
+from goodput.profiler.serve import ServingLoop, instance_capacity
 from goodput.sim.catalog import get_gpu, get_model
 from goodput.sim.config import ConfigError, InstanceGroupConfig, SimConfig, load_config
 from goodput.sim.costmodel.factory import make_cost_model
 from goodput.sim.simulator import simulate
-from tests.conftest import poisson_requests
+from tests.conftest import poisson_requests, virtual_serve
 
 COLUMNS = ["first_scheduled_s", "first_token_s", "completion_s", "generated_tokens",
            "preemptions", "max_tbt_s", "outcome"]
@@ -31,22 +31,13 @@ def _spec_cfg(policy, method, mem=0.9):
     return cfg
 
 
-def _virtual_serve(cfg, df):
-    model = get_model(cfg.cluster[0].model)
-    cost = make_cost_model(model, get_gpu(cfg.cluster[0].gpu), 1, cfg.cost_model)
-    clock = VirtualClock()
-    loop = ServingLoop(cfg, instance_capacity(cfg, model), model.max_context,
-                       CostModelExecutor(cost, clock), clock, cost)
-    return loop.run(df)
-
-
 @pytest.mark.parametrize("policy,method,mem", [("vllm", "fixed", 0.9), ("sarathi", "smartspec", 0.9),
                                                ("vllm", "smartspec", 0.25),
                                                ("sarathi", "fixed", 0.25)])
 def test_speculative_loop_with_cost_model_clock_equals_simulator(policy, method, mem):
     df = poisson_requests(300, rate=20, seed=3)
     cfg = _spec_cfg(policy, method, mem)
-    served = _virtual_serve(cfg, df)
+    served = virtual_serve(cfg, df)
     it = served.iterations
     assert (it.kind == "spec").sum() > len(it) // 3  # most iterations speculate
     for ff in (False, True):
