@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from goodput.planner.assignments import parse_assignments
 from goodput.planner.errors import PlannerError
 
 #: search dimension -> what it sets
@@ -145,20 +146,8 @@ def parse_search(items: list[str] | None, default_policy: str = "vllm") -> Desig
         return None
     from goodput.sim.engine.policies import POLICIES
 
-    vals: dict[str, list[str]] = {}
-    for item in items:
-        if "=" not in item:
-            raise PlannerError(f"--search expects DIM=V1,V2 with DIM one of {sorted(DIMENSIONS)}; "
-                               f"got {item!r}")
-        k, v = item.split("=", 1)
-        k = k.strip().lower()
-        if k not in DIMENSIONS:
-            raise PlannerError(f"--search {k!r}: unknown dimension; use one of {sorted(DIMENSIONS)} "
-                               f"(GPU types and TP come from --gpus and --tp)")
-        got = [x.strip() for x in v.split(",") if x.strip()]
-        if not got:
-            raise PlannerError(f"--search {k}: give at least one value")
-        vals.setdefault(k, []).extend(got)
+    vals = parse_assignments(items, "--search", DIMENSIONS, "dimension", "DIM",
+                             " (GPU types and TP come from --gpus and --tp)")
     policies = tuple(dict.fromkeys(vals.get("policy", [default_policy])))
     for p in policies:
         if p not in POLICIES:

@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from goodput.planner.assignments import parse_assignments
 from goodput.planner.errors import PlannerError
 from goodput.planner.pipeline import PlanOptions, make_plan
 
@@ -24,22 +25,12 @@ PARAMS = {"tpot": "tpot_s", "ttft": "ttft_s", "attainment": "attainment_target"}
 def parse_sweeps(items: list[str] | None) -> dict[str, list[float]]:
     """``['tpot=0.04,0.08', 'attainment=0.8,0.95']`` -> {'tpot': [...], 'attainment': [...]}."""
     out: dict[str, list[float]] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise PlannerError(f"--sweep expects PARAM=V1,V2 with PARAM one of {sorted(PARAMS)}; "
-                               f"got {item!r}")
-        k, v = item.split("=", 1)
-        k = k.strip().lower()
-        if k not in PARAMS:
-            raise PlannerError(f"--sweep {k!r}: unknown parameter; use one of {sorted(PARAMS)}")
+    for k, got in parse_assignments(items, "--sweep", PARAMS, "parameter", "PARAM").items():
         try:
-            vals = [float(x) for x in v.split(",") if x.strip()]
+            out[k] = [float(x) for x in got]
         except ValueError:
-            raise PlannerError(f"--sweep {k}: cannot parse {v!r} as comma-separated numbers") \
-                from None
-        if not vals:
-            raise PlannerError(f"--sweep {k}: give at least one value")
-        out.setdefault(k, []).extend(vals)
+            raise PlannerError(f"--sweep {k}: cannot parse {','.join(got)!r} as comma-separated "
+                               "numbers") from None
     return out
 
 
