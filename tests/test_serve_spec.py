@@ -119,26 +119,33 @@ def test_tiny_model_speculates_through_real_draft_and_verify(blocks, policy, att
         assert res.instance["preemptions"] > 0
 
 
-def test_flash_prompt_path_equals_the_paged_reference():
-    """The packed-gather prompt path (FlashAttention on the GPU, its float32 reference here)
-    computes the same attention as the paged kernel for a mixed batch: a fresh prompt, a chunk
-    over a cached prefix, decodes."""
+def _scattered_batch(q_lens, ctx_lens, pages):
+    """A tiny-model layer with KV pages scattered over a pool of ``pages``, the batch's queries,
+    metadata and the paged kernel's output: the reference every attention path must equal."""
     from goodput.profiler.batches import build_meta_from_table, page_table
     from goodput.profiler.layers import DecoderLayer
     from goodput.profiler.paged_attention import paged_attention
-    from goodput.profiler.serve.attention import IterationAttention
     from goodput.profiler.shapes import TINY_CPU_MODEL, ShardShapes
 
     s = ShardShapes.from_spec(TINY_CPU_MODEL, 1)
     gen = torch.Generator().manual_seed(0)
-    layer = DecoderLayer(s, 64, "cpu", gen)
-    q_lens, ctx_lens = [37, 20, 1, 1, 1], [0, 45, 70, 3, 130]
+    layer = DecoderLayer(s, pages + 1, "cpu", gen)
     need = [-(-(q + c) // 16) for q, c in zip(q_lens, ctx_lens, strict=True)]
-    table = page_table(need, np.random.default_rng(0).permutation(63)[:sum(need)])
+    table = page_table(need, np.random.default_rng(0).permutation(pages)[:sum(need)])
     q = torch.randn(sum(q_lens), s.q_heads, s.head_dim, generator=gen).to(torch.bfloat16)
     meta = build_meta_from_table(q_lens, ctx_lens, table, s.group, s.kv_heads, s.head_dim,
                                  torch.device("cpu"), 8)
-    ref = paged_attention(q, layer.k_cache, layer.v_cache, meta, layer.scale)
+    return s, layer, table, q, paged_attention(q, layer.k_cache, layer.v_cache, meta, layer.scale)
+
+
+def test_flash_prompt_path_equals_the_paged_reference():
+    """The packed-gather prompt path (FlashAttention on the GPU, its float32 reference here)
+    computes the same attention as the paged kernel for a mixed batch: a fresh prompt, a chunk
+    over a cached prefix, decodes."""
+    from goodput.profiler.serve.attention import IterationAttention
+
+    q_lens, ctx_lens = [37, 20, 1, 1, 1], [0, 45, 70, 3, 130]
+    s, layer, table, q, ref = _scattered_batch(q_lens, ctx_lens, 63)
     fa = IterationAttention(q_lens, ctx_lens, table, 2, s, torch.device("cpu"), 8)
     got = fa(q, layer)
     torch.testing.assert_close(got.float(), ref.float(), atol=2e-2, rtol=2e-2)
@@ -148,24 +155,12 @@ def test_fast_path_pads_long_prompts_and_keeps_other_rows_on_triton():
     """The ``fast`` backend: a whole prompt of >= 1024 tokens on the cuDNN path (padded to a
     multiple of 512; its float32 reference here), a short prompt, a chunk over a prefix and
     decodes on the paged kernel, here with the cuDNN prompt in the middle (rows scattered)."""
-    from goodput.profiler.batches import build_meta_from_table, page_table
-    from goodput.profiler.layers import DecoderLayer
-    from goodput.profiler.paged_attention import paged_attention
     from goodput.profiler.serve.attention import FastAttention, cudnn_chosen
-    from goodput.profiler.shapes import TINY_CPU_MODEL, ShardShapes
 
-    s = ShardShapes.from_spec(TINY_CPU_MODEL, 1)
-    gen = torch.Generator().manual_seed(0)
-    layer = DecoderLayer(s, 200, "cpu", gen)
     q_lens, ctx_lens = [20, 1100, 37, 1, 1], [40, 0, 0, 70, 3]
     chosen = cudnn_chosen(q_lens, ctx_lens, 3)
     assert chosen == [1]
-    need = [-(-(q + c) // 16) for q, c in zip(q_lens, ctx_lens, strict=True)]
-    table = page_table(need, np.random.default_rng(0).permutation(199)[:sum(need)])
-    q = torch.randn(sum(q_lens), s.q_heads, s.head_dim, generator=gen).to(torch.bfloat16)
-    meta = build_meta_from_table(q_lens, ctx_lens, table, s.group, s.kv_heads, s.head_dim,
-                                 torch.device("cpu"), 8)
-    ref = paged_attention(q, layer.k_cache, layer.v_cache, meta, layer.scale)
+    s, layer, table, q, ref = _scattered_batch(q_lens, ctx_lens, 199)
     fast = FastAttention(q_lens, ctx_lens, table, chosen, s, torch.device("cpu"), 8)
     assert fast.spans[0][2] == 1536 and fast.tail is None
     torch.testing.assert_close(fast(q, layer).float(), ref.float(), atol=2e-2, rtol=2e-2)
