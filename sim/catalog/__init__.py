@@ -296,15 +296,15 @@ def _lookup(table: dict, name: str, what: str, flag: str):
 def get_model(name: str) -> ModelSpec:
     """A catalog model, or a precision variant of one (``llama-3.1-8b-fp8``, ``-kvfp8``,
     ``-fp8-kvfp8``: goodput.sim.catalog.precision) when no entry has that exact name."""
-    table = models()
-    key = name.strip().lower()
-    if key not in table and not any(key in (a.lower() for a in m.aliases) for m in table.values()):
+    try:
+        return _lookup(models(), name, "model", "model")
+    except ValueError:
         from goodput.sim.catalog.precision import split_variant, with_precision
 
-        base, suffix = split_variant(key)
-        if suffix:
-            return with_precision(_lookup(table, base, "model", "model"), suffix)
-    return _lookup(table, name, "model", "model")
+        base, suffix = split_variant(name)
+        if not suffix:
+            raise
+        return with_precision(_lookup(models(), base, "model", "model"), suffix)
 
 
 def get_gpu(name: str) -> GPUSpec:
