@@ -40,7 +40,8 @@ def _cmd_run(args) -> int:
                         out_root=Path(args.out), quick=args.quick, depth=args.depth,
                         seed=args.seed, budget_s=args.budget_s,
                         validate_full_depth=args.validate_full_depth,
-                        progress=not args.no_progress, attention=args.attention)
+                        progress=not args.no_progress, attention=args.attention,
+                        only=tuple(x for x in args.only.split(',') if x))
         out = run_profile(cfg)
         print(f"profile written to {out}")
         if not args.no_fit:
@@ -168,6 +169,10 @@ def add_profile_subcommands(subparsers) -> None:
     r.add_argument("--attention", default="fastest", choices=["fastest", "triton"],
                    help="time each batch with the faster of the Triton paged kernel and torch "
                         "SDPA (fastest), or with the Triton kernel alone")
+    r.add_argument("--only", default="",
+                   help="comma-separated point subkinds to measure (e.g. 'sarathi': add a new grid "
+                        "section to an older profile); others missing are left and the "
+                        "provenance says so")
     r.add_argument("--no-fit", action="store_true", help="measure only")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_run)

@@ -21,7 +21,7 @@ from goodput.profiler.batches import encode
 @dataclass(frozen=True)
 class Point:
     kind: str  # batch | linear | embed | lmhead | overhead
-    subkind: str  # prefill | decode | verify | mixed | random | sweep
+    subkind: str  # prefill | decode | verify | mixed | sarathi | random | sweep
     code: str  # batch code (see goodput.profiler.batches) or "T=..." / "N=..."
 
     @property
@@ -77,13 +77,24 @@ class GridConfig:
     #: contexts already hold 65536 and the limit); beyond the KV budget they are infeasible
     long_decode_batches: tuple = (1, 2, 4, 8, 16, 32)
     long_decode_ctx: tuple = (32768, 49152, 98304)
+    #: Sarathi-Serve's mixed iterations, densely: ``nd`` decodes at context ``c`` each beside one
+    #: prompt chunk of ``sarathi_budget - nd`` tokens (Sarathi fills the token budget) or a
+    #: prompt's last, shorter piece (``sarathi_tails``), over a cached prefix. The serving
+    #: loop's held-out Sarathi runs at 30-90% load (profiler/fidelity/h200) hold 4-65 decodes of
+    #: ~1k context next to chunks over 0-4k of prefix, where the three chunk x three decode-count
+    #: points above left the fit 2-6% short (docs/fidelity.md, "Mixed iterations").
+    sarathi_budget: int = 512
+    sarathi_tails: tuple = (200,)
+    sarathi_decodes: tuple = (4, 8, 24, 40, 56)
+    sarathi_prefixes: tuple = (0, 1024, 3072)
+    sarathi_decode_ctx: tuple = (600, 1200, 2000)
 
 
 QUICK = GridConfig(max_tokens=2048, batch_sizes=(1, 4, 16, 64, 256),
                    decode_ctx_per_octave=0.34, linear_per_octave=2, verify_batches=(1, 16),
                    verify_k=(1, 4, 8), verify_ctx=(256,), random_batches=8,
                    lmhead_rows=(1, 16, 256, 2048), overhead_batches=(1, 64), long_prompts=(),
-                   long_chunks=(), long_decode_batches=())
+                   long_chunks=(), long_decode_batches=(), sarathi_decodes=())
 
 
 #: The CPU mode's grid (tiny synthetic model): every kind of point, a few seconds in total.
@@ -92,7 +103,9 @@ CPU_TINY = GridConfig(max_tokens=512, batch_sizes=(1, 2, 4, 8, 16, 32, 64),
                       verify_ctx=(64,), random_batches=10, lmhead_rows=(1, 8, 64, 512),
                       overhead_batches=(1, 16), long_prompts=(768, 1024),
                       long_chunks=((128, 768),), long_decode_batches=(1, 4),
-                      long_decode_ctx=(900,))
+                      long_decode_ctx=(900,), sarathi_budget=64, sarathi_tails=(20,),
+                      sarathi_decodes=(4, 16), sarathi_prefixes=(0, 100),
+                      sarathi_decode_ctx=(60,))
 
 
 def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
@@ -162,6 +175,12 @@ def build_grid(max_context: int, cfg: GridConfig = GridConfig(), seed: int = 0,
         if chunk + pre <= max_context:
             batch("mixed", [(1, chunk, pre)])
             batch("mixed", [(1, chunk, pre), (16, 1, min(1024, max_context - 1))])
+    for nd in cfg.sarathi_decodes:  # Sarathi-Serve's budget-filling mixes (GridConfig)
+        for chunk in (cfg.sarathi_budget - nd, *cfg.sarathi_tails):
+            for pre in cfg.sarathi_prefixes:
+                for c in cfg.sarathi_decode_ctx:
+                    if chunk > 0 and chunk + pre <= max_context and c + 1 <= max_context:
+                        batch("sarathi", [(1, chunk, pre), (nd, 1, c)])
     # Random compositions (seeded), as a scheduler under load produces them.
     rng = np.random.default_rng(seed)
     for _ in range(cfg.random_batches):

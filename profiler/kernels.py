@@ -69,8 +69,8 @@ def rope_cache_ref(qkv, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv
     v = x[:, q_heads + kv_heads:]
     flat_k = k_cache.view(-1, kv_heads, head_dim)
     flat_v = v_cache.view(-1, kv_heads, head_dim)
-    flat_k[slots] = k
-    flat_v[slots] = v
+    flat_k[slots] = k.to(flat_k.dtype)  # an FP8 cache stores e4m3 (scale 1, vLLM's default)
+    flat_v[slots] = v.to(flat_v.dtype)
     return q.contiguous()
 
 
@@ -84,8 +84,8 @@ def silu_mul_ref(gate_up):
 if HAVE_TRITON:
 
     @triton.jit
-    def _add_rmsnorm_kernel(x_ptr, res_ptr, res_out_ptr, w_ptr, out_ptr, n_cols, eps, stride,
-                            BLOCK: tl.constexpr):
+    def _add_rmsnorm_kernel(x_ptr, res_ptr, res_out_ptr, w_ptr, out_ptr, scale_ptr, n_cols, eps,
+                            stride, BLOCK: tl.constexpr, QUANT: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -97,6 +97,8 @@ if HAVE_TRITON:
         var = tl.sum(r * r, axis=0) / n_cols
         w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         y = r * tl.rsqrt(var + eps) * w
+        if QUANT:  # static per-tensor FP8 scale (goodput.profiler.fp8), saturating
+            y = tl.minimum(tl.maximum(y / tl.load(scale_ptr), -448.0), 448.0)
         tl.store(out_ptr + row * n_cols + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -117,26 +119,31 @@ if HAVE_TRITON:
             o1 = (x1 * cos - x2 * sin).to(q_out_ptr.dtype.element_ty)
             o2 = (x2 * cos + x1 * sin).to(q_out_ptr.dtype.element_ty)
             if head < Q_HEADS:
-                dst = q_out_ptr + (tok * Q_HEADS + head) * D
-            else:
+                q_dst = q_out_ptr + (tok * Q_HEADS + head) * D
+                tl.store(q_dst + d, o1)
+                tl.store(q_dst + HALF + d, o2)
+            else:  # (one name per pointer type: an FP8 cache's pointers are not bf16 ones)
                 slot = tl.load(slot_ptr + tok).to(tl.int64)
-                dst = k_cache_ptr + (slot * KV_HEADS + (head - Q_HEADS)) * D
-            tl.store(dst + d, o1)
-            tl.store(dst + HALF + d, o2)
+                k_dst = k_cache_ptr + (slot * KV_HEADS + (head - Q_HEADS)) * D
+                tl.store(k_dst + d, o1.to(k_cache_ptr.dtype.element_ty))
+                tl.store(k_dst + HALF + d, o2.to(k_cache_ptr.dtype.element_ty))
         else:
             slot = tl.load(slot_ptr + tok).to(tl.int64)
-            dst = v_cache_ptr + (slot * KV_HEADS + (head - Q_HEADS - KV_HEADS)) * D
-            tl.store(dst + d, tl.load(base + d))
-            tl.store(dst + HALF + d, tl.load(base + HALF + d))
+            v_dst = v_cache_ptr + (slot * KV_HEADS + (head - Q_HEADS - KV_HEADS)) * D
+            tl.store(v_dst + d, tl.load(base + d).to(v_cache_ptr.dtype.element_ty))
+            tl.store(v_dst + HALF + d, tl.load(base + HALF + d).to(v_cache_ptr.dtype.element_ty))
 
     @triton.jit
-    def _silu_mul_kernel(gu_ptr, out_ptr, F, stride_in, BLOCK: tl.constexpr):
+    def _silu_mul_kernel(gu_ptr, out_ptr, scale_ptr, F, stride_in, BLOCK: tl.constexpr,
+                         QUANT: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < F
         g = tl.load(gu_ptr + row * stride_in + cols, mask=mask, other=0.0).to(tl.float32)
         u = tl.load(gu_ptr + row * stride_in + F + cols, mask=mask, other=0.0).to(tl.float32)
         y = g / (1.0 + tl.exp(-g)) * u
+        if QUANT:  # static per-tensor FP8 scale (goodput.profiler.fp8), saturating
+            y = tl.minimum(tl.maximum(y / tl.load(scale_ptr), -448.0), 448.0)
         tl.store(out_ptr + row * F + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -150,8 +157,33 @@ def add_rmsnorm(x, residual, weight, eps=1e-5):
     out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
     new_res = torch.empty_like(out)
     block = _pow2(n)
-    _add_rmsnorm_kernel[(x.shape[0],)](x, residual, new_res, weight, out, n, eps, x.stride(0),
-                                       BLOCK=block, num_warps=min(16, max(1, block // 256)))
+    _add_rmsnorm_kernel[(x.shape[0],)](x, residual, new_res, weight, out, out, n, eps,
+                                       x.stride(0), BLOCK=block, QUANT=False,
+                                       num_warps=min(16, max(1, block // 256)))
+    return out, new_res
+
+
+def add_rmsnorm_quant_ref(x, residual, weight, eps, scale):
+    """``add_rmsnorm`` with its output quantised to e4m3 at the static ``scale``: (fp8 rows,
+    new residual). The norm stays float32 before the cast (one rounding, to e4m3)."""
+    new_res = x + residual
+    r = new_res.float()
+    y = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    return (y / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), new_res
+
+
+def add_rmsnorm_quant(x, residual, weight, scale, eps=1e-5):
+    """Residual add, RMSNorm and the static FP8 cast in one launch (vLLM's fused op)."""
+    if not use_triton(x):
+        return add_rmsnorm_quant_ref(x, residual, weight, eps, scale)
+    if x.stride() != residual.stride():
+        raise ValueError("add_rmsnorm_quant: x and residual must have the same layout")
+    t, n = x.shape[0], x.shape[-1]
+    out = torch.empty(t, n, dtype=torch.float8_e4m3fn, device=x.device)
+    new_res = torch.empty(t, n, dtype=x.dtype, device=x.device)
+    block = _pow2(n)
+    _add_rmsnorm_kernel[(t,)](x, residual, new_res, weight, out, scale, n, eps, x.stride(0),
+                              BLOCK=block, QUANT=True, num_warps=min(16, max(1, block // 256)))
     return out, new_res
 
 
@@ -171,10 +203,30 @@ def rope_cache(qkv, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_hea
 def silu_mul(gate_up):
     if not use_triton(gate_up):
         return silu_mul_ref(gate_up)
+    return _silu_mul_launch(gate_up, None)
+
+
+def silu_mul_quant_ref(gate_up, scale):
+    f = gate_up.shape[-1] // 2
+    g, u = gate_up[..., :f].float(), gate_up[..., f:].float()
+    y = torch.nn.functional.silu(g) * u
+    return (y / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+
+
+def silu_mul_quant(gate_up, scale):
+    """The gated activation with the static FP8 cast of the down projection's input fused."""
+    if not use_triton(gate_up):
+        return silu_mul_quant_ref(gate_up, scale)
+    return _silu_mul_launch(gate_up, scale)
+
+
+def _silu_mul_launch(gate_up, scale):
     t, f2 = gate_up.shape
     f = f2 // 2
-    out = torch.empty(t, f, dtype=gate_up.dtype, device=gate_up.device)
+    dtype = gate_up.dtype if scale is None else torch.float8_e4m3fn
+    out = torch.empty(t, f, dtype=dtype, device=gate_up.device)
     block = 1024
-    _silu_mul_kernel[(t, triton.cdiv(f, block))](gate_up, out, f, gate_up.stride(0),
-                                                  BLOCK=block, num_warps=4)
+    _silu_mul_kernel[(t, triton.cdiv(f, block))](gate_up, out, out if scale is None else scale, f,
+                                                  gate_up.stride(0), BLOCK=block,
+                                                  QUANT=scale is not None, num_warps=4)
     return out

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from goodput.profiler.batches import AttnMeta
-from goodput.profiler.kernels import add_rmsnorm, rope_cache, silu_mul
+from goodput.profiler.fp8 import FP8, Fp8Weight, fp8_linear, scaled_mm, static_scale
+from goodput.profiler.kernels import add_rmsnorm, add_rmsnorm_quant, rope_cache, silu_mul, silu_mul_quant
 from goodput.profiler.paged_attention import paged_attention
 from goodput.profiler.shapes import PAGE_SIZE, ShardShapes
 
@@ -58,21 +59,51 @@ class DecoderLayer:
         else:
             self.gu_w = _rand(gen, (up, h), 1 / math.sqrt(h), device)
             self.down_w = _rand(gen, (h, s.ffn), 1 / math.sqrt(s.ffn), device)
+        #: FP8 weights (ShardShapes.weight_fp8): the dense matrices in e4m3, one scale per tensor
+        self.fp8: dict[str, Fp8Weight] = {}
+        if s.weight_fp8:
+            if s.experts > 1:
+                raise ValueError("FP8 weights: the MoE expert loop has bf16 kernels only")
+            for name in ("qkv_w", "o_w", "gu_w", "down_w"):
+                self.fp8[name] = Fp8Weight.from_bf16(getattr(self, name))
+                setattr(self, name, None)  # the bf16 copy would double the weight bytes held
+        #: the static activation scale of the FP8 GEMM inputs (goodput.profiler.fp8)
+        self.act_scale = static_scale(device)
         cache_shape = (pool_blocks, PAGE_SIZE, s.kv_heads, d)
+        cache_dtype = FP8 if s.kv_fp8 else DTYPE
         # Random, not zeros: kernels can run faster on zeros than on real data. (A serving
         # engine writes every entry before reading it: random_cache=False skips the fill.)
         if random_cache:
-            self.k_cache = _rand(gen, cache_shape, 1.0, device)
-            self.v_cache = _rand(gen, cache_shape, 1.0, device)
+            self.k_cache = _rand(gen, cache_shape, 1.0, device).to(cache_dtype)
+            self.v_cache = _rand(gen, cache_shape, 1.0, device).to(cache_dtype)
         else:
-            self.k_cache = torch.empty(cache_shape, dtype=DTYPE, device=device)
-            self.v_cache = torch.empty(cache_shape, dtype=DTYPE, device=device)
+            self.k_cache = torch.empty(cache_shape, dtype=cache_dtype, device=device)
+            self.v_cache = torch.empty(cache_shape, dtype=cache_dtype, device=device)
         self.scale = 1.0 / math.sqrt(d)
 
-    def _mlp(self, x):
-        act = silu_mul if self.s.gated else (lambda t: F.gelu(t, approximate="tanh"))
-        if self.s.experts == 1:
-            return F.linear(act(F.linear(x, self.gu_w)), self.down_w)
+    def _normed_linear(self, h, res, norm, name: str):
+        """RMSNorm(h + res) @ W^T and the new residual; FP8 fuses the cast into the norm."""
+        w8 = self.fp8.get(name)
+        if w8 is None:
+            x, res = add_rmsnorm(h, res, norm)
+            return F.linear(x, getattr(self, name)), res
+        xq, res = add_rmsnorm_quant(h, res, norm, self.act_scale)
+        return scaled_mm(xq, self.act_scale, w8), res
+
+    def _act(self, t):
+        return silu_mul(t) if self.s.gated else F.gelu(t, approximate="tanh")
+
+    def _down(self, gu):
+        """Activation, then the down projection (FP8: the cast fused into a gated activation)."""
+        w8 = self.fp8.get("down_w")
+        if w8 is None:
+            return F.linear(self._act(gu), self.down_w)
+        if self.s.gated:
+            return scaled_mm(silu_mul_quant(gu, self.act_scale), self.act_scale, w8)
+        return fp8_linear(self._act(gu), self.act_scale, w8)
+
+    def _moe(self, x):
+        act = self._act
         # Top-k MoE, experts looped (data-dependent shapes: not graph-capturable).
         probs = torch.softmax(F.linear(x, self.router_w).float(), -1)
         w, idx = probs.topk(self.s.top_k, dim=-1)
@@ -89,18 +120,22 @@ class DecoderLayer:
     def pre_attention(self, h, res, positions, slots, cos_sin):
         """Norm, QKV projection, rotary and KV-cache write: returns (queries, residual)."""
         s = self.s
-        x, res = add_rmsnorm(h, res, self.norm1)
-        qkv = F.linear(x, self.qkv_w)
+        qkv, res = self._normed_linear(h, res, self.norm1, "qkv_w")
         q = rope_cache(qkv, positions, cos_sin, self.k_cache, self.v_cache, slots,
                        s.q_heads, s.kv_heads, s.head_dim)
         return q, res
 
     def post_attention(self, a, res):
         """O projection, norm and MLP on the attention output: returns (hidden, residual)."""
-        h = F.linear(a.view(a.shape[0], -1), self.o_w)
+        a = a.view(a.shape[0], -1)
+        w8 = self.fp8.get("o_w")
+        h = F.linear(a, self.o_w) if w8 is None else fp8_linear(a, self.act_scale, w8)
         # (TP > 1: an all-reduce of h goes here; estimated separately, see goodput.profiler.collectives)
-        x, res = add_rmsnorm(h, res, self.norm2)
-        return self._mlp(x), res
+        if self.s.experts > 1:
+            x, res = add_rmsnorm(h, res, self.norm2)
+            return self._moe(x), res
+        gu, res = self._normed_linear(h, res, self.norm2, "gu_w")
+        return self._down(gu), res
 
     def forward(self, h, res, meta: AttnMeta, cos_sin, attention: bool = True, attn_fn=None):
         q, res = self.pre_attention(h, res, meta.positions, meta.slots, cos_sin)

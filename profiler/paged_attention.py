@@ -189,7 +189,7 @@ if HAVE_TRITON:
         else:
             page = tl.load(bt_row_ptr + n // PAGE).to(tl.int64)
         off = page * stride_kb + (n % PAGE) * stride_kt + kvh * stride_kh
-        k = tl.load(k_cache_ptr + off[None, :] + d[:, None])
+        k = tl.load(k_cache_ptr + off[None, :] + d[:, None]).to(q.dtype)  # FP8 pages: upcast (KV_FP8)
         qk = tl.dot(q, k) * scale_log2
         if MASKED:
             ok = (n[None, :] <= pos[:, None]) & in_range[None, :]
@@ -199,7 +199,7 @@ if HAVE_TRITON:
         p = tl.math.exp2(qk - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_cache_ptr + off[:, None] + d[None, :])
+        v = tl.load(v_cache_ptr + off[:, None] + d[None, :]).to(q.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         return acc, m_new, l_i
 
@@ -209,7 +209,7 @@ if HAVE_TRITON:
                            item_tile_ptr, item_b0_ptr, item_b1_ptr, scale_log2, G, QPT,
                            stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt,
                            HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+                           BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, KV_FP8: tl.constexpr):
         item = tl.program_id(0)
         kvh = tl.program_id(1)
         # statement form, not a conditional expression: SPLIT is a constexpr, and an `if` on it
@@ -230,6 +230,8 @@ if HAVE_TRITON:
         row_ok = (rows < QPT * G) & (tok < ql)
         q_off = (qs + tok).to(tl.int64)[:, None] * stride_qt + hq[:, None] * stride_qh + d[None, :]
         q = tl.load(q_ptr + q_off, mask=row_ok[:, None], other=0.0)
+        if KV_FP8:  # e4m3 pages convert natively to fp16 (to bf16 only through fp32): dot in fp16
+            q = q.to(tl.float16)
         pos = ctx + tok
         kv_end = ctx + tl.minimum(q0 + QPT, ql)
         if SPLIT:
@@ -330,7 +332,8 @@ def paged_attention(q, k_cache, v_cache, meta, scale, out=None):
             q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             meta.block_table.stride(0),
             HEAD_DIM=d, PAGE=k_cache.shape[1], BLOCK_M=ln.block_m, BLOCK_N=BLOCK_N,
-            SPLIT=ln.split, num_warps=8 if ln.block_m >= 128 else 4, num_stages=2)
+            SPLIT=ln.split, KV_FP8=k_cache.dtype == torch.float8_e4m3fn,
+            num_warps=8 if ln.block_m >= 128 else 4, num_stages=2)
         if ln.split:
             _merge_splits_kernel[(n_tiles, hkv)](
                 out, ln.acc, ln.ml, meta.q_start, meta.q_lens, tt["tile_seq"], tt["tile_q0"],

@@ -50,6 +50,9 @@ class RunConfig:
     #: "fastest": each batch row is timed with the faster of the Triton paged kernel and torch
     #: SDPA (goodput.profiler.attention_backends); "triton": the Triton kernel alone (profiles before it)
     attention: str = "fastest"
+    #: measure only the missing points of these subkinds (e.g. ("sarathi",) to add a new grid
+    #: section to an older profile without re-timing what it never had); () = every point
+    only: tuple[str, ...] = ()
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -62,7 +65,7 @@ STACK_BYTES = 400e6
 def auto_depth(s: ShardShapes) -> int:
     """2 to 4 distinct layers: enough that the stack's weights exceed STACK_BYTES, and never one
     (back-to-back graph replays then amortise the gap between replays over several layers)."""
-    return int(max(2, min(4, -(-STACK_BYTES // (s.layer_params() * 2)))))
+    return int(max(2, min(4, -(-STACK_BYTES // (s.layer_params() * s.weight_bytes_per_param)))))
 
 
 def profile_dir(out_root: Path, gpu: str, model: str, tp: int) -> Path:
@@ -117,7 +120,7 @@ class Profiler:
         need_blocks = -(-need // PAGE_SIZE) + max_seqs  # + one partial page per sequence
         per_block = PAGE_SIZE * self.s.kv_bytes_per_token_layer()
         free = torch.cuda.mem_get_info(self.device)[0] if self.cuda else total
-        room = 0.6 * free - cfg.depth * self.s.layer_params() * 2 \
+        room = 0.6 * free - cfg.depth * self.s.layer_params() * self.s.weight_bytes_per_param \
             - 2 * self.s.vocab * self.s.hidden * 2
         self.pool_blocks = int(max(64, min(need_blocks, room // (cfg.depth * per_block))))
         max_pos = max(self.spec.max_context, self.grid_cfg.max_tokens) + 1
@@ -137,6 +140,10 @@ class Profiler:
         self.tokens = torch.randint(0, self.s.vocab, (max_rows,), generator=gen,
                                     device=self.device)
         self.selector: AttentionSelector | None = None
+        if self.s.kv_fp8 and cfg.attention == "fastest":
+            # torch's SDPA backends read no FP8 cache (an engine would dequantise or run FA3's
+            # FP8 path, neither here): the Triton kernel, which upcasts pages as it loads them
+            cfg.attention = "triton"
         if cfg.attention == "fastest":
             self.q_in = torch.randn(max_rows, self.s.q_heads, self.s.head_dim, generator=gen,
                                     device=self.device).to(torch.bfloat16)
@@ -291,6 +298,8 @@ def run_profile(cfg: RunConfig) -> Path:
         meta["attention"] = prof.selector.provenance()
     _write_json(out / "provenance.json", meta)
     todo = [p for p in prof.grid if p.key not in done]
+    skipped = [p for p in todo if cfg.only and p.subkind not in cfg.only]
+    todo = [p for p in todo if p not in skipped]
     new_file = not table.exists()
     bar = None
     if cfg.progress:
@@ -336,7 +345,11 @@ def run_profile(cfg: RunConfig) -> Path:
         from goodput.profiler.validate import validate_full_depth
 
         _write_json(out / "validation.json", validate_full_depth(prof, out))
-    meta["status"] = "stopped (budget); rerun to resume" if stopped else "complete"
+    meta["status"] = ("stopped (budget); rerun to resume" if stopped else
+                      f"partial: only {','.join(cfg.only)} measured in this run; {len(skipped)} "
+                      "grid points of other kinds not measured" if skipped else "complete")
+    if cfg.only:
+        meta["only"] = list(cfg.only)
     meta["run_seconds"] = round(time.time() - t_start, 1)
     _write_json(out / "provenance.json", meta)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from goodput.sim.catalog import ModelSpec, get_model
+from goodput.sim.catalog.precision import split_variant, with_precision
 
 #: Synthetic model for the CPU mode: small enough that profile -> fit -> predict runs in seconds
 #: in CI, shaped like a GQA Llama (2 query heads per KV head, gated MLP) so every code path runs.
@@ -46,18 +47,22 @@ PAGE_SIZE = 16
 
 
 def resolve_model(name: str) -> ModelSpec:
-    """Catalog model by name, or a synthetic tiny model (``tiny-cpu``, ``tiny-cpu-draft``)."""
-    key = name.strip().lower()
+    """Catalog model by name, or a synthetic tiny model (``tiny-cpu``, ``tiny-cpu-draft``), each
+    also as a precision variant (``-fp8``, ``-kvfp8``, ``-fp8-kvfp8``: sim/catalog/precision.py)."""
+    base, suffix = split_variant(name)
     for tiny in (TINY_CPU_MODEL, TINY_CPU_DRAFT):
-        if key == tiny.name:
-            return tiny
+        if base == tiny.name:  # tiny-cpu-fp8 etc.: the CPU mode runs the FP8 paths too
+            return with_precision(tiny, suffix) if suffix else tiny
     spec = get_model(name)
-    if spec.bytes_per_param != 2 or spec.kv_element_bytes != 2:
-        # the profiler builds bf16 weights and a bf16 KV cache: timing an FP8 variant (or an FP8
-        # checkpoint) with them would file 16-bit timings under the FP8 name
-        raise ValueError(f"model '{name}': FP8 weights or KV cache (sim/catalog/precision.py) "
-                         "are not profiled yet (the profiler has bf16 kernels only); profile "
-                         "the 16-bit model, and leave the FP8 variant to the roofline")
+    if spec.experts > 1 and (spec.bytes_per_param == 1 or spec.kv_element_bytes == 1):
+        # the expert loop has bf16 weights only: an FP8 MoE would file 16-bit expert timings
+        raise ValueError(f"model '{name}': FP8 MoE models are not profiled (the expert loop has "
+                         "bf16 kernels only); profile the 16-bit model and leave the FP8 variant "
+                         "to the roofline")
+    if spec.bytes_per_param not in (1, 2) or spec.kv_element_bytes not in (1, 2):
+        raise ValueError(f"model '{name}': {spec.bytes_per_param}-byte weights or a "
+                         f"{spec.kv_element_bytes}-byte KV cache have no kernels here; the profiler "
+                         "builds bf16 or FP8 (e4m3) ones")
     return spec
 
 
@@ -81,6 +86,11 @@ class ShardShapes:
     experts: int
     top_k: int
     tp: int
+    #: FP8 (e4m3) layer weights, their GEMMs on FP8 tensor cores with per-token activation scales
+    #: (vLLM's ``--quantization fp8``); the embedding and the LM head stay bf16
+    weight_fp8: bool = False
+    #: FP8 (e4m3) KV cache (vLLM's ``--kv-cache-dtype fp8``): one byte per element
+    kv_fp8: bool = False
 
     @property
     def group(self) -> int:
@@ -99,9 +109,14 @@ class ShardShapes:
         router = self.hidden * self.experts if self.experts > 1 else 0
         return attn + ffn + router
 
-    def kv_bytes_per_token_layer(self, bytes_per_el: int = 2) -> int:
+    @property
+    def weight_bytes_per_param(self) -> int:
+        return 1 if self.weight_fp8 else 2
+
+    def kv_bytes_per_token_layer(self, bytes_per_el: int | None = None) -> int:
         """KV-cache bytes one token occupies in one layer on this rank (K and V)."""
-        return 2 * self.kv_heads * self.head_dim * bytes_per_el
+        el = bytes_per_el if bytes_per_el is not None else 1 if self.kv_fp8 else 2
+        return 2 * self.kv_heads * self.head_dim * el
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, tp: int) -> ShardShapes:
@@ -131,4 +146,5 @@ class ShardShapes:
         vocab = -(-spec.vocab_size // tp)
         return cls(hidden=spec.hidden_size, q_heads=q, kv_heads=kv, head_dim=spec.head_dim,
                    ffn=spec.ffn_size // tp, gated=spec.gated_ffn, vocab=vocab,
-                   experts=spec.experts, top_k=spec.experts_top_k, tp=tp)
+                   experts=spec.experts, top_k=spec.experts_top_k, tp=tp,
+                   weight_fp8=spec.bytes_per_param == 1, kv_fp8=spec.kv_element_bytes == 1)

@@ -90,11 +90,17 @@ def test_a_variant_of_an_fp8_checkpoint_is_refused_and_configs_accept_variants()
     assert cfg.cluster[0].model == "llama-3.1-8b-fp8-kvfp8"
 
 
-def test_the_profiler_refuses_to_time_an_fp8_variant_with_bf16_kernels():
-    from goodput.profiler.shapes import resolve_model
+def test_the_profiler_builds_fp8_shards_and_refuses_fp8_moe():
+    from goodput.profiler.shapes import ShardShapes, resolve_model
 
     assert resolve_model("llama-3.1-8b").bytes_per_param == 2
-    with pytest.raises(ValueError, match="not profiled yet"):
-        resolve_model("llama-3.1-8b-fp8")
-    with pytest.raises(ValueError, match="not profiled yet"):
-        resolve_model("llama-3.1-8b-kvfp8")
+    s16 = ShardShapes.from_spec(resolve_model("llama-3.1-8b"), 1)
+    s8 = ShardShapes.from_spec(resolve_model("llama-3.1-8b-fp8"), 1)
+    kv8 = ShardShapes.from_spec(resolve_model("llama-3.1-8b-kvfp8"), 1)
+    assert (s16.weight_fp8, s16.kv_fp8, s8.weight_fp8, s8.kv_fp8, kv8.kv_fp8) == \
+        (False, False, True, False, True)
+    # 8 KV heads x 128 dims x (K, V): 4096 bytes per token-layer in bf16, half in FP8
+    assert (s16.kv_bytes_per_token_layer(), kv8.kv_bytes_per_token_layer()) == (4096, 2048)
+    assert s8.weight_bytes_per_param == 1
+    with pytest.raises(ValueError, match="FP8 MoE models are not profiled"):
+        resolve_model("mixtral-8x7b-fp8")

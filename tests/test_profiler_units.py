@@ -44,7 +44,11 @@ def test_grid_same_seed_same_points_and_limits():
         assert all(x + y <= 4096 for x, y in zip(q, c, strict=True)), p.code  # within the context limit
         assert sum(q) <= GridConfig().max_tokens, p.code
     kinds = {p.subkind for p in batches}
-    assert kinds == {"prefill", "decode", "verify", "mixed", "random"}
+    assert kinds == {"prefill", "decode", "verify", "mixed", "sarathi", "random"}
+    # Sarathi's mixes: a chunk filling the 512-token budget beside nd decodes, or a 200-token tail
+    sar = [expand(p.code)[0] for p in batches if p.subkind == "sarathi"]
+    assert len(sar) == 5 * 2 * 3 * 3
+    assert all(q[0] + len(q) - 1 == 512 or q[0] == 200 for q in sar)
     # verify points cover k = 1..8
     ks = {expand(p.code)[0][0] - 1 for p in batches if p.subkind == "verify"}
     assert ks == set(range(1, 9))
