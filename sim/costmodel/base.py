@@ -86,6 +86,30 @@ class CostModel(ABC):
             ctx += decode_contexts()
         return self.batch_time(Batch(new, ctx))
 
+    def run_times(self, sizes: Sequence[Sequence[int]], context_tokens: Sequence[int],
+                  decodes: int = 0, decode_tokens: int = 1, decode_ctx_sum: int = 0,
+                  decode_ctx_max: int = 0,
+                  decode_contexts: Callable[[int], list[int]] | None = None) -> list[float]:
+        """``iteration_time`` of each iteration of a run (``MixedRun``): iteration j computes
+        the chunks ``sizes[j]`` over contexts grown by the chunks before it, next to the decode
+        group grown by ``j * decode_tokens`` tokens a member (``decode_contexts(extra)`` lists
+        the group's contexts grown by ``extra``). One call per run rather than per iteration,
+        so a model can price the run in one tight loop (roofline); this default asks
+        ``iteration_time`` for each, so any model stays correct."""
+        durs = []
+        ctx = list(context_tokens)
+        for j, new in enumerate(sizes):
+            if decodes:
+                grown = j * decode_tokens
+                listed = None if decode_contexts is None else _grown(decode_contexts, grown)
+                durs.append(self.iteration_time(new, ctx, decodes, decode_tokens,
+                                                decode_ctx_sum + grown * decodes,
+                                                decode_ctx_max + grown, listed))
+            else:
+                durs.append(self.iteration_time(new, ctx))
+            ctx = [c + n for c, n in zip(ctx, new, strict=True)]
+        return durs
+
     def verify_time(self, decodes: int, q: int, ctx_sum: int, ctx_max: int,
                     contexts: Callable[[], list[int]] | None = None) -> float:
         """One iteration in which ``decodes`` sequences each compute ``q`` tokens (a speculative
@@ -96,3 +120,8 @@ class CostModel(ABC):
     def describe(self) -> dict:
         """Machine-readable summary of the model, stored with every simulation result."""
         return {"source": self.source}
+
+
+def _grown(contexts: Callable[[int], list[int]], extra: int) -> Callable[[], list[int]]:
+    """``contexts(extra)`` as the no-argument callable ``iteration_time`` takes."""
+    return lambda: contexts(extra)

@@ -183,6 +183,10 @@ class RooflineCostModel(CostModel):
         #: _context_free_time by (tokens, sequences): a pure function of the two counts, asked
         #: at every iteration; chunked batches repeat a few thousand pairs (engine speed)
         self._free_cache: dict[tuple[int, int], float] = {}
+        #: its parts by token count (linear, embedding, all-reduce) and by sequence count (LM
+        #: head, fixed): a new pair of counts then costs two lookups, not a recomputation
+        self._tok_parts: dict[int, tuple[float, float, float]] = {}
+        self._seq_parts: dict[int, tuple[float, float]] = {}
 
     # ---- pieces of one iteration -------------------------------------------------------------
     def _linear_time(self, tokens: int) -> float:
@@ -230,12 +234,21 @@ class RooflineCostModel(CostModel):
         key = (tokens, sequences)
         t = self._free_cache.get(key)
         if t is None:
-            if len(self._free_cache) >= 1 << 18:
-                self._free_cache.clear()  # bounded: batches of every shape in a long run
-            embed = tokens * self.model.hidden_size * self._act / self._bw  # row gather
-            t = self._free_cache[key] = (self._linear_time(tokens) + self._lm_head_time(sequences)
-                                         + embed + self._allreduce_time(tokens)
-                                         + self._fixed_gpu_time(sequences))
+            if len(self._free_cache) >= 1 << 18:  # bounded: batches of every shape in a long run
+                self._free_cache.clear()
+                self._tok_parts.clear()
+                self._seq_parts.clear()
+            tok = self._tok_parts.get(tokens)
+            if tok is None:
+                embed = tokens * self.model.hidden_size * self._act / self._bw  # row gather
+                tok = self._tok_parts[tokens] = (self._linear_time(tokens), embed,
+                                                 self._allreduce_time(tokens))
+            seq = self._seq_parts.get(sequences)
+            if seq is None:
+                seq = self._seq_parts[sequences] = (self._lm_head_time(sequences),
+                                                    self._fixed_gpu_time(sequences))
+            # summed in the order the terms were always added (the same bits)
+            t = self._free_cache[key] = tok[0] + seq[0] + tok[1] + tok[2] + seq[1]
         return t
 
     def _finish(self, kernel_s: float, sequences: int) -> float:
@@ -296,6 +309,36 @@ class RooflineCostModel(CostModel):
         if size == 0:
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
         return self._finish(self._context_free_time(total, size) + attn, size)
+
+    def run_times(self, sizes, context_tokens, decodes=0, decode_tokens=1, decode_ctx_sum=0,
+                  decode_ctx_max=0, decode_contexts=None) -> list[float]:
+        """``iteration_time`` of each iteration of a run, in one loop: the same terms summed in
+        the same order (identical results), without a call per iteration and chunk."""
+        if decodes and decode_tokens != 1:
+            return super().run_times(sizes, context_tokens, decodes, decode_tokens,
+                                     decode_ctx_sum, decode_ctx_max, decode_contexts)
+        rate, coef, attn_rate = self._decode_rate, self._attn_flops_coef, self._attn_rate
+        free, finish = self._context_free_time, self._finish
+        ctx = list(context_tokens)
+        size = len(ctx) + decodes
+        if size == 0:
+            raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
+        durs = []
+        for j, new in enumerate(sizes):
+            attn = (decode_ctx_sum + j * decodes + decodes) * rate if decodes else 0.0
+            total = decodes
+            for i, (q, c) in enumerate(zip(new, ctx, strict=True)):
+                if q < 1 or c < 0:
+                    self._check(q, c)
+                if q == 1:
+                    attn += (c + 1) * rate
+                else:
+                    flops = coef * q * (c + (q + 1) / 2.0)
+                    attn += max(flops / attn_rate, (c + q) * self._kv_bytes / self._bw)
+                total += q
+                ctx[i] = c + q  # the next iteration's context (index i is already read)
+            durs.append(finish(free(total, size) + attn, size))
+        return durs
 
     def verify_time(self, decodes, q, ctx_sum, ctx_max, contexts=None) -> float:
         """From the group's totals where one roofline side bounds every sequence's attention."""

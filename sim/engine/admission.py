@@ -95,8 +95,7 @@ class Admission:
 
     @property
     def free_blocks(self) -> int:
-        kv = self.kv
-        return kv.total - kv.used
+        return self.kv.total - self.kv.used
 
     @property
     def total_blocks(self) -> int:
@@ -111,6 +110,9 @@ class Admission:
             phases = self.kv.phases
             return phases.count[self.decode.tokens % phases.bs]
         return self.decode.step_blocks(tokens)
+
+    def decode_blocks_at(self, position: int) -> int:
+        return self.kv.phases.count[(self.decode.tokens + position) % self.kv.phases.bs]
 
     def prefix_start(self, seq: Sequence) -> tuple[int, int]:
         """(computed tokens, blocks held) that waiting request ``seq`` would start its prefill
@@ -216,10 +218,6 @@ class Admission:
 
     def has_work(self) -> bool:
         return bool(self.decode.members or self.queues.hosted() or self.outgoing)
-
-    def steps_done_by(self, now: float) -> int:
-        """Decode iterations of the in-flight run already finished at ``now``."""
-        return self._run.steps_done_by(now) if self._run is not None else 0
 
     def load_tokens(self, now: float) -> int:
         """Tokens of work still to do here (prefill + decode), exact at any instant."""

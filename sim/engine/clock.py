@@ -9,9 +9,11 @@ observe every scheduled event.
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import Any, Protocol
 
 import simpy
+from simpy.core import NORMAL, URGENT, StopSimulation
 
 #: a scheduled callback receives the event that fired (SimPy's convention, no wrapper per event)
 Callback = Callable[[Any], None]
@@ -33,29 +35,71 @@ class ScheduledCall:
     also carries a value, a delay and the environment for processes to wait on): the engine's
     events are only ever called back, never yielded from, and there are several per request."""
 
-    __slots__ = ("_ok", "callbacks")
+    __slots__ = ("callbacks",)
+    _ok = True  # it always succeeds: a class attribute, one store less per event
 
     def __init__(self, callback: Callback) -> None:
         self.callbacks: list[Callback] | None = [callback]
-        self._ok = True
 
 
 class SimClock(simpy.Environment):
     """Discrete-event time: a SimPy environment with the seam's one scheduling call (a subclass
     rather than a wrapper, so reading ``now`` on the hot path costs no extra indirection).
-    Scheduled calls go through SimPy's own ``schedule`` and are processed by its ``step`` like
-    any event, so SimPy processes and timeouts can share the clock."""
+    Scheduled calls go on SimPy's own event heap and are processed like any event (``run``
+    inlines ``step``), so SimPy processes and timeouts can share the clock."""
 
     def __init__(self, initial_time: float = 0) -> None:
         super().__init__(initial_time)
-        self._schedule = self.schedule  # bound once: each ``self.schedule`` builds a bound method
+        self._heap: list[Any] = self._queue  # SimPy's event heap (created once, never rebound)
 
     def call_later(self, delay: float, callback: Callback) -> object:
         if delay < 0:
             raise ValueError(f"call_later: negative delay {delay}")
         ev = ScheduledCall(callback)
-        self._schedule(ev, simpy.core.NORMAL, delay)  # type: ignore[arg-type]
+        # what ``schedule(ev, NORMAL, delay)`` does, without its call (several per request)
+        heappush(self._heap, (self._now + delay, NORMAL, next(self._eid), ev))
         return ev
+
+    def run(self, until: Any = None) -> Any:
+        """SimPy's ``run``, with its ``step`` inlined: the loop pops and calls back exactly as
+        ``step`` does (same order, same failure handling), without a method call per event --
+        a few microseconds each, on the order of a tenth of a simulation's time."""
+        if until is not None:
+            if not isinstance(until, simpy.Event):
+                at = until if isinstance(until, int) else float(until)
+                if at <= self._now:
+                    raise ValueError(f"until ({at}) must be greater than the current simulation time")
+                until = simpy.Event(self)
+                until._ok = True
+                until._value = None
+                self.schedule(until, URGENT, at - self._now)
+            stop: Any = until
+            if stop.callbacks is None:  # already processed
+                return stop.value
+            stop.callbacks.append(StopSimulation.callback)
+        heap = self._heap
+        event: Any
+        try:
+            while heap:
+                self._now, _, _, event = heappop(heap)
+                callbacks, event.callbacks = event.callbacks, None
+                try:
+                    for callback in callbacks:
+                        callback(event)
+                except StopSimulation:
+                    event.callbacks = callbacks[callbacks.index(callback) + 1:]
+                    self.schedule(event, simpy.core.EventPriority(-1))
+                    raise
+                if not event._ok and not hasattr(event, "_defused"):
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
+        except StopSimulation as exc:
+            return exc.args[0]
+        if until is not None:
+            assert not until.triggered
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {until}')
+        return None
 
 
 class SteppedClock:

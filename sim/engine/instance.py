@@ -203,9 +203,9 @@ class Instance(Admission):
         predicts, cut where a decode finishes (the batch changes there); None for a single one."""
         if not plan.prefills:
             return None
-        sizes = [first, *self.policy.upcoming(self, plan)]
-        if plan.decode_tokens and self.decode.members:
-            del sizes[self.decode.steps_to_completion(plan.decode_tokens):]
+        q = plan.decode_tokens  # the run ends where a decode finishes: predict no further
+        limit = self.decode.steps_to_completion(q) - 1 if q and self.decode.members else 1 << 30
+        sizes = [first, *self.policy.upcoming(self, plan, limit)] if limit > 0 else [first]
         if len(sizes) > 1 and self.handoff is not None and self.handoff.early:
             # the iteration that finishes a prompt runs alone: its KV leaves as it computes
             totals = [sum(col) for col in zip(*sizes, strict=True)]

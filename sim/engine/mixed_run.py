@@ -58,15 +58,11 @@ class MixedRun:
         ctx = [seq.prefilled for seq, _ in plan.prefills]
         q = plan.decode_tokens
         bsz = len(dset.members) if q else 0
-        csum, cmax = (dset.ctx_sum, dset.longest_context()) if bsz else (0, 0)
-        durs = []
-        for j, new in enumerate(sizes):
-            if bsz:
-                durs.append(cost.iteration_time(new, ctx, bsz, q, csum + j * q * bsz, cmax + j * q,
-                                                _contexts_after(dset, j * q)))
-            else:
-                durs.append(cost.iteration_time(new, ctx))
-            ctx = [c + n for c, n in zip(ctx, new, strict=True)]
+        if bsz:
+            durs = cost.run_times(sizes, ctx, bsz, q, dset.ctx_sum, dset.longest_context(),
+                                  _contexts_after(dset))
+        else:
+            durs = cost.run_times(sizes, ctx)
         durs[0] += extra
         return cls(t0, plan, sizes, durs, blocks_for, bsz)
 
@@ -116,7 +112,7 @@ class MixedRun:
                    zip(self.starts, self.chunk_tokens(started), first, strict=True))
 
 
-def _contexts_after(dset: DecodeSet, tokens: int) -> Callable[[], list[int]]:
+def _contexts_after(dset: DecodeSet) -> Callable[[int], list[int]]:
     """The decode set's contexts once every member has made ``tokens`` more (for cost models
     that price decodes one by one)."""
-    return lambda: [c + tokens for c in dset.contexts()]
+    return lambda tokens: [c + tokens for c in dset.contexts()]

@@ -72,6 +72,12 @@ class SchedulerView(Protocol):
         """Blocks the decode set takes if every member advances ``tokens`` tokens now."""
         ...
 
+    def decode_blocks_at(self, position: int) -> int:
+        """Blocks the decode set takes at its ``position``-th next token (0: the next step's),
+        so ``decode_step_blocks(n) == sum(decode_blocks_at(j) for j in range(n))``: one count
+        per iteration for a policy predicting iterations one by one (``upcoming``)."""
+        ...
+
     def prefix_start(self, seq: Sequence) -> tuple[int, int]:
         """(computed tokens, blocks held) a waiting request would start from if admitted now:
         size its prefill as ``prefill_target - tokens`` and its memory as ``blocks_for(...) -

@@ -74,13 +74,14 @@ class BatchingPolicy(ABC):
         """
         return view.waiting[0] is seq
 
-    def upcoming(self, view: SchedulerView, plan: Plan) -> list[list[int]]:
+    def upcoming(self, view: SchedulerView, plan: Plan, limit: int = 1 << 30) -> list[list[int]]:
         """The iterations after the one ``plan`` describes that this policy would plan with the
         same prompt chunks and decode step, if meanwhile no request arrives, moves or finishes
         decoding (the instance bounds those itself): for each, every chunk's tokens, aligned with
         ``plan.prefills`` (each at least 1). Stop at the iteration in which a prompt finishes (it
         joins the decodes after it) or before one whose plan would differ in any other way.
-        Called right after ``schedule`` returned ``plan``.
+        Called right after ``schedule`` returned ``plan``; at most ``limit`` iterations are
+        wanted (the instance cuts the run where a decode finishes, so predicting beyond is waste).
 
         ``[]``, the default, is always correct: the instance asks again at every boundary. A
         policy that answers lets the instance execute those iterations as one run
@@ -114,8 +115,8 @@ class BatchingPolicy(ABC):
     def _prepare_mixed_iteration(self, view: SchedulerView, now: float) -> int:
         """For policies whose decodes never pause: secure the decode step's blocks (preempting if
         needed), resume swapped requests, and return how many sequences the iteration holds."""
-        if view.running:
-            self._ensure_decode_blocks(view)
+        if view.running and view.decode_step_blocks() > view.free_blocks:
+            self._ensure_decode_blocks(view)  # (the common case, the step fits, skips the call)
         seqs = len(view.running) + len(view.prefilling)
         if view.swapped:
             seqs = self._resume_swapped(view, now, seqs)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from goodput.sim.config import ConfigError
 from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
-from goodput.sim.engine.view import Plan, SchedulerView
+from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 #: most chunked iterations predicted at once (bounds a run's arrays)
 MAX_RUN = 256
@@ -62,32 +62,36 @@ class SarathiPolicy(BatchingPolicy):
             chunks.append((seq, n))
             budget -= n
         waiting = view.waiting
-        free -= self.watermark_blocks
-        # A new request is admitted only if its whole prompt fits next to what the prompts already
-        # in prefill still need (vLLM allocates a prompt's blocks at admission); otherwise several
-        # half-prefilled prompts can fill the cache with none able to finish, and nothing runs.
-        pending = sum(blocks_for(s.prefill_target) - s.blocks for s in view.prefilling)
-        while waiting and budget > 0 and seqs < self.max_running and not view.swapped:
-            seq = waiting[0]
-            done, held = view.prefix_start(seq)  # with a cached prefix: computed tokens, blocks held
-            n = min(chunk_size, seq.prefill_target - done, budget)
-            need = blocks_for(done + n) - held
-            whole = blocks_for(seq.prefill_target) - held
-            if whole + pending > free:
-                break
-            view.admit_next(n, now)
-            free -= need
-            pending += whole - need
-            chunks.append((seq, n))
-            budget -= n
-            seqs += 1
+        max_running = self.max_running
+        if waiting and budget > 0 and seqs < max_running and not view.swapped:
+            free -= self.watermark_blocks
+            # A new request is admitted only if its whole prompt fits next to what the prompts
+            # already in prefill still need (vLLM allocates a prompt's blocks at admission);
+            # otherwise several half-prefilled prompts can fill the cache with none able to
+            # finish, and nothing runs. (Summed only when the queue could admit: most
+            # boundaries of a saturated instance have nothing queued.)
+            pending = sum(blocks_for(s.prefill_target) - s.blocks for s in view.prefilling)
+            while waiting and budget > 0 and seqs < max_running and not view.swapped:
+                seq = waiting[0]
+                done, held = view.prefix_start(seq)  # cached prefix: computed tokens, blocks held
+                n = min(chunk_size, seq.prefill_target - done, budget)
+                need = blocks_for(done + n) - held
+                whole = blocks_for(seq.prefill_target) - held
+                if whole + pending > free:
+                    break
+                view.admit_next(n, now)
+                free -= need
+                pending += whole - need
+                chunks.append((seq, n))
+                budget -= n
+                seqs += 1
         if chunks:
             return Plan(chunks, decode_tokens=1 if view.running else 0)
         if view.running:
-            return Plan([], 1)
+            return DECODE_ONLY
         return None
 
-    def upcoming(self, view: SchedulerView, plan: Plan) -> list[list[int]]:
+    def upcoming(self, view: SchedulerView, plan: Plan, limit: int = MAX_RUN) -> list[list[int]]:
         """The following iterations, worked out by replaying ``schedule``'s rules on the state
         each would start from: the same prompts in order (full chunks, then the last piece), the
         decodes' KV growing step by step, no preemption, and no admission -- the loop above
@@ -95,7 +99,8 @@ class SarathiPolicy(BatchingPolicy):
         empty queue, a decode finishing): no budget or batch slot, or a head that does not fit
         (free blocks minus what admitted prompts still need only shrink as decodes grow). A
         prefilling request left out of ``plan`` that would get a chunk, or a chunk that would not
-        fit, ends the prediction before that iteration."""
+        fit, ends the prediction before that iteration. Rows are worked out one after another,
+        so a ``limit`` only cuts the list short."""
         chunks = plan.prefills
         if not chunks or view.swapped:
             return []
@@ -124,11 +129,12 @@ class SarathiPolicy(BatchingPolicy):
                               for i, s in order))
         step0 = view.decode_step_blocks() if decoding else 0
         free = view.free_blocks - step0  # free blocks when the next iteration starts
-        grown = step0  # decode blocks taken by the iterations so far
         water = self.watermark_blocks
+        limit = min(limit, MAX_RUN)
         out: list[list[int]] = []
-        while len(out) < MAX_RUN:
-            step = view.decode_step_blocks(len(out) + 2) - grown if decoding else 0
+        while len(out) < limit:
+            # the blocks the decode step of the next iteration takes (its token position)
+            step = view.decode_blocks_at(len(out) + 1) if decoding else 0
             if step > free:
                 break  # a step engine would preempt here
             room = free - step
@@ -164,7 +170,6 @@ class SarathiPolicy(BatchingPolicy):
             if admit:
                 need_all -= taken
             free -= taken + step
-            grown += step
             if finished:
                 break  # a prompt finished in this one
         return out
