@@ -69,10 +69,31 @@ def test_fp8_kv_halves_decode_attention_reads():
 
 def test_a_16_bit_profile_is_never_used_for_an_fp8_variant():
     gpu = get_gpu("h200")
-    assert make_cost_model(BASE, gpu, 1, CostModelConfig()).source.startswith("profile:")
-    cm = make_cost_model(get_model("llama-3.1-8b-fp8"), gpu, 1, CostModelConfig())
+    base = make_cost_model(BASE, gpu, 1, CostModelConfig())
+    assert base.source.startswith("profile:h200/llama-3.1-8b/")
+    # the H200 has measured FP8 profiles (profiler/device_fp8.sh): each variant gets its own
+    for variant in ("-fp8", "-kvfp8", "-fp8-kvfp8"):
+        cm = make_cost_model(get_model("llama-3.1-8b" + variant), gpu, 1, CostModelConfig())
+        assert cm.source.startswith(f"profile:h200/llama-3.1-8b{variant}/"), cm.source
+    # without one (H100 has no FP8 profile) the roofline prices it, labelled as unmeasured
+    cm = make_cost_model(get_model("llama-3.1-8b-fp8"), get_gpu("h100"), 1, CostModelConfig())
     assert cm.source.startswith("roofline")
     assert "FP8 weights unmeasured" in cm.describe()["error_estimate"]["label"]
+
+
+def test_the_measured_fp8_profile_is_faster_where_weights_dominate():
+    """FP8 weights halve the bytes a decode streams and run prefill GEMMs on FP8 tensor cores;
+    an FP8 KV cache alone changes little with the Triton kernel (measured, profiles on H200)."""
+    from goodput.sim.costmodel.base import Batch
+
+    gpu = get_gpu("h200")
+    cms = {v: make_cost_model(get_model("llama-3.1-8b" + v), gpu, 1, CostModelConfig())
+           for v in ("", "-fp8", "-kvfp8")}
+    prefill = {v: cm.batch_time(Batch([4096], [0])) for v, cm in cms.items()}
+    decode = {v: cm.batch_time(Batch([1] * 32, [2048] * 32)) for v, cm in cms.items()}
+    assert prefill["-fp8"] < 0.8 * prefill[""]
+    assert decode["-fp8"] < 0.9 * decode[""]
+    assert abs(decode["-kvfp8"] / decode[""] - 1) < 0.15
 
 
 def test_kv_transfer_moves_the_variants_bytes():
