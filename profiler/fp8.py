@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from goodput.profiler.kernels import HAVE_TRITON, use_triton
+from goodput.profiler.kernels import HAVE_TRITON, cast_fp8, use_triton
 
 FP8 = torch.float8_e4m3fn
 #: largest finite e4m3 value: a weight tensor's absolute maximum is scaled onto it
@@ -63,7 +63,7 @@ def static_scale(device) -> torch.Tensor:
 
 def quantize_ref(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x / scale in e4m3 (saturating at the e4m3 range, as vLLM's static quantisation does)."""
-    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+    return cast_fp8(x.float(), scale)
 
 
 if HAVE_TRITON:

@@ -42,9 +42,13 @@ def add_rmsnorm_ref(x, residual, weight, eps):
     fixed inputs never accumulates into its inputs.
     """
     new_res = x + residual
-    r = new_res.float()
-    y = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
-    return y.to(x.dtype), new_res
+    return _rmsnorm_f32(new_res, weight, eps).to(x.dtype), new_res
+
+
+def _rmsnorm_f32(r, weight, eps):
+    """RMSNorm in float32 (the references' shared arithmetic)."""
+    r = r.float()
+    return r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
 
 
 def rope_cache_ref(qkv, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv_heads, head_dim):
@@ -75,9 +79,13 @@ def rope_cache_ref(qkv, positions, cos_sin, k_cache, v_cache, slots, q_heads, kv
 
 
 def silu_mul_ref(gate_up):
+    return _silu_mul_f32(gate_up).to(gate_up.dtype)
+
+
+def _silu_mul_f32(gate_up):
     f = gate_up.shape[-1] // 2
     g, u = gate_up[..., :f].float(), gate_up[..., f:].float()
-    return (torch.nn.functional.silu(g) * u).to(gate_up.dtype)
+    return torch.nn.functional.silu(g) * u
 
 
 # --------------------------------------------------------------------------- Triton kernels
@@ -167,9 +175,12 @@ def add_rmsnorm_quant_ref(x, residual, weight, eps, scale):
     """``add_rmsnorm`` with its output quantised to e4m3 at the static ``scale``: (fp8 rows,
     new residual). The norm stays float32 before the cast (one rounding, to e4m3)."""
     new_res = x + residual
-    r = new_res.float()
-    y = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
-    return (y / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), new_res
+    return cast_fp8(_rmsnorm_f32(new_res, weight, eps), scale), new_res
+
+
+def cast_fp8(y, scale):
+    """y / scale in e4m3, saturating (what goodput.profiler.fp8.quantize_ref does)."""
+    return (y / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
 
 
 def add_rmsnorm_quant(x, residual, weight, scale, eps=1e-5):
@@ -207,10 +218,7 @@ def silu_mul(gate_up):
 
 
 def silu_mul_quant_ref(gate_up, scale):
-    f = gate_up.shape[-1] // 2
-    g, u = gate_up[..., :f].float(), gate_up[..., f:].float()
-    y = torch.nn.functional.silu(g) * u
-    return (y / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return cast_fp8(_silu_mul_f32(gate_up), scale)
 
 
 def silu_mul_quant(gate_up, scale):
