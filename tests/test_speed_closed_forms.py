@@ -175,3 +175,18 @@ def test_sim_clock_run_until_event_and_failures():
         SimClock().run(clock2.event())
     with pytest.raises(ValueError, match="greater"):
         SimClock(5.0).run(4.0)
+
+
+def test_quiet_boundaries_skip_only_marked_schedules():
+    """A boundary with nothing queued skips the policy's call only for a ``schedule`` marked
+    ``quiet_decode_only``; a subclass overriding it unmarked is asked every time."""
+    from goodput.sim.engine.policies.sarathi import SarathiPolicy
+    from goodput.sim.engine.policies.vllm import VLLMPolicy
+
+    class Unmarked(VLLMPolicy):
+        def schedule(self, view, now):
+            return super().schedule(view, now)
+
+    assert getattr(SarathiPolicy.schedule, "quiet_decode_only", False)
+    assert getattr(VLLMPolicy.schedule, "quiet_decode_only", False)
+    assert not getattr(Unmarked.schedule, "quiet_decode_only", False)

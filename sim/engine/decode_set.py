@@ -176,9 +176,17 @@ class DecodeSet:
         bsz = len(self.members)
         tokens = k * q if total is None else total
         t = self.tokens
-        blocks = self.phases.blocks_needed(t, tokens) if self.phases.size else 0
-        if blocks:
-            self.pool.grow(blocks)
+        phases = self.phases
+        if phases.size:
+            if tokens < phases.bs:  # ``blocks_needed`` for less than a cycle, inlined
+                p0 = t % phases.bs
+                end = p0 + tokens
+                cnt = phases.count
+                blocks = sum(cnt[p0:end]) if end <= phases.bs else sum(cnt[p0:]) + sum(cnt[:end - phases.bs])
+            else:
+                blocks = phases.blocks_needed(t, tokens)
+            if blocks:
+                self.pool.grow(blocks)
         t += tokens
         self.tokens = t
         self.ctx_sum += bsz * tokens
@@ -187,8 +195,10 @@ class DecodeSet:
         if durs is not None:
             d0 = durs[0]
             d_in = max(durs[1:]) if k > 1 else -math.inf
+        elif k > 1:
+            d_in = max(d0 + step, d0 + step * (k - 1))
         else:
-            d_in = max(d0 + step, d0 + step * (k - 1)) if k > 1 else -math.inf
+            d_in = -math.inf
         old_gap = (t0 - self.last_end) + d0
         gaps.push_run_max(self.run_index, old_gap if old_gap > d_in else d_in)
         new = self._new
@@ -221,9 +231,10 @@ class DecodeSet:
             return _NONE_DONE
         done: list[Sequence] = []
         overshoot = 0
+        index = self.index
         while heap and heap[0][0] <= t:
             at, _, seq = heapq.heappop(heap)
-            if seq.state == DECODING and seq.finish_at == at and seq.instance == self.index:
+            if seq.state == DECODING and seq.finish_at == at and seq.instance == index:
                 over = self.leave(seq)
                 if over:  # tokens past the output were counted above as zero gaps: take them back
                     buf.append((0.0, 0.0, 1, -over))

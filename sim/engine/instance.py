@@ -29,7 +29,7 @@ from goodput.sim.engine.sequence import COMPLETED, DONE, OUTCOMES, REJECTED, UNF
 from goodput.sim.engine.speculation import make_speculation
 from goodput.sim.engine.speculation_run import SpecRun, finish_spec_run, plan_spec_run
 from goodput.sim.engine.stats import InstanceStats
-from goodput.sim.engine.view import Plan
+from goodput.sim.engine.view import DECODE_ONLY, Plan
 
 
 class Instance(Admission):
@@ -71,6 +71,8 @@ class Instance(Admission):
         self.draining = False
         self.retired_at = math.nan  # when a drained instance had nothing left (NaN: never)
         self._coeff_cache: dict[int, tuple[float, float]] = {}
+        #: the policy's plan at a quiet boundary is known without asking it (``quiet_decode_only``)
+        self._quiet = getattr(type(policy).schedule, "quiet_decode_only", False)
         self._run: DecodeRun | MixedRun | None = None  # the decode run in flight
         self._iteration: tuple[float, float, Plan] | None = None  # a single general iteration
         self._pending: object = None  # end event of what is in flight; a truncation supersedes it
@@ -143,7 +145,12 @@ class Instance(Admission):
         """An iteration boundary: ask the policy for a plan and start executing it."""
         now = self.clock.now
         self._preempted = False
-        plan = self.next_plan(now)
+        q, dset, kv = self.queues, self.decode, self.kv
+        if (self._quiet and dset.members and not q.waiting and not q.prefilling and not q.swapped
+                and not self._hooks and kv.phases.count[dset.tokens % self.bs] <= kv.total - kv.used):
+            plan: Plan | None = DECODE_ONLY  # what the policy would plan (``quiet_decode_only``)
+        else:
+            plan = self.next_plan(now)
         stats = self.stats
         if plan is None:
             self._sample(now, 0)

@@ -14,6 +14,7 @@ every other section, and handed to the policy as ``self.options``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from goodput.sim.config import ConfigError, SchedulerConfig, register_strategy
@@ -23,6 +24,15 @@ from goodput.sim.engine.view import Plan, SchedulerView
 
 #: every batching policy by ``scheduler.policy`` name
 POLICIES: dict[str, type[BatchingPolicy]] = {}
+
+
+def quiet_decode_only(schedule: Callable[..., Plan | None]) -> Callable[..., Plan | None]:
+    """Mark a ``schedule`` that, with nothing waiting, swapped or in prefill, running decodes and
+    their next step's blocks free, returns a one-token decode-only plan and changes nothing. The
+    instance then skips the call at such boundaries (``Instance._boundary``); a subclass that
+    overrides ``schedule`` without the mark is always asked."""
+    schedule.quiet_decode_only = True  # type: ignore[attr-defined]
+    return schedule
 
 
 def register_policy(cls: type[BatchingPolicy]) -> type[BatchingPolicy]:

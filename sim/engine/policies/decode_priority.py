@@ -7,7 +7,7 @@ iteration every decode waits for — the contrast the Sarathi-Serve paper draws.
 """
 from __future__ import annotations
 
-from goodput.sim.engine.policies.base import register_policy
+from goodput.sim.engine.policies.base import quiet_decode_only, register_policy
 from goodput.sim.engine.policies.vllm import VLLMPolicy
 from goodput.sim.engine.view import Plan, SchedulerView
 
@@ -16,6 +16,7 @@ from goodput.sim.engine.view import Plan, SchedulerView
 class DecodePriorityPolicy(VLLMPolicy):
     name = "decode_priority"
 
+    @quiet_decode_only
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         seqs = self._prepare_mixed_iteration(view, now)
         budget = self.max_batched_tokens - len(view.running)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
+from goodput.sim.engine.policies.base import BatchingPolicy, quiet_decode_only, register_policy
 from goodput.sim.engine.view import Plan, SchedulerView
 
 
@@ -78,6 +78,7 @@ class StaticBatchingPolicy(_Reserving):
     name = "static"
     accepts_migration = False  # a running batch never takes new members
 
+    @quiet_decode_only
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         if view.running:
             return Plan([], 1)
@@ -92,6 +93,7 @@ class StaticBatchingPolicy(_Reserving):
 class OrcaPolicy(_Reserving):
     name = "orca"
 
+    @quiet_decode_only
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         seqs = len(view.running)
         admitted = self._admit(view, now, self.max_batched_tokens - seqs, seqs)

@@ -8,7 +8,7 @@ the lowest-priority, latest-arrived sequences are preempted (recompute or swap).
 """
 from __future__ import annotations
 
-from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
+from goodput.sim.engine.policies.base import BatchingPolicy, quiet_decode_only, register_policy
 from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 
@@ -25,6 +25,7 @@ class VLLMPolicy(BatchingPolicy):
             return "prompt + output exceeds scheduler.max_batched_tokens (needed to recompute)"
         return ""
 
+    @quiet_decode_only
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         if not view.waiting and not view.swapped and view.running and \
                 view.decode_step_blocks() <= view.free_blocks:
