@@ -199,3 +199,52 @@ def test_run_cases_on_the_cpu_writes_every_file(tmp_path):
     assert (req.outcome == "completed").all()
     meta = json.loads((case / "real_meta.json").read_text())
     assert meta["device"] == "cpu" and meta["provenance"]["torch"]
+
+
+def test_reprice_rebuilds_every_logged_iteration_with_the_current_profile(tmp_path):
+    """The logged composition (``chunks``) lets a fit re-price each iteration with the profile
+    shipped now: with the profile the run was predicted with, every row comes back as logged
+    (mixed chunk-plus-decode iterations included), so the fit never mixes two profiles."""
+    from goodput.profiler.serve.calibrate import _batch_of, iteration_table
+
+    root = tmp_path / "h200" / "llama-3.1-8b"
+    _virtual_case(root / "sarathi-b", "sarathi", 12.0)
+    logged = iteration_table([root], repriced=False)
+    again = iteration_table([root])
+    assert set(logged.kind) >= {"mixed", "decode"}
+    assert (logged.chunks.fillna("") != "").sum() == (logged.kind != "decode").sum()
+    assert again.kernel_s.to_numpy() == pytest.approx(logged.kernel_s.to_numpy(), rel=1e-6)
+    # an old log without chunks: decodes and lone prompts are exact, a mixed row cannot be rebuilt
+    row = pd.Series({"kind": "mixed", "n_seqs": 3, "new_tokens": 300, "context_tokens": 900,
+                     "chunks": float("nan")})
+    assert _batch_of(row) is None
+    assert _batch_of(pd.Series({**row, "kind": "decode", "new_tokens": 3})) == ([1, 1, 1],
+                                                                              [300, 300, 300])
+    assert _batch_of(pd.Series({"kind": "mixed", "n_seqs": 3, "new_tokens": 300, "context_tokens": 900,
+                                "chunks": "298@100"})) == ([298, 1, 1], [100, 400, 400])
+
+
+def test_heldout_score_is_stored_and_becomes_the_describe_error(tmp_path):
+    """A term fitted on one folder and scored on another whose iterations it predicts exactly has
+    a held-out error of 0; off by a known factor, that factor. describe() quotes the larger of the
+    profile's and the engine term's held-out P95."""
+    from goodput.profiler.serve.calibrate import calibrate, score_heldout
+    from goodput.sim.costmodel.errors import profiled_error
+
+    fit_root, held_root = tmp_path / "h200" / "llama-3.1-8b", tmp_path / "h200" / "llama-2-7b"
+    _virtual_case(fit_root / "vllm-a", "vllm", 10.0)
+    _virtual_case(held_root / "vllm-b", "vllm", 8.0)
+    doc = calibrate([fit_root], tmp_path / "engine.json", holdout_dirs=[held_root])
+    held = doc["heldout"]
+    assert held["on"] == ["h200/llama-2-7b"] and held["iterations"] > 0
+    assert held["p95_ape_pct"] == pytest.approx(0.0, abs=1.5)
+    # the same term with every host second doubled is off by the host share on every iteration
+    fit = {**doc["params"], "per_iteration_s": 2 * doc["params"]["per_iteration_s"]}
+    assert score_heldout(fit, [held_root])["p95_ape_pct"] > held["p95_ape_pct"] + 1.0
+    cm = ProfiledCostModel.from_dir(PROFILE, engine=str(tmp_path / "engine.json"))
+    (tmp_path / "worse.json").write_text(json.dumps({**doc, "heldout": {**held, "p95_ape_pct": 55.0}}))
+    est = profiled_error(ProfiledCostModel.from_dir(PROFILE, engine=str(tmp_path / "worse.json")))[
+        "error_estimate"]
+    assert est["pct"] == 55.0 and "whole iterations +-55%" in est["label"]
+    assert "engine.json heldout" in est["basis"] and "h200/llama-2-7b" in est["basis"]
+    assert profiled_error(cm)["error_estimate"]["pct"] == cm.fit["heldout_error"]["p95_pct"]

@@ -36,8 +36,54 @@ def _profile_model(cfg):
     return ProfiledCostModel.from_dir(path, engine="none")
 
 
-def iteration_table(model_dirs) -> pd.DataFrame:
-    """Every logged iteration of every served case: wall_s, kernel_s, n_seqs, kind, model."""
+def _batch_of(row) -> tuple[list[int], list[int]] | None:
+    """(new tokens, contexts) of a logged iteration, rebuilt from its columns: exact for decodes
+    and single prompts, and for any iteration logged with its ``chunks``; the decodes of a mixed
+    iteration share the decode context equally (their attention is priced by its sum). None:
+    a mixed iteration logged before ``chunks`` existed (its chunk contexts are unknown)."""
+    n, tokens, ctx = int(row.n_seqs), int(row.new_tokens), int(row.context_tokens)
+    text = row.chunks if isinstance(row.chunks, str) else ""
+    if row.kind == "decode":
+        pairs: list[tuple[int, int]] = []
+    elif text:
+        pairs = [(int(q), int(c)) for q, c in (p.split("@") for p in text.split(";"))]
+    elif row.kind == "prefill" and n == 1:
+        pairs = [(tokens, ctx)]
+    else:
+        return None
+    q_lens, ctx_lens = [q for q, _ in pairs], [c for _, c in pairs]
+    d = n - len(pairs)
+    if d:
+        dq, rq = divmod(tokens - sum(q_lens), d)
+        dc, rc = divmod(ctx - sum(ctx_lens), d)
+        q_lens += [dq + (i < rq) for i in range(d)]
+        ctx_lens += [dc + (i < rc) for i in range(d)]
+    return q_lens, ctx_lens
+
+
+def reprice(it: pd.DataFrame, cfg) -> pd.Series:
+    """The profile's kernel-only time of each logged iteration under the profile shipped *now*
+    (``_batch_of``): the engine term is then fitted against the profile the simulator will use,
+    not the one the run happened to be predicted with. Rows that cannot be rebuilt keep the
+    logged ``kernel_s``."""
+    from goodput.sim.costmodel.base import Batch
+
+    cm = _profile_model(cfg)
+    if "chunks" not in it:
+        it = it.assign(chunks="")
+    out = it.kernel_s.astype(float).copy()
+    for i, row in enumerate(it.itertuples(index=False)):
+        if row.kind == "spec":
+            continue
+        batch = _batch_of(row)
+        if batch is not None:
+            out.iloc[i] = cm.kernel_time(Batch(*batch))
+    return out
+
+
+def iteration_table(model_dirs, repriced: bool = True) -> pd.DataFrame:
+    """Every logged iteration of every served case: wall_s, kernel_s, n_seqs, kind, model.
+    ``repriced``: kernel_s from the current profile (``reprice``), else as the run logged it."""
     frames = []
     for d in model_dirs:
         for case in cases_of(Path(d)):
@@ -50,6 +96,8 @@ def iteration_table(model_dirs) -> pd.DataFrame:
                 # logs written before kernel_s existed: the prediction was profile-only
                 cm = _profile_model(cfg)
                 it["kernel_s"] = it.predicted_s - cm.overhead_c[0] - cm.overhead_c[1] * it.n_seqs
+            if repriced:
+                it["kernel_s"] = reprice(it, cfg)
             frames.append(it.assign(wall_s=it.end_s - it.start_s, model=cfg.cluster[0].model,
                                     gpu=cfg.cluster[0].gpu, case=case.name))
     if not frames:
@@ -92,7 +140,25 @@ def fit_engine(it: pd.DataFrame, per_chunk: bool = False) -> dict:
     return out
 
 
-def calibrate(model_dirs, out: Path, name: str | None = None, per_chunk: bool = False) -> dict:
+def score_heldout(fit: dict, holdout_dirs) -> dict:
+    """The fitted term on iterations it never saw (another model's runs, another session):
+    per kind, the median signed error and the P95 of the absolute error of whole iterations
+    against their measured wall time. This, not the fit's own residual, is the per-iteration
+    error ``describe()`` quotes (goodput.sim.costmodel.errors)."""
+    it = iteration_table(holdout_dirs)
+    it = it[it.kind != "spec"]
+    pred = (1 + fit["kernel_scale"]) * it.kernel_s + fit["per_iteration_s"] + fit["per_seq_s"] * it.n_seqs
+    err = (pred / it.wall_s - 1).to_numpy(float)
+    by_kind = {kind: {"n": int(m.sum()), "median_err_pct": round(float(np.median(err[m])) * 100, 2),
+                      "p95_ape_pct": round(float(np.percentile(np.abs(err[m]), 95)) * 100, 2)}
+               for kind in sorted(it.kind.unique()) for m in [(it.kind == kind).to_numpy()]}
+    return {"on": [f"{Path(d).parent.name}/{Path(d).name}" for d in holdout_dirs],
+            "iterations": len(it), "by_kind": by_kind,
+            "p95_ape_pct": round(float(np.percentile(np.abs(err), 95)) * 100, 2)}
+
+
+def calibrate(model_dirs, out: Path, name: str | None = None, per_chunk: bool = False,
+              holdout_dirs=()) -> dict:
     it = iteration_table(model_dirs)
     gpus = sorted(it.gpu.unique())
     if len(gpus) != 1:
@@ -117,6 +183,7 @@ def calibrate(model_dirs, out: Path, name: str | None = None, per_chunk: bool = 
                    + (" + per_chunk_s * [a prompt chunk in the batch]" if per_chunk else ""),
            "fitted_on": sorted(f"{m}/{c}" for m, c in set(zip(it.model, it.case, strict=True))),
            "iterations": len(it), "fit_residuals": fit["residuals"],
+           **({"heldout": score_heldout(fit, holdout_dirs)} if holdout_dirs else {}),
            "engine": "goodput.profiler.serve (random-weight model, piecewise CUDA graphs, eager paged "
                      "attention, synchronous token copy)",
            "runs_measured_on": {k: meta.get(k) for k in ("device_name", "driver", "torch",
@@ -202,8 +269,15 @@ def describe(doc: dict) -> str:
     for kind, r in doc["fit_residuals"].items():
         lines.append(f"  {kind:8s} n={r['n']:6d}  median error {r['median_err_pct']:+.2f}%  "
                      f"median |error| {r['median_ape_pct']:.2f}%")
+    held = doc.get("heldout")
+    if held:
+        lines.append(f"held out ({held['iterations']} iterations of {', '.join(held['on'])}): "
+                     f"P95 |error| {held['p95_ape_pct']:.1f}%")
+        for kind, r in held["by_kind"].items():
+            lines.append(f"  {kind:8s} n={r['n']:6d}  median error {r['median_err_pct']:+.2f}%  "
+                         f"P95 |error| {r['p95_ape_pct']:.2f}%")
     return "\n".join(lines)
 
 
-__all__ = ["calibrate", "describe", "fit_engine", "iteration_table", "per_case",
-           "residuals_by_kind", "spec_steps"]
+__all__ = ["calibrate", "describe", "fit_engine", "iteration_table", "per_case", "reprice",
+           "residuals_by_kind", "score_heldout", "spec_steps"]

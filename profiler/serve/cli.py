@@ -84,7 +84,8 @@ def _cmd_calibrate(args) -> int:
         return 0
     if not args.out:
         raise ValueError("--out is required (where to write the engine.json), or use --per-case")
-    print(describe(calibrate(dirs, Path(args.out), args.name, args.per_chunk)))
+    print(describe(calibrate(dirs, Path(args.out), args.name, args.per_chunk,
+                             [Path(d) for d in args.holdout])))
     print(f"written to {args.out}")
     return 0
 
@@ -170,6 +171,9 @@ def add_fidelity_subcommands(subparsers) -> None:
     k.add_argument("--per-chunk", action="store_true",
                    help="fit one more term: seconds per iteration carrying a prompt chunk "
                         "(the simulator does not apply it yet: see docs/fidelity.md)")
+    k.add_argument("--holdout", nargs="+", default=[], metavar="DIR",
+                   help="served runs the fit must not see: scored and stored as the term's "
+                        "held-out per-iteration error (what describe() quotes)")
     k.set_defaults(func=_cmd_calibrate)
     pl = sub.add_parser("plot", help="TTFT / TPOT / E2E CDFs of one case: real vs simulated")
     pl.add_argument("case", metavar="CASE_DIR")

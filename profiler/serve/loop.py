@@ -37,9 +37,13 @@ from goodput.sim.workload.schema import Trace
 #: predicted_s: the cost model's iteration time; kernel_s: its GPU part alone (profiled models);
 #: speculative steps (kind "spec"): spec_k drafts per sequence, new_tokens the tokens kept,
 #: predicted_s the simulator's draft + verify price, draft_s / predicted_draft_s the drafting
-#: part measured (GPU events) and predicted (NaN for other kinds)
+#: part measured (GPU events) and predicted (NaN for other kinds); chunks: each prompt chunk as
+#: "tokens@context" joined by ";" (empty for a decode), so that a later fit can re-price the
+#: iteration with another profile (the decodes are n_seqs minus the chunks, their tokens and
+#: contexts what remains of new_tokens and context_tokens)
 ITERATION_COLUMNS = ["start_s", "end_s", "kind", "n_seqs", "new_tokens", "context_tokens",
-                     "predicted_s", "kernel_s", "gpu_s", "spec_k", "draft_s", "predicted_draft_s"]
+                     "predicted_s", "kernel_s", "gpu_s", "spec_k", "draft_s", "predicted_draft_s",
+                     "chunks"]
 
 
 class WallClock(SteppedClock):
@@ -190,7 +194,7 @@ class ServingLoop:
                     gpu_s, draft_s = self.executor.execute_spec(step)
                     end = clock.now
                     finish_spec_step(inst, step, now, end, draft_s)
-                    log.append((now, end, "spec", step, None, gpu_s, draft_s))
+                    log.append((now, end, "spec", step, draft_s, gpu_s, 0))
                     continue
             members, q_lens, ctx_lens = inst.plan_members(plan)
             gpu_s = execute(members, q_lens, ctx_lens, len(plan.prefills))
@@ -198,7 +202,7 @@ class ServingLoop:
             inst.finish_iteration(plan, now, end)
             kind = ("decode" if not plan.prefills else "mixed" if plan.decode and len(members)
                     > len(plan.prefills) else "prefill")
-            log.append((now, end, kind, q_lens, ctx_lens, gpu_s, math.nan))
+            log.append((now, end, kind, q_lens, ctx_lens, gpu_s, len(plan.prefills)))
         end = clock.now
         inst.drain_unfinished(end)
         if i < n:
@@ -221,15 +225,17 @@ class ServingLoop:
         kernel_time = getattr(cost, "kernel_time", None)
         rows = []
         nan = math.nan
-        for start, end, kind, q_lens, ctx_lens, gpu_s, draft_s in log:
+        for start, end, kind, q_lens, ctx_lens, gpu_s, n_chunks in log:
             if kind == "spec":
-                step = q_lens
+                step, draft_s = q_lens, ctx_lens
                 rows.append((start, end, kind, len(step.seqs), int(step.advance.sum()),
                              int(step.contexts.sum()), step.predicted_s, nan, gpu_s, step.k,
-                             draft_s, step.predicted_draft_s))
+                             draft_s, step.predicted_draft_s, ""))
                 continue
             batch = Batch(q_lens, ctx_lens)
+            chunks = ";".join(f"{q}@{c}" for q, c in zip(q_lens[:n_chunks], ctx_lens[:n_chunks],
+                                                         strict=True))
             rows.append((start, end, kind, len(q_lens), sum(q_lens), sum(ctx_lens),
                          cost.batch_time(batch) if cost else nan,
-                         kernel_time(batch) if kernel_time else nan, gpu_s, 0, nan, nan))
+                         kernel_time(batch) if kernel_time else nan, gpu_s, 0, nan, nan, chunks))
         return pd.DataFrame(rows, columns=ITERATION_COLUMNS)

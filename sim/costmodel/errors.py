@@ -7,7 +7,11 @@ Every cost model's ``describe()`` carries two keys built here:
 * ``error_estimate``: ``{"pct": P, "basis": ..., "label": "measured profile, +-5%"}`` where
   ``P`` is a P95 absolute percentage error of a *held-out* comparison:
 
-  - measured profile: the fit's held-out P95 (fit.json ``heldout_error``, per-layer time);
+  - measured profile: the fit's held-out P95 (fit.json ``heldout_error``, per-layer time); with
+    the GPU's own engine term, the larger of that and the term's held-out P95 on whole
+    iterations of real serving runs it was not fitted on (engine.json ``heldout``, written by
+    ``goodput fidelity calibrate --holdout``: other models, other sessions), which is what a
+    simulated iteration is off by;
   - calibrated roofline: the leave-one-GPU-out P95 of calibration.json (iteration time, fitted
     on the other GPU, scored on this one), per phase where recorded;
   - plain roofline: the uncalibrated priors' P95 against the same profiles;
@@ -100,11 +104,28 @@ def roofline_error(cm) -> dict:
     return {"provenance": prov, "error_estimate": out}
 
 
+def _engine_heldout(engine) -> dict | None:
+    """The engine term's held-out whole-iteration error, when fitted on this GPU's own runs."""
+    if engine is None or (engine.info or {}).get("carried_from"):
+        return None
+    return (engine.info or {}).get("heldout")
+
+
 def profiled_error(cm) -> dict:
     f = cm.fit
     held = f.get("heldout_error") or {}
     pct = held.get("p95_pct")
+    basis = "fit.json heldout_error: P95 of the held-out 20% of the profile's batches (per-layer time)"
     extra = []
+    served = _engine_heldout(cm.engine)
+    if served and served.get("p95_ape_pct") is not None:
+        it_pct = float(served["p95_ape_pct"])
+        extra.append(f"whole iterations +-{it_pct:.0f}% against real serving runs the engine "
+                     "term never saw")
+        if pct is None or it_pct > pct:
+            pct = it_pct
+            basis = ("engine.json heldout: P95 |error| of whole iterations of held-out real "
+                     f"serving runs ({', '.join(served.get('on', []))}), kernels and engine term")
     if cm.tp > 1 and cm.collectives is None:
         extra.append("all-reduce estimated (measured-floor rule)")
     elif cm.tp > 1:
@@ -116,9 +137,10 @@ def profiled_error(cm) -> dict:
         extra.append("no engine term (profile host loop only)")
     label = _label(f"measured profile {f['gpu']}/{f['model']}/tp{cm.tp}", pct, "; ".join(extra))
     engine = cm.engine.name if cm.engine is not None else "profile host term"
-    return {"provenance": f"{cm.source}; engine {engine}",
-            "error_estimate": {"pct": pct, "basis": "fit.json heldout_error: P95 of the held-out "
-                               "20% of the profile's batches (per-layer time)", "label": label}}
+    out = {"pct": pct, "basis": basis, "label": label}
+    if served:
+        out["by_kind"] = served.get("by_kind", {})
+    return {"provenance": f"{cm.source}; engine {engine}", "error_estimate": out}
 
 
 __all__ = ["profiled_error", "roofline_error"]
