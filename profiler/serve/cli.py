@@ -63,9 +63,15 @@ def _cmd_calibrate(args) -> int:
 
     dirs = [Path(d) for d in args.dirs]
     if args.spec:
-        from goodput.profiler.serve.calibrate import spec_steps
+        from goodput.profiler.serve.calibrate import draft_pass_check, spec_steps
+        from goodput.sim.costmodel.engine import resolve_engine
+        from goodput.sim.costmodel.profiled import PROFILES_ROOT
 
         print(spec_steps(dirs))
+        gpu = load_case(cases_of(dirs[0])[0])[0].cluster[0].gpu
+        engine = resolve_engine(args.engine, PROFILES_ROOT, gpu)
+        if engine is not None:
+            print(draft_pass_check(dirs, engine))
         return 0
     if args.residuals:
         from goodput.profiler.serve.calibrate import residuals_by_kind
