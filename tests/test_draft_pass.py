@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from goodput.profiler.serve.calibrate import fit_draft_pass, score_draft_pass
+from goodput.profiler.serve.spec_calibrate import fit_draft_pass, score_draft_pass
 
 
 def _steps(per_pass, per_seq, scale, n=400, seed=3, folder="h200/spec"):
@@ -30,3 +30,21 @@ def test_fit_draft_pass_recovers_known_host_terms():
     host_share = (steps.k * (7e-4 + 3e-6 * steps.n_seqs) / steps.draft_s).median()
     worse = score_draft_pass(steps, 0.04, 14e-4, 3e-6)["h200/spec"]
     assert worse["median_err_pct"] > 0.8 * 100 * host_share > 5
+
+
+def test_step_host_check_fits_on_one_folder_and_scores_the_other(monkeypatch):
+    """Steps of folder A run 0.5 ms past their price, folder B's exactly at it: the fitted term is
+    0.5 ms, A's error goes to 0 and B's becomes the term's share of its steps."""
+    from goodput.profiler.serve import spec_calibrate
+
+    rng = np.random.default_rng(5)
+    price = rng.uniform(0.010, 0.020, 300)
+    frames = {"A": pd.DataFrame({"predicted_s": price, "wall_s": price + 5e-4, "folder": "h200/A"}),
+              "B": pd.DataFrame({"predicted_s": price, "wall_s": price, "folder": "h200/B"})}
+    monkeypatch.setattr(spec_calibrate, "_spec_rows", lambda dirs: pd.concat([frames[d] for d in dirs]))
+    out = spec_calibrate.step_host_check(["A"], ["B"])
+    assert "0.500 ms" in out.splitlines()[0]
+    a_line, b_line = out.splitlines()[1:]
+    assert "h200/A" in a_line and "+0.00% with it" in a_line.replace("-0.00%", "+0.00%")
+    share = 100 * np.median(5e-4 / price)
+    assert "h200/B" in b_line and f"+{share:.2f}% with it" in b_line

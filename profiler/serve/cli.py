@@ -63,7 +63,7 @@ def _cmd_calibrate(args) -> int:
 
     dirs = [Path(d) for d in args.dirs]
     if args.spec:
-        from goodput.profiler.serve.calibrate import draft_pass_check, spec_steps
+        from goodput.profiler.serve.spec_calibrate import draft_pass_check, spec_steps, step_host_check
         from goodput.sim.costmodel.engine import resolve_engine
         from goodput.sim.costmodel.profiled import PROFILES_ROOT
 
@@ -72,6 +72,8 @@ def _cmd_calibrate(args) -> int:
         engine = resolve_engine(args.engine, PROFILES_ROOT, gpu)
         if engine is not None:
             print(draft_pass_check(dirs, engine))
+        if len(dirs) > 1:  # fitted on the first folder, scored on the others
+            print(step_host_check(dirs[:1], dirs[1:]))
         return 0
     if args.residuals:
         from goodput.profiler.serve.calibrate import residuals_by_kind
