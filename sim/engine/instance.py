@@ -19,7 +19,7 @@ from goodput.sim.engine.decode_run import DecodeRun
 from goodput.sim.engine.decode_set import DecodeSet, nanmax
 from goodput.sim.engine.kvcache import KVCapacity
 from goodput.sim.engine.kvpool import KVPool
-from goodput.sim.engine.mixed_run import MixedRun
+from goodput.sim.engine.mixed_run import MixedRun, run_sizes
 from goodput.sim.engine.observer import InstanceObserver
 from goodput.sim.engine.policies.base import BatchingPolicy
 from goodput.sim.engine.prefix_cache import make_prefix_cache
@@ -164,7 +164,8 @@ class Instance(Admission):
             new = [n for _, n in plan.prefills]
             if now - stats.last_sample >= stats.interval:  # the common case skips the call
                 self._sample(now, sum(new))
-            sizes = self._mixed_run_sizes(plan, new) if self.fast_forward and not self._preempted else None
+            sizes = (run_sizes(self, self.policy, plan, new)
+                     if self.fast_forward and not self._preempted else None)
             if sizes is not None:
                 self._run = run = MixedRun.priced(now, plan, sizes, self.cost, self.decode,
                                                   self.kv.blocks_for, extra)
@@ -204,22 +205,6 @@ class Instance(Admission):
         self._truncatable = k > 1
         self._pending = self.clock.call_later(extra + k * (a + b * ctx_sum + b * bsz * 0.5 * (k - 1)),
                                               self._on_iteration_end)
-
-    def _mixed_run_sizes(self, plan: Plan, first: list[int]) -> list[list[int]] | None:
-        """Chunk sizes of the iterations from this one to execute as one run: what the policy
-        predicts, cut where a decode finishes (the batch changes there); None for a single one."""
-        if not plan.prefills:
-            return None
-        q = plan.decode_tokens  # the run ends where a decode finishes: predict no further
-        limit = self.decode.steps_to_completion(q) - 1 if q and self.decode.members else 1 << 30
-        sizes = [first, *self.policy.upcoming(self, plan, limit)] if limit > 0 else [first]
-        if len(sizes) > 1 and self.handoff is not None and self.handoff.early:
-            # the iteration that finishes a prompt runs alone: its KV leaves as it computes
-            totals = [sum(col) for col in zip(*sizes, strict=True)]
-            chunks = zip(plan.prefills, totals, strict=True)
-            if any(s.prefilled + n >= s.prefill_target for (s, _), n in chunks):
-                sizes.pop()
-        return sizes if len(sizes) > 1 else None
 
     def _schedule_end(self, delay: float) -> None:
         self._pending = self.clock.call_later(delay, self._on_iteration_end)
@@ -293,7 +278,7 @@ class Instance(Admission):
     def _finish_iteration(self, plan: Plan, t0: float, dur: float, run: MixedRun | None = None) -> None:
         """Apply a general iteration (or the ``run`` of them that ``plan`` begins): prefill
         chunks, and a decode step if the plan has one. A run's prompts and decodes finish only in
-        its last iteration (``BatchingPolicy.upcoming``, ``_mixed_run_sizes``)."""
+        its last iteration (``BatchingPolicy.upcoming``, ``mixed_run.run_sizes``)."""
         now = t0 + dur
         q = plan.decode_tokens
         members = self.decode.members

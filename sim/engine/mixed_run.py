@@ -112,6 +112,26 @@ class MixedRun:
                    zip(self.starts, self.chunk_tokens(started), first, strict=True))
 
 
+def run_sizes(inst, policy, plan: Plan, first: list[int]) -> list[list[int]] | None:
+    """Chunk sizes of the iterations from this one to execute as one run on instance ``inst``:
+    what ``policy`` predicts (``BatchingPolicy.upcoming``), cut where a decode finishes (the batch
+    changes there); None for a single one."""
+    if not plan.prefills:
+        return None
+    dset = inst.decode
+    q = plan.decode_tokens  # the run ends where a decode finishes: predict no further
+    limit = dset.steps_to_completion(q) - 1 if q and dset.members else 1 << 30
+    sizes = [first, *policy.upcoming(inst, plan, limit)] if limit > 0 else [first]
+    handoff = inst.handoff
+    if len(sizes) > 1 and handoff is not None and handoff.early:
+        # the iteration that finishes a prompt runs alone: its KV leaves as it computes
+        totals = [sum(col) for col in zip(*sizes, strict=True)]
+        chunks = zip(plan.prefills, totals, strict=True)
+        if any(s.prefilled + n >= s.prefill_target for (s, _), n in chunks):
+            sizes.pop()
+    return sizes if len(sizes) > 1 else None
+
+
 def _contexts_after(dset: DecodeSet) -> Callable[[int], list[int]]:
     """The decode set's contexts once every member has made ``tokens`` more (for cost models
     that price decodes one by one)."""

@@ -77,8 +77,10 @@ class TokenGaps:
         b0, b1 = _bins(first), _bins(last)
         same = b0 == b1
         self._hist += np.bincount(b0[same], weights=(count * weight)[same], minlength=len(self._hist))
-        for f, st, n, w, lo, hi in zip(first[~same], step[~same], count[~same], weight[~same],
-                                       b0[~same], b1[~same], strict=True):
+        # as Python numbers: the same values, and what a compiled build of this module expects
+        for f, st, n, w, lo, hi in zip(first[~same].tolist(), step[~same].tolist(),
+                                       count[~same].tolist(), weight[~same].tolist(),
+                                       b0[~same].tolist(), b1[~same].tolist(), strict=True):
             done = 0  # values j in [0, n) below each bin's upper edge
             n = int(n)
             for b in range(lo, hi):
