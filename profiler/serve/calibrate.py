@@ -81,25 +81,28 @@ def reprice(it: pd.DataFrame, cfg) -> pd.Series:
     return out
 
 
+def served_logs(dirs):
+    """(folder, case folder, config, iteration log) of every served case under ``dirs``."""
+    for d in dirs:
+        for case in cases_of(Path(d)):
+            log = case / "real_iterations.csv.gz"
+            if log.exists():
+                yield Path(d), case, load_case(case)[0], pd.read_csv(log)
+
+
 def iteration_table(model_dirs, repriced: bool = True) -> pd.DataFrame:
     """Every logged iteration of every served case: wall_s, kernel_s, n_seqs, kind, model.
     ``repriced``: kernel_s from the current profile (``reprice``), else as the run logged it."""
     frames = []
-    for d in model_dirs:
-        for case in cases_of(Path(d)):
-            log = case / "real_iterations.csv.gz"
-            if not log.exists():
-                continue
-            cfg, _ = load_case(case)
-            it = pd.read_csv(log)
-            if "kernel_s" not in it or it.kernel_s.isna().all():
-                # logs written before kernel_s existed: the prediction was profile-only
-                cm = _profile_model(cfg)
-                it["kernel_s"] = it.predicted_s - cm.overhead_c[0] - cm.overhead_c[1] * it.n_seqs
-            if repriced:
-                it["kernel_s"] = reprice(it, cfg)
-            frames.append(it.assign(wall_s=it.end_s - it.start_s, model=cfg.cluster[0].model,
-                                    gpu=cfg.cluster[0].gpu, case=case.name))
+    for _, case, cfg, it in served_logs(model_dirs):
+        if "kernel_s" not in it or it.kernel_s.isna().all():
+            # logs written before kernel_s existed: the prediction was profile-only
+            cm = _profile_model(cfg)
+            it["kernel_s"] = it.predicted_s - cm.overhead_c[0] - cm.overhead_c[1] * it.n_seqs
+        if repriced:
+            it["kernel_s"] = reprice(it, cfg)
+        frames.append(it.assign(wall_s=it.end_s - it.start_s, model=cfg.cluster[0].model,
+                                gpu=cfg.cluster[0].gpu, case=case.name))
     if not frames:
         raise FileNotFoundError(f"no real_iterations.csv.gz under {list(map(str, model_dirs))}; "
                                 "run `goodput fidelity run` on a GPU first")
@@ -260,4 +263,4 @@ def describe(doc: dict) -> str:
 
 
 __all__ = ["calibrate", "describe", "fit_engine", "iteration_table", "per_case", "reprice",
-           "residuals_by_kind", "score_heldout"]
+           "residuals_by_kind", "score_heldout", "served_logs"]

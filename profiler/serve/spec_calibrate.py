@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from goodput.profiler.serve.calibrate import iteration_table
-from goodput.profiler.serve.fidelity import cases_of, load_case
+from goodput.profiler.serve.calibrate import iteration_table, served_logs
 
 
 def _draft_kernel_lines(cfg):
@@ -39,27 +38,21 @@ def draft_steps(spec_dirs) -> pd.DataFrame:
     draft passes) and the draft's kernel-only time for the same passes: pass i of k attends
     each sequence's context plus the i tokens drafted before it."""
     frames = []
-    for d in spec_dirs:
-        for case in cases_of(Path(d)):
-            log = case / "real_iterations.csv.gz"
-            if not log.exists():
-                continue
-            cfg, _ = load_case(case)
-            it = pd.read_csv(log)
-            it = it[(it.kind == "spec") & it.draft_s.notna() & (it.spec_k > 0)]
-            if it.empty:
-                continue
-            at, width = _draft_kernel_lines(cfg)
-            kern = []
-            for b, ctx, k in zip(it.n_seqs, it.context_tokens, it.spec_k, strict=True):
-                rows = int(b) * width
-                first, second = at(rows, ctx * width), at(rows, ctx * width + rows)
-                kern.append(k * first + (second - first) * k * (k - 1) / 2)
-            frames.append(pd.DataFrame({"draft_s": it.draft_s.to_numpy(float),
-                                        "kernel_s": np.asarray(kern), "k": it.spec_k.to_numpy(int),
-                                        "n_seqs": it.n_seqs.to_numpy(int) * width,
-                                        "folder": f"{Path(d).parent.name}/{Path(d).name}",
-                                        "case": case.name}))
+    for d, case, cfg, it in served_logs(spec_dirs):
+        it = it[(it.kind == "spec") & it.draft_s.notna() & (it.spec_k > 0)]
+        if it.empty:
+            continue
+        at, width = _draft_kernel_lines(cfg)
+        kern = []
+        for b, ctx, k in zip(it.n_seqs, it.context_tokens, it.spec_k, strict=True):
+            rows = int(b) * width
+            first, second = at(rows, ctx * width), at(rows, ctx * width + rows)
+            kern.append(k * first + (second - first) * k * (k - 1) / 2)
+        frames.append(pd.DataFrame({"draft_s": it.draft_s.to_numpy(float),
+                                    "kernel_s": np.asarray(kern), "k": it.spec_k.to_numpy(int),
+                                    "n_seqs": it.n_seqs.to_numpy(int) * width,
+                                    "folder": f"{Path(d).parent.name}/{Path(d).name}",
+                                    "case": case.name}))
     if not frames:
         raise FileNotFoundError(f"no speculative steps with a measured draft span under "
                                 f"{list(map(str, spec_dirs))}")
