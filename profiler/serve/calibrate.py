@@ -17,6 +17,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -148,10 +149,13 @@ def score_heldout(fit: dict, holdout_dirs) -> dict:
     per kind, the median signed error and the P95 of the absolute error of whole iterations
     against their measured wall time. This, not the fit's own residual, is the per-iteration
     error ``describe()`` quotes (goodput.sim.costmodel.errors)."""
+    from goodput.sim.costmodel.engine import EngineOverhead
+
     it = iteration_table(holdout_dirs)
     it = it[it.kind != "spec"]
-    pred = (1 + fit["kernel_scale"]) * it.kernel_s + fit["per_iteration_s"] + fit["per_seq_s"] * it.n_seqs
-    err = (pred / it.wall_s - 1).to_numpy(float)
+    # applied to whole columns, as per_case and residuals_by_kind do (apply is plain arithmetic)
+    term: Any = EngineOverhead(fit["kernel_scale"], fit["per_iteration_s"], fit["per_seq_s"])
+    err = (term.apply(it.kernel_s, it.n_seqs) / it.wall_s - 1).to_numpy(float)
     by_kind = {kind: {"n": int(m.sum()), "median_err_pct": round(float(np.median(err[m])) * 100, 2),
                       "p95_ape_pct": round(float(np.percentile(np.abs(err[m]), 95)) * 100, 2)}
                for kind in sorted(it.kind.unique()) for m in [(it.kind == kind).to_numpy()]}

@@ -176,17 +176,9 @@ class DecodeSet:
         bsz = len(self.members)
         tokens = k * q if total is None else total
         t = self.tokens
-        phases = self.phases
-        if phases.size:
-            if tokens < phases.bs:  # ``blocks_needed`` for less than a cycle, inlined
-                p0 = t % phases.bs
-                end = p0 + tokens
-                cnt = phases.count
-                blocks = sum(cnt[p0:end]) if end <= phases.bs else sum(cnt[p0:]) + sum(cnt[:end - phases.bs])
-            else:
-                blocks = phases.blocks_needed(t, tokens)
-            if blocks:
-                self.pool.grow(blocks)
+        blocks = self.phases.blocks_needed(t, tokens) if self.phases.size else 0
+        if blocks:
+            self.pool.grow(blocks)
         t += tokens
         self.tokens = t
         self.ctx_sum += bsz * tokens

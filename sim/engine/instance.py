@@ -147,7 +147,7 @@ class Instance(Admission):
         self._preempted = False
         q, dset, kv = self.queues, self.decode, self.kv
         if (self._quiet and dset.members and not q.waiting and not q.prefilling and not q.swapped
-                and not self._hooks and kv.phases.count[dset.tokens % self.bs] <= kv.total - kv.used):
+                and not self._hooks and self.decode_step_blocks() <= kv.total - kv.used):
             plan: Plan | None = DECODE_ONLY  # what the policy would plan (``quiet_decode_only``)
         else:
             plan = self.next_plan(now)
@@ -155,11 +155,11 @@ class Instance(Admission):
         if plan is None:
             self._sample(now, 0)
             self.idle = True
-            if self.draining and not self.has_work() and not self.kv.reserved:
+            if self.draining and not self.has_work() and not kv.reserved:
                 self.retired_at = now  # drained and empty: its GPUs are released (and unbilled)
             return
         extra, self._overhead_s = self._overhead_s, 0.0
-        members = self.decode.members
+        members = dset.members
         if plan.prefills or plan.decode_tokens != 1:
             new = [n for _, n in plan.prefills]
             if now - stats.last_sample >= stats.interval:  # the common case skips the call
@@ -167,8 +167,8 @@ class Instance(Admission):
             sizes = (run_sizes(self, self.policy, plan, new)
                      if self.fast_forward and not self._preempted else None)
             if sizes is not None:
-                self._run = run = MixedRun.priced(now, plan, sizes, self.cost, self.decode,
-                                                  self.kv.blocks_for, extra)
+                self._run = run = MixedRun.priced(now, plan, sizes, self.cost, dset, kv.blocks_for,
+                                                  extra)
                 self._truncatable = True
                 self._schedule_end(run.span(run.k))
                 return
@@ -180,7 +180,7 @@ class Instance(Admission):
                     if seq.prefilled + n >= seq.prefill_target and seq.generated + 1 < seq.output:
                         self.handoff.prefill_finishing(self, seq, now, now + dur)
             return
-        bsz, ctx_sum = len(members), self.decode.ctx_sum
+        bsz, ctx_sum = len(members), dset.ctx_sum
         ab = self._coeff_cache.get(bsz)
         if ab is None:
             ab = self._coeff_cache[bsz] = self.cost.decode_coefficients(bsz)
@@ -195,9 +195,8 @@ class Instance(Admission):
         # A boundary that preempted is not a repeating plan: the blocks it freed can change the
         # next decision (vLLM resumes a swapped request as soon as they fit), so it runs once.
         if self.fast_forward and not self._preempted:
-            dset = self.decode
             k = dset.steps_to_completion()
-            growing, free = self.kv.phases.size, self.kv.total - self.kv.used
+            growing, free = kv.phases.size, kv.total - kv.used
             if growing and free < growing * (k // self.bs + 1):
                 k = min(k, dset.steps_until_shortage(free))
             k = max(k, 1)
