@@ -29,19 +29,6 @@ class Clock(Protocol):
         ...
 
 
-class ScheduledCall:
-    """The least a SimPy environment needs to process an event: its callbacks and that it
-    succeeded. An engine iteration's end is one of these rather than a ``simpy.Timeout`` (which
-    also carries a value, a delay and the environment for processes to wait on): the engine's
-    events are only ever called back, never yielded from, and there are several per request."""
-
-    __slots__ = ("callbacks",)
-    _ok = True  # it always succeeds: a class attribute, one store less per event
-
-    def __init__(self, callback: Callback) -> None:
-        self.callbacks: list[Callback] | None = [callback]
-
-
 class SimClock(simpy.Environment):
     """Discrete-event time: a SimPy environment with the seam's one scheduling call (a subclass
     rather than a wrapper, so reading ``now`` on the hot path costs no extra indirection).
@@ -55,10 +42,24 @@ class SimClock(simpy.Environment):
     def call_later(self, delay: float, callback: Callback) -> object:
         if delay < 0:
             raise ValueError(f"call_later: negative delay {delay}")
-        ev = ScheduledCall(callback)
-        # what ``schedule(ev, NORMAL, delay)`` does, without its call (several per request)
+        # A scheduled call sits on SimPy's heap as a one-element list holding the callback rather
+        # than as a ``simpy.Timeout`` (which carries a value, a delay and the environment for
+        # processes to wait on, and costs an ``__init__`` to build): the engine's events are
+        # only ever called back, never yielded from, and there are several per request. ``run``
+        # recognises the type; the list's identity is what a caller compares to recognise a
+        # superseded call. What ``schedule(ev, NORMAL, delay)`` does, without its call.
+        ev = [callback]
         heappush(self._heap, (self._now + delay, NORMAL, next(self._eid), ev))
         return ev
+
+    def step(self) -> None:
+        """Process the next event (SimPy's ``step``, knowing a scheduled call)."""
+        heap = self._heap
+        if heap and type(heap[0][3]) is list:
+            self._now, _, _, event = heappop(heap)
+            event[0](event)
+            return
+        super().step()
 
     def run(self, until: Any = None) -> Any:
         """SimPy's ``run``, with its ``step`` inlined: the loop pops and calls back exactly as
@@ -82,6 +83,9 @@ class SimClock(simpy.Environment):
         try:
             while heap:
                 self._now, _, _, event = heappop(heap)
+                if type(event) is list:  # a scheduled call: one callback, and it always succeeds
+                    event[0](event)
+                    continue
                 callbacks, event.callbacks = event.callbacks, None
                 try:
                     for callback in callbacks:
