@@ -155,6 +155,38 @@ def test_sim_clock_run_matches_simpy(until):
         assert mine == ref and clock.now == env.now
 
 
+def test_sim_clock_step_matches_simpy():
+    """Stepping one event at a time (scheduled calls sit on the heap as one-element lists, SimPy
+    events as themselves) runs the same callbacks in the same order as SimPy's ``step``."""
+    mine, ref = [], []
+    clock = SimClock()
+    _workload(clock, mine, True)
+    env = simpy.Environment()
+    env.call_later = None  # type: ignore[attr-defined]
+    _workload(env, ref, False)
+    while clock.peek() < float("inf"):
+        clock.step()
+    while env.peek() < float("inf"):
+        env.step()
+    assert mine == ref and clock.now == env.now
+    with pytest.raises(simpy.core.EmptySchedule):
+        clock.step()
+
+
+def test_upcoming_is_empty_when_a_prompt_finishes_in_the_plan():
+    """``mixed_run.run_sizes`` skips ``upcoming`` when a prompt of the plan finishes in its first
+    iteration; the policy's answer there is ``[]``, for every prompt length around the chunk."""
+    for prompt in (1, 30, 63, 64, 65, 95, 96, 97, 200):
+        inst = _saturated_sarathi_instance()
+        inst.submit(Sequence(500 + prompt, 0.0, prompt, 5))
+        for _ in range(80):
+            plan = inst.next_plan(0.0)
+            assert plan is not None
+            if any(s.prefilled + n >= s.prefill_target for s, n in plan.prefills):
+                assert inst.policy.upcoming(inst, plan) == []
+            inst.finish_iteration(plan, 0.0, 0.01)
+
+
 def test_sim_clock_run_until_event_and_failures():
     clock = SimClock()
     done = clock.timeout(3.0, value="v")

@@ -318,6 +318,7 @@ class RooflineCostModel(CostModel):
             return super().run_times(sizes, context_tokens, decodes, decode_tokens,
                                      decode_ctx_sum, decode_ctx_max, decode_contexts)
         rate, coef, attn_rate = self._decode_rate, self._attn_flops_coef, self._attn_rate
+        kv_bytes, bw = self._kv_bytes, self._bw
         free, finish = self._context_free_time, self._finish
         ctx = list(context_tokens)
         size = len(ctx) + decodes
@@ -334,7 +335,7 @@ class RooflineCostModel(CostModel):
                     attn += (c + 1) * rate
                 else:
                     flops = coef * q * (c + (q + 1) / 2.0)
-                    attn += max(flops / attn_rate, (c + q) * self._kv_bytes / self._bw)
+                    attn += max(flops / attn_rate, (c + q) * kv_bytes / bw)
                 total += q
                 ctx[i] = c + q  # the next iteration's context (index i is already read)
             durs.append(finish(free(total, size) + attn, size))

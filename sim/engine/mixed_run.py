@@ -42,10 +42,9 @@ class MixedRun:
         if len(sizes) != len(durs):
             raise ValueError("MixedRun: one row of chunk sizes per iteration duration")
         self.ends = list(accumulate(durs))  # the same left-to-right sums as a loop, at C speed
-        b = self.batch
-        #: tokens of work (chunks + decodes) done by the end of iteration j
-        self.work = (list(accumulate((sum(row) + b for row in sizes), initial=0)) if plan.prefills
-                     else list(range(0, b * len(durs) + 1, b)) if b else [0] * (len(durs) + 1))
+        #: tokens of work (chunks + decodes) done by the end of iteration j; worked out on the
+        #: first load query (``work_done``), which most runs never see
+        self.work: list[int] | None = None
         #: each chunk's computed tokens when the run began (before its first iteration)
         self.starts = [seq.prefilled for seq, _ in plan.prefills]
         self.blocks_for = blocks_for
@@ -72,7 +71,8 @@ class MixedRun:
         del self.durs[j:]
         del self.ends[j:]
         del self.sizes[j:]
-        del self.work[j + 1:]
+        if self.work is not None:
+            del self.work[j + 1:]
 
     def span(self, j: int) -> float:
         """Time from the run's start to the end of its j-th iteration."""
@@ -93,7 +93,13 @@ class MixedRun:
 
     def work_done(self, j: int) -> int:
         """Tokens of work (prompt chunks and decode tokens) the first j iterations did."""
-        return self.work[j]
+        work = self.work
+        if work is None:
+            b, sizes = self.batch, self.sizes
+            work = self.work = (list(accumulate((sum(row) + b for row in sizes), initial=0))
+                                if self.plan.prefills else list(range(0, b * self.k + 1, b)) if b
+                                else [0] * (self.k + 1))
+        return work[j]
 
     def chunk_tokens(self, j: int) -> list[int]:
         """Each chunk's tokens over the first j iterations."""
@@ -118,6 +124,9 @@ def run_sizes(inst, policy, plan: Plan, first: list[int]) -> list[list[int]] | N
     changes there); None for a single one."""
     if not plan.prefills:
         return None
+    for seq, n in plan.prefills:
+        if seq.prefilled + n >= seq.prefill_target:
+            return None  # a prompt finishes in this one: ``upcoming`` stops there by contract
     dset = inst.decode
     q = plan.decode_tokens  # the run ends where a decode finishes: predict no further
     limit = dset.steps_to_completion(q) - 1 if q and dset.members else 1 << 30

@@ -91,7 +91,9 @@ class BatchingPolicy(ABC):
         ``plan.prefills`` (each at least 1). Stop at the iteration in which a prompt finishes (it
         joins the decodes after it) or before one whose plan would differ in any other way.
         Called right after ``schedule`` returned ``plan``; at most ``limit`` iterations are
-        wanted (the instance cuts the run where a decode finishes, so predicting beyond is waste).
+        wanted (the instance cuts the run where a decode finishes, so predicting beyond is waste);
+        when a prompt of ``plan`` finishes in that iteration the answer is ``[]`` and the instance
+        does not ask (``mixed_run.run_sizes``).
 
         ``[]``, the default, is always correct: the instance asks again at every boundary. A
         policy that answers lets the instance execute those iterations as one run
