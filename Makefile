@@ -12,7 +12,7 @@ SHELL := /bin/bash
 # this machine's pip config names local wheel folders that may not exist: drop those warnings only
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv dev demo test lint bench notebooks clean
+.PHONY: venv dev demo test lint bench compiled bench-compiled notebooks clean
 
 # `venv`: what simulating and planning need, nothing more (no torch, no ray): `make demo` uses it.
 # `dev`: adds the profiler's torch (the CPU wheel, pinned first so no CUDA build is pulled) and the
@@ -47,10 +47,31 @@ lint: dev
 bench: venv
 	$(PY) benchmarks/sim_speed.py
 
+# `compiled`: an optional second install, .venv-compiled, with the engine's hot modules compiled
+# to C by mypyc ([tool.goodput] compiled in pyproject.toml; needs a C compiler). Not editable:
+# compiled modules shadow their source, so they must not sit in the working tree. Rebuild after
+# editing the engine; the check refuses a stale build and compares results byte for byte.
+CVENV ?= .venv-compiled
+CPY := $(CVENV)/bin/python
+compiled: dev
+	rm -rf $(CVENV) build
+	$(PYTHON) -m venv $(CVENV)
+	$(CPY) -m pip install -q --upgrade pip $(QUIET_PIP)
+	# mypyc type-checks what it compiles: the dev venv's mypy and stubs, then the dependencies
+	$(CPY) -m pip install -q "setuptools>=68" wheel \
+		$$($(PY) -m pip freeze | grep -iE '^(mypy|pandas-stubs|types-pyyaml|types-tqdm)==') $(QUIET_PIP)
+	$(CPY) -m pip install -q . $(QUIET_PIP)
+	GOODPUT_COMPILE=1 $(CPY) -m pip install -q --no-build-isolation --no-deps --force-reinstall . $(QUIET_PIP)
+	rm -rf build
+	$(PY) benchmarks/compiled_check.py --python $(CPY)
+
+bench-compiled: compiled
+	$(PY) benchmarks/sim_speed.py --python $(CPY)
+
 # rebuild every notebook from its builder and execute it in place, so the committed copies carry
 # their outputs (NOTEBOOKS="plan.ipynb ..." for some only)
 notebooks: dev
 	$(PY) notebooks/run_notebooks.py $(NOTEBOOKS)
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) $(CVENV) results

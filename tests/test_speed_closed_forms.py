@@ -105,6 +105,64 @@ def test_upcoming_limit_only_cuts_the_prediction():
         assert inst.policy.upcoming(inst, plan, limit) == full[:limit]
 
 
+@pytest.mark.parametrize("chunk,budget,blocks", [(128, 256, 900), (512, 512, 3000), (100, 130, 600),
+                                                 (64, 96, 400)])
+def test_one_prompt_rows_equal_the_loop(monkeypatch, chunk, budget, blocks):
+    """Sarathi's closed form for one prompt in prefill gives exactly the rows of the general
+    loop, at every boundary of whole simulations (roomy and tight KV, decodes squeezing the
+    budget), and both outcomes -- rows, and None where blocks could run short -- occur."""
+    from goodput.sim.engine.policies.sarathi import SarathiPolicy
+    from goodput.sim.simulator import simulate
+    from tests.conftest import poisson_requests
+
+    closed = SarathiPolicy._one_prompt_rows
+    upcoming = SarathiPolicy.upcoming
+    seen = {"rows": 0, "none": 0}
+
+    def counted(self, *args):
+        rows = closed(self, *args)
+        seen["none" if rows is None else "rows"] += 1
+        return rows
+
+    def checked(self, view, plan, limit=1 << 30):
+        fast = upcoming(self, view, plan, limit)
+        monkeypatch.setattr(SarathiPolicy, "_one_prompt_rows", lambda *a: None)
+        loop = upcoming(self, view, plan, limit)
+        monkeypatch.setattr(SarathiPolicy, "_one_prompt_rows", counted)
+        assert fast == loop
+        return fast
+
+    monkeypatch.setattr(SarathiPolicy, "_one_prompt_rows", counted)
+    monkeypatch.setattr(SarathiPolicy, "upcoming", checked)
+    df = poisson_requests(250, rate=10, prompt=(20, 3000), output=(1, 200), seed=23)
+    simulate(sarathi(True, chunk=chunk, budget=budget, blocks=blocks), df)
+    assert seen["rows"] > 20
+
+
+def test_one_prompt_rows_fall_back_when_blocks_run_short(monkeypatch):
+    """With free blocks shrunk (a reservation) below what the rest of the prompt and the decode
+    steps until it finishes take, the closed form declines and the loop's shorter answer
+    stands; with enough, both agree on the whole prompt."""
+    from goodput.sim.engine.policies.sarathi import SarathiPolicy
+
+    answers = set()
+    for left in range(0, 400, 7):  # free blocks left after the reservation
+        inst = _saturated_sarathi_instance()
+        plan = inst.next_plan(0.0)
+        assert plan is not None and len(plan.prefills) == 1 and not inst.waiting
+        inst.kv.reserve(max(0, inst.kv.total - inst.kv.used - left))
+        fast = inst.policy.upcoming(inst, plan)
+        seq, n = plan.prefills[0]
+        done = seq.prefilled + n
+        budget = inst.policy.token_budget - len(inst.running)
+        answers.add(inst.policy._one_prompt_rows(inst, done, seq.prefill_target, -(-done // inst.bs),
+                                                 budget, True, 1 << 30) is None)
+        with monkeypatch.context() as m:
+            m.setattr(SarathiPolicy, "_one_prompt_rows", lambda *a: None)
+            assert inst.policy.upcoming(inst, plan) == fast
+    assert answers == {True, False}
+
+
 def test_decode_blocks_at_adds_up_to_decode_step_blocks():
     inst = _saturated_sarathi_instance()
     assert inst.decode.members and inst.kv.phases.size

@@ -121,6 +121,10 @@ class SarathiPolicy(BatchingPolicy):
         budget0 = self.token_budget - running
         decoding = bool(plan.decode_tokens and running)
         admit = bool(view.waiting) and running + len(prefilling) < self.max_running
+        if m == 1 and not admit and len(prefilling) == 1 and prefilling[0] is chunks[0][0]:
+            rows = self._one_prompt_rows(view, done[0], target[0], held[0], budget0, decoding, limit)
+            if rows is not None:
+                return rows
         if admit:
             head = view.waiting[0]
             _, head_held = view.prefix_start(head)
@@ -173,4 +177,25 @@ class SarathiPolicy(BatchingPolicy):
             free -= taken + step
             if finished:
                 break  # a prompt finished in this one
+        return out
+
+    def _one_prompt_rows(self, view: SchedulerView, done: int, target: int, held: int, budget: int,
+                         decoding: bool, limit: int) -> list[list[int]] | None:
+        """``upcoming``'s loop for its most common case -- one prompt in prefill, nothing to
+        admit -- in closed form, when the free blocks cover the rest of the prompt and every
+        decode step until it finishes: then no check of the loop can fail, and each row's chunk
+        is ``min(chunk_size, budget)`` until the last piece. None: run the loop."""
+        if budget <= 0:
+            return []  # no prefill token fits next to the decodes
+        c = min(self.chunk_size, budget)
+        rest = target - done
+        rows = -(-rest // c)
+        step0 = view.decode_step_blocks() if decoding else 0
+        steps = view.decode_step_blocks(rows + 1) - step0 if decoding else 0  # positions 1..rows
+        if -(-target // self.capacity.block_size) - held + steps > view.free_blocks - step0:
+            return None
+        n = min(rows, limit, MAX_RUN)
+        out = [[c] for _ in range(n)]
+        if n == rows:
+            out[-1] = [rest - c * (rows - 1)]
         return out
