@@ -44,8 +44,10 @@ def _requests(n: int, rate: float, seed: int):
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"request_id": np.arange(n), "arrival_s": np.cumsum(rng.exponential(1 / rate, n)),
-                         "prompt_tokens": rng.integers(50, 2000, n), "output_tokens": rng.integers(1, 400, n)})
+    return pd.DataFrame({"request_id": np.arange(n),
+                         "arrival_s": np.cumsum(rng.exponential(1 / rate, n)),
+                         "prompt_tokens": rng.integers(50, 2000, n),
+                         "output_tokens": rng.integers(1, 400, n)})
 
 
 def _digest(res) -> str:
@@ -62,6 +64,7 @@ def child() -> dict:
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     import sim_speed
+
     from goodput.sim.simulator import simulate
     from goodput.sim.workload.generators import synthesize_chunks
     from goodput.sim.workload.lengths import Empirical

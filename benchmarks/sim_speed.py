@@ -17,7 +17,9 @@ Scenarios (each in a fresh subprocess so peak RSS is its own):
                on 4 x H200 with prefix caching, a 512 GB host tier and cache-aware routing
   *-step       the same with fast-forward off (one event per iteration), for comparison
 
-Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b]
+Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b] [--python .venv-compiled/bin/python]
+(``--python``: run the scenarios under another interpreter -- ``make bench-compiled`` gives the
+compiled build's, see ``make compiled``)
 Prints one line per scenario: requests, wall seconds, requests per wall-second, CPU seconds of the
 simulating process and requests per CPU-second (less sensitive to other load on the machine), peak
 RSS, SimPy events per request, and the machine's load average while it ran; then the memory per
@@ -191,6 +193,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only (no 1M-request runs)")
     ap.add_argument("--scenarios", help="comma-separated subset")
+    ap.add_argument("--python", default=sys.executable,
+                    help="interpreter that runs the scenarios (default: this one)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -208,10 +212,12 @@ def main() -> int:
         names = [n for n in names if not n.startswith(("azure", "vidur", "spec"))]
         print(f"(skipping azure-conv and vidur: {AZURE_CONV} not found)")
     rows = []
+    if args.python != sys.executable:
+        print(f"(scenarios run by {args.python})")
     print(f"{'scenario':<18}{'requests':>10}{'completed':>11}{'wall s':>9}{'req/s':>10}"
           f"{'cpu s':>9}{'req/cpu-s':>11}{'peak MB':>9}{'ev/req':>9}{'load':>7}")
     for name in names:
-        out = subprocess.run([sys.executable, __file__, "--child", name], cwd=REPO, check=True,
+        out = subprocess.run([args.python, __file__, "--child", name], cwd=REPO, check=True,
                              capture_output=True, text=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
         rows.append(row)
