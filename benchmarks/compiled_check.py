@@ -7,7 +7,8 @@ same bytes.
 3. *Same bytes*: the per-request table and the instance table of each configuration below hash
    the same under both interpreters -- every batching policy with recompute and swap preemption,
    two routers, fast-forward and step mode, under KV pressure; SmartSpec speculation; Vidur's
-   chunked-prefill scenario and the demo's cluster.
+   chunked-prefill scenario and the demo's cluster -- and so do the per-request and time-series
+   tables of every shipped example (``examples/*.yaml`` through the CLI, 300 requests each).
 
 Usage: python benchmarks/compiled_check.py --python .venv-compiled/bin/python
 (this interpreter runs the working tree's source; ``--python`` the compiled install). Prints one
@@ -58,6 +59,33 @@ def _digest(res) -> str:
     return hashlib.sha256(b"".join(parts)).hexdigest()[:16]
 
 
+def _examples() -> dict[str, str]:
+    """Every shipped example through the CLI (300 requests, as the tests run them): disaggregated
+    pools, prefix caching, sessions, compound requests, faults, priorities, speculation, a
+    plugin policy -- the per-request and time-series tables it writes. Real-trace examples are
+    left out without ../shared/traces."""
+    import tempfile
+
+    import pandas as pd
+
+    from goodput.cli import main as cli
+    from goodput.sim.config import load_config
+
+    out = {}
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        cfg = load_config(path)
+        if cfg.trace.path and not (REPO / cfg.trace.path).exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            args = ["simulate", "--config", str(path), "--no-progress", "--no-plots", "--out", tmp,
+                    "--max-requests", "300", "--force"]
+            code = cli(args)
+            tables = [pd.read_parquet(Path(tmp) / f) for f in ("requests.parquet", "timeseries.parquet")]
+        parts = [pd.util.hash_pandas_object(t, index=True).values.tobytes() for t in tables]
+        out[f"example-{path.stem}"] = f"{code}-" + hashlib.sha256(b"".join(parts)).hexdigest()[:16]
+    return out
+
+
 def child() -> dict:
     """Runs under each interpreter: the digests of every configuration, and what is compiled."""
     import importlib
@@ -92,6 +120,7 @@ def child() -> dict:
     reqs = synthesize_chunks(5000, rate=20.0, prompt_dist="lognormal:mean=1155,std=1100,min=4,max=8000",
                              output_dist="lognormal:mean=211,std=160,min=1,max=2000", seed=0, chunk=50_000)
     out["demo-cluster-5k"] = _digest(simulate(sim_speed._config(True), reqs, 5000))
+    out.update(_examples())
     listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["goodput"]["compiled"]
     modules = {m: importlib.import_module("goodput." + m.removesuffix(".py").replace("/", "."))
                for m in listed}
@@ -138,6 +167,12 @@ def main() -> int:
     print(f"same bytes: {len(mine['digests']) - len(differ)} of {len(mine['digests'])} configurations"
           + (f" (differ: {', '.join(differ)})" if differ else ""))
     ok &= not differ
+    failed = sorted(k for run in (mine, theirs) for k, v in run["digests"].items()
+                    if k.startswith("example-") and not v.startswith("0-"))
+    examples = sum(k.startswith("example-") for k in mine["digests"])
+    print(f"examples: {examples - len(set(failed))} of {examples} ran"
+          + (f" (failed: {', '.join(sorted(set(failed)))})" if failed else ""))
+    ok &= not failed
     return 0 if ok else 1
 
 
