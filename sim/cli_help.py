@@ -71,10 +71,14 @@ def format_names() -> list[str]:
 
 
 def _class_names(tree: ast.Module, decorator: str, registry: str | None = None) -> list[str]:
-    """``name = "..."`` of the classes in ``tree`` decorated by ``decorator`` or named in the
-    assignment to ``registry`` (``ROUTERS = {c.name: c for c in (RoundRobinRouter, ...)}``)."""
+    """``name = "..."`` of the classes in ``tree`` decorated by ``decorator``, passed to it in a
+    module-level call (``register_policy(SarathiPolicy)``) or named in the assignment to
+    ``registry`` (``ROUTERS = {c.name: c for c in (RoundRobinRouter, ...)}``)."""
     listed: set[str] = set()
     for node in tree.body:
+        call = node.value if isinstance(node, ast.Expr) else None
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == decorator:
+            listed |= {a.id for a in call.args if isinstance(a, ast.Name)}
         if (registry and isinstance(node, ast.AnnAssign | ast.Assign)
                 and registry in {t.id for t in getattr(node, "targets", [getattr(node, "target", None)])
                                  if isinstance(t, ast.Name)} and node.value is not None):

@@ -270,6 +270,8 @@ def test_sim_clock_run_until_event_and_failures():
 def test_quiet_boundaries_skip_only_marked_schedules():
     """A boundary with nothing queued skips the policy's call only for a ``schedule`` marked
     ``quiet_decode_only``; a subclass overriding it unmarked is asked every time."""
+    from goodput.sim.engine.policies import POLICIES
+    from goodput.sim.engine.policies.base import quiet_schedule
     from goodput.sim.engine.policies.sarathi import SarathiPolicy
     from goodput.sim.engine.policies.vllm import VLLMPolicy
 
@@ -277,6 +279,16 @@ def test_quiet_boundaries_skip_only_marked_schedules():
         def schedule(self, view, now):
             return super().schedule(view, now)
 
-    assert getattr(SarathiPolicy.schedule, "quiet_decode_only", False)
-    assert getattr(VLLMPolicy.schedule, "quiet_decode_only", False)
-    assert not getattr(Unmarked.schedule, "quiet_decode_only", False)
+    class Remarked(Unmarked):
+        quiet_decode_only = True
+
+        def schedule(self, view, now):
+            return super().schedule(view, now)
+
+    class Inherits(SarathiPolicy):  # the marked schedule itself: still quiet
+        pass
+
+    assert quiet_schedule(SarathiPolicy) and quiet_schedule(VLLMPolicy) and quiet_schedule(Inherits)
+    assert not quiet_schedule(Unmarked)
+    assert quiet_schedule(Remarked)
+    assert {n for n, c in POLICIES.items() if quiet_schedule(c)} >= {"vllm", "sarathi", "orca", "static"}

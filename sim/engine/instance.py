@@ -21,7 +21,7 @@ from goodput.sim.engine.kvcache import KVCapacity
 from goodput.sim.engine.kvpool import KVPool
 from goodput.sim.engine.mixed_run import MixedRun, run_sizes
 from goodput.sim.engine.observer import InstanceObserver
-from goodput.sim.engine.policies.base import BatchingPolicy
+from goodput.sim.engine.policies.base import BatchingPolicy, quiet_schedule
 from goodput.sim.engine.prefix_cache import make_prefix_cache
 from goodput.sim.engine.queues import RequestQueues, work_left
 from goodput.sim.engine.records import RecordSink
@@ -72,7 +72,7 @@ class Instance(Admission):
         self.retired_at = math.nan  # when a drained instance had nothing left (NaN: never)
         self._coeff_cache: dict[int, tuple[float, float]] = {}
         #: the policy's plan at a quiet boundary is known without asking it (``quiet_decode_only``)
-        self._quiet = getattr(type(policy).schedule, "quiet_decode_only", False)
+        self._quiet = quiet_schedule(type(policy))
         self._run: DecodeRun | MixedRun | None = None  # the decode run in flight
         self._iteration: tuple[float, float, Plan] | None = None  # a single general iteration
         self._pending: object = None  # end event of what is in flight; a truncation supersedes it

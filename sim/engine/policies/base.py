@@ -14,10 +14,10 @@ every other section, and handed to the policy as ``self.options``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from goodput.sim.config import ConfigError, SchedulerConfig, register_strategy
+from goodput.sim.engine.compiled import mypyc_attr
 from goodput.sim.engine.kvcache import KVCapacity
 from goodput.sim.engine.sequence import Sequence
 from goodput.sim.engine.view import Plan, SchedulerView
@@ -26,13 +26,14 @@ from goodput.sim.engine.view import Plan, SchedulerView
 POLICIES: dict[str, type[BatchingPolicy]] = {}
 
 
-def quiet_decode_only(schedule: Callable[..., Plan | None]) -> Callable[..., Plan | None]:
-    """Mark a ``schedule`` that, with nothing waiting, swapped or in prefill, running decodes and
-    their next step's blocks free, returns a one-token decode-only plan and changes nothing. The
-    instance then skips the call at such boundaries (``Instance._boundary``); a subclass that
-    overrides ``schedule`` without the mark is always asked."""
-    schedule.quiet_decode_only = True  # type: ignore[attr-defined]
-    return schedule
+def quiet_schedule(policy_type: type[BatchingPolicy]) -> bool:
+    """Does the ``schedule`` a policy of ``policy_type`` runs carry the ``quiet_decode_only``
+    mark? The mark belongs to the class that defines ``schedule``: a subclass that overrides it
+    without setting the mark again is always asked."""
+    for cls in policy_type.__mro__:
+        if "schedule" in cls.__dict__:
+            return bool(cls.__dict__.get("quiet_decode_only", False))
+    return False
 
 
 def register_policy(cls: type[BatchingPolicy]) -> type[BatchingPolicy]:
@@ -40,8 +41,14 @@ def register_policy(cls: type[BatchingPolicy]) -> type[BatchingPolicy]:
     return register_strategy(POLICIES, SchedulerConfig, cls, "batching policy")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BatchingPolicy(ABC):
     name: ClassVar[str] = "base"
+    #: set by a class whose ``schedule``, with nothing waiting, swapped or in prefill, running
+    #: decodes and their next step's blocks free, returns the one-token decode-only plan and
+    #: changes nothing: the instance then skips the call at such boundaries
+    #: (``Instance._boundary``, ``quiet_schedule``)
+    quiet_decode_only: ClassVar[bool] = False
     #: dataclass of this policy's own options (its config section), or None
     Options: ClassVar[Any] = None
     #: may a live-migrated request join the running batch? (not for static batching)

@@ -7,16 +7,18 @@ iteration every decode waits for — the contrast the Sarathi-Serve paper draws.
 """
 from __future__ import annotations
 
-from goodput.sim.engine.policies.base import quiet_decode_only, register_policy
+from goodput.sim.engine.compiled import mypyc_attr
+from goodput.sim.engine.policies.base import register_policy
 from goodput.sim.engine.policies.vllm import VLLMPolicy
 from goodput.sim.engine.view import Plan, SchedulerView
 
 
-@register_policy
+@mypyc_attr(allow_interpreted_subclasses=True)
 class DecodePriorityPolicy(VLLMPolicy):
     name = "decode_priority"
 
-    @quiet_decode_only
+    quiet_decode_only = True  # (BatchingPolicy.quiet_decode_only)
+
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         seqs = self._prepare_mixed_iteration(view, now)
         budget = self.max_batched_tokens - len(view.running)
@@ -39,3 +41,6 @@ class DecodePriorityPolicy(VLLMPolicy):
         if admitted:
             return Plan(admitted, decode_tokens=1 if view.running else 0)
         return Plan([], 1) if view.running else None
+
+
+register_policy(DecodePriorityPolicy)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from goodput.sim.engine.policies.base import BatchingPolicy, quiet_decode_only, register_policy
+from goodput.sim.engine.compiled import mypyc_attr
+from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
 from goodput.sim.engine.view import Plan, SchedulerView
 
 
@@ -23,6 +24,7 @@ class ReservingOptions:
     reserve_output_tokens: int | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class _Reserving(BatchingPolicy):
     Options = ReservingOptions
 
@@ -73,12 +75,13 @@ class _Reserving(BatchingPolicy):
         return admitted
 
 
-@register_policy
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StaticBatchingPolicy(_Reserving):
     name = "static"
     accepts_migration = False  # a running batch never takes new members
 
-    @quiet_decode_only
+    quiet_decode_only = True  # (BatchingPolicy.quiet_decode_only)
+
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         if view.running:
             return Plan([], 1)
@@ -89,14 +92,19 @@ class StaticBatchingPolicy(_Reserving):
         return False  # a running batch never takes new members
 
 
-@register_policy
+@mypyc_attr(allow_interpreted_subclasses=True)
 class OrcaPolicy(_Reserving):
     name = "orca"
 
-    @quiet_decode_only
+    quiet_decode_only = True  # (BatchingPolicy.quiet_decode_only)
+
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         seqs = len(view.running)
         admitted = self._admit(view, now, self.max_batched_tokens - seqs, seqs)
         if admitted:
             return Plan(admitted, decode_tokens=1 if view.running else 0)
         return Plan([], 1) if view.running else None
+
+
+register_policy(StaticBatchingPolicy)
+register_policy(OrcaPolicy)

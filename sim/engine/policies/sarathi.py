@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from goodput.sim.config import ConfigError
-from goodput.sim.engine.policies.base import BatchingPolicy, quiet_decode_only, register_policy
+from goodput.sim.engine.compiled import mypyc_attr
+from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
 from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 #: most chunked iterations predicted at once (bounds a run's arrays)
@@ -24,7 +25,7 @@ class SarathiOptions:
     token_budget: int = 512  # tokens per iteration, decodes + chunks
 
 
-@register_policy
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SarathiPolicy(BatchingPolicy):
     name = "sarathi"
     Options = SarathiOptions
@@ -42,7 +43,8 @@ class SarathiPolicy(BatchingPolicy):
         #: decodes that fit one iteration next to at least one prefill token
         self.max_running = min(cfg.max_batch_size, opt.token_budget - 1) if opt.token_budget > 1 else 1
 
-    @quiet_decode_only
+    quiet_decode_only = True  # (BatchingPolicy.quiet_decode_only)
+
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         chunk_size = self.chunk_size
         seqs = self._prepare_mixed_iteration(view, now)
@@ -199,3 +201,6 @@ class SarathiPolicy(BatchingPolicy):
         if n == rows:
             out[-1] = [rest - c * (rows - 1)]
         return out
+
+
+register_policy(SarathiPolicy)

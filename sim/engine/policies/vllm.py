@@ -8,11 +8,12 @@ the lowest-priority, latest-arrived sequences are preempted (recompute or swap).
 """
 from __future__ import annotations
 
-from goodput.sim.engine.policies.base import BatchingPolicy, quiet_decode_only, register_policy
+from goodput.sim.engine.compiled import mypyc_attr
+from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
 from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 
-@register_policy
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VLLMPolicy(BatchingPolicy):
     name = "vllm"
 
@@ -25,7 +26,8 @@ class VLLMPolicy(BatchingPolicy):
             return "prompt + output exceeds scheduler.max_batched_tokens (needed to recompute)"
         return ""
 
-    @quiet_decode_only
+    quiet_decode_only = True  # (BatchingPolicy.quiet_decode_only)
+
     def schedule(self, view: SchedulerView, now: float) -> Plan | None:
         if not view.waiting and not view.swapped and view.running and \
                 view.decode_step_blocks() <= view.free_blocks:
@@ -65,3 +67,6 @@ class VLLMPolicy(BatchingPolicy):
             seqs += 1
             free -= need
         return admitted
+
+
+register_policy(VLLMPolicy)
