@@ -31,6 +31,7 @@ else depends only on the batch size. Hence ``batch_time == a + b * sum(ctx)`` ho
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral
 
@@ -292,8 +293,10 @@ class RooflineCostModel(CostModel):
         kernels = self._context_free_time(batch.total_new_tokens, batch.size) + attn
         return self._finish(kernels, batch.size)
 
-    def iteration_time(self, new_tokens, context_tokens, decodes=0, decode_tokens=1,
-                       decode_ctx_sum=0, decode_ctx_max=0, decode_contexts=None) -> float:
+    def iteration_time(self, new_tokens: Sequence[int], context_tokens: Sequence[int],
+                       decodes: int = 0, decode_tokens: int = 1, decode_ctx_sum: int = 0,
+                       decode_ctx_max: int = 0,
+                       decode_contexts: Callable[[], list[int]] | None = None) -> float:
         """As ``batch_time``; one-token decodes priced from their context sum (each one's
         attention is ``(ctx + 1) * rate``, so the group's is ``(sum + count) * rate``)."""
         if decodes and decode_tokens != 1:
@@ -310,8 +313,10 @@ class RooflineCostModel(CostModel):
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
         return self._finish(self._context_free_time(total, size) + attn, size)
 
-    def run_times(self, sizes, context_tokens, decodes=0, decode_tokens=1, decode_ctx_sum=0,
-                  decode_ctx_max=0, decode_contexts=None) -> list[float]:
+    def run_times(self, sizes: Sequence[Sequence[int]], context_tokens: Sequence[int],
+                  decodes: int = 0, decode_tokens: int = 1, decode_ctx_sum: int = 0,
+                  decode_ctx_max: int = 0,
+                  decode_contexts: Callable[[int], list[int]] | None = None) -> list[float]:
         """``iteration_time`` of each iteration of a run, in one loop: the same terms summed in
         the same order (identical results), without a call per iteration and chunk."""
         if decodes and decode_tokens != 1:
@@ -319,12 +324,11 @@ class RooflineCostModel(CostModel):
                                      decode_ctx_sum, decode_ctx_max, decode_contexts)
         rate, coef, attn_rate = self._decode_rate, self._attn_flops_coef, self._attn_rate
         kv_bytes, bw = self._kv_bytes, self._bw
-        free, finish = self._context_free_time, self._finish
         ctx = list(context_tokens)
         size = len(ctx) + decodes
         if size == 0:
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
-        durs = []
+        durs: list[float] = []
         for j, new in enumerate(sizes):
             attn = (decode_ctx_sum + j * decodes + decodes) * rate if decodes else 0.0
             total = decodes
@@ -338,7 +342,7 @@ class RooflineCostModel(CostModel):
                     attn += max(flops / attn_rate, (c + q) * kv_bytes / bw)
                 total += q
                 ctx[i] = c + q  # the next iteration's context (index i is already read)
-            durs.append(finish(free(total, size) + attn, size))
+            durs.append(self._finish(self._context_free_time(total, size) + attn, size))
         return durs
 
     def verify_time(self, decodes, q, ctx_sum, ctx_max, contexts=None) -> float:

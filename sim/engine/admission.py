@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from collections.abc import Sequence as Seq
 from typing import Protocol
 
 from goodput.sim.costmodel.base import CostModel
@@ -27,6 +26,7 @@ from goodput.sim.engine.policies.base import BatchingPolicy
 from goodput.sim.engine.queues import RequestQueues, work_left
 from goodput.sim.engine.sequence import DECODING, PREFILLING, REJECTED, TRANSFERRING, WAITING, Sequence
 from goodput.sim.engine.stats import InstanceStats
+from goodput.sim.engine.view import SchedulerView
 
 
 class KVHandoff(Protocol):
@@ -41,7 +41,7 @@ class KVHandoff(Protocol):
     def reject_reason(self, seq: Sequence) -> str: ...
 
 
-class Admission:
+class Admission(SchedulerView):
     # state provided by Instance.__init__
     clock: Clock
     index: int
@@ -85,13 +85,9 @@ class Admission:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ SchedulerView
-    # ``waiting``, ``swapped``, ``prefilling`` and ``running`` are plain attributes bound in
-    # Instance.__init__ to the owners' containers (never rebound): policies read them at every
-    # boundary, and a property per read would cost the hot path.
-    waiting: Seq[Sequence]
-    swapped: Seq[Sequence]
-    prefilling: Seq[Sequence]
-    running: Seq[Sequence]
+    # ``waiting``, ``swapped``, ``prefilling`` and ``running`` (declared by SchedulerView) are
+    # plain attributes bound in Instance.__init__ to the owners' containers (never rebound):
+    # policies read them at every boundary, and a property per read would cost the hot path.
 
     @property
     def free_blocks(self) -> int:

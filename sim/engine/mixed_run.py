@@ -18,10 +18,15 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
 from goodput.sim.costmodel.base import CostModel
 from goodput.sim.engine.decode_set import DecodeSet
 from goodput.sim.engine.view import Plan
+
+if TYPE_CHECKING:
+    from goodput.sim.engine.instance import Instance
+    from goodput.sim.engine.policies.base import BatchingPolicy
 
 
 class MixedRun:
@@ -118,7 +123,8 @@ class MixedRun:
                    zip(self.starts, self.chunk_tokens(started), first, strict=True))
 
 
-def run_sizes(inst, policy, plan: Plan, first: list[int]) -> list[list[int]] | None:
+def run_sizes(inst: Instance, policy: BatchingPolicy, plan: Plan,
+              first: list[int]) -> list[list[int]] | None:
     """Chunk sizes of the iterations from this one to execute as one run on instance ``inst``:
     what ``policy`` predicts (``BatchingPolicy.upcoming``), cut where a decode finishes (the batch
     changes there); None for a single one."""

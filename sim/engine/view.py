@@ -10,7 +10,6 @@ directly, so the instance can keep its fast-forward invariants and the pool its 
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
-from typing import Protocol
 
 from goodput.sim.engine.sequence import Sequence
 
@@ -34,74 +33,71 @@ class Plan:
 DECODE_ONLY = Plan([], 1)
 
 
-class SchedulerView(Protocol):
-    """What a batching policy may read and do at an iteration boundary."""
+class SchedulerView:
+    """What a batching policy may read and do at an iteration boundary.
+
+    A base class the instance's admission part (``goodput.sim.engine.admission.Admission``)
+    implements, rather than a ``Protocol``: compiled (``make compiled``), a policy's reads and
+    calls through it are then direct, where a protocol would make each a generic attribute
+    lookup. The four queues are plain attributes bound once to their owners' containers
+    (read-only for a policy: use ``admit_next``, ``resume_swapped``, ...)."""
+
+    #: queued requests, by priority then FCFS (read-only: use ``admit_next``)
+    waiting: Seq[Sequence]
+    #: swap-preempted requests, FCFS (read-only: use ``resume_swapped``)
+    swapped: Seq[Sequence]
+    #: admitted requests whose prompt (or recompute) is not finished, in admission order
+    prefilling: Seq[Sequence]
+    #: the decode set, in join order
+    running: Seq[Sequence]
 
     @property
-    def waiting(self) -> Seq[Sequence]:
-        """Queued requests, by priority then FCFS (read-only: use ``admit_next``)."""
-        ...
+    def free_blocks(self) -> int:
+        raise NotImplementedError
 
     @property
-    def swapped(self) -> Seq[Sequence]:
-        """Swap-preempted requests, FCFS (read-only: use ``resume_swapped``)."""
-        ...
-
-    @property
-    def prefilling(self) -> Seq[Sequence]:
-        """Admitted requests whose prompt (or recompute) is not finished, in admission order."""
-        ...
-
-    @property
-    def running(self) -> Seq[Sequence]:
-        """The decode set, in join order."""
-        ...
-
-    @property
-    def free_blocks(self) -> int: ...
-
-    @property
-    def total_blocks(self) -> int: ...
+    def total_blocks(self) -> int:
+        raise NotImplementedError
 
     @property
     def growing_decodes(self) -> int:
         """Decode-set members whose KV grows block by block (not reserved up front)."""
-        ...
+        raise NotImplementedError
 
     def decode_step_blocks(self, tokens: int = 1) -> int:
         """Blocks the decode set takes if every member advances ``tokens`` tokens now."""
-        ...
+        raise NotImplementedError
 
     def decode_blocks_at(self, position: int) -> int:
         """Blocks the decode set takes at its ``position``-th next token (0: the next step's),
         so ``decode_step_blocks(n) == sum(decode_blocks_at(j) for j in range(n))``: one count
         per iteration for a policy predicting iterations one by one (``upcoming``)."""
-        ...
+        raise NotImplementedError
 
     def prefix_start(self, seq: Sequence) -> tuple[int, int]:
         """(computed tokens, blocks held) a waiting request would start from if admitted now:
         size its prefill as ``prefill_target - tokens`` and its memory as ``blocks_for(...) -
         held`` (prefix caching makes both smaller; without it they are ``prefilled`` and
         ``blocks``). Read-only."""
-        ...
+        raise NotImplementedError
 
     def admit_next(self, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
         """Pop the head of ``waiting`` and start its (re)prefill with a first chunk of ``tokens``;
         ``reserve_tokens`` > 0 reserves KV for that many tokens up front (Orca, static)."""
-        ...
+        raise NotImplementedError
 
     def admit_waiting(self, seq: Sequence, tokens: int, now: float, reserve_tokens: int = 0) -> Sequence:
         """As ``admit_next``, for any queued request (policies that reorder the queue)."""
-        ...
+        raise NotImplementedError
 
     def continue_prefill(self, seq: Sequence, tokens: int) -> None:
         """Hold blocks for the next ``tokens`` of a request already in ``prefilling``."""
-        ...
+        raise NotImplementedError
 
     def preempt(self, seq: Sequence, swap: bool = False) -> None:
         """Free a running or prefilling request's GPU memory: swap to host or drop (recompute)."""
-        ...
+        raise NotImplementedError
 
     def resume_swapped(self, now: float) -> Sequence:
         """Swap the head of ``swapped`` back in; it rejoins the decode set."""
-        ...
+        raise NotImplementedError

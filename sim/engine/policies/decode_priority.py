@@ -10,6 +10,7 @@ from __future__ import annotations
 from goodput.sim.engine.compiled import mypyc_attr
 from goodput.sim.engine.policies.base import register_policy
 from goodput.sim.engine.policies.vllm import VLLMPolicy
+from goodput.sim.engine.sequence import Sequence
 from goodput.sim.engine.view import Plan, SchedulerView
 
 
@@ -25,7 +26,7 @@ class DecodePriorityPolicy(VLLMPolicy):
         free = view.free_blocks - self.watermark_blocks
         if view.running:  # the blocks this iteration's decode step takes are not for prefills
             free -= view.decode_step_blocks()
-        admitted = []
+        admitted: list[tuple[Sequence, int]] = []
         waiting = view.waiting
         while waiting and seqs < self.cfg.max_batch_size and not view.swapped:
             seq = waiting[0]

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from goodput.sim.config import SchedulerConfig
 from goodput.sim.engine.compiled import mypyc_attr
+from goodput.sim.engine.kvcache import KVCapacity
 from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
+from goodput.sim.engine.sequence import Sequence
 from goodput.sim.engine.view import Plan, SchedulerView
 
 
@@ -28,23 +31,23 @@ class ReservingOptions:
 class _Reserving(BatchingPolicy):
     Options = ReservingOptions
 
-    def __init__(self, cfg, capacity, max_context=0):
+    def __init__(self, cfg: SchedulerConfig, capacity: KVCapacity, max_context: int = 0) -> None:
         super().__init__(cfg, capacity, max_context)
         extra = self.options.reserve_output_tokens
         if extra is not None and extra < 1:
             from goodput.sim.config import ConfigError
             raise ConfigError(f"scheduler.{self.name}.reserve_output_tokens must be >= 1 (or null)")
 
-    def reserve_tokens(self, seq) -> int:
+    def reserve_tokens(self, seq: Sequence) -> int:
         extra = self.options.reserve_output_tokens
         tokens = seq.prompt + (seq.output if extra is None else max(extra, seq.output))
         return min(tokens, self.max_context) if self.max_context else tokens
 
-    def landing_tokens(self, seq, kv_tokens: int) -> int:
+    def landing_tokens(self, seq: Sequence, kv_tokens: int) -> int:
         """A request reserved for its maximum length lands with that whole reservation again."""
         return self.reserve_tokens(seq)
 
-    def reject_reason(self, view, seq) -> str:
+    def reject_reason(self, view: SchedulerView, seq: Sequence) -> str:
         reason = super().reject_reason(view, seq)
         if reason:
             return reason
@@ -54,8 +57,9 @@ class _Reserving(BatchingPolicy):
             return "prompt exceeds scheduler.max_batched_tokens"
         return ""
 
-    def _admit(self, view: SchedulerView, now, budget: int, seqs: int) -> list:
-        admitted = []
+    def _admit(self, view: SchedulerView, now: float, budget: int,
+               seqs: int) -> list[tuple[Sequence, int]]:
+        admitted: list[tuple[Sequence, int]] = []
         free = view.free_blocks
         waiting = view.waiting
         while waiting and seqs < self.cfg.max_batch_size:
@@ -88,7 +92,7 @@ class StaticBatchingPolicy(_Reserving):
         admitted = self._admit(view, now, self.max_batched_tokens, 0)
         return Plan(admitted, decode_tokens=0) if admitted else None
 
-    def arrival_may_change_plan(self, view, seq) -> bool:
+    def arrival_may_change_plan(self, view: SchedulerView, seq: Sequence) -> bool:
         return False  # a running batch never takes new members
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from goodput.sim.config import ConfigError
+from goodput.sim.config import ConfigError, SchedulerConfig
 from goodput.sim.engine.compiled import mypyc_attr
+from goodput.sim.engine.kvcache import KVCapacity
 from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
+from goodput.sim.engine.sequence import Sequence
 from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 #: most chunked iterations predicted at once (bounds a run's arrays)
@@ -30,7 +32,7 @@ class SarathiPolicy(BatchingPolicy):
     name = "sarathi"
     Options = SarathiOptions
 
-    def __init__(self, cfg, capacity, max_context=0):
+    def __init__(self, cfg: SchedulerConfig, capacity: KVCapacity, max_context: int = 0) -> None:
         super().__init__(cfg, capacity, max_context)
         opt = self.options
         if opt.chunk_size < 1:
@@ -39,9 +41,10 @@ class SarathiPolicy(BatchingPolicy):
             raise ConfigError(f"scheduler.sarathi.token_budget ({opt.token_budget}) is below "
                               f"scheduler.sarathi.chunk_size ({opt.chunk_size}); raise the budget or "
                               "lower the chunk size")
-        self.chunk_size, self.token_budget = opt.chunk_size, opt.token_budget
+        self.chunk_size: int = opt.chunk_size
+        self.token_budget: int = opt.token_budget
         #: decodes that fit one iteration next to at least one prefill token
-        self.max_running = min(cfg.max_batch_size, opt.token_budget - 1) if opt.token_budget > 1 else 1
+        self.max_running: int = min(cfg.max_batch_size, opt.token_budget - 1) if opt.token_budget > 1 else 1
 
     quiet_decode_only = True  # (BatchingPolicy.quiet_decode_only)
 
@@ -49,7 +52,7 @@ class SarathiPolicy(BatchingPolicy):
         chunk_size = self.chunk_size
         seqs = self._prepare_mixed_iteration(view, now)
         budget = self.token_budget - len(view.running)
-        chunks = []
+        chunks: list[tuple[Sequence, int]] = []
         blocks_for = self.capacity.blocks_for
         # blocks this iteration's decode step will take are not available to prefill chunks
         free = view.free_blocks - (view.decode_step_blocks() if view.running else 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from goodput.sim.engine.compiled import mypyc_attr
 from goodput.sim.engine.policies.base import BatchingPolicy, register_policy
+from goodput.sim.engine.sequence import Sequence
 from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 
@@ -17,7 +18,7 @@ from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 class VLLMPolicy(BatchingPolicy):
     name = "vllm"
 
-    def reject_reason(self, view, seq) -> str:
+    def reject_reason(self, view: SchedulerView, seq: Sequence) -> str:
         reason = super().reject_reason(view, seq)
         if reason:
             return reason
@@ -45,14 +46,14 @@ class VLLMPolicy(BatchingPolicy):
                 return DECODE_ONLY
         return None
 
-    def admit_prompts(self, view: SchedulerView, now: float, seqs: int) -> list:
+    def admit_prompts(self, view: SchedulerView, now: float, seqs: int) -> list[tuple[Sequence, int]]:
         """Admit whole prompts from the queue, in its order (priority, then FCFS), while the token
         budget, batch size and free blocks above the watermark allow; stops at the first that
         does not fit. Subclasses that order admission differently override this."""
         waiting = view.waiting
         budget = self.max_batched_tokens
         free = view.free_blocks - self.watermark_blocks
-        admitted = []
+        admitted: list[tuple[Sequence, int]] = []
         blocks_for = self.capacity.blocks_for
         max_batch = self.cfg.max_batch_size
         while waiting:
