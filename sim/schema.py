@@ -16,10 +16,12 @@ class names, 0 = "default") and ``kind`` (codes index ``REQUEST_KINDS``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 #: outcome codes stored in the records, and their names (index = code)
-COMPLETED, REJECTED, UNFINISHED = 0, 1, 2
+COMPLETED: Final = 0
+REJECTED: Final = 1
+UNFINISHED: Final = 2
 OUTCOMES = ("completed", "rejected", "unfinished")
 #: request kinds stored in the records (index = the code ``Sequence.kind`` holds)
 GENERATE, EMBED, RAG = 0, 1, 2

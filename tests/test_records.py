@@ -20,8 +20,7 @@ from goodput.sim.engine.sequence import COMPLETED, OUTCOMES, UNFINISHED, Sequenc
 
 @pytest.fixture
 def tiny_blocks(monkeypatch):
-    monkeypatch.setattr(records, "BLOCK", 4)
-    monkeypatch.setattr(records, "_I_BLOCK", 4 * len(records._I_ORDER))
+    monkeypatch.setattr(records, "BLOCK", 4)  # rows per block of a sink made after this
 
 
 def _seq(rid: int, rng: np.random.Generator) -> Sequence:
@@ -88,7 +87,6 @@ def test_block_size_does_not_change_a_run(monkeypatch):
 
     default = run()
     monkeypatch.setattr(records, "BLOCK", 7)
-    monkeypatch.setattr(records, "_I_BLOCK", 7 * len(records._I_ORDER))
     tiny = run()
     assert (default["outcome"] == "unfinished").any()  # the cut's bulk add is exercised too
     pd.testing.assert_frame_equal(default, tiny)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import Final
 
 from goodput.sim.engine.kvpool import KVPool
 from goodput.sim.engine.sequence import DECODING, WAITING, Sequence
@@ -236,7 +237,7 @@ class DecodeSet:
 
 
 #: what ``advance`` returns when no member finished (shared: never mutated)
-_NONE_DONE: tuple[list[Sequence], int] = ([], 0)
+_NONE_DONE: Final[tuple[list[Sequence], int]] = ([], 0)
 
 
 def nanmax(a: float, b: float) -> float:

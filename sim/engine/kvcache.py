@@ -90,8 +90,8 @@ class DecodeBlockPhases:
     def blocks_needed(self, start_step: int, k: int) -> int:
         """Blocks consumed by set-token positions start_step .. start_step + k - 1."""
         bs = self.bs
-        full, rest = divmod(k, bs)
-        total = full * self.size
+        rest = k % bs
+        total = k // bs * self.size
         if rest:
             p0 = start_step % bs
             end = p0 + rest

@@ -10,7 +10,7 @@ O(k * batch). Counters are materialised when the sequence leaves the set (``Deco
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 # outcome codes and names used in the records: defined once, in goodput.sim.schema (re-exported here)
 from goodput.sim.schema import COMPLETED as COMPLETED
@@ -19,7 +19,12 @@ from goodput.sim.schema import REJECTED as REJECTED
 from goodput.sim.schema import UNFINISHED as UNFINISHED
 
 # lifecycle states (TRANSFERRING: prefilled, its KV on the way to a decode instance)
-WAITING, PREFILLING, DECODING, DONE, TRANSFERRING = 0, 1, 2, 3, 4
+# (Final: a compiled build inlines them)
+WAITING: Final = 0
+PREFILLING: Final = 1
+DECODING: Final = 2
+DONE: Final = 3
+TRANSFERRING: Final = 4
 
 
 class Sequence:

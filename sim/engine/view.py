@@ -10,6 +10,7 @@ directly, so the instance can keep its fast-forward invariants and the pool its 
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
+from typing import Final
 
 from goodput.sim.engine.sequence import Sequence
 
@@ -30,7 +31,7 @@ class Plan:
 
 
 #: the plan of a pure decode iteration (shared: plans are never mutated)
-DECODE_ONLY = Plan([], 1)
+DECODE_ONLY: Final = Plan([], 1)
 
 
 class SchedulerView:

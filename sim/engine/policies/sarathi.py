@@ -9,6 +9,7 @@ per chunk); a decode step that lacks blocks preempts as vLLM does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from goodput.sim.config import ConfigError, SchedulerConfig
 from goodput.sim.engine.compiled import mypyc_attr
@@ -18,7 +19,7 @@ from goodput.sim.engine.sequence import Sequence
 from goodput.sim.engine.view import DECODE_ONLY, Plan, SchedulerView
 
 #: most chunked iterations predicted at once (bounds a run's arrays)
-MAX_RUN = 256
+MAX_RUN: Final = 256
 
 
 @dataclass
