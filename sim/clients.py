@@ -4,8 +4,9 @@ The arrival feed (``goodput.sim.feed``) hands this driver every trace row that n
 at its arrival time": a turn of a session (``session_id``), every row in closed-loop mode, an
 ``embed`` or a ``rag`` row. What comes next depends on when a request ends, so the driver learns
 ends through the one place every request ends, the record sink: a ``Sequence`` whose ``client``
-is set is handed to that client instead of being written (``ClientRecords``), and the client
-writes the trace row's record and schedules what follows with clock callbacks. Nothing is
+is set is handed to that client instead of being written (``RecordSink.add``), and the client
+writes the trace row's record (``RecordSink.write``) and schedules what follows with clock
+callbacks. Nothing is
 started inside the instance that just ended a request: the next turn, client request or rag step
 runs in its own event (several due at one instant share one, as the feed's arrivals do), so fast
 forward and stepping see the same arrivals at the same boundaries.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,24 +29,6 @@ from goodput.sim.workload.schema import TraceError
 
 if TYPE_CHECKING:
     from goodput.sim.feed import ArrivalFeed
-
-
-class Client(Protocol):
-    """Who a ``Sequence.client`` is: told when that LLM call ends, instead of the records."""
-
-    def ended(self, seq: Sequence, outcome: int, completion: float, reason: str) -> None: ...
-
-
-class ClientRecords(RecordSink):
-    """The run's record sink: a request with a ``client`` is handed to it (its session, closed
-    loop or compound request), which writes the trace row's record itself."""
-
-    def add(self, seq: Sequence, outcome: int, completion: float = math.nan, reason: str = "") -> None:
-        client = seq.client
-        if client is None:
-            RecordSink.add(self, seq, outcome, completion, reason)
-        else:
-            cast(Client, client).ended(seq, outcome, completion, reason)
 
 
 class Request:
@@ -71,7 +54,7 @@ class Request:
         prefill ends it, the record says 0 output and 0 generated tokens."""
         if self.kind == EMBED:
             seq.output = seq.generated = 0
-        RecordSink.add(self.driver.records, seq, outcome, completion, reason)
+        self.driver.records.write(seq, outcome, completion, reason)
         self.driver.request_ended(self, completion if outcome == COMPLETED else self.driver.clock.now)
 
 
@@ -329,7 +312,7 @@ class Clients:
             rec = Sequence(req.rid, req.arrival, req.prompt, req.output, req.priority,
                            req.slo_class, req.kind)
             why = "an earlier turn of its session" if req.held else "its send time (think time)"
-            RecordSink.add(self.records, rec, UNFINISHED,
+            self.records.write(rec, UNFINISHED,
                            reason=f"waiting for {why} at end of simulation")
         self.waiting.clear()
 

@@ -213,7 +213,7 @@ class RagRequest:
             rec.kv_handoff, rec.kv_landed = final.kv_handoff, final.kv_landed
         rec.preemptions, rec.migrations = self.preemptions, self.migrations
         rec.migrated_bytes, rec.kv_bytes, rec.cached = self.migrated_bytes, self.kv_bytes, self.cached
-        RecordSink.add(self.driver.records, rec, outcome,
+        self.driver.records.write(rec, outcome,
                        completion=now if outcome == COMPLETED else math.nan, reason=reason)
         del self.driver.live[req.rid]
         self.driver.request_ended(req, now)

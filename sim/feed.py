@@ -233,6 +233,6 @@ class ArrivalFeed:
                                    pick(prios), pick(classes), reason)
         for i in range(lo, self.n):
             if kinds[i]:
-                RecordSink.add(self.records, Sequence(rids[i], arr[i], prompts[i], outputs[i],
+                self.records.write(Sequence(rids[i], arr[i], prompts[i], outputs[i],
                                                       prios[i], classes[i], kinds[i]),
                                UNFINISHED, reason=reason)

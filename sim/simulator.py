@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from goodput.sim.catalog import get_gpu, get_model
-from goodput.sim.clients import ClientRecords, Clients
+from goodput.sim.clients import Clients
 from goodput.sim.config import ConfigError, SimConfig
 from goodput.sim.config_checks import check_config
 from goodput.sim.config_clients import check_clients
@@ -269,7 +269,7 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     wall0 = time.perf_counter()
     check_config(cfg)  # every value, before anything is built
     check_clients(cfg)
-    records = ClientRecords()  # hands the ends of session, closed-loop and compound requests on
+    records = RecordSink()  # hands the ends of session, closed-loop and compound requests on
     cluster = build_cluster(cfg, records, getattr(trace, "meta", {}).get("prefix_block_tokens"))
     router = make_router(cfg.router, cluster.instances)
     clock = cluster.clock

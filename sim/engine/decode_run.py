@@ -7,16 +7,24 @@ take ``S(j) = j*(a + b*C + (b*B/2)*(j-1))``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 
-class DecodeRun(NamedTuple):
-    t0: float  # when the first iteration starts (after any one-off overhead such as a swap-in)
-    k: int
-    a: float
-    b: float
-    batch: int
-    ctx: int
+class DecodeRun:
+    """k decode iterations of a batch of ``batch`` sequences holding ``ctx`` cached tokens, the
+    first starting at ``t0`` (after any one-off overhead such as a swap-in), iteration j
+    costing ``a + b * (ctx + j * batch)``. A plain class with slots rather than a NamedTuple:
+    built at most boundaries, and cheaper to build and read either way (compiled, a native
+    object)."""
+
+    __slots__ = ("a", "b", "batch", "ctx", "k", "t0")
+
+    def __init__(self, t0: float, k: int, a: float, b: float, batch: int, ctx: int) -> None:
+        self.t0 = t0
+        self.k = k
+        self.a = a
+        self.b = b
+        self.batch = batch
+        self.ctx = ctx
 
     # the reads ``MixedRun`` also offers: each decode makes one token a step, no prompt chunks
     @property

@@ -231,7 +231,7 @@ class Instance(Admission):
             self._finish_run(run)
         elif run is not None:
             self._run = None
-            t0, k, a, b, bsz, ctx = run
+            t0, k, a, b, bsz, ctx = run.t0, run.k, run.a, run.b, run.batch, run.ctx
             first = a + b * ctx
             dur = k * (first + b * bsz * 0.5 * (k - 1))
             now = self.clock.now

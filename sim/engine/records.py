@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,12 @@ _ROW_SIZE = _ROW.size
 _PACK_INTO = _ROW.pack_into
 
 
+class Client(Protocol):
+    """Who a ``Sequence.client`` is: told when that LLM call ends, instead of the records."""
+
+    def ended(self, seq: Sequence, outcome: int, completion: float, reason: str) -> None: ...
+
+
 class RecordSink:
     """Blocks of ``BLOCK`` packed rows, one row a request (one ``pack_into`` a request rather
     than a call per column: this runs once per request on the hot path)."""
@@ -63,6 +70,17 @@ class RecordSink:
         return code
 
     def add(self, seq: Sequence, outcome: int, completion: float = math.nan, reason: str = "") -> None:
+        """A request ended (every end comes here): a request with a ``client`` (its session,
+        closed loop or compound request, goodput.sim.clients) is handed to it, which writes the
+        trace row's record itself (``write``) and sends what follows; any other is written."""
+        client = seq.client
+        if client is not None:
+            cast(Client, client).ended(seq, outcome, completion, reason)
+            return
+        self.write(seq, outcome, completion, reason)
+
+    def write(self, seq: Sequence, outcome: int, completion: float = math.nan, reason: str = "") -> None:
+        """Write ``seq``'s record."""
         _PACK_INTO(self._buf, self._at,
                    seq.arrival, seq.first_scheduled, seq.first_token, completion, seq.max_tbt,
                    seq.migrated_bytes, seq.kv_handoff, seq.kv_landed, seq.kv_bytes,
