@@ -7,10 +7,14 @@ own tree (``PYTHONPATH``).
 imports its own snapshot of this tree with the modules ``[tool.goodput] compiled`` lists built to
 C by mypyc): the measurement behind docs/simulator.md, "Compiling the engine". Check that the
 install is current first (``benchmarks/compiled_check.py``; ``make compiled`` runs it).
+``--compiled-a PYTHON`` makes A a compiled install too (say, one built from an older commit),
+so two compiled builds can be compared; ``--b`` then names the tree whose benchmark script B runs.
 
 Usage: python benchmarks/ab_trees.py --b /tmp/base [--a .] [--scenario vidur-10k] [--pairs 5]
        (check the other commit out first: git worktree add /tmp/base <commit>)
        python benchmarks/ab_trees.py --compiled .venv-compiled/bin/python [--pairs 3]
+       python benchmarks/ab_trees.py --compiled-a .venv-compiled/bin/python \
+           --compiled /tmp/old-venv/bin/python --b /tmp/base
 Prints each pair, then the median ratio and its range (below 1: A is faster).
 """
 from __future__ import annotations
@@ -43,18 +47,20 @@ def main() -> int:
     ap.add_argument("--a", default=str(REPO), help="tree A (default: this one)")
     ap.add_argument("--b", help="tree B")
     ap.add_argument("--compiled", metavar="PYTHON", help="B = the compiled install (its interpreter)")
+    ap.add_argument("--compiled-a", metavar="PYTHON", help="A = a compiled install (its interpreter)")
     ap.add_argument("--scenario", default="vidur-10k")
     ap.add_argument("--pairs", type=int, default=5)
     args = ap.parse_args()
     a = Path(args.a).resolve()
-    if bool(args.compiled) == bool(args.b):
-        ap.error("give --b TREE or --compiled PYTHON")
-    b = a if args.compiled else Path(args.b).resolve()
-    print(f"A = {a}, B = {args.compiled or b}; scenario {args.scenario}; CPU seconds of the simulation")
-    cpu_seconds(a, args.scenario), cpu_seconds(b, args.scenario, args.compiled)  # warm-up (file caches)
+    if not (args.compiled or args.b):
+        ap.error("give --b TREE or --compiled PYTHON (or both: the install, with its tree's script)")
+    b = Path(args.b).resolve() if args.b else a
+    pa = args.compiled_a
+    print(f"A = {pa or a}, B = {args.compiled or b}; scenario {args.scenario}; CPU seconds of the simulation")
+    cpu_seconds(a, args.scenario, pa), cpu_seconds(b, args.scenario, args.compiled)  # warm-up (file caches)
     ratios = []
     for i in range(args.pairs):
-        ta, tb = cpu_seconds(a, args.scenario), cpu_seconds(b, args.scenario, args.compiled)
+        ta, tb = cpu_seconds(a, args.scenario, pa), cpu_seconds(b, args.scenario, args.compiled)
         ratios.append(ta / tb)
         print(f"pair {i + 1}: A {ta:.3f} s, B {tb:.3f} s, A/B {ta / tb:.3f}", flush=True)
     print(f"A/B median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}; "

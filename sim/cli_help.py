@@ -90,11 +90,13 @@ def _class_names(tree: ast.Module, decorator: str, registry: str | None = None) 
         decorated = any(isinstance(d, ast.Name) and d.id == decorator for d in node.decorator_list)
         if not (decorated or node.name in listed):
             continue
-        for item in node.body:
-            if (isinstance(item, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name"
-                                                     for t in item.targets)
-                    and isinstance(item.value, ast.Constant) and isinstance(item.value.value, str)):
-                out.append(item.value.value)
+        for item in node.body:  # ``name = "..."`` or ``name: ClassVar[str] = "..."``
+            targets = item.targets if isinstance(item, ast.Assign) else \
+                [item.target] if isinstance(item, ast.AnnAssign) else []
+            value = getattr(item, "value", None)
+            if (any(isinstance(t, ast.Name) and t.id == "name" for t in targets)
+                    and isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                out.append(value.value)
     return out
 
 

@@ -63,6 +63,9 @@ class SimResult:
     steps: pd.DataFrame | None = None
     #: the request driver: client mode, sessions, closed loop, retrieval (goodput.sim.clients.Clients.info)
     clients: dict = field(default_factory=dict)
+    #: events the run scheduled on its clock (arrivals, iteration ends, transfers...): what the
+    #: event loop did, independent of the machine (benchmarks/sim_speed.py prints it per request)
+    events: int = 0
 
 
 class TraceObserver(NullObserver):
@@ -291,6 +294,7 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
     if progress is not None:
         progress.close()
     end = clock.now
+    events = clock.events_scheduled()
     feed.finish()
     # nothing left to happen (a cut can leave transfers and migrations in flight, holding blocks)
     complete_run = clock.peek() == math.inf and all(not i.has_work() for i in cluster.instances)
@@ -348,4 +352,5 @@ def simulate(cfg: SimConfig, trace, total: int | None = None) -> SimResult:
                      migration={"completed": manager.completed, "aborted": manager.aborted,
                                 "bytes": manager.bytes} if manager else {},
                      links=links, kv_transfer=kv_transfer, steps=steps, clients=clients.info(),
+                     events=events,
                      faults=faults if any(e.action not in ("drain", "scale_out") for e in cfg.events) else {})

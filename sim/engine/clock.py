@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappop, heappush
+from itertools import count
 from typing import Any, Protocol
 
 import simpy
 from simpy.core import NORMAL, URGENT, StopSimulation
+
+from goodput.sim.engine.compiled import mypyc_attr
 
 #: a scheduled callback receives the event that fired (SimPy's convention, no wrapper per event)
 Callback = Callable[[Any], None]
@@ -33,11 +36,32 @@ class SimClock(simpy.Environment):
     """Discrete-event time: a SimPy environment with the seam's one scheduling call (a subclass
     rather than a wrapper, so reading ``now`` on the hot path costs no extra indirection).
     Scheduled calls go on SimPy's own event heap and are processed like any event (``run``
-    inlines ``step``), so SimPy processes and timeouts can share the clock."""
+    inlines ``step``), so SimPy processes and timeouts can share the clock.
+
+    Compiled in the optional build (``make compiled``): a native class may derive from a plain
+    Python one, and the three fields SimPy's own code reads and writes -- the time, the event
+    heap and the event counter -- are declared here, so they become native slots that SimPy's
+    methods (``schedule``, ``peek``, its events) reach through their descriptors while the
+    loop below and ``call_later`` read them directly. Interpreted, the declarations are only
+    annotations."""
+
+    _now: float
+    _queue: list[Any]
+    _eid: count[int]
 
     def __init__(self, initial_time: float = 0) -> None:
-        super().__init__(initial_time)
+        super().__init__(float(initial_time))  # a float either way (the slot's type)
         self._heap: list[Any] = self._queue  # SimPy's event heap (created once, never rebound)
+
+    @property
+    def now(self) -> float:
+        """The current simulation time (SimPy's property, read from the slot)."""
+        return self._now
+
+    def events_scheduled(self) -> int:
+        """How many events have been scheduled so far (SimPy numbers each from one counter;
+        reading it takes one number, so call it when the run is over)."""
+        return next(self._eid)
 
     def call_later(self, delay: float, callback: Callback) -> object:
         if delay < 0:
@@ -106,9 +130,10 @@ class SimClock(simpy.Environment):
         return None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SteppedClock:
     """Base for clocks of loops that drive an instance one iteration at a time (no callbacks);
-    subclasses provide ``now``."""
+    subclasses (goodput.profiler.serve's wall and virtual clocks) provide ``now``."""
 
     def call_later(self, delay: float, callback: Callback) -> object:
         raise RuntimeError("this instance is driven step by step (next_plan / finish_iteration); "

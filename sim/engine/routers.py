@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
 
 from goodput.sim.config import ConfigError, RouterConfig
+from goodput.sim.engine.compiled import mypyc_attr
 from goodput.sim.engine.migration import MigrationManager
 from goodput.sim.engine.sequence import Sequence
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Router(ABC):
-    name = "base"
+    """Compiled in the optional build (one ``choose`` per arrival); plugins subclass it from
+    ordinary Python (``register_router``)."""
 
-    def __init__(self, cfg: RouterConfig, instances: list):
+    name: ClassVar[str] = "base"
+
+    def __init__(self, cfg: RouterConfig, instances: list) -> None:
         self.cfg = cfg
         self.instances = instances  # shared with the cluster: scale-out appends to it
-        self.feed_active = lambda: False  # set by the simulator: are arrivals still to come?
+        #: set by the simulator: are arrivals still to come?
+        self.feed_active: Callable[[], bool] = _no_more_arrivals
 
     def candidates(self, now: float | None = None) -> list:
         """Instances that take new prompts: not draining, not decode-only (a pool's decode
@@ -46,13 +54,13 @@ class Router(ABC):
 
 
 class RoundRobinRouter(Router):
-    name = "round_robin"
+    name: ClassVar[str] = "round_robin"
 
-    def __init__(self, cfg, instances):
+    def __init__(self, cfg: RouterConfig, instances: list) -> None:
         super().__init__(cfg, instances)
         self._next = 0
 
-    def choose(self, seq, now):
+    def choose(self, seq: Sequence, now: float):
         if self.cfg.pool_overflow_tokens is not None:
             cands = self.candidates(now)
             self._next += 1
@@ -69,18 +77,18 @@ class RoundRobinRouter(Router):
 class LeastOutstandingTokensRouter(Router):
     """Fewest tokens of work left (prefill + decode); ties -> lowest index."""
 
-    name = "least_outstanding_tokens"
+    name: ClassVar[str] = "least_outstanding_tokens"
 
-    def choose(self, seq, now):
+    def choose(self, seq: Sequence, now: float):
         return min(self.candidates(now), key=lambda i: i.load_tokens(now))
 
 
 class LeastKVRouter(Router):
     """Lowest KV-cache use, counting the blocks queued requests will need."""
 
-    name = "least_kv"
+    name: ClassVar[str] = "least_kv"
 
-    def choose(self, seq, now):
+    def choose(self, seq: Sequence, now: float):
         return min(self.candidates(now),
                    key=lambda i: (i.used_blocks_now(now) + i.queued_demand_blocks) / i.total_blocks)
 
@@ -88,13 +96,13 @@ class LeastKVRouter(Router):
 class PowerOfTwoRouter(Router):
     """Sample two instances at random, send to the less loaded (outstanding tokens)."""
 
-    name = "power_of_two"
+    name: ClassVar[str] = "power_of_two"
 
-    def __init__(self, cfg, instances):
+    def __init__(self, cfg: RouterConfig, instances: list) -> None:
         super().__init__(cfg, instances)
         self._rng = random.Random(cfg.seed)
 
-    def choose(self, seq, now):
+    def choose(self, seq: Sequence, now: float):
         live = self.candidates(now)
         if len(live) == 1:
             return live[0]
@@ -110,9 +118,9 @@ class PrefixAwareRouter(Router):
     cache saves, so load stays balanced; with no prefix anywhere it is least-outstanding-tokens.
     Ties -> lowest index."""
 
-    name = "prefix_aware"
+    name: ClassVar[str] = "prefix_aware"
 
-    def choose(self, seq, now):
+    def choose(self, seq: Sequence, now: float):
         prompt = seq.prefill_target
         return min(self.candidates(now),
                    key=lambda i: i.load_tokens(now) + prompt - i.cached_prefix_tokens(seq, now))
@@ -128,9 +136,9 @@ class LlumnixRouter(Router):
     stay lightly loaded.
     """
 
-    name = "llumnix"
+    name: ClassVar[str] = "llumnix"
 
-    def __init__(self, cfg, instances):
+    def __init__(self, cfg: RouterConfig, instances: list) -> None:
         super().__init__(cfg, instances)
         self.manager: MigrationManager | None = None
 
@@ -149,12 +157,16 @@ class LlumnixRouter(Router):
         hosted = inst.hosted()
         return (inst.total_blocks - virtual) / max(1, hosted)
 
-    def choose(self, seq, now):
+    def choose(self, seq: Sequence, now: float):
         return max(self.candidates(), key=lambda i: self.freeness(i, now))
 
     def start(self, clock, seed: int, observer=None) -> None:
         if self.cfg.migration:
             self.manager = MigrationManager(clock, self, self.cfg, seed, observer)
+
+
+def _no_more_arrivals() -> bool:
+    return False
 
 
 ROUTERS: dict[str, type[Router]] = {c.name: c for c in (
