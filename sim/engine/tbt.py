@@ -11,32 +11,38 @@ from __future__ import annotations
 
 import bisect
 import math
+from typing import Final
 
 import numpy as np
 
-#: buffered numbers (four a series) at which the buffer is binned
-FLUSH_AT = 4 * 8192
 #: histogram bin edges: 1 microsecond .. 1000 s, 100 bins per decade (0.2% relative resolution)
 EDGES = np.logspace(-6, 3, 901)
-_LOG_LO, _PER_DECADE = -6.0, 100
+#: the same edges as Python numbers, for binning one series at a time
+_EDGE_LIST: Final[list[float]] = EDGES.tolist()
+_LOG_LO: Final = -6.0
+_PER_DECADE: Final = 100
+_LAST_BIN: Final = len(EDGES) - 2
 
 
 def _bin(x: float) -> int:
+    """The bin of one gap (gaps under a microsecond, and zero, in the first)."""
     if x <= 1e-6:
         return 0
     i = int((math.log10(x) - _LOG_LO) * _PER_DECADE)
-    return min(i, len(EDGES) - 2)
+    return i if i < _LAST_BIN else _LAST_BIN
 
 
 class TokenGaps:
+    """Run maxima and the gap histogram of one decode set.
+
+    Each gap series is binned as it is added (a few arithmetic operations and a logarithm; a
+    series straddling bin edges walks the edges it crosses): the histogram counts are whole
+    numbers of tokens, so the order they are added in cannot change them."""
+
     def __init__(self) -> None:
         self._runs: list[int] = []
         self._vals: list[float] = []
-        self._hist = np.zeros(len(EDGES) - 1, dtype=np.float64)
-        #: gaps buffered as arithmetic series and binned in bulk: four numbers a series (first,
-        #: step, count, weight) one after another in one flat list, extended by ``buf += (...)``:
-        #: no tuple kept per series, and numpy reads a flat list of numbers fastest
-        self.buf: list[float] = []
+        self._counts: list[float] = [0.0] * (len(EDGES) - 1)
 
     # ---- per-request maximum (suffix max over runs) ----
     def push_run_max(self, run: int, value: float) -> None:
@@ -55,50 +61,37 @@ class TokenGaps:
 
     # ---- distribution over all tokens ----
     def add(self, gap: float, weight: float) -> None:
+        """One gap, seen by ``weight`` tokens."""
         if weight > 0:
-            self.buf += (gap, 0.0, 1, weight)
-            if len(self.buf) >= FLUSH_AT:
-                self.flush()
+            self._counts[_bin(gap)] += weight
 
     def add_arithmetic(self, first: float, step: float, count: int, weight: float) -> None:
         """Add gaps first, first+step, ..., (count values), each seen by ``weight`` tokens."""
-        if count > 0 and weight > 0:
-            self.buf += (first, step, count, weight)
-            if len(self.buf) >= FLUSH_AT:
-                self.flush()
+        if count <= 0 or weight <= 0:
+            return
+        lo = _bin(first)
+        hi = lo if count == 1 or step == 0.0 else _bin(first + step * (count - 1))
+        counts = self._counts
+        if lo >= hi:  # one bin (a decreasing series is counted in its last value's bin)
+            counts[hi] += count * weight
+            return
+        edges = _EDGE_LIST
+        done = 0  # values j in [0, count) below each bin's upper edge
+        for b in range(lo, hi):
+            below = min(count, max(0, math.ceil((edges[b + 1] - first) / step)))
+            counts[b] += weight * (below - done)
+            done = below
+        counts[hi] += weight * (count - done)
+
+    def take_back_zero_gaps(self, tokens: int) -> None:
+        """Remove ``tokens`` zero gaps added before (tokens of a multi-token step past a
+        request's output, counted with the step before it was known they were not produced)."""
+        self._counts[0] -= tokens
 
     @property
     def hist(self) -> np.ndarray:
-        self.flush()
-        return self._hist
-
-    def flush(self) -> None:
-        if not self.buf:
-            return
-        flat = np.array(self.buf, dtype=np.float64)
-        first, step, count, weight = flat.reshape(-1, 4).T
-        self.buf.clear()
-        last = first + step * (count - 1)
-        b0, b1 = _bins(first), _bins(last)
-        same = b0 == b1
-        self._hist += np.bincount(b0[same], weights=(count * weight)[same], minlength=len(self._hist))
-        # as Python numbers: the same values, and what a compiled build of this module expects
-        for f, st, n, w, lo, hi in zip(first[~same].tolist(), step[~same].tolist(),
-                                       count[~same].tolist(), weight[~same].tolist(),
-                                       b0[~same].tolist(), b1[~same].tolist(), strict=True):
-            done = 0  # values j in [0, n) below each bin's upper edge
-            n = int(n)
-            for b in range(lo, hi):
-                below = min(n, max(0, math.ceil((EDGES[b + 1] - f) / st)))
-                self._hist[b] += w * (below - done)
-                done = below
-            self._hist[hi] += w * (n - done)
-
-
-def _bins(x: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        i = ((np.log10(np.maximum(x, 1e-6)) - _LOG_LO) * _PER_DECADE).astype(np.int64)
-    return np.clip(i, 0, len(EDGES) - 2)
+        """Tokens per bin of ``EDGES`` (a copy)."""
+        return np.array(self._counts, dtype=np.float64)
 
 
 def percentile_from_hist(hist: np.ndarray, q: float) -> float:
