@@ -23,6 +23,8 @@ from goodput.sim.workload.schema import Trace
 
 if TYPE_CHECKING:
     from goodput.sim.clients import ChunkExtras, Clients
+    from goodput.sim.engine.instance import Instance
+    from goodput.sim.engine.routers import Router
 
 
 def as_chunks(trace) -> Iterable[pd.DataFrame]:
@@ -68,9 +70,11 @@ class ArrivalFeed:
     can share one prefill batch, as in a real engine.
     """
 
-    def __init__(self, clock: SimClock, chunks, router, records: RecordSink, cutoff: float,
+    def __init__(self, clock: SimClock, chunks, router: Router, records: RecordSink, cutoff: float,
                  progress=None, clients: Clients | None = None):
         self.clock, self.router, self.records = clock, router, records
+        #: the bound method scheduled at every arrival time, made once
+        self._arrival_callback = self._on_arrival
         #: the request driver (goodput.sim.clients.Clients), or None: every row is a plain arrival
         self.clients = clients
         self.closed = clients is not None and clients.closed
@@ -139,7 +143,7 @@ class ArrivalFeed:
         if t > self.cutoff:
             self._count_unarrived()
             return
-        self.clock.call_later(max(0.0, t - self.clock.now), self._on_arrival)
+        self.clock.call_later(max(0.0, t - self.clock.now), self._arrival_callback)
 
     def _request(self, i: int):
         """Row ``i`` of the current chunk as the driver's ``Request``."""
@@ -165,7 +169,7 @@ class ArrivalFeed:
     def _on_arrival(self, _ev) -> None:
         now = self.clock.now
         rids, arr, prompts, outputs, prios, classes = self._current()
-        woken = []
+        woken: list[Instance] = []
         choose = self.router.choose
         special = self.extras.special if self.extras is not None else None
         while True:
@@ -184,10 +188,10 @@ class ArrivalFeed:
                     seq.prefix = self.prefixes[i]
                 if self.alphas is not None:
                     seq.alpha = self.alphas[i]
-                inst = choose(seq, now)
-                inst.submit(seq)
-                if inst.idle:
-                    woken.append(inst)
+                chosen: Instance = choose(seq, now)  # typed: the calls below are native compiled
+                chosen.submit(seq)
+                if chosen.idle:
+                    woken.append(chosen)
             self.i = i + 1
             if self.i == self.n:
                 if self.progress is not None:

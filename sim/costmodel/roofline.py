@@ -34,11 +34,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral
+from typing import Final
 
 from goodput.sim.catalog import GPUSpec, ModelSpec
 from goodput.sim.costmodel.base import Batch, CostModel
 from goodput.sim.costmodel.engine import EngineOverhead
 from goodput.sim.costmodel.tp_estimate import TPAllReduce, tp_allreduce
+
+#: the context-free term's memo key is ``tokens * _SEQ_KEY_SPAN + sequences``
+_SEQ_KEY_SPAN: Final = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,7 @@ class RooflineCostModel(CostModel):
         self._coeff_cache: dict[int, tuple[float, float]] = {}
         #: _context_free_time by (tokens, sequences): a pure function of the two counts, asked
         #: at every iteration; chunked batches repeat a few thousand pairs (engine speed)
-        self._free_cache: dict[tuple[int, int], float] = {}
+        self._free_cache: dict[int, float] = {}
         #: its parts by token count (linear, embedding, all-reduce) and by sequence count (LM
         #: head, fixed): a new pair of counts then costs two lookups, not a recomputation
         self._tok_parts: dict[int, tuple[float, float, float]] = {}
@@ -232,8 +236,9 @@ class RooflineCostModel(CostModel):
 
     def _context_free_time(self, tokens: int, sequences: int) -> float:
         """GPU work except attention: depends only on token and sequence counts (memoised)."""
-        key = (tokens, sequences)
-        t = self._free_cache.get(key)
+        # one integer key (no tuple to build and hash per call); unique while sequences fit
+        key = tokens * _SEQ_KEY_SPAN + sequences if sequences < _SEQ_KEY_SPAN else -1
+        t = self._free_cache.get(key) if key >= 0 else None
         if t is None:
             if len(self._free_cache) >= 1 << 18:  # bounded: batches of every shape in a long run
                 self._free_cache.clear()
@@ -249,7 +254,9 @@ class RooflineCostModel(CostModel):
                 seq = self._seq_parts[sequences] = (self._lm_head_time(sequences),
                                                     self._fixed_gpu_time(sequences))
             # summed in the order the terms were always added (the same bits)
-            t = self._free_cache[key] = tok[0] + seq[0] + tok[1] + tok[2] + seq[1]
+            t = tok[0] + seq[0] + tok[1] + tok[2] + seq[1]
+            if key >= 0:
+                self._free_cache[key] = t
         return t
 
     def _finish(self, kernel_s: float, sequences: int) -> float:
@@ -304,11 +311,16 @@ class RooflineCostModel(CostModel):
                                           decode_ctx_sum, decode_ctx_max, decode_contexts)
         attn = (decode_ctx_sum + decodes) * self._decode_rate if decodes else 0.0
         total = decodes
-        for q, ctx in zip(new_tokens, context_tokens, strict=True):
+        chunks = len(new_tokens)
+        if len(context_tokens) != chunks:
+            raise ValueError(f"iteration_time: {chunks} new-token counts for "
+                             f"{len(context_tokens)} contexts")
+        for i in range(chunks):  # by index: no zip object or tuple per sequence when compiled
+            q, ctx = new_tokens[i], context_tokens[i]
             self._check(q, ctx)
             attn += self._attention_time(q, ctx)
             total += q
-        size = len(new_tokens) + decodes
+        size = chunks + decodes
         if size == 0:
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
         return self._finish(self._context_free_time(total, size) + attn, size)
@@ -329,10 +341,15 @@ class RooflineCostModel(CostModel):
         if size == 0:
             raise ValueError("batch_time: the batch has no sequences; an empty iteration has no cost")
         durs: list[float] = []
+        chunks = len(ctx)
         for j, new in enumerate(sizes):
+            if len(new) != chunks:
+                raise ValueError(f"run_times: iteration {j} has {len(new)} chunk sizes for "
+                                 f"{chunks} sequences")
             attn = (decode_ctx_sum + j * decodes + decodes) * rate if decodes else 0.0
             total = decodes
-            for i, (q, c) in enumerate(zip(new, ctx, strict=True)):
+            for i in range(chunks):  # by index: a compiled build reads both lists natively
+                q, c = new[i], ctx[i]
                 if q < 1 or c < 0:
                     self._check(q, c)
                 if q == 1:

@@ -8,15 +8,24 @@ observe every scheduled event.
 """
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
-from heapq import heappop, heappush
 from itertools import count
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import simpy
 from simpy.core import NORMAL, URGENT, StopSimulation
 
 from goodput.sim.engine.compiled import mypyc_attr
+
+#: SimPy's priority of a plain event, as a literal a compiled build inlines (checked at import)
+_NORMAL: Final = 1
+assert _NORMAL == NORMAL
+#: the heap operations and ``next`` as module constants: a compiled build reads a constant
+#: where a name imported from a module costs a dictionary lookup per call
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
+_next: Final = next
 
 #: a scheduled callback receives the event that fired (SimPy's convention, no wrapper per event)
 Callback = Callable[[Any], None]
@@ -73,14 +82,14 @@ class SimClock(simpy.Environment):
         # recognises the type; the list's identity is what a caller compares to recognise a
         # superseded call. What ``schedule(ev, NORMAL, delay)`` does, without its call.
         ev = [callback]
-        heappush(self._heap, (self._now + delay, NORMAL, next(self._eid), ev))
+        _heappush(self._heap, (self._now + delay, _NORMAL, _next(self._eid), ev))
         return ev
 
     def step(self) -> None:
         """Process the next event (SimPy's ``step``, knowing a scheduled call)."""
         heap = self._heap
         if heap and type(heap[0][3]) is list:
-            self._now, _, _, event = heappop(heap)
+            self._now, _, _, event = _heappop(heap)
             event[0](event)
             return
         super().step()
@@ -106,7 +115,7 @@ class SimClock(simpy.Environment):
         event: Any
         try:
             while heap:
-                self._now, _, _, event = heappop(heap)
+                self._now, _, _, event = _heappop(heap)
                 if type(event) is list:  # a scheduled call: one callback, and it always succeeds
                     event[0](event)
                     continue

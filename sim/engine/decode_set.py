@@ -17,6 +17,12 @@ from goodput.sim.engine.kvpool import KVPool
 from goodput.sim.engine.sequence import DECODING, WAITING, Sequence
 from goodput.sim.engine.tbt import TokenGaps
 
+#: the heap operations as module constants: a compiled build reads a constant where
+#: ``heapq.heappush`` costs an attribute lookup per call
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
+_heapify: Final = heapq.heapify
+
 
 class DecodeSet:
     def __init__(self, pool: KVPool, instance_index: int):
@@ -58,7 +64,7 @@ class DecodeSet:
             if (seq.state == DECODING and seq.instance == self.index
                     and seq.prompt + seq.gen_base - seq.token_base == -neg):
                 return t - 1 - neg
-            heapq.heappop(heap)
+            _heappop(heap)
         return 0
 
     def contexts(self) -> list[int]:
@@ -72,7 +78,7 @@ class DecodeSet:
             at, _, seq = heap[0]
             if seq.state == DECODING and seq.finish_at == at and seq.instance == self.index:
                 return at - self.tokens if q == 1 else -(-(at - self.tokens) // q)
-            heapq.heappop(heap)
+            _heappop(heap)
         return 1 << 60
 
     def steps_until_shortage(self, free_blocks: int, q: int = 1) -> int:
@@ -98,12 +104,12 @@ class DecodeSet:
             self.phases.add(seq.phase)
         self.members.append(seq)
         self._new.append(seq)
-        heapq.heappush(self._heap, (seq.finish_at, seq.rid, seq))
+        _heappush(self._heap, (seq.finish_at, seq.rid, seq))
         longest = self._longest
         if len(longest) > 2 * len(self.members) + 32:  # mostly entries of members that left
             longest[:] = [(s.token_base - s.prompt - s.gen_base, s.rid, s) for s in self.members[:-1]]
-            heapq.heapify(longest)
-        heapq.heappush(longest, (t - kv - 1, seq.rid, seq))
+            _heapify(longest)
+        _heappush(longest, (t - kv - 1, seq.rid, seq))
 
     def leave(self, seq: Sequence) -> int:
         """Materialise ``seq``'s counters and remove it; returns tokens produced beyond its output
@@ -149,8 +155,8 @@ class DecodeSet:
                 phases.add(seq.phase)
             seq.token_base -= a
             seq.finish_at -= a
-            heapq.heappush(heap, (seq.finish_at, seq.rid, seq))
-            heapq.heappush(longest, (seq.token_base - seq.prompt - seq.gen_base, seq.rid, seq))
+            _heappush(heap, (seq.finish_at, seq.rid, seq))
+            _heappush(longest, (seq.token_base - seq.prompt - seq.gen_base, seq.rid, seq))
         if not total:
             return
         self.ctx_sum += total
@@ -160,10 +166,10 @@ class DecodeSet:
         n = len(self.members)
         if len(heap) > 4 * n + 64:  # mostly superseded entries: keep the live ones
             heap[:] = [(s.finish_at, s.rid, s) for s in self.members]
-            heapq.heapify(heap)
+            _heapify(heap)
         if len(longest) > 4 * n + 64:
             longest[:] = [(s.token_base - s.prompt - s.gen_base, s.rid, s) for s in self.members]
-            heapq.heapify(longest)
+            _heapify(longest)
 
     # ------------------------------------------------------------------ producing iterations
     def advance(self, t0: float, k: int, q: int, d0: float, step: float,
@@ -224,7 +230,7 @@ class DecodeSet:
         overshoot = 0
         index = self.index
         while heap and heap[0][0] <= t:
-            at, _, seq = heapq.heappop(heap)
+            at, _, seq = _heappop(heap)
             if seq.state == DECODING and seq.finish_at == at and seq.instance == index:
                 over = self.leave(seq)
                 if over:  # tokens past the output were counted above as zero gaps: take them back

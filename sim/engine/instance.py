@@ -76,6 +76,9 @@ class Instance(Admission):
         self._run: DecodeRun | MixedRun | None = None  # the decode run in flight
         self._iteration: tuple[float, float, Plan] | None = None  # a single general iteration
         self._pending: object = None  # end event of what is in flight; a truncation supersedes it
+        #: the bound method scheduled at every iteration's end, made once (compiled, reading
+        #: ``self._on_iteration_end`` builds a new bound-method object each time)
+        self._end_callback = self._on_iteration_end
         self._truncatable = False
         self.idle = True
         self._hooks: list[Callable[[], None]] = []  # run at the next boundary (migration, drain)
@@ -203,10 +206,10 @@ class Instance(Admission):
         self._run = DecodeRun(now + extra, k, a, b, bsz, ctx_sum)
         self._truncatable = k > 1
         self._pending = self.clock.call_later(extra + k * (a + b * ctx_sum + b * bsz * 0.5 * (k - 1)),
-                                              self._on_iteration_end)
+                                              self._end_callback)
 
     def _schedule_end(self, delay: float) -> None:
-        self._pending = self.clock.call_later(delay, self._on_iteration_end)
+        self._pending = self.clock.call_later(delay, self._end_callback)
 
     def _truncate(self, now: float) -> None:
         """End the decode run in flight at the first boundary at or after ``now``."""
@@ -287,9 +290,16 @@ class Instance(Admission):
             self._notify_iterations(run.sizes if run is not None else [[n for _, n in plan.prefills]],
                                     t0, durs, len(members) if q else 0, q)
         kv = self.kv
-        tokens = run.chunk_tokens(k) if run is not None else [n for _, n in plan.prefills]
+        prefills = plan.prefills
+        tokens = run.chunk_tokens(k) if run is not None else [n for _, n in prefills]
+        chunks = len(prefills)
+        if len(tokens) != chunks:
+            raise AssertionError("a run's chunk tokens are one per prompt of its plan")
+        # the prompts by index below: compiled, a zip builds an iterator and a tuple per prompt
         if run is not None:
-            for (seq, n0), n in zip(plan.prefills, tokens, strict=True):
+            for i in range(chunks):
+                seq, n0 = prefills[i]
+                n = tokens[i]
                 if n != n0 and not seq.reserved:  # iterations 2..k's chunks (the first is held)
                     # taken before the decode steps' blocks and before anything finishes, as a
                     # step engine takes them at each boundary: prefix-cache evictions then match
@@ -308,7 +318,9 @@ class Instance(Admission):
         prefilling = queues.prefilling
         done_work = 0
         cache = kv.cache
-        for (seq, _), n in zip(plan.prefills, tokens, strict=True):
+        for i in range(chunks):
+            seq = prefills[i][0]
+            n = tokens[i]
             seq.prefilled += n
             done_work += n
             if seq.prefilled < seq.prefill_target:

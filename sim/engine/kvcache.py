@@ -96,7 +96,11 @@ class DecodeBlockPhases:
             p0 = start_step % bs
             end = p0 + rest
             cnt = self.count
-            total += sum(cnt[p0:end]) if end <= bs else sum(cnt[p0:]) + sum(cnt[: end - bs])
+            # positions p0 .. end-1, wrapping past the block end (by index: no slices to build)
+            for i in range(p0, end if end <= bs else bs):
+                total += cnt[i]
+            for i in range(end - bs):
+                total += cnt[i]
         return total
 
     def steps_until_shortage(self, start_step: int, free_blocks: int) -> int:

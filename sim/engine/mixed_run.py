@@ -18,11 +18,16 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from goodput.sim.costmodel.base import CostModel
 from goodput.sim.engine.decode_set import DecodeSet
 from goodput.sim.engine.view import Plan
+
+#: as module constants, which a compiled build reads without a lookup per call
+_accumulate: Final = accumulate
+_bisect_left: Final = bisect.bisect_left
+_bisect_right: Final = bisect.bisect_right
 
 if TYPE_CHECKING:
     from goodput.sim.engine.instance import Instance
@@ -46,7 +51,7 @@ class MixedRun:
         self.batch = decodes * self.decode_q
         if len(sizes) != len(durs):
             raise ValueError("MixedRun: one row of chunk sizes per iteration duration")
-        self.ends = list(accumulate(durs))  # the same left-to-right sums as a loop, at C speed
+        self.ends = list(_accumulate(durs))  # the same left-to-right sums as a loop, at C speed
         #: tokens of work (chunks + decodes) done by the end of iteration j; worked out on the
         #: first load query (``work_done``), which most runs never see
         self.work: list[int] | None = None
@@ -87,14 +92,14 @@ class MixedRun:
         """Smallest j in [1, k] whose iteration ends at or after ``delta`` into the run."""
         if delta <= 0.0:
             return 1
-        return min(self.k, bisect.bisect_left(self.ends, delta) + 1)
+        return min(self.k, _bisect_left(self.ends, delta) + 1)
 
     def steps_done_by(self, now: float) -> int:
-        return bisect.bisect_right(self.ends, now - self.t0)
+        return _bisect_right(self.ends, now - self.t0)
 
     def steps_by(self, now: float) -> int:
         """Iterations done by ``now`` (``SpecRun`` counts ``steps_done_by`` in tokens)."""
-        return bisect.bisect_right(self.ends, now - self.t0)
+        return _bisect_right(self.ends, now - self.t0)
 
     def work_done(self, j: int) -> int:
         """Tokens of work (prompt chunks and decode tokens) the first j iterations did."""
@@ -108,7 +113,13 @@ class MixedRun:
 
     def chunk_tokens(self, j: int) -> list[int]:
         """Each chunk's tokens over the first j iterations."""
-        return [sum(col) for col in zip(*self.sizes[:j], strict=True)]
+        sizes = self.sizes
+        if j and len(self.starts) == 1:  # one prompt chunked (the common case): no transpose
+            total = 0
+            for i in range(j):
+                total += sizes[i][0]
+            return [total]
+        return [sum(col) for col in zip(*sizes[:j], strict=True)]
 
     def chunk_blocks_started(self, j: int) -> int:
         """KV blocks the prompt chunks of iterations 2 .. j+1 take beyond what the first one

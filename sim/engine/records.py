@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,9 @@ _ROW = struct.Struct(f"={len(_F_ORDER)}d{len(_I_ORDER)}q")
 #: the same row as numpy sees it
 _ROW_DTYPE = np.dtype([("f", np.float64, (len(_F_ORDER),)), ("i", np.int64, (len(_I_ORDER),))])
 assert _ROW_DTYPE.itemsize == _ROW.size
-_ROW_SIZE = _ROW.size
-_PACK_INTO = _ROW.pack_into
+#: module constants (Final: a compiled build reads them without a dictionary lookup per record)
+_ROW_SIZE: Final = _ROW.size
+_PACK_INTO: Final = _ROW.pack_into
 
 
 class Client(Protocol):

@@ -22,13 +22,16 @@ _EDGE_LIST: Final[list[float]] = EDGES.tolist()
 _LOG_LO: Final = -6.0
 _PER_DECADE: Final = 100
 _LAST_BIN: Final = len(EDGES) - 2
+#: as module constants, which a compiled build reads without a lookup per call
+_log10: Final = math.log10
+_bisect_left: Final = bisect.bisect_left
 
 
 def _bin(x: float) -> int:
     """The bin of one gap (gaps under a microsecond, and zero, in the first)."""
     if x <= 1e-6:
         return 0
-    i = int((math.log10(x) - _LOG_LO) * _PER_DECADE)
+    i = int((_log10(x) - _LOG_LO) * _PER_DECADE)
     return i if i < _LAST_BIN else _LAST_BIN
 
 
@@ -56,7 +59,7 @@ class TokenGaps:
         runs.append(run)
 
     def max_since(self, run: int) -> float:
-        i = bisect.bisect_left(self._runs, run)
+        i = _bisect_left(self._runs, run)
         return self._vals[i] if i < len(self._vals) else math.nan
 
     # ---- distribution over all tokens ----

@@ -60,7 +60,7 @@ class SarathiPolicy(BatchingPolicy):
         for seq in view.prefilling:
             if budget <= 0:
                 break
-            n = min(chunk_size, seq.prefill_target - seq.prefilled, budget)
+            n = min(min(chunk_size, seq.prefill_target - seq.prefilled), budget)
             need = blocks_for(seq.prefilled + n) - seq.blocks
             if need > free:
                 break
@@ -81,7 +81,7 @@ class SarathiPolicy(BatchingPolicy):
             while waiting and budget > 0 and seqs < max_running and not view.swapped:
                 seq = waiting[0]
                 done, held = view.prefix_start(seq)  # cached prefix: computed tokens, blocks held
-                n = min(chunk_size, seq.prefill_target - done, budget)
+                n = min(min(chunk_size, seq.prefill_target - done), budget)
                 need = blocks_for(done + n) - held
                 whole = blocks_for(seq.prefill_target) - held
                 if whole + pending > free:
@@ -114,14 +114,11 @@ class SarathiPolicy(BatchingPolicy):
         m = len(chunks)
         done = [s.prefilled + n for s, n in chunks]  # computed tokens after this iteration
         target = [s.prefill_target for s, _ in chunks]
-        for d, t in zip(done, target, strict=True):
-            if d >= t:
+        for i in range(m):  # by index: compiled, a zip builds a tuple per prompt
+            if done[i] >= target[i]:
                 return []  # a prompt finishes now: the batch changes after this iteration
         bs = self.capacity.block_size
         prefilling = view.prefilling
-        # each prefilling request as (index in the plan or -1, the request)
-        pos = {id(s): i for i, (s, _) in enumerate(chunks)}
-        order = [(pos.get(id(s), -1), s) for s in prefilling]
         held = [-(-d // bs) for d in done]  # blocks of the plan's prompts once this one is done
         chunk_size, running = self.chunk_size, len(view.running)
         budget0 = self.token_budget - running
@@ -131,6 +128,9 @@ class SarathiPolicy(BatchingPolicy):
             rows = self._one_prompt_rows(view, done[0], target[0], held[0], budget0, decoding, limit)
             if rows is not None:
                 return rows
+        # each prefilling request as (index in the plan or -1, the request)
+        pos = {id(s): i for i, (s, _) in enumerate(chunks)}
+        order = [(pos.get(id(s), -1), s) for s in prefilling]
         if admit:
             head = view.waiting[0]
             _, head_held = view.prefix_start(head)
@@ -156,11 +156,11 @@ class SarathiPolicy(BatchingPolicy):
                 if budget <= 0:
                     break
                 if i < 0:
-                    n = min(chunk_size, s.prefill_target - s.prefilled, budget)
+                    n = min(min(chunk_size, s.prefill_target - s.prefilled), budget)
                     if -(-(s.prefilled + n) // bs) - s.blocks > room:
                         break
                     return out  # a prompt left out of this plan would get a chunk
-                n = min(chunk_size, target[i] - done[i], budget)
+                n = min(min(chunk_size, target[i] - done[i]), budget)
                 need = -(-(done[i] + n) // bs) - held[i]
                 if need > room:
                     break
@@ -200,7 +200,7 @@ class SarathiPolicy(BatchingPolicy):
         steps = view.decode_step_blocks(rows + 1) - step0 if decoding else 0  # positions 1..rows
         if -(-target // self.capacity.block_size) - held + steps > view.free_blocks - step0:
             return None
-        n = min(rows, limit, MAX_RUN)
+        n = min(min(rows, limit), MAX_RUN)
         out = [[c] for _ in range(n)]
         if n == rows:
             out[-1] = [rest - c * (rows - 1)]
