@@ -174,6 +174,15 @@ def _verdicts(by: dict) -> None:
             print(f"{family}: memory growth per extra request {per_req:.0f} bytes; CPU per request "
                   f"{us_a:.1f} us at {a['requests']:,} vs {us_b:.1f} us at {b['requests']:,} "
                   f"({us_b / us_a - 1:+.1%}, target within {FLAT:.0%})")
+            mid = by.get(f"{family}-100k")
+            if mid is not None and a is not mid:
+                # the cost of each extra request, from the smallest size to 100k and from 100k to
+                # the largest: what grows with N shows here without the fixed start-up cost
+                lo = 1e6 * (mid["cpu_s"] - a["cpu_s"]) / (mid["requests"] - a["requests"])
+                hi = 1e6 * (b["cpu_s"] - mid["cpu_s"]) / (b["requests"] - mid["requests"])
+                print(f"{family}: CPU per extra request {lo:.1f} us from {a['requests']:,} to "
+                      f"{mid['requests']:,}, {hi:.1f} us from {mid['requests']:,} to "
+                      f"{b['requests']:,} ({hi / lo - 1:+.1%})")
     for label, names, target in (("vidur", ("vidur-10k", "vidur-100k", "vidur-1M"), TARGETS["vidur"]),
                                  ("demo", ("azure-conv",), TARGETS["demo"])):
         rows = [by[n] for n in names if n in by]
