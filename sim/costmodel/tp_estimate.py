@@ -78,26 +78,40 @@ class TPAllReduce:
     measured_on: str  # where the anchor numbers come from
     measured: tuple[CollectivesTable, ...] | None = None  # this GPU's own tables, any worlds
 
+    def __post_init__(self) -> None:
+        # per world size, this GPU's own table and the per-call floor: both fixed by the fields,
+        # and ``time`` is asked for every new message size a simulation prices (not a field:
+        # equality, hashing and ``replace`` see only the fields)
+        object.__setattr__(self, "_by_world", {})
+
+    def _world(self, world: int) -> tuple[CollectivesTable | None, float]:
+        known: dict[int, tuple[CollectivesTable | None, float]] = self._by_world  # type: ignore[attr-defined]
+        got = known.get(world)
+        if got is None:
+            own = next((t for t in self.measured or () if t.world == world), None)
+            if world <= 1:
+                floor = 0.0
+            elif own is not None and own.graph:  # the measured GPU time of a small call
+                floor = latency_floor(own)
+            else:
+                extra = ring_steps(world) - ring_steps(self.measured_world)
+                floor = max(0.0, self.floor_s + extra * HOP_S[self.link])
+            got = known[world] = (own, floor)
+        return got
+
     def table(self, world: int) -> CollectivesTable | None:
         """This GPU's measured table at ``world`` (graph preferred when both were found)."""
-        return next((t for t in self.measured or () if t.world == world), None)
+        return self._world(world)[0]
 
     def floor(self, world: int) -> float:
-        if world <= 1:
-            return 0.0
-        own = self.table(world)
-        if own is not None and own.graph:  # the measured GPU time of a small call
-            return latency_floor(own)
-        extra = ring_steps(world) - ring_steps(self.measured_world)
-        return max(0.0, self.floor_s + extra * HOP_S[self.link])
+        return 0.0 if world <= 1 else self._world(world)[1]
 
     def time(self, nbytes: float, world: int) -> float:
         """Seconds of one all-reduce of ``nbytes`` over ``world`` GPUs (0 for one GPU)."""
         if world <= 1:
             return 0.0
-        t = self.floor(world) + (ring_steps(world) / world) * nbytes / (
-            self.bus_eff * self.link_bytes_per_s)
-        own = self.table(world)
+        own, floor = self._world(world)
+        t = floor + (ring_steps(world) / world) * nbytes / (self.bus_eff * self.link_bytes_per_s)
         return t if own is None else own.charge("all_reduce", nbytes, t)
 
     def is_measured(self, world: int) -> bool:
