@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -165,21 +166,26 @@ def _print_row(row: dict) -> None:
 
 
 def _verdicts(by: dict) -> None:
-    """Memory per request, flatness and the targets, from the rows measured."""
+    """Memory per request, flatness and the targets, from the rows measured. Flatness compares
+    the median run of each size (the 1M runs are single, and the fastest of several small runs
+    against one large one would lean toward growth)."""
+    def cpu(row: dict) -> float:
+        return row.get("cpu_s_median", row["cpu_s"])
+
     for family, small, big in (("synth", "synth-100k", "synth-1M"), ("vidur", "vidur-10k", "vidur-1M")):
         if small in by and big in by:
             a, b = by[small], by[big]
             per_req = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 2**20 / (b["requests"] - a["requests"])
-            us_a, us_b = 1e6 * a["cpu_s"] / a["requests"], 1e6 * b["cpu_s"] / b["requests"]
-            print(f"{family}: memory growth per extra request {per_req:.0f} bytes; CPU per request "
+            us_a, us_b = 1e6 * cpu(a) / a["requests"], 1e6 * cpu(b) / b["requests"]
+            print(f"{family}: memory growth per extra request {per_req:.0f} bytes; median CPU per request "
                   f"{us_a:.1f} us at {a['requests']:,} vs {us_b:.1f} us at {b['requests']:,} "
                   f"({us_b / us_a - 1:+.1%}, target within {FLAT:.0%})")
             mid = by.get(f"{family}-100k")
             if mid is not None and a is not mid:
                 # the cost of each extra request, from the smallest size to 100k and from 100k to
                 # the largest: what grows with N shows here without the fixed start-up cost
-                lo = 1e6 * (mid["cpu_s"] - a["cpu_s"]) / (mid["requests"] - a["requests"])
-                hi = 1e6 * (b["cpu_s"] - mid["cpu_s"]) / (b["requests"] - mid["requests"])
+                lo = 1e6 * (cpu(mid) - cpu(a)) / (mid["requests"] - a["requests"])
+                hi = 1e6 * (cpu(b) - cpu(mid)) / (b["requests"] - mid["requests"])
                 print(f"{family}: CPU per extra request {lo:.1f} us from {a['requests']:,} to "
                       f"{mid['requests']:,}, {hi:.1f} us from {mid['requests']:,} to "
                       f"{b['requests']:,} ({hi / lo - 1:+.1%})")
@@ -216,6 +222,7 @@ def _run_fastest(python: str, name: str, repeat: int) -> dict:
         runs += [_run_child(python, name) for _ in range(repeat - 1)]
     best = min(runs, key=lambda r: r["cpu_s"])
     return {**best, "runs": len(runs), "spread": max(r["cpu_s"] for r in runs) / best["cpu_s"],
+            "cpu_s_median": statistics.median(r["cpu_s"] for r in runs),
             "load": max(r["load"] for r in runs)}
 
 
