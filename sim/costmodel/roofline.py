@@ -42,7 +42,7 @@ from goodput.sim.costmodel.engine import EngineOverhead
 from goodput.sim.costmodel.tp_estimate import TPAllReduce, tp_allreduce
 
 #: the context-free term's memo key is ``tokens * _SEQ_KEY_SPAN + sequences``
-_SEQ_KEY_SPAN: Final = 1 << 20
+_SEQ_KEY_SPAN: Final = 1 << 32
 
 
 @dataclass(frozen=True)
@@ -236,9 +236,10 @@ class RooflineCostModel(CostModel):
 
     def _context_free_time(self, tokens: int, sequences: int) -> float:
         """GPU work except attention: depends only on token and sequence counts (memoised)."""
-        # one integer key (no tuple to build and hash per call); unique while sequences fit
-        key = tokens * _SEQ_KEY_SPAN + sequences if sequences < _SEQ_KEY_SPAN else -1
-        t = self._free_cache.get(key) if key >= 0 else None
+        # one integer key (no tuple to build and hash per call); unique, as a batch never holds
+        # 2**32 sequences
+        key = tokens * _SEQ_KEY_SPAN + sequences
+        t = self._free_cache.get(key)
         if t is None:
             if len(self._free_cache) >= 1 << 18:  # bounded: batches of every shape in a long run
                 self._free_cache.clear()
@@ -254,9 +255,7 @@ class RooflineCostModel(CostModel):
                 seq = self._seq_parts[sequences] = (self._lm_head_time(sequences),
                                                     self._fixed_gpu_time(sequences))
             # summed in the order the terms were always added (the same bits)
-            t = tok[0] + seq[0] + tok[1] + tok[2] + seq[1]
-            if key >= 0:
-                self._free_cache[key] = t
+            t = self._free_cache[key] = tok[0] + seq[0] + tok[1] + tok[2] + seq[1]
         return t
 
     def _finish(self, kernel_s: float, sequences: int) -> float:

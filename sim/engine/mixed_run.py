@@ -113,13 +113,15 @@ class MixedRun:
 
     def chunk_tokens(self, j: int) -> list[int]:
         """Each chunk's tokens over the first j iterations."""
-        sizes = self.sizes
-        if j and len(self.starts) == 1:  # one prompt chunked (the common case): no transpose
-            total = 0
-            for i in range(j):
-                total += sizes[i][0]
-            return [total]
-        return [sum(col) for col in zip(*sizes[:j], strict=True)]
+        sizes, m = self.sizes, len(self.starts)
+        totals = [0] * m
+        for r in range(j):  # by index: compiled, a transposing zip builds a tuple per row
+            row = sizes[r]
+            if len(row) != m:
+                raise ValueError(f"MixedRun: iteration {r} has {len(row)} chunk sizes for {m} prompts")
+            for i in range(m):
+                totals[i] += row[i]
+        return totals
 
     def chunk_blocks_started(self, j: int) -> int:
         """KV blocks the prompt chunks of iterations 2 .. j+1 take beyond what the first one
